@@ -1,0 +1,26 @@
+"""zoo: a typed model zoo for PyTorch image models."""
+
+from __future__ import annotations
+
+from zoo.api import (
+    ModelZoo,
+    create_model,
+    get_default_cfg,
+    is_model,
+    list_models,
+    list_modules,
+    list_pretrained,
+)
+from zoo.domain.errors import ZooError
+
+__all__ = [
+    "ModelZoo",
+    "ZooError",
+    "create_model",
+    "get_default_cfg",
+    "is_model",
+    "list_models",
+    "list_modules",
+    "list_pretrained",
+]
+__version__ = "0.1.0"

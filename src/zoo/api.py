@@ -1,0 +1,197 @@
+"""The composition root (ModelZoo) and the module-level facade over a lazily built default zoo."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from zoo.domain.errors import InvalidValueError
+from zoo.domain.protocols import FeatureWrapperFactory, Pruner, WeightLoader
+from zoo.domain.values import BuildRequest, DefaultCfg, ModelSpec
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from zoo.services.builder import WeightApplier
+    from zoo.services.registry import Registry
+
+__all__ = [
+    "ModelZoo",
+    "builtin_registry",
+    "create_model",
+    "default_zoo",
+    "get_default_cfg",
+    "is_model",
+    "list_models",
+    "list_modules",
+    "list_pretrained",
+]
+
+
+def builtin_registry() -> Registry:
+    """A new Registry holding the built-in catalogue; families load on first use of one of their names."""
+    from zoo.archs.catalogue import FAMILIES, load_family
+    from zoo.services.registry import Registry
+
+    registry = Registry()
+    for module, names in FAMILIES.items():
+        registry.register_lazy(module, names, lambda m=module: load_family(m))  # type: ignore[misc]  # default binds the loop value
+    return registry
+
+
+class ModelZoo:
+    """Registry + Builder + services, wired together; every part can be replaced."""
+
+    def __init__(
+        self,
+        *,
+        registry: Registry | None = None,
+        weight_loader: WeightLoader | None = None,
+        weight_applier: WeightApplier | None = None,
+        pruner: Pruner | None = None,
+        feature_factory: FeatureWrapperFactory | None = None,
+    ) -> None:
+        from zoo.services.builder import Builder
+
+        self.registry = registry if registry is not None else builtin_registry()
+        self.builder = Builder(
+            weight_loader=weight_loader,
+            weight_applier=weight_applier,
+            pruner=pruner,
+            feature_factory=feature_factory,
+        )
+
+    def create_model(
+        self,
+        name: str,
+        *,
+        pretrained: bool = False,
+        num_classes: int | None = None,
+        in_chans: int | None = None,
+        features_only: bool = False,
+        out_indices: Sequence[int] | None = None,
+        feature_cls: str | None = None,
+        checkpoint_path: str | os.PathLike[str] | None = None,
+        pretrained_cfg_overlay: Mapping[str, object] | None = None,
+        **model_kwargs: Any,
+    ) -> nn.Module:
+        """Build a model by name or name.tag; see zoo.api.create_model."""
+        spec, cfg = self.registry.resolve(name)
+        if out_indices is not None and not isinstance(out_indices, (list, tuple)):
+            raise InvalidValueError(f"out_indices={out_indices!r} is invalid: expected a sequence of ints")
+        request = BuildRequest(
+            tag=cfg.tag,
+            pretrained=pretrained,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            features_only=features_only,
+            out_indices=tuple(out_indices) if out_indices is not None else None,
+            feature_cls=feature_cls,
+            checkpoint_path=os.fspath(checkpoint_path) if checkpoint_path is not None else None,
+            cfg_overlay=pretrained_cfg_overlay or {},
+            model_kwargs=model_kwargs,
+        )
+        return self.builder.build(spec, request)
+
+    def get_spec(self, name: str) -> ModelSpec:
+        """The spec of a registered name."""
+        return self.registry.get_spec(name)
+
+    def get_default_cfg(self, name: str) -> DefaultCfg:
+        """The DefaultCfg of name or name.tag."""
+        return self.registry.resolve(name)[1]
+
+    def list_models(
+        self,
+        filter: str | Sequence[str] = "",
+        *,
+        exclude_filters: str | Sequence[str] = (),
+        module: str | None = None,
+        pretrained: bool = False,
+        include_tags: bool = False,
+    ) -> list[str]:
+        """Registered names matching fnmatch patterns, naturally sorted."""
+        return self.registry.list_models(
+            filter, exclude_filters=exclude_filters, module=module, pretrained=pretrained, include_tags=include_tags
+        )
+
+
+_default_lock = threading.Lock()
+_default: ModelZoo | None = None
+
+
+def default_zoo() -> ModelZoo:
+    """The process-wide ModelZoo the module-level functions use, built on first call."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = _make_default_zoo()
+        return _default
+
+
+def _make_default_zoo() -> ModelZoo:
+    return ModelZoo()
+
+
+def create_model(
+    name: str,
+    *,
+    pretrained: bool = False,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
+    feature_cls: str | None = None,
+    checkpoint_path: str | os.PathLike[str] | None = None,
+    pretrained_cfg_overlay: Mapping[str, object] | None = None,
+    **model_kwargs: Any,
+) -> nn.Module:
+    """Create a registered model by name (or name.tag for one published weight set)."""
+    return default_zoo().create_model(
+        name,
+        pretrained=pretrained,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        features_only=features_only,
+        out_indices=out_indices,
+        feature_cls=feature_cls,
+        checkpoint_path=checkpoint_path,
+        pretrained_cfg_overlay=pretrained_cfg_overlay,
+        **model_kwargs,
+    )
+
+
+def list_models(
+    filter: str | Sequence[str] = "",
+    *,
+    exclude_filters: str | Sequence[str] = (),
+    module: str | None = None,
+    pretrained: bool = False,
+    include_tags: bool = False,
+) -> list[str]:
+    """Registered names matching fnmatch patterns, naturally sorted (resnet18 before resnet101)."""
+    return default_zoo().list_models(
+        filter, exclude_filters=exclude_filters, module=module, pretrained=pretrained, include_tags=include_tags
+    )
+
+
+def is_model(name: str) -> bool:
+    """Whether name (or name.tag) is registered."""
+    return default_zoo().registry.is_model(name)
+
+
+def list_modules() -> list[str]:
+    """Architecture families with registered models."""
+    return default_zoo().registry.list_modules()
+
+
+def list_pretrained(filter: str | Sequence[str] = "", exclude_filters: str | Sequence[str] = ()) -> list[str]:
+    """Every name.tag with published weights."""
+    return default_zoo().registry.list_pretrained(filter, exclude_filters)
+
+
+def get_default_cfg(name: str) -> DefaultCfg:
+    """The DefaultCfg of name or name.tag."""
+    return default_zoo().get_default_cfg(name)

@@ -1,0 +1,41 @@
+"""The built-in catalogue: which module defines which model names.
+
+Kept as a static index so that listing names imports no architecture module; a test checks it
+against the specs the modules really define.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+
+from zoo.domain.values import ModelSpec
+
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "zoo.archs.resnet": (
+        "resnet18",
+        "resnet26",
+        "resnet34",
+        "resnet50",
+        "resnet101",
+        "resnet152",
+        "resnet18d",
+        "resnet26d",
+        "resnet34d",
+        "resnet50d",
+        "resnet101d",
+        "resnet152d",
+        "resnext50_32x4d",
+        "resnext101_32x8d",
+        "wide_resnet50_2",
+        "wide_resnet101_2",
+        "seresnet50",
+        "ecaresnet50d",
+    ),
+}
+
+
+def load_family(module: str) -> Sequence[ModelSpec]:
+    """Import a family module and return the specs it defines (its MODEL_SPECS)."""
+    specs: Sequence[ModelSpec] = importlib.import_module(module).MODEL_SPECS
+    return specs

@@ -1,0 +1,346 @@
+"""ResNet, ResNet-D, ResNeXt, Wide ResNet, SE-ResNet and ECA-ResNet.
+
+Parameter names and shapes follow timm 1.0.31 for the same model names, so published checkpoints
+for those names load unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.archs._cfgs import family_cfgs
+from zoo.archs.layers import AvgPool2dSame, DropPath, GlobalPool, check_head, create_attn
+from zoo.domain.errors import InvalidValueError
+from zoo.domain.values import FeatureCfg, FeatureInfo, ModelSpec
+
+__all__ = ["MODEL_SPECS", "BasicBlock", "Bottleneck", "ResNet"]
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with a residual connection (ResNet-18/34)."""
+
+    expansion = 1
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        *,
+        cardinality: int = 1,
+        base_width: int = 64,
+        dilation: int = 1,
+        first_dilation: int | None = None,
+        attn_layer: str | None = None,
+        drop_path_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if cardinality != 1 or base_width != 64:
+            raise InvalidValueError(
+                f"BasicBlock supports cardinality=1 and base_width=64 only, got {cardinality=}, {base_width=}"
+            )
+        outplanes = planes * self.expansion
+        first_dilation = first_dilation or dilation
+        self.conv1 = nn.Conv2d(
+            inplanes, planes, 3, stride=stride, padding=first_dilation, dilation=first_dilation, bias=False
+        )
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.act1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, outplanes, 3, padding=dilation, dilation=dilation, bias=False)
+        self.bn2 = nn.BatchNorm2d(outplanes)
+        self.se = create_attn(attn_layer, outplanes)
+        self.act2 = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
+
+    def zero_init_last(self) -> None:
+        """Start the residual branch at zero so each block begins as an identity."""
+        nn.init.zeros_(self.bn2.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        x = self.act1(self.bn1(self.conv1(x)))
+        x = self.bn2(self.conv2(x))
+        if self.se is not None:
+            x = self.se(x)
+        x = self.drop_path(x) + shortcut
+        out: torch.Tensor = self.act2(x)
+        return out
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (grouped) and 1x1 expand convolutions with a residual (ResNet-50 and up)."""
+
+    expansion = 4
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        *,
+        cardinality: int = 1,
+        base_width: int = 64,
+        dilation: int = 1,
+        first_dilation: int | None = None,
+        attn_layer: str | None = None,
+        drop_path_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        width = int(math.floor(planes * (base_width / 64)) * cardinality)
+        outplanes = planes * self.expansion
+        first_dilation = first_dilation or dilation
+        self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.act1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(
+            width,
+            width,
+            3,
+            stride=stride,
+            padding=first_dilation,
+            dilation=first_dilation,
+            groups=cardinality,
+            bias=False,
+        )
+        self.bn2 = nn.BatchNorm2d(width)
+        self.act2 = nn.ReLU(inplace=True)
+        self.conv3 = nn.Conv2d(width, outplanes, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(outplanes)
+        self.se = create_attn(attn_layer, outplanes)
+        self.act3 = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
+
+    def zero_init_last(self) -> None:
+        """Start the residual branch at zero so each block begins as an identity."""
+        nn.init.zeros_(self.bn3.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        x = self.act1(self.bn1(self.conv1(x)))
+        x = self.act2(self.bn2(self.conv2(x)))
+        x = self.bn3(self.conv3(x))
+        if self.se is not None:
+            x = self.se(x)
+        x = self.drop_path(x) + shortcut
+        out: torch.Tensor = self.act3(x)
+        return out
+
+
+Block = type[BasicBlock] | type[Bottleneck]
+
+
+def _downsample(inplanes: int, outplanes: int, stride: int, dilation: int, avg_down: bool) -> nn.Module:
+    """The shortcut projection: a strided 1x1 conv, or (ResNet-D) average pooling then a 1x1 conv."""
+    if not avg_down:
+        return nn.Sequential(
+            nn.Conv2d(inplanes, outplanes, 1, stride=stride, bias=False),
+            nn.BatchNorm2d(outplanes),
+        )
+    pool: nn.Module
+    if stride == 1 and dilation == 1:
+        pool = nn.Identity()
+    elif stride == 1:
+        pool = AvgPool2dSame(2)
+    else:
+        pool = nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False)
+    return nn.Sequential(pool, nn.Conv2d(inplanes, outplanes, 1, bias=False), nn.BatchNorm2d(outplanes))
+
+
+class ResNet(nn.Module):
+    """ResNet and its variants, selected by block type, depth, stem and shortcut style."""
+
+    def __init__(
+        self,
+        *,
+        block: Block,
+        layers: Sequence[int],
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        output_stride: Literal[8, 16, 32] = 32,
+        global_pool: str = "avg",
+        cardinality: int = 1,
+        base_width: int = 64,
+        stem_width: int = 64,
+        stem_type: Literal["", "deep"] = "",
+        avg_down: bool = False,
+        attn_layer: str | None = None,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        zero_init_last: bool = True,
+    ) -> None:
+        super().__init__()
+        if output_stride not in (8, 16, 32):
+            raise InvalidValueError(f"output_stride={output_stride!r} is invalid: expected 8, 16 or 32")
+        if stem_type not in ("", "deep"):
+            raise InvalidValueError(f"stem_type={stem_type!r} is invalid: expected '' or 'deep'")
+        if not isinstance(in_chans, int) or in_chans <= 0:
+            raise InvalidValueError(f"in_chans={in_chans!r} is invalid: expected an int > 0")
+        for label, rate in (("drop_rate", drop_rate), ("drop_path_rate", drop_path_rate)):
+            if not 0.0 <= rate < 1.0:
+                raise InvalidValueError(f"{label}={rate!r} is invalid: expected a number in [0, 1)")
+        check_head(num_classes, global_pool)
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+
+        inplanes = stem_width * 2 if stem_type == "deep" else 64
+        self.conv1: nn.Module
+        if stem_type == "deep":
+            self.conv1 = nn.Sequential(
+                nn.Conv2d(in_chans, stem_width, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(stem_width),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(stem_width, stem_width, 3, padding=1, bias=False),
+                nn.BatchNorm2d(stem_width),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(stem_width, inplanes, 3, padding=1, bias=False),
+            )
+        else:
+            self.conv1 = nn.Conv2d(in_chans, inplanes, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(inplanes)
+        self.act1 = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.feature_info = [FeatureInfo(index=0, module="act1", num_chs=inplanes, reduction=2)]
+
+        stages: list[nn.Sequential] = []
+        total_blocks = sum(layers)
+        block_idx = 0
+        net_stride, dilation, prev_dilation = 4, 1, 1
+        for stage_idx, (planes, depth) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
+            stride = 1 if stage_idx == 0 else 2
+            if net_stride >= output_stride:
+                dilation *= stride
+                stride = 1
+            else:
+                net_stride *= stride
+            outplanes = planes * block.expansion
+            downsample = None
+            if stride != 1 or inplanes != outplanes:
+                downsample = _downsample(inplanes, outplanes, stride, prev_dilation, avg_down)
+            blocks: list[nn.Module] = []
+            for i in range(depth):
+                rate = drop_path_rate * block_idx / max(total_blocks - 1, 1)
+                blocks.append(
+                    block(
+                        inplanes,
+                        planes,
+                        stride if i == 0 else 1,
+                        downsample if i == 0 else None,
+                        cardinality=cardinality,
+                        base_width=base_width,
+                        dilation=dilation,
+                        first_dilation=prev_dilation,
+                        attn_layer=attn_layer,
+                        drop_path_rate=rate,
+                    )
+                )
+                prev_dilation = dilation
+                inplanes = outplanes
+                block_idx += 1
+            stages.append(nn.Sequential(*blocks))
+            self.feature_info.append(
+                FeatureInfo(
+                    index=stage_idx + 1, module=f"layer{stage_idx + 1}", num_chs=outplanes, reduction=net_stride
+                )
+            )
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+
+        self.num_features = inplanes
+        self.global_pool = GlobalPool(global_pool)
+        self.fc: nn.Module = self._make_fc(num_classes)
+        self._init_weights(zero_init_last)
+
+    def _make_fc(self, num_classes: int) -> nn.Module:
+        if num_classes == 0:
+            return nn.Identity()
+        return nn.Linear(self.num_features * self.global_pool.feat_mult(), num_classes)
+
+    def _init_weights(self, zero_init_last: bool) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if zero_init_last:
+            for m in self.modules():
+                if isinstance(m, (BasicBlock, Bottleneck)):
+                    m.zero_init_last()
+
+    def get_classifier(self) -> nn.Module:
+        """The classifier (Identity when num_classes is 0)."""
+        return self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the classifier with a fresh one (0: none); optionally change the pooling."""
+        pool = self.global_pool.pool_type if global_pool is None else global_pool
+        check_head(num_classes, pool)
+        if global_pool is not None:
+            self.global_pool = GlobalPool(global_pool)
+        self.num_classes = num_classes
+        self.fc = self._make_fc(num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The final stage's feature map, at stride output_stride."""
+        x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        out: torch.Tensor = self.layer4(x)
+        return out
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool, drop out and classify; pre_logits stops before the classifier."""
+        x = self.global_pool(x)
+        if self.drop_rate > 0.0:
+            x = F.dropout(x, p=self.drop_rate, training=self.training)
+        if pre_logits:
+            return x
+        out: torch.Tensor = self.fc(x)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+_D = {"stem_width": 32, "stem_type": "deep", "avg_down": True}
+_ARCHS: dict[str, dict[str, object]] = {
+    "resnet18": {"block": BasicBlock, "layers": (2, 2, 2, 2)},
+    "resnet26": {"block": Bottleneck, "layers": (2, 2, 2, 2)},
+    "resnet34": {"block": BasicBlock, "layers": (3, 4, 6, 3)},
+    "resnet50": {"block": Bottleneck, "layers": (3, 4, 6, 3)},
+    "resnet101": {"block": Bottleneck, "layers": (3, 4, 23, 3)},
+    "resnet152": {"block": Bottleneck, "layers": (3, 8, 36, 3)},
+    "resnet18d": {"block": BasicBlock, "layers": (2, 2, 2, 2), **_D},
+    "resnet26d": {"block": Bottleneck, "layers": (2, 2, 2, 2), **_D},
+    "resnet34d": {"block": BasicBlock, "layers": (3, 4, 6, 3), **_D},
+    "resnet50d": {"block": Bottleneck, "layers": (3, 4, 6, 3), **_D},
+    "resnet101d": {"block": Bottleneck, "layers": (3, 4, 23, 3), **_D},
+    "resnet152d": {"block": Bottleneck, "layers": (3, 8, 36, 3), **_D},
+    "resnext50_32x4d": {"block": Bottleneck, "layers": (3, 4, 6, 3), "cardinality": 32, "base_width": 4},
+    "resnext101_32x8d": {"block": Bottleneck, "layers": (3, 4, 23, 3), "cardinality": 32, "base_width": 8},
+    "wide_resnet50_2": {"block": Bottleneck, "layers": (3, 4, 6, 3), "base_width": 128},
+    "wide_resnet101_2": {"block": Bottleneck, "layers": (3, 4, 23, 3), "base_width": 128},
+    "seresnet50": {"block": Bottleneck, "layers": (3, 4, 6, 3), "attn_layer": "se"},
+    "ecaresnet50d": {"block": Bottleneck, "layers": (3, 4, 6, 3), "attn_layer": "eca", **_D},
+}
+
+_CFGS = family_cfgs("resnet")
+
+MODEL_SPECS: tuple[ModelSpec, ...] = tuple(
+    ModelSpec(
+        name=name,
+        family=__name__,
+        constructor=ResNet,
+        model_args=args,
+        default_cfgs=_CFGS[name],
+        feature_cfg=FeatureCfg(feature_cls="list"),
+    )
+    for name, args in _ARCHS.items()
+)

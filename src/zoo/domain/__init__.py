@@ -1,0 +1,49 @@
+"""Pure values and contracts: no torch.nn modules, no I/O, no global state."""
+
+from __future__ import annotations
+
+from zoo.domain.errors import (
+    CheckpointFormatError,
+    CheckpointMismatchError,
+    ChecksumMismatchError,
+    DuplicateModelError,
+    FeatureNotAvailableError,
+    InvalidArgumentError,
+    InvalidFeatureRequestError,
+    InvalidValueError,
+    PruneSpecError,
+    UnknownModelError,
+    WeightsError,
+    WeightsUnavailableError,
+    ZooError,
+)
+from zoo.domain.values import (
+    FEATURE_CLASSES,
+    BuildRequest,
+    DefaultCfg,
+    FeatureCfg,
+    FeatureInfo,
+    ModelSpec,
+)
+
+__all__ = [
+    "FEATURE_CLASSES",
+    "BuildRequest",
+    "CheckpointFormatError",
+    "CheckpointMismatchError",
+    "ChecksumMismatchError",
+    "DefaultCfg",
+    "DuplicateModelError",
+    "FeatureCfg",
+    "FeatureInfo",
+    "FeatureNotAvailableError",
+    "InvalidArgumentError",
+    "InvalidFeatureRequestError",
+    "InvalidValueError",
+    "ModelSpec",
+    "PruneSpecError",
+    "UnknownModelError",
+    "WeightsError",
+    "WeightsUnavailableError",
+    "ZooError",
+]

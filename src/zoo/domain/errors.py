@@ -1,0 +1,68 @@
+"""The errors a user of zoo can cause: every one is a ZooError."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ZooError(Exception):
+    """Base class of every error zoo raises for something a caller did or asked for."""
+
+
+class InvalidValueError(ZooError, ValueError):
+    """A value (a config field, an argument) is outside what is allowed."""
+
+
+class InvalidArgumentError(ZooError, TypeError):
+    """A keyword argument the target does not accept."""
+
+
+class UnknownModelError(ZooError, LookupError):
+    """A model name (or name.tag) that is not registered."""
+
+    def __init__(self, name: str, known: Iterable[str], what: str = "model") -> None:
+        self.name = name
+        self.suggestions = tuple(difflib.get_close_matches(name, list(known), n=3, cutoff=0.6))
+        hint = f"; did you mean {', '.join(map(repr, self.suggestions))}?" if self.suggestions else ""
+        super().__init__(f"unknown {what} {name!r}{hint}")
+
+    def __str__(self) -> str:
+        # LookupError/KeyError-style repr quoting would hide the message; keep it plain.
+        return str(self.args[0])
+
+
+class DuplicateModelError(ZooError, ValueError):
+    """A model name registered twice without replace=True."""
+
+
+class InvalidFeatureRequestError(ZooError, ValueError):
+    """A features_only request (out_indices, feature_cls) the model cannot serve."""
+
+
+class FeatureNotAvailableError(ZooError, NotImplementedError):
+    """An option whose service is not part of this zoo (yet)."""
+
+
+class WeightsError(ZooError):
+    """Pretrained weights could not be found, read or applied."""
+
+
+class WeightsUnavailableError(WeightsError, LookupError):
+    """No source for the weights (no url/hub id/file, or offline with an empty cache)."""
+
+
+class ChecksumMismatchError(WeightsError):
+    """A downloaded or cached file whose sha256 differs from the expected one."""
+
+
+class CheckpointFormatError(WeightsError):
+    """A file that is not a readable checkpoint (corrupt, truncated, unsafe pickle)."""
+
+
+class CheckpointMismatchError(WeightsError):
+    """A checkpoint whose keys or shapes do not fit the model."""
+
+
+class PruneSpecError(ZooError, ValueError):
+    """A prune spec that is malformed or does not fit the model."""

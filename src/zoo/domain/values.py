@@ -1,0 +1,263 @@
+"""Immutable, validated values: what a checkpoint needs, what a feature tap is, what a model is."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast, get_args
+
+import attrs
+
+from zoo.domain.errors import InvalidValueError, UnknownModelError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    StateDict: TypeAlias = dict[str, torch.Tensor]
+    CheckpointFilter: TypeAlias = Callable[[StateDict, nn.Module], StateDict]
+    ModelConstructor: TypeAlias = Callable[..., nn.Module]
+else:  # the aliases only matter to a type checker; keep torch out of `import zoo.domain`
+    CheckpointFilter = Callable
+    ModelConstructor = Callable
+
+FeatureCls: TypeAlias = Literal["list", "dict", "hook", "getter"]
+FEATURE_CLASSES: tuple[str, ...] = get_args(FeatureCls)
+Interpolation: TypeAlias = Literal["bilinear", "bicubic", "nearest"]
+CropMode: TypeAlias = Literal["center", "squash", "border"]
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+_TAG_RE = re.compile(r"^[A-Za-z0-9_\-]*$")
+_SHA256_RE = re.compile(r"^([0-9a-f]{64})?$")
+_MODULE_RE = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
+
+
+def _fail(inst: object, field: str, value: object, expected: str) -> InvalidValueError:
+    return InvalidValueError(f"{type(inst).__name__}.{field}={value!r} is invalid: expected {expected}")
+
+
+def _non_negative_int(inst: object, a: attrs.Attribute[Any], v: object) -> None:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise _fail(inst, a.name, v, "an int >= 0")
+
+
+def _positive_int(inst: object, a: attrs.Attribute[Any], v: object) -> None:
+    if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+        raise _fail(inst, a.name, v, "an int > 0")
+
+
+def _ints(n: int, *, optional: bool = False) -> Callable[[object, attrs.Attribute[Any], object], None]:
+    def check(inst: object, a: attrs.Attribute[Any], v: object) -> None:
+        if v is None and optional:
+            return
+        ok = isinstance(v, tuple) and len(v) == n
+        ok = ok and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in cast(tuple[object, ...], v))
+        if not ok:
+            raise _fail(inst, a.name, v, f"a tuple of {n} positive ints" + (" or None" if optional else ""))
+
+    return check
+
+
+def _fraction(*, optional: bool = False) -> Callable[[object, attrs.Attribute[Any], object], None]:
+    def check(inst: object, a: attrs.Attribute[Any], v: object) -> None:
+        if v is None and optional:
+            return
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0.0 < float(v) <= 1.0:
+            raise _fail(inst, a.name, v, "a number in (0, 1]")
+
+    return check
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[object, attrs.Attribute[Any], object], None]:
+    def check(inst: object, a: attrs.Attribute[Any], v: object) -> None:
+        if v not in choices:
+            raise _fail(inst, a.name, v, "one of " + ", ".join(map(repr, choices)))
+
+    return check
+
+
+def _matches(pattern: re.Pattern[str], expected: str) -> Callable[[object, attrs.Attribute[Any], object], None]:
+    def check(inst: object, a: attrs.Attribute[Any], v: object) -> None:
+        if not isinstance(v, str) or not pattern.match(v):
+            raise _fail(inst, a.name, v, expected)
+
+    return check
+
+
+def _is_str(inst: object, a: attrs.Attribute[Any], v: object) -> None:
+    if not isinstance(v, str):
+        raise _fail(inst, a.name, v, "a str")
+
+
+def _to_tuple(v: object) -> object:
+    """Lists (as JSON gives them) become tuples so the value stays hashable and immutable."""
+    return tuple(cast(Iterable[object], v)) if isinstance(v, list) else v
+
+
+def _to_float_tuple(v: object) -> object:
+    if isinstance(v, (list, tuple)):
+        items = cast(Iterable[object], v)
+        return tuple(float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else x for x in items)
+    return v
+
+
+@attrs.frozen(kw_only=True)
+class DefaultCfg:
+    """What a published checkpoint needs: where it lives, and how its inputs were prepared."""
+
+    url: str = attrs.field(default="", validator=_is_str)
+    hf_hub_id: str = attrs.field(default="", validator=_is_str)
+    file: str = attrs.field(default="", validator=_is_str)
+    sha256: str = attrs.field(default="", validator=_matches(_SHA256_RE, "'' or 64 lowercase hex digits"))
+    num_classes: int = attrs.field(default=1000, validator=_non_negative_int)
+    input_size: tuple[int, int, int] = attrs.field(default=(3, 224, 224), converter=_to_tuple, validator=_ints(3))
+    test_input_size: tuple[int, int, int] | None = attrs.field(
+        default=None, converter=_to_tuple, validator=_ints(3, optional=True)
+    )
+    fixed_input_size: bool = False
+    pool_size: tuple[int, int] | None = attrs.field(
+        default=None, converter=_to_tuple, validator=_ints(2, optional=True)
+    )
+    crop_pct: float = attrs.field(default=0.875, validator=_fraction())
+    test_crop_pct: float | None = attrs.field(default=None, validator=_fraction(optional=True))
+    crop_mode: CropMode = attrs.field(default="center", validator=_one_of(get_args(CropMode)))
+    interpolation: Interpolation = attrs.field(default="bicubic", validator=_one_of(get_args(Interpolation)))
+    mean: tuple[float, ...] = attrs.field(default=(0.485, 0.456, 0.406), converter=_to_float_tuple)
+    std: tuple[float, ...] = attrs.field(default=(0.229, 0.224, 0.225), converter=_to_float_tuple)
+    first_conv: str = attrs.field(default="", validator=_is_str)
+    classifier: str = attrs.field(default="", validator=_is_str)
+    license: str = attrs.field(default="", validator=_is_str)
+    tag: str = attrs.field(default="", validator=_matches(_TAG_RE, "letters, digits, '_' or '-'"))
+
+    @mean.validator
+    @std.validator
+    def _check_stats(self, a: attrs.Attribute[Any], v: object) -> None:
+        chans = self.input_size[0]
+        ok = isinstance(v, tuple) and len(v) == chans and all(isinstance(x, float) for x in v)
+        if not ok:
+            raise _fail(self, a.name, v, f"{chans} floats, one per input channel (input_size={self.input_size})")
+        if a.name == "std" and any(x <= 0 for x in cast(tuple[float, ...], v)):
+            raise _fail(self, a.name, v, "positive floats")
+
+    @property
+    def has_weights(self) -> bool:
+        """Whether this cfg names a source of weights (url, hub id or file)."""
+        return bool(self.url or self.hf_hub_id or self.file)
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain-data form (tuples become lists), for JSON and interop."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in attrs.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> DefaultCfg:
+        """Build from plain data, refusing keys that are not fields."""
+        _check_keys(cls, data)
+        return cls(**data)  # type: ignore[arg-type]  # values are checked by the field validators
+
+    def evolve(self, overlay: Mapping[str, object]) -> DefaultCfg:
+        """A copy with the overlay's fields replaced; unknown keys are refused."""
+        _check_keys(type(self), overlay)
+        return attrs.evolve(self, **overlay)  # type: ignore[arg-type]  # values are checked by the field validators
+
+
+def _check_keys(cls: type[DefaultCfg], data: Mapping[str, object]) -> None:
+    valid = [f.name for f in attrs.fields(cls)]
+    bad = sorted(set(data) - set(valid))
+    if bad:
+        raise InvalidValueError(f"unknown DefaultCfg field(s) {bad}; valid fields: {', '.join(valid)}")
+
+
+@attrs.frozen(kw_only=True)
+class FeatureInfo:
+    """One feature tap: its position, the module producing it, its channels and stride."""
+
+    index: int = attrs.field(validator=_non_negative_int)
+    module: str = attrs.field(validator=_matches(_MODULE_RE, "a dotted module path"))
+    num_chs: int = attrs.field(validator=_positive_int)
+    reduction: int = attrs.field(validator=_positive_int)
+
+
+def _out_indices(inst: object, a: attrs.Attribute[Any], v: object) -> None:
+    if v is None:
+        return
+    if not isinstance(v, tuple) or not v or not all(isinstance(i, int) and not isinstance(i, bool) for i in v):
+        raise _fail(inst, a.name, v, "a non-empty tuple of ints, or None for every tap")
+
+
+@attrs.frozen(kw_only=True)
+class FeatureCfg:
+    """How a model becomes a feature extractor by default."""
+
+    out_indices: tuple[int, ...] | None = attrs.field(default=None, converter=_to_tuple, validator=_out_indices)
+    feature_cls: FeatureCls = attrs.field(default="list", validator=_one_of(FEATURE_CLASSES))
+    flatten_sequential: bool = False
+
+
+def _default_cfgs(inst: object, a: attrs.Attribute[Any], v: object) -> None:
+    if not isinstance(v, tuple) or not v or not all(isinstance(c, DefaultCfg) for c in v):
+        raise _fail(inst, a.name, v, "a non-empty tuple of DefaultCfg")
+    tags = [c.tag for c in cast(tuple[DefaultCfg, ...], v)]
+    dupes = sorted({t for t in tags if tags.count(t) > 1})
+    if dupes:
+        raise _fail(inst, a.name, dupes, "unique tags")
+
+
+def _frozen_mapping(v: object) -> Mapping[str, object]:
+    return MappingProxyType(dict(cast(Mapping[str, object], v)))
+
+
+@attrs.frozen(kw_only=True)
+class ModelSpec:
+    """Everything needed to build one named model: constructor, arguments, cfgs, features, filters."""
+
+    name: str = attrs.field(validator=_matches(_NAME_RE, "lowercase letters, digits and '_'"))
+    family: str = attrs.field(validator=_is_str)
+    constructor: ModelConstructor = attrs.field(eq=False)
+    model_args: Mapping[str, object] = attrs.field(factory=dict, converter=_frozen_mapping, eq=False)
+    default_cfgs: tuple[DefaultCfg, ...] = attrs.field(
+        factory=lambda: (DefaultCfg(),), converter=_to_tuple, validator=_default_cfgs
+    )
+    feature_cfg: FeatureCfg = attrs.field(factory=FeatureCfg)
+    pretrained_filter: CheckpointFilter | None = attrs.field(default=None, eq=False)
+    prune_spec: str | None = None
+
+    @property
+    def default_cfg(self) -> DefaultCfg:
+        """The first cfg: what a name without a tag resolves to."""
+        return self.default_cfgs[0]
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        """Every tag with a cfg, default first."""
+        return tuple(c.tag for c in self.default_cfgs)
+
+    @property
+    def has_pretrained(self) -> bool:
+        """Whether any cfg names a source of weights."""
+        return any(c.has_weights for c in self.default_cfgs)
+
+    def get_cfg(self, tag: str | None = None) -> DefaultCfg:
+        """The cfg of a tag (the default for None or ''), or UnknownModelError naming close tags."""
+        if not tag:
+            return self.default_cfg
+        for cfg in self.default_cfgs:
+            if cfg.tag == tag:
+                return cfg
+        raise UnknownModelError(f"{self.name}.{tag}", [f"{self.name}.{t}" for t in self.tags], what="tag")
+
+
+@attrs.frozen(kw_only=True)
+class BuildRequest:
+    """What a caller asked create_model for, after name/tag resolution."""
+
+    tag: str = ""
+    pretrained: bool = False
+    num_classes: int | None = attrs.field(default=None, validator=attrs.validators.optional(_non_negative_int))
+    in_chans: int | None = attrs.field(default=None, validator=attrs.validators.optional(_positive_int))
+    features_only: bool = False
+    out_indices: tuple[int, ...] | None = attrs.field(default=None, converter=_to_tuple)
+    feature_cls: str | None = None
+    checkpoint_path: str | None = None
+    cfg_overlay: Mapping[str, object] = attrs.field(factory=dict, converter=_frozen_mapping)
+    model_kwargs: Mapping[str, object] = attrs.field(factory=dict, converter=_frozen_mapping)

@@ -1,0 +1,152 @@
+"""Builder: spec + request -> a ready nn.Module, in a fixed order of service calls."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+
+from zoo.domain.errors import FeatureNotAvailableError, InvalidArgumentError, InvalidValueError
+from zoo.domain.protocols import FeatureWrapperFactory, Pruner, WeightLoader
+from zoo.domain.values import BuildRequest, DefaultCfg, ModelSpec
+
+# Applies a checkpoint to a model: (model, state_dict, spec, cfg, request, on_meta) -> model.
+WeightApplier = Callable[[nn.Module, dict[str, torch.Tensor], ModelSpec, DefaultCfg, BuildRequest, bool], nn.Module]
+
+# Arguments the Builder itself fills in for every constructor.
+_BUILDER_ARGS = ("num_classes", "in_chans")
+
+
+def constructor_params(spec: ModelSpec) -> tuple[str, ...] | None:
+    """Keyword names a spec's constructor accepts, or None when it takes **kwargs."""
+    params = inspect.signature(spec.constructor).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return tuple(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+def resolve_cfg(spec: ModelSpec, request: BuildRequest) -> DefaultCfg:
+    """The tag's cfg with the caller's overlay applied."""
+    cfg = spec.get_cfg(request.tag)
+    return cfg.evolve(request.cfg_overlay) if request.cfg_overlay else cfg
+
+
+def adapt_cfg(cfg: DefaultCfg, *, num_classes: int, in_chans: int, features_only: bool) -> DefaultCfg:
+    """The cfg describing the model as built: its classes, its input channels, its head."""
+    changes: dict[str, object] = {}
+    if num_classes != cfg.num_classes:
+        changes["num_classes"] = num_classes
+    if in_chans != cfg.input_size[0]:
+        # mirror the first-conv adaptation: one channel sees the RGB mean, more repeat RGB cyclically
+        mean: tuple[float, ...]
+        std: tuple[float, ...]
+        if in_chans == 1:
+            mean, std = (sum(cfg.mean) / len(cfg.mean),), (sum(cfg.std) / len(cfg.std),)
+        else:
+            mean = tuple(cfg.mean[i % len(cfg.mean)] for i in range(in_chans))
+            std = tuple(cfg.std[i % len(cfg.std)] for i in range(in_chans))
+        changes.update(
+            input_size=(in_chans, *cfg.input_size[1:]),
+            test_input_size=None if cfg.test_input_size is None else (in_chans, *cfg.test_input_size[1:]),
+            mean=mean,
+            std=std,
+        )
+    if features_only:
+        changes.update(num_classes=0, classifier="")
+    return cfg.evolve(changes) if changes else cfg
+
+
+@contextlib.contextmanager
+def _device(meta: bool) -> Iterator[None]:
+    if meta:
+        with torch.device("meta"):
+            yield
+    else:
+        yield
+
+
+class Builder:
+    """Instantiates, prunes, loads weights into and wraps models; each step is a service."""
+
+    def __init__(
+        self,
+        *,
+        weight_loader: WeightLoader | None = None,
+        weight_applier: WeightApplier | None = None,
+        pruner: Pruner | None = None,
+        feature_factory: FeatureWrapperFactory | None = None,
+        prune_specs: Callable[[str], str] | None = None,
+    ) -> None:
+        self.weight_loader = weight_loader
+        self.weight_applier = weight_applier
+        self.pruner = pruner
+        self.feature_factory = feature_factory
+        self.prune_specs = prune_specs
+
+    def model_kwargs(self, spec: ModelSpec, request: BuildRequest, cfg: DefaultCfg) -> dict[str, object]:
+        """The constructor's keywords; one it does not take raises InvalidArgumentError naming it."""
+        clash = sorted(set(request.model_kwargs) & set(_BUILDER_ARGS))
+        if clash:
+            raise InvalidArgumentError(f"pass {clash} as create_model arguments, not model keywords")
+        kwargs: dict[str, object] = {**spec.model_args, **request.model_kwargs}
+        kwargs["num_classes"] = cfg.num_classes if request.num_classes is None else request.num_classes
+        kwargs["in_chans"] = cfg.input_size[0] if request.in_chans is None else request.in_chans
+        accepted = constructor_params(spec)
+        if accepted is not None:
+            bad = sorted(set(kwargs) - set(accepted))
+            if bad:
+                user_args = sorted(set(accepted) - set(spec.model_args) - set(_BUILDER_ARGS))
+                raise InvalidArgumentError(
+                    f"{spec.name} does not take keyword(s) {', '.join(map(repr, bad))}; "
+                    f"it takes: {', '.join(user_args) or 'no model keywords'}"
+                )
+        return kwargs
+
+    def build(self, spec: ModelSpec, request: BuildRequest) -> nn.Module:
+        """Build the model the request describes; the result carries its resolved `default_cfg`."""
+        cfg = resolve_cfg(spec, request)
+        kwargs = self.model_kwargs(spec, request, cfg)
+        wants_weights = request.pretrained or request.checkpoint_path is not None
+        self._check_available(spec, request, wants_weights)
+        assert self.weight_loader is not None or not wants_weights  # narrowed by _check_available
+
+        state_dict: dict[str, torch.Tensor] | None = None
+        if wants_weights and self.weight_loader is not None:
+            # read the checkpoint first: a bad one fails before any model memory is spent
+            state_dict = self.weight_loader.load_state_dict(cfg, checkpoint_path=request.checkpoint_path)
+        # the meta device skips random init; the applier materialises what the checkpoint lacks
+        on_meta = state_dict is not None and spec.prune_spec is None
+        with _device(on_meta):
+            model = spec.constructor(**kwargs)
+        if spec.prune_spec is not None and self.pruner is not None and self.prune_specs is not None:
+            model = self.pruner.prune(model, self.prune_specs(spec.prune_spec))
+        if state_dict is not None and self.weight_applier is not None:
+            model = self.weight_applier(model, state_dict, spec, cfg, request, on_meta)
+        num_classes = int(kwargs["num_classes"])  # type: ignore[call-overload]  # validated by the constructor
+        in_chans = int(kwargs["in_chans"])  # type: ignore[call-overload]  # validated by the constructor
+        if request.features_only:
+            assert self.feature_factory is not None  # narrowed by _check_available
+            model = self.feature_factory.wrap(
+                model, spec.feature_cfg, out_indices=request.out_indices, feature_cls=request.feature_cls
+            )
+        resolved = adapt_cfg(cfg, num_classes=num_classes, in_chans=in_chans, features_only=request.features_only)
+        object.__setattr__(model, "default_cfg", resolved)
+        object.__setattr__(model, "pretrained_cfg", resolved)  # the name timm users look for
+        return model
+
+    def _check_available(self, spec: ModelSpec, request: BuildRequest, wants_weights: bool) -> None:
+        if wants_weights and (self.weight_loader is None or self.weight_applier is None):
+            raise FeatureNotAvailableError(
+                "pretrained weights are not available in this ModelZoo: no WeightLoader was configured"
+            )
+        if request.features_only and self.feature_factory is None:
+            raise FeatureNotAvailableError(
+                "features_only is not available in this ModelZoo: no FeatureWrapperFactory was configured"
+            )
+        if not request.features_only and (request.out_indices is not None or request.feature_cls is not None):
+            raise InvalidValueError("out_indices and feature_cls need features_only=True")
+        if spec.prune_spec is not None and (self.pruner is None or self.prune_specs is None):
+            raise FeatureNotAvailableError(f"{spec.name} is a pruned model and this ModelZoo has no Pruner")
