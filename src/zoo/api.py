@@ -7,13 +7,12 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from zoo.domain.errors import InvalidValueError
+from zoo.domain.errors import InvalidArgumentError, InvalidValueError
 from zoo.domain.protocols import FeatureWrapperFactory, Pruner, WeightLoader
 from zoo.domain.values import BuildRequest, DefaultCfg, ModelSpec
 
 if TYPE_CHECKING:
-    from torch import nn
-
+    from zoo.archs.base import ZooModule
     from zoo.services.builder import WeightApplier
     from zoo.services.registry import Registry
 
@@ -76,7 +75,7 @@ class ModelZoo:
         checkpoint_path: str | os.PathLike[str] | None = None,
         pretrained_cfg_overlay: Mapping[str, object] | None = None,
         **model_kwargs: Any,
-    ) -> nn.Module:
+    ) -> ZooModule:
         """Build a model by name or name.tag; see zoo.api.create_model."""
         spec, cfg = self.registry.resolve(name)
         if out_indices is not None and not isinstance(out_indices, (list, tuple)):
@@ -93,7 +92,7 @@ class ModelZoo:
             cfg_overlay=pretrained_cfg_overlay or {},
             model_kwargs=model_kwargs,
         )
-        return self.builder.build(spec, request)
+        return _as_zoo_module(self.builder.build(spec, request), spec)
 
     def get_spec(self, name: str) -> ModelSpec:
         """The spec of a registered name."""
@@ -116,6 +115,17 @@ class ModelZoo:
         return self.registry.list_models(
             filter, exclude_filters=exclude_filters, module=module, pretrained=pretrained, include_tags=include_tags
         )
+
+
+def _as_zoo_module(model: object, spec: ModelSpec) -> ZooModule:
+    from zoo.archs.base import ZooModule
+
+    if not isinstance(model, ZooModule):
+        raise InvalidArgumentError(
+            f"model {spec.name!r} was built as {type(model).__qualname__}, which is not a zoo.archs.base.ZooModule; "
+            "registered constructors must return a ZooModule subclass"
+        )
+    return model
 
 
 _default_lock = threading.Lock()
@@ -147,7 +157,7 @@ def create_model(
     checkpoint_path: str | os.PathLike[str] | None = None,
     pretrained_cfg_overlay: Mapping[str, object] | None = None,
     **model_kwargs: Any,
-) -> nn.Module:
+) -> ZooModule:
     """Create a registered model by name (or name.tag for one published weight set)."""
     return default_zoo().create_model(
         name,

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.archs._cfgs import family_cfgs
+from zoo.archs.base import ZooModule
 from zoo.archs.layers import AvgPool2dSame, DropPath, GlobalPool, check_head, create_attn
 from zoo.domain.errors import InvalidValueError
 from zoo.domain.values import FeatureCfg, FeatureInfo, ModelSpec
@@ -156,7 +157,7 @@ def _downsample(inplanes: int, outplanes: int, stride: int, dilation: int, avg_d
     return nn.Sequential(pool, nn.Conv2d(inplanes, outplanes, 1, bias=False), nn.BatchNorm2d(outplanes))
 
 
-class ResNet(nn.Module):
+class ResNet(ZooModule):
     """ResNet and its variants, selected by block type, depth, stem and shortcut style."""
 
     def __init__(
@@ -252,7 +253,10 @@ class ResNet(nn.Module):
                     index=stage_idx + 1, module=f"layer{stage_idx + 1}", num_chs=outplanes, reduction=net_stride
                 )
             )
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.layer1: nn.Sequential = stages[0]
+        self.layer2: nn.Sequential = stages[1]
+        self.layer3: nn.Sequential = stages[2]
+        self.layer4: nn.Sequential = stages[3]
 
         self.num_features = inplanes
         self.global_pool = GlobalPool(global_pool)
@@ -304,9 +308,6 @@ class ResNet(nn.Module):
             return x
         out: torch.Tensor = self.fc(x)
         return out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 _D = {"stem_width": 32, "stem_type": "deep", "avg_down": True}

@@ -1,0 +1,56 @@
+"""Feature taps as pure values: which taps an out_indices request selects, and how to name them."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+
+from zoo.domain.errors import InvalidFeatureRequestError
+from zoo.domain.values import FeatureInfo
+
+__all__ = ["describe_taps", "take_indices"]
+
+
+def describe_taps(feature_info: Sequence[FeatureInfo]) -> str:
+    """The valid index range and the tap modules, for error messages."""
+    n = len(feature_info)
+    taps = ", ".join(f"{i}={t.module}" for i, t in enumerate(feature_info))
+    return f"valid indices are 0..{n - 1} (or -{n}..-1 counting from the last tap); taps: {taps}"
+
+
+def take_indices(feature_info: Sequence[FeatureInfo], indices: Sequence[int] | None) -> tuple[int, ...]:
+    """Tap positions in network order: None selects every tap, negatives count from the last.
+
+    Empty, out-of-range, duplicate (after normalisation) or non-integer indices raise
+    InvalidFeatureRequestError naming the valid range and the tap modules.
+    """
+    n = len(feature_info)
+    if indices is None:
+        return tuple(range(n))
+
+    def refuse(reason: str) -> InvalidFeatureRequestError:
+        return InvalidFeatureRequestError(
+            f"out_indices={indices!r} is invalid: {reason}; {describe_taps(feature_info)}"
+        )
+
+    if isinstance(indices, (str, bytes)) or not isinstance(indices, Sequence):
+        raise refuse("expected a sequence of ints")
+    if not indices:
+        raise refuse("it selects no tap")
+    taken: list[int] = []
+    for raw in indices:
+        # operator.index accepts numpy/torch integer scalars but not floats; bools are ints we refuse
+        try:
+            if isinstance(raw, bool):
+                raise TypeError
+            i = operator.index(raw)
+        except TypeError:
+            raise refuse(f"{raw!r} is not an int") from None
+        if not -n <= i < n:
+            raise refuse(f"{i} is out of range")
+        taken.append(i % n)
+    dupes = sorted({i for i in taken if taken.count(i) > 1})
+    if dupes:
+        raise refuse(f"tap(s) {dupes} selected more than once")
+    return tuple(sorted(taken))
+

@@ -1,0 +1,83 @@
+"""Properties every registered model holds, over batch sizes and input sizes it accepts."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import zoo
+from refdata import reference
+from zoo.archs.base import ZooModule
+
+MODELS = zoo.list_models()
+
+
+@functools.cache
+def built(name: str) -> ZooModule:
+    """Each model is built once for the whole module (building is the slow part)."""
+    torch.manual_seed(0)
+    return zoo.create_model(name).eval()
+
+
+def test_every_model_is_covered() -> None:
+    assert len(MODELS) >= 18
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_state_dict_matches_reference(name: str) -> None:
+    facts = reference(name)
+    model = built(name)
+    got = {k: list(v.shape) for k, v in model.state_dict().items()}
+    assert got == facts["state_dict"]
+    assert model.num_features == facts["num_features"]
+    assert model.num_classes == facts["num_classes"]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_default_cfgs_match_reference(name: str) -> None:
+    facts = reference(name)
+    spec = zoo.api.default_zoo().get_spec(name)
+    published = {f"{name}.{c.tag}": c.to_dict() for c in spec.default_cfgs}
+    assert set(published) == set(facts["pretrained_cfgs"])
+    for key, ref_cfg in facts["pretrained_cfgs"].items():
+        mine = published[key]
+        assert {k: mine[k] for k in ref_cfg} == ref_cfg, key
+
+
+@pytest.mark.parametrize("name", MODELS)
+@given(batch=st.integers(1, 2), size=st.integers(32, 80))
+def test_forward_shapes_and_values(name: str, batch: int, size: int) -> None:
+    model = built(name)
+    x = torch.randn(batch, 3, size, size)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        logits = model.forward_head(feats)
+    stride = model.feature_info[-1].reduction
+    assert feats.shape[:2] == (batch, model.num_features)
+    assert all(abs(s - math.ceil(size / stride)) <= 1 for s in feats.shape[-2:])
+    assert logits.shape == (batch, model.num_classes)
+    assert torch.isfinite(logits).all()
+    pre = model.forward_head(feats, pre_logits=True)
+    assert pre.shape == (batch, model.num_features)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_reset_classifier(name: str) -> None:
+    model = copy.deepcopy(built(name))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        model.reset_classifier(0)
+        pooled = model(x)
+        assert pooled.shape == (2, model.num_features)
+        model.reset_classifier(0, "")
+        fmap = model(x)
+        assert fmap.ndim == 4
+        assert fmap.shape[:2] == (2, model.num_features)
+        torch.testing.assert_close(fmap.mean((2, 3)), pooled)
+        assert torch.isfinite(fmap).all()
