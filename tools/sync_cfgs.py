@@ -14,6 +14,28 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from zoo.archs.catalogue import FAMILIES  # noqa: E402
 
+# The reference lists tags alphabetically; these are the tags timm 1.0.31 resolves a bare name to
+# where that is not the first listed (a fact read off timm by hand). The default goes first.
+DEFAULT_TAGS = {
+    "convnext_small": "in12k_ft_in1k",
+    "convnext_tiny": "in12k_ft_in1k",
+    "efficientnet_b0": "ra_in1k",
+    "efficientnet_b1": "ra4_e3600_r240_in1k",
+    "mobilenetv3_large_100": "ra_in1k",
+    "regnetx_016": "tv2_in1k",
+    "regnety_016": "tv2_in1k",
+    "resnet101": "a1h_in1k",
+    "resnet101d": "ra2_in1k",
+    "resnet152": "a1h_in1k",
+    "resnet152d": "ra2_in1k",
+    "resnet50d": "ra2_in1k",
+    "resnext101_32x8d": "tv_in1k",
+    "resnext50_32x4d": "a1h_in1k",
+    "vit_small_patch16_224": "augreg_in21k_ft_in1k",
+    "vit_tiny_patch16_224": "augreg_in21k_ft_in1k",
+    "wide_resnet101_2": "tv_in1k",
+}
+
 
 def main(argv: list[str]) -> int:
     ref = Path(argv[0]) if argv else ROOT.parent / "shared" / "reference" / "timm-1.0.31"
@@ -24,7 +46,10 @@ def main(argv: list[str]) -> int:
         data: dict[str, list[dict[str, object]]] = {}
         for name in names:
             facts = json.loads((ref / f"{name}.json").read_text())
-            data[name] = list(facts["pretrained_cfgs"].values())
+            cfgs = list(facts["pretrained_cfgs"].values())
+            default = DEFAULT_TAGS.get(name)
+            cfgs.sort(key=lambda c: c.get("tag") != default)  # stable: the rest keep their order
+            data[name] = cfgs
         path = out_dir / f"{family}.json"
         path.write_text(json.dumps(data, indent=1) + "\n")
         print(f"{path.relative_to(ROOT)}: {len(data)} models, {sum(map(len, data.values()))} cfgs")

@@ -226,7 +226,7 @@ class ResNet(ZooModule):
             outplanes = planes * block.expansion
             downsample = None
             if stride != 1 or inplanes != outplanes:
-                downsample = _downsample(inplanes, outplanes, stride, prev_dilation, avg_down)
+                downsample = _downsample(inplanes, outplanes, stride, dilation, avg_down)
             blocks: list[nn.Module] = []
             for i in range(depth):
                 rate = drop_path_rate * block_idx / max(total_blocks - 1, 1)
