@@ -45,7 +45,9 @@ def check(name: str, **kwargs: object) -> str:
 def main(patterns: list[str]) -> int:
     bad = 0
     for name in zoo.list_models(patterns or ""):
-        for kwargs in ({}, {"output_stride": 8}) if name.startswith(("resnet", "resnext", "seres", "ecares", "wide")) else ({},):
+        for kwargs in (
+            ({}, {"output_stride": 8}) if name.startswith(("resnet", "resnext", "seres", "ecares", "wide")) else ({},)
+        ):
             line = check(name, **kwargs)
             bad += line.startswith("BAD")
             print(line, flush=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from zoo.domain.errors import InvalidArgumentError, InvalidValueError
 from zoo.domain.protocols import FeatureWrapperFactory, Pruner, WeightLoader
@@ -14,6 +14,7 @@ from zoo.domain.values import BuildRequest, DefaultCfg, ModelSpec
 if TYPE_CHECKING:
     from zoo.archs.base import ZooModule
     from zoo.services.builder import WeightApplier
+    from zoo.services.features import FeatureExtractor
     from zoo.services.registry import Registry
 
 __all__ = [
@@ -62,6 +63,39 @@ class ModelZoo:
             feature_factory=feature_factory,
         )
 
+    @overload
+    def create_model(
+        self,
+        name: str,
+        *,
+        pretrained: bool = False,
+        num_classes: int | None = None,
+        in_chans: int | None = None,
+        features_only: Literal[False] = False,
+        out_indices: Sequence[int] | None = None,
+        feature_cls: str | None = None,
+        checkpoint_path: str | os.PathLike[str] | None = None,
+        pretrained_cfg_overlay: Mapping[str, object] | None = None,
+        **model_kwargs: Any,
+    ) -> ZooModule: ...
+
+    @overload
+    def create_model(
+        self,
+        name: str,
+        *,
+        pretrained: bool = False,
+        num_classes: int | None = None,
+        in_chans: int | None = None,
+        features_only: Literal[True],
+        out_indices: Sequence[int] | None = None,
+        feature_cls: str | None = None,
+        checkpoint_path: str | os.PathLike[str] | None = None,
+        pretrained_cfg_overlay: Mapping[str, object] | None = None,
+        **model_kwargs: Any,
+    ) -> FeatureExtractor: ...
+
+    @overload
     def create_model(
         self,
         name: str,
@@ -75,7 +109,22 @@ class ModelZoo:
         checkpoint_path: str | os.PathLike[str] | None = None,
         pretrained_cfg_overlay: Mapping[str, object] | None = None,
         **model_kwargs: Any,
-    ) -> ZooModule:
+    ) -> ZooModule | FeatureExtractor: ...
+
+    def create_model(
+        self,
+        name: str,
+        *,
+        pretrained: bool = False,
+        num_classes: int | None = None,
+        in_chans: int | None = None,
+        features_only: bool = False,
+        out_indices: Sequence[int] | None = None,
+        feature_cls: str | None = None,
+        checkpoint_path: str | os.PathLike[str] | None = None,
+        pretrained_cfg_overlay: Mapping[str, object] | None = None,
+        **model_kwargs: Any,
+    ) -> ZooModule | FeatureExtractor:
         """Build a model by name or name.tag; see zoo.api.create_model."""
         spec, cfg = self.registry.resolve(name)
         if out_indices is not None and not isinstance(out_indices, (list, tuple)):
@@ -92,7 +141,8 @@ class ModelZoo:
             cfg_overlay=pretrained_cfg_overlay or {},
             model_kwargs=model_kwargs,
         )
-        return _as_zoo_module(self.builder.build(spec, request), spec)
+        model = self.builder.build(spec, request)
+        return _as_extractor(model, spec) if features_only else _as_zoo_module(model, spec)
 
     def get_spec(self, name: str) -> ModelSpec:
         """The spec of a registered name."""
@@ -128,6 +178,17 @@ def _as_zoo_module(model: object, spec: ModelSpec) -> ZooModule:
     return model
 
 
+def _as_extractor(model: object, spec: ModelSpec) -> FeatureExtractor:
+    from zoo.services.features import FeatureExtractor
+
+    if not isinstance(model, FeatureExtractor):
+        raise InvalidArgumentError(
+            f"{spec.name!r} with features_only=True was wrapped as {type(model).__qualname__}, which is not a "
+            "zoo.services.features.FeatureExtractor; a FeatureWrapperFactory must return a FeatureExtractor subclass"
+        )
+    return model
+
+
 _default_lock = threading.Lock()
 _default: ModelZoo | None = None
 
@@ -142,7 +203,58 @@ def default_zoo() -> ModelZoo:
 
 
 def _make_default_zoo() -> ModelZoo:
-    return ModelZoo()
+    from zoo.services.features import FeatureFactory
+    from zoo.services.weights import CachedWeightLoader, apply_weights
+
+    return ModelZoo(feature_factory=FeatureFactory(), weight_loader=CachedWeightLoader(), weight_applier=apply_weights)
+
+
+@overload
+def create_model(
+    name: str,
+    *,
+    pretrained: bool = False,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    features_only: Literal[False] = False,
+    out_indices: Sequence[int] | None = None,
+    feature_cls: str | None = None,
+    checkpoint_path: str | os.PathLike[str] | None = None,
+    pretrained_cfg_overlay: Mapping[str, object] | None = None,
+    **model_kwargs: Any,
+) -> ZooModule: ...
+
+
+@overload
+def create_model(
+    name: str,
+    *,
+    pretrained: bool = False,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    features_only: Literal[True],
+    out_indices: Sequence[int] | None = None,
+    feature_cls: str | None = None,
+    checkpoint_path: str | os.PathLike[str] | None = None,
+    pretrained_cfg_overlay: Mapping[str, object] | None = None,
+    **model_kwargs: Any,
+) -> FeatureExtractor: ...
+
+
+@overload
+def create_model(
+    name: str,
+    *,
+    pretrained: bool = False,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
+    feature_cls: str | None = None,
+    checkpoint_path: str | os.PathLike[str] | None = None,
+    pretrained_cfg_overlay: Mapping[str, object] | None = None,
+    **model_kwargs: Any,
+) -> ZooModule | FeatureExtractor: ...
 
 
 def create_model(
@@ -157,8 +269,8 @@ def create_model(
     checkpoint_path: str | os.PathLike[str] | None = None,
     pretrained_cfg_overlay: Mapping[str, object] | None = None,
     **model_kwargs: Any,
-) -> ZooModule:
-    """Create a registered model by name (or name.tag for one published weight set)."""
+) -> ZooModule | FeatureExtractor:
+    """Create a registered model by name (or name.tag); features_only=True gives a FeatureExtractor."""
     return default_zoo().create_model(
         name,
         pretrained=pretrained,

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from zoo import api
 from zoo.domain.errors import ZooError
-from zoo.domain.values import BuildRequest
+from zoo.domain.values import FEATURE_CLASSES, BuildRequest
+
+if TYPE_CHECKING:
+    import torch
+
+    from zoo.services.features import FeatureExtractor
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -78,6 +85,141 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"  output:       logits {tuple(logits.shape)}; top-3 classes {top.indices.tolist()} (random init)")
     print(f"  create time:  {t_create * 1000:.0f} ms")
     print(f"  forward time: {t_forward * 1000:.0f} ms")
+    _demo_weights()
+    _demo_features()
+    return 0
+
+
+def _demo_weights() -> None:
+    """Save a checkpoint, serve it from a file URL, load it adapted to in_chans=1 and num_classes=10."""
+    import tempfile
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import save_file
+
+    from zoo.services.weights import CachedWeightLoader, WeightCache
+
+    name = "resnet18"
+    print(f"zoo demo: pretrained weights for {name!r}, from a file URL, adapted to in_chans=1 and num_classes=10")
+    with tempfile.TemporaryDirectory() as tmp:
+        source = api.create_model(name)  # random init stands in for published weights
+        path = Path(tmp) / f"{name}.safetensors"
+        save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+        cache_dir = Path(tmp) / "cache"  # the demo leaves the user's cache alone
+        app = api.ModelZoo(weight_loader=CachedWeightLoader(cache_dir=cache_dir, progress=False))
+
+        # the applier logs what it adapted; collect those lines to show them
+        notes = _Collect()
+        log = logging.getLogger("zoo.weights")
+        level = log.level
+        log.addHandler(notes)
+        log.setLevel(logging.INFO)
+        try:
+            t0 = time.perf_counter()
+            overlay = {"url": path.as_uri(), "hf_hub_id": ""}
+            model = app.create_model(name, pretrained=True, in_chans=1, num_classes=10, pretrained_cfg_overlay=overlay)
+            t_load = time.perf_counter() - t0
+        finally:
+            log.removeHandler(notes)
+            log.setLevel(level)
+        (entry,) = WeightCache(cache_dir).entries()
+        print(f"  checkpoint:   {path.name} ({path.stat().st_size / 2**20:.1f} MiB), served at {overlay['url']}")
+        print(f"  cached as:    {entry.key}; fetched into the cache and loaded in {t_load * 1000:.0f} ms")
+        for note in notes.messages:
+            if not note.startswith("downloading"):
+                print(f"  adapted:      {note}")
+        grey = source.get_parameter("conv1.weight").sum(dim=1, keepdim=True)
+        error = (model.get_parameter("conv1.weight") - grey).abs().max().item()
+        with torch.inference_mode():
+            logits = model.eval()(torch.rand(1, 1, 64, 64))
+        print(f"  first conv:   max |weight - sum of the source's RGB filters| = {error:.1e}")
+        print(f"  output:       logits {tuple(logits.shape)} from a 1-channel 64x64 image")
+
+
+class _Collect(logging.Handler):
+    """A logging handler that keeps the messages it is given."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _print_pyramid(extractor: FeatureExtractor, x: torch.Tensor) -> float:
+    """Print one row per tap (index, module, channels, reduction, output shape); return the forward time in s."""
+    import torch
+
+    extractor.eval()
+    with torch.inference_mode():
+        extractor.forward_taps(x)  # warm-up: the first call also pays for kernel selection and allocation
+        t0 = time.perf_counter()
+        outputs = extractor.forward_taps(x)
+        seconds = time.perf_counter() - t0
+    print(f"  {'index':>5}  {'module':20} {'channels':>8} {'reduction':>9}  output shape")
+    for tap, out in zip(extractor.feature_info, outputs, strict=True):
+        print(f"  {tap.index:>5}  {tap.module:20} {tap.num_chs:>8} {tap.reduction:>9}  {tuple(out.shape)}")
+    return seconds
+
+
+def _cmd_features(args: argparse.Namespace) -> int:
+    import torch
+
+    extractor = api.create_model(
+        args.name, features_only=True, out_indices=args.out_indices, feature_cls=args.feature_cls
+    )
+    input_size = tuple(args.input_size) if args.input_size else extractor.default_cfg.input_size
+    x = torch.randn(1, *input_size, generator=torch.Generator().manual_seed(0))
+    print(f"{args.name}: {type(extractor).__name__}, out_indices={extractor.out_indices}, input {tuple(x.shape)}")
+    seconds = _print_pyramid(extractor, x)
+    print(f"forward: {seconds * 1000:.1f} ms (one run after a warm-up)")
+    return 0
+
+
+def _demo_features() -> None:
+    """A backbone's feature pyramid, and what selecting fewer taps saves."""
+    import torch
+
+    name = "resnet50"
+    print(f"zoo demo: {name!r} as a backbone (features_only=True): its feature pyramid for a 224x224 image")
+    x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    pyramid = api.create_model(name, features_only=True)
+    t_all = _print_pyramid(pyramid, x)
+    early = api.create_model(name, features_only=True, out_indices=(1,))
+    early.eval()
+    with torch.inference_mode():
+        early.forward_taps(x)
+        t0 = time.perf_counter()
+        early.forward_taps(x)
+        t_early = time.perf_counter() - t0
+    print(f"  forward time: {t_all * 1000:.0f} ms for every tap; {t_early * 1000:.0f} ms for out_indices=(1,),")
+    print("                which stops after layer1")
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from zoo.services.weights import CachedWeightLoader
+
+    cfg = api.get_default_cfg(args.name)
+    path = CachedWeightLoader().fetch(cfg, progress=False if args.no_progress else None)
+    print(path)
+    return 0
+
+
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from zoo.services.weights import WeightCache, WeightSettings
+
+    cache = WeightCache(WeightSettings.resolve().cache_dir)
+    mib = 2**20
+    if args.action == "clear":
+        files, size = cache.clear()
+        print(f"removed {files} file(s), {size / mib:.1f} MiB, from {cache.root}")
+        return 0
+    entries = cache.entries()
+    for entry in entries:
+        print(f"{entry.size / mib:10.1f} MiB  {entry.key}")
+    print(f"{len(entries)} file(s), {sum(e.size for e in entries) / mib:.1f} MiB, in {cache.root}")
     return 0
 
 
@@ -95,6 +237,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="describe a model: parameters, default cfg, tags, feature taps")
     p.add_argument("name", help="NAME or NAME.TAG")
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("fetch", help="download a model's published weights into the cache")
+    p.add_argument("name", help="NAME or NAME.TAG")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: one on a terminal)")
+    p.set_defaults(func=_cmd_fetch)
+
+    p = sub.add_parser("cache", help="list or clear the weights cache (ZOO_CACHE_DIR)")
+    p.add_argument("action", choices=("list", "clear"))
+    p.set_defaults(func=_cmd_cache)
+
+    p = sub.add_parser("features", help="build a model as a feature extractor and show its taps and output shapes")
+    p.add_argument("name", help="NAME or NAME.TAG")
+    p.add_argument("--out-indices", type=int, nargs="+", help="taps to return (negative: from the last; default: all)")
+    p.add_argument("--feature-cls", choices=FEATURE_CLASSES, help="strategy (default: the model family's)")
+    p.add_argument(
+        "--input-size", type=int, nargs=3, metavar=("C", "H", "W"), help="input size (default: the model's cfg)"
+    )
+    p.set_defaults(func=_cmd_features)
 
     p = sub.add_parser("demo", help="create, describe and run a model on a synthetic image")
     p.add_argument("--name", default="resnet50", help="model to demonstrate (default: resnet50)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -141,3 +142,16 @@ class AvgPool2dSame(nn.Module):
         pad = self.kernel_size - 1
         x = F.pad(x, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2))
         return F.avg_pool2d(x, self.kernel_size, stride=1)
+
+
+def forward_taps(
+    x: torch.Tensor, steps: Sequence[Callable[[torch.Tensor], torch.Tensor]], indices: Sequence[int]
+) -> list[torch.Tensor]:
+    """Apply steps in order (step i ends at tap i), keeping the outputs at indices; stops after the last one."""
+    wanted = set(indices)
+    out: list[torch.Tensor] = []
+    for i, step in enumerate(steps[: max(wanted) + 1]):
+        x = step(x)
+        if i in wanted:
+            out.append(x)
+    return out

@@ -7,7 +7,7 @@ for those names load unchanged.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
@@ -16,8 +16,16 @@ from torch import nn
 
 from zoo.archs._cfgs import family_cfgs
 from zoo.archs.base import ZooModule
-from zoo.archs.layers import AvgPool2dSame, DropPath, GlobalPool, check_head, create_attn
+from zoo.archs.layers import (
+    AvgPool2dSame,
+    DropPath,
+    GlobalPool,
+    check_head,
+    create_attn,
+    forward_taps,
+)
 from zoo.domain.errors import InvalidValueError
+from zoo.domain.features import take_indices
 from zoo.domain.values import FeatureCfg, FeatureInfo, ModelSpec
 
 __all__ = ["MODEL_SPECS", "BasicBlock", "Bottleneck", "ResNet"]
@@ -298,6 +306,23 @@ class ResNet(ZooModule):
         x = self.layer3(x)
         out: torch.Tensor = self.layer4(x)
         return out
+
+    def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int] | None = None) -> list[torch.Tensor]:
+        """The outputs of the taps at indices (feature_info positions; None: all), in network order.
+
+        Stops after the last requested tap, so later stages do not run.
+        """
+        return forward_taps(x, self._tap_steps(), take_indices(self.feature_info, indices))
+
+    def _tap_steps(self) -> tuple[Callable[[torch.Tensor], torch.Tensor], ...]:
+        # one step per feature_info tap: step i maps tap i-1's output to tap i's (act1, layer1..layer4)
+        return (
+            lambda x: self.act1(self.bn1(self.conv1(x))),
+            lambda x: self.layer1(self.maxpool(x)),
+            self.layer2,
+            self.layer3,
+            self.layer4,
+        )
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool, drop out and classify; pre_logits stops before the classifier."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 
 class ZooError(Exception):
@@ -52,6 +52,10 @@ class WeightsUnavailableError(WeightsError, LookupError):
     """No source for the weights (no url/hub id/file, or offline with an empty cache)."""
 
 
+class DownloadError(WeightsError):
+    """A download that started but did not complete (connection closed or timed out mid-body)."""
+
+
 class ChecksumMismatchError(WeightsError):
     """A downloaded or cached file whose sha256 differs from the expected one."""
 
@@ -62,6 +66,20 @@ class CheckpointFormatError(WeightsError):
 
 class CheckpointMismatchError(WeightsError):
     """A checkpoint whose keys or shapes do not fit the model."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        missing: Sequence[str] = (),
+        unexpected: Sequence[str] = (),
+        mismatched: Sequence[str] = (),
+    ) -> None:
+        super().__init__(message)
+        # every key, not just the ten the message shows, for callers that want to act on them
+        self.missing = tuple(missing)
+        self.unexpected = tuple(unexpected)
+        self.mismatched = tuple(mismatched)
 
 
 class PruneSpecError(ZooError, ValueError):

@@ -53,4 +53,3 @@ def take_indices(feature_info: Sequence[FeatureInfo], indices: Sequence[int] | N
     if dupes:
         raise refuse(f"tap(s) {dupes} selected more than once")
     return tuple(sorted(taken))
-

@@ -62,7 +62,10 @@ def adapt_cfg(cfg: DefaultCfg, *, num_classes: int, in_chans: int, features_only
 @contextlib.contextmanager
 def _device(meta: bool) -> Iterator[None]:
     if meta:
-        with torch.device("meta"):
+        # parameters only: buffers (some non-persistent, never in a checkpoint) must be computed for real
+        from zoo.services.weights.meta import parameters_on_meta
+
+        with parameters_on_meta():
             yield
     else:
         yield
@@ -81,6 +84,11 @@ class Builder:
         prune_specs: Callable[[str], str] | None = None,
     ) -> None:
         self.weight_loader = weight_loader
+        if weight_applier is None and weight_loader is not None:
+            # a loader alone is enough: applying a checkpoint has one standard way
+            from zoo.services.weights.apply import apply_weights
+
+            weight_applier = apply_weights
         self.weight_applier = weight_applier
         self.pruner = pruner
         self.feature_factory = feature_factory

@@ -1,0 +1,147 @@
+"""Pretrained loading: create_model(pretrained=True) to the first output, against init + load_state_dict.
+
+Each measurement runs in a fresh subprocess (fair peak RSS), modes alternating, and the median is
+reported. The checkpoint is a randomly initialised model saved as safetensors in a temp dir; the
+fast path reads it through pretrained_cfg_overlay={"file": ...}.
+
+    .venv/bin/python benchmarks/pretrained_load.py [--models ...] [--sizes 224 32] [--repeats 3] [--threads N]
+
+On a shared or busy machine pass --threads 1: OpenMP barriers under contention swamp every figure.
+
+Targets (issue 4): time ratio <= 0.3; peak RSS growth <= 1.3x the checkpoint size. Columns: seconds from
+create_model to the first output (median), their ratio, the forward's own compute (a second forward,
+the same in both modes) and the ratio without it, and peak RSS growth over the checkpoint size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MODES = ("pretrained", "init+load")
+DEFAULT_MODELS = ("resnet50", "wide_resnet101_2")
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status (Linux only)")
+
+
+def _child(mode: str, name: str, path: str, size: str, threads: str) -> None:
+    import torch
+    import torch.nn.functional as F
+    from safetensors.torch import load_file
+
+    from zoo.api import create_model, get_default_cfg
+
+    if int(threads) > 0:
+        torch.set_num_threads(int(threads))
+    # pay one-off costs outside the measurement, equally for both modes: imports, the kernels a
+    # ResNet runs (their code pages count in RSS), and the collection of import-time garbage
+    get_default_cfg(name)
+    import zoo.services.weights  # noqa: F401
+
+    x = torch.randn(1, 3, int(size), int(size))
+    with torch.no_grad():
+        y = F.conv2d(x, torch.randn(8, 3, 3, 3), padding=1)
+        y = F.batch_norm(y, torch.zeros(8), torch.ones(8), torch.ones(8), torch.zeros(8), training=False)
+        y = F.max_pool2d(F.relu(y + y), 3, 2, 1)
+        F.linear(y.mean((2, 3)), torch.randn(4, 8), torch.zeros(4))
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark (VmHWM) to the current RSS
+    rss0 = _status_kib("VmRSS")
+
+    start = time.perf_counter()
+    if mode == "pretrained":
+        model = create_model(name, pretrained=True, pretrained_cfg_overlay={"file": path})
+    else:
+        model = create_model(name)
+        model.load_state_dict(load_file(path))
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+    seconds = time.perf_counter() - start
+    peak_growth = (_status_kib("VmHWM") - rss0) * 1024
+    assert out.shape == (1, 1000)
+    # the forward's own compute (weights resident, kernels warm), the same for both modes
+    start = time.perf_counter()
+    with torch.no_grad():
+        model(x)
+    forward = time.perf_counter() - start
+    print(json.dumps({"seconds": seconds, "peak_growth": peak_growth, "forward": forward}))
+
+
+def _save_checkpoint(name: str, folder: Path) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
+    from zoo.api import create_model
+
+    torch.manual_seed(0)
+    path = folder / f"{name}.safetensors"
+    save_file({k: v.contiguous() for k, v in create_model(name).state_dict().items()}, str(path))
+    return path
+
+
+def _measure(mode: str, name: str, path: Path, size: int, threads: int) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", mode, name, str(path), str(size), str(threads)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sizes", nargs="+", type=int, default=[224, 32], help="input sizes of the first forward")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child(*args.child)
+        return
+
+    mib = 1024 * 1024
+    print(
+        f"{'model':18} {'input':>5} {'ckpt MiB':>8} | {'pretrained s':>12} {'init+load s':>11} {'ratio':>6} | "
+        f"{'forward s':>9} {'ratio less fwd':>14} | {'pretrained RSS':>14} {'init+load RSS':>13}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            path = _save_checkpoint(name, Path(tmp))
+            ckpt = path.stat().st_size
+            for size in args.sizes:
+                runs: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
+                for _ in range(args.repeats):
+                    for mode in MODES:
+                        runs[mode].append(_measure(mode, name, path, size, args.threads))
+                t = {m: statistics.median(r["seconds"] for r in runs[m]) for m in MODES}
+                rss = {m: statistics.median(r["peak_growth"] for r in runs[m]) / ckpt for m in MODES}
+                fwd = statistics.median(r["forward"] for m in MODES for r in runs[m])
+                # noise can make a first run faster than the warm second forward; say so rather than print nonsense
+                less_fwd = (t["pretrained"] - fwd) / (t["init+load"] - fwd) if t["pretrained"] > fwd else float("nan")
+                print(
+                    f"{name:18} {size:5} {ckpt / mib:8.1f} | {t['pretrained']:12.3f} {t['init+load']:11.3f} "
+                    f"{t['pretrained'] / t['init+load']:5.2f}x | {fwd:9.3f} {less_fwd:13.2f}x | "
+                    f"{rss['pretrained']:13.2f}x {rss['init+load']:12.2f}x",
+                    flush=True,
+                )
+            path.unlink()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""The default WeightLoader (sources through the cache to a state_dict), and an in-memory one."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from zoo.domain.errors import CheckpointFormatError, ChecksumMismatchError, WeightsError, WeightsUnavailableError
+from zoo.domain.values import DefaultCfg
+from zoo.services.weights.cache import WeightCache
+from zoo.services.weights.download import download, file_sha256, progress_default
+from zoo.services.weights.formats import StateDict, read_checkpoint
+from zoo.services.weights.settings import CACHE_DIR_ENV, OFFLINE_ENV, WeightSettings
+from zoo.services.weights.sources import LocalSource, RemoteSource, resolve_sources
+
+log = logging.getLogger("zoo.weights")
+
+
+class CachedWeightLoader:
+    """Local files, URLs (http, https, file) and hub ids, through an on-disk cache.
+
+    Unset arguments are read from ZOO_CACHE_DIR, ZOO_HUB_ENDPOINT and ZOO_OFFLINE at each call,
+    so one loader follows the environment it runs in. progress=None shows a bar on a terminal only.
+    """
+
+    def __init__(
+        self,
+        *,
+        cache_dir: str | os.PathLike[str] | None = None,
+        hub_endpoint: str | None = None,
+        offline: bool | None = None,
+        progress: bool | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self._cache_dir = cache_dir
+        self._hub_endpoint = hub_endpoint
+        self._offline = offline
+        self.progress = progress
+        self.timeout = timeout
+
+    def settings(self) -> WeightSettings:
+        """The settings in force now: explicit arguments, else the environment."""
+        return WeightSettings.resolve(cache_dir=self._cache_dir, hub_endpoint=self._hub_endpoint, offline=self._offline)
+
+    def cache(self) -> WeightCache:
+        """The cache in force now."""
+        return WeightCache(self.settings().cache_dir)
+
+    def load_state_dict(self, cfg: DefaultCfg, *, checkpoint_path: str | None = None) -> StateDict:
+        """Read the checkpoint for this cfg (or at checkpoint_path), downloading it into the cache if needed."""
+        return self._first_available(cfg, checkpoint_path, self.progress, read=True)[1]
+
+    def fetch(self, cfg: DefaultCfg, *, progress: bool | None = None) -> Path:
+        """Make sure the cfg's checkpoint is in the cache (or on disk) and return its path."""
+        return self._first_available(cfg, None, progress if progress is not None else self.progress, read=False)[0]
+
+    def _first_available(
+        self, cfg: DefaultCfg, checkpoint_path: str | None, progress: bool | None, *, read: bool
+    ) -> tuple[Path, StateDict]:
+        settings = self.settings()
+        cache = WeightCache(settings.cache_dir)
+        show = progress_default() if progress is None else progress
+        sources = resolve_sources(cfg, checkpoint_path=checkpoint_path, hub_endpoint=settings.hub_endpoint)
+        reasons: list[str] = []
+        for source in sources:
+            try:
+                if isinstance(source, LocalSource):
+                    return source.path, _read_local(source, read=read)
+                return self._remote(source, cache, offline=settings.offline, progress=show, read=read)
+            except WeightsUnavailableError as e:
+                # not found or unreachable here: the next candidate (hub .bin, then the url) may serve it
+                reasons.append(str(e))
+        if settings.offline and all(isinstance(s, RemoteSource) for s in sources):
+            missing = [str(cache.path(s.cache_key)) for s in sources if isinstance(s, RemoteSource)]
+            raise WeightsUnavailableError(
+                f"{OFFLINE_ENV}=1 and the checkpoint is not in the cache: looked for {', '.join(missing)}; "
+                f"fetch it while online (zoo fetch NAME.TAG), or unset {OFFLINE_ENV}"
+            )
+        raise WeightsUnavailableError("no source could serve the checkpoint: " + "; ".join(reasons))
+
+    def _remote(
+        self, source: RemoteSource, cache: WeightCache, *, offline: bool, progress: bool, read: bool
+    ) -> tuple[Path, StateDict]:
+        path = cache.path(source.cache_key)
+        # files enter the cache whole and verified (atomic rename), so a hit needs no lock
+        if not path.is_file():
+            if offline:
+                raise WeightsUnavailableError(f"{path} is not in the cache ({OFFLINE_ENV}=1)")
+            try:
+                with cache.lock(source.cache_key):
+                    if not path.is_file():  # else another process fetched it while this one waited
+                        return path, self._download(source, cache, progress=progress)
+            except OSError as e:  # the download's own failures are ZooErrors; this is the cache directory
+                raise WeightsError(
+                    f"cannot write to the weights cache {cache.root} ({e}); set {CACHE_DIR_ENV} to a writable directory"
+                ) from None
+        return path, _read_cached(cache, source) if read else {}
+
+    def _download(self, source: RemoteSource, cache: WeightCache, *, progress: bool) -> StateDict:
+        log.info("downloading %s to %s", source.url, cache.path(source.cache_key))
+        with cache.staging(source.cache_key) as staged:
+            download(source, staged.file, progress=progress, timeout=self.timeout)
+            staged.finish()
+            # read before the rename: an unreadable file never becomes a cache entry.
+            # Mapped tensors stay valid across the rename (same inode).
+            return read_checkpoint(staged.path, origin=source.url)
+
+
+def _read_local(source: LocalSource, *, read: bool) -> StateDict:
+    if not source.path.is_file():
+        raise WeightsUnavailableError(f"checkpoint file {source.path} does not exist; pass the path of a file")
+    if source.sha256:
+        actual = file_sha256(source.path)
+        if actual != source.sha256:
+            raise ChecksumMismatchError(
+                f"{source.path}: sha256 is {actual}, expected {source.sha256} (DefaultCfg.sha256)"
+            )
+    return read_checkpoint(source.path) if read else {}
+
+
+def _read_cached(cache: WeightCache, source: RemoteSource) -> StateDict:
+    try:
+        return read_checkpoint(cache.path(source.cache_key), origin=source.url)
+    except CheckpointFormatError as e:
+        # a cache entry that no longer reads (disk damage, edited by hand): drop it so a retry downloads anew
+        cache.remove(source.cache_key)
+        raise CheckpointFormatError(f"{e}; the cached copy was removed, so the next load downloads it again") from None
+
+
+class StateDictLoader:
+    """A WeightLoader serving one in-memory state_dict for every cfg (or the file at checkpoint_path)."""
+
+    def __init__(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        self._state_dict = dict(state_dict)
+
+    def load_state_dict(self, cfg: DefaultCfg, *, checkpoint_path: str | None = None) -> StateDict:
+        """A copy of the held state_dict; checkpoint_path, when given, is read from disk instead."""
+        if checkpoint_path is not None:
+            return read_checkpoint(Path(checkpoint_path).expanduser())
+        # the fast path assigns these tensors into the model: each model needs storage of its own,
+        # or training one would change the held weights and every other model built from them
+        return {k: v.detach().clone() for k, v in self._state_dict.items()}

@@ -1,0 +1,105 @@
+"""Building a model without spending time or memory on parameters a checkpoint will replace."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import cast
+
+import torch
+from torch import nn
+from torch.nn.modules.module import register_module_parameter_registration_hook
+from torch.overrides import TorchFunctionMode
+
+_local = threading.local()
+
+
+def _param_to_meta(module: nn.Module, name: str, param: nn.Parameter) -> nn.Parameter | None:
+    # the hook is process-wide; only the thread that entered parameters_on_meta is affected
+    moved: dict[int, tuple[nn.Parameter, nn.Parameter]] | None = getattr(_local, "moved", None)
+    if moved is None or param.is_meta or isinstance(param, nn.parameter.UninitializedParameter):
+        return None
+    # one Parameter registered in two places (tied weights) must stay one Parameter on meta;
+    # the original is kept alongside so its id cannot be reused while the build runs
+    if id(param) not in moved:
+        moved[id(param)] = (param, nn.Parameter(param.detach().to("meta"), requires_grad=param.requires_grad))
+    return moved[id(param)][1]
+
+
+# In-place ops that only write values. On a meta tensor there are no values, so they are skipped:
+# besides being pointless, some (normal_) take a Python path whose first use imports torch._dynamo,
+# which costs seconds and tens of MiB.
+_VALUE_WRITES = frozenset(
+    {
+        "normal_",
+        "uniform_",
+        "fill_",
+        "zero_",
+        "random_",
+        "bernoulli_",
+        "exponential_",
+        "log_normal_",
+        "cauchy_",
+        "geometric_",
+        "erfinv_",
+        "clamp_",
+        "mul_",
+        "add_",
+        "sub_",
+        "div_",
+        "copy_",
+    }
+)
+
+
+def _writes_values(func: Callable[..., object]) -> bool:
+    name = getattr(func, "__name__", "")
+    # torch.nn.init's public initialisers (kaiming_uniform_, trunc_normal_, ...) are in-place and end in '_';
+    # they reach the mode whole, and the ops they call inside do not pass through it again
+    return name in _VALUE_WRITES or (getattr(func, "__module__", None) == "torch.nn.init" and name.endswith("_"))
+
+
+class _SkipWritesToMeta(TorchFunctionMode):
+    def __torch_function__(
+        self,
+        func: Callable[..., object],
+        types: object,
+        args: Sequence[object] = (),
+        kwargs: Mapping[str, object] | None = None,
+    ) -> object:
+        # torch.nn.init hands its tensor over as a keyword
+        target = args[0] if args else (kwargs or {}).get("tensor")
+        if isinstance(target, torch.Tensor) and target.is_meta and _writes_values(func):
+            return target
+        return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def parameters_on_meta() -> Iterator[None]:
+    """Modules constructed inside put their parameters on the meta device; buffers stay real.
+
+    Parameters are what a checkpoint replaces, so their random init is skipped. Buffers are small
+    and some are non-persistent (computed in __init__, never in a checkpoint), so building them for
+    real is what makes them right without a per-module hook.
+    """
+    # torch types the hook as returning None, but documents and honours a returned replacement
+    outer = getattr(_local, "moved", None)
+    _local.moved = {} if outer is None else outer
+    handle = register_module_parameter_registration_hook(cast("Callable[..., None]", _param_to_meta))
+    try:
+        with _SkipWritesToMeta():  # torch function modes are per thread, like _local
+            yield
+    finally:
+        handle.remove()
+        _local.moved = outer
+
+
+def meta_tensors(model: nn.Module) -> list[tuple[str, str]]:
+    """(module path, tensor name) of every parameter or buffer still on the meta device."""
+    return [
+        (path, name)
+        for path, module in model.named_modules()
+        for name, t in (*module.named_parameters(recurse=False), *module.named_buffers(recurse=False))
+        if t.is_meta
+    ]
