@@ -7,7 +7,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from zoo.domain.errors import InvalidArgumentError, InvalidValueError
+from zoo.domain.errors import InvalidArgumentError
 from zoo.domain.protocols import FeatureWrapperFactory, Pruner, WeightLoader
 from zoo.domain.values import BuildRequest, DefaultCfg, ModelSpec
 
@@ -42,7 +42,7 @@ def builtin_registry() -> Registry:
 
 
 class ModelZoo:
-    """Registry + Builder + services, wired together; every part can be replaced."""
+    """Registry + Builder + services, wired together; every part left out is the standard one."""
 
     def __init__(
         self,
@@ -54,13 +54,15 @@ class ModelZoo:
         feature_factory: FeatureWrapperFactory | None = None,
     ) -> None:
         from zoo.services.builder import Builder
+        from zoo.services.features import FeatureFactory
+        from zoo.services.weights import CachedWeightLoader, apply_weights
 
         self.registry = registry if registry is not None else builtin_registry()
         self.builder = Builder(
-            weight_loader=weight_loader,
-            weight_applier=weight_applier,
+            weight_loader=weight_loader if weight_loader is not None else CachedWeightLoader(),
+            weight_applier=weight_applier if weight_applier is not None else apply_weights,
             pruner=pruner,
-            feature_factory=feature_factory,
+            feature_factory=feature_factory if feature_factory is not None else FeatureFactory(),
         )
 
     @overload
@@ -127,15 +129,13 @@ class ModelZoo:
     ) -> ZooModule | FeatureExtractor:
         """Build a model by name or name.tag; see zoo.api.create_model."""
         spec, cfg = self.registry.resolve(name)
-        if out_indices is not None and not isinstance(out_indices, (list, tuple)):
-            raise InvalidValueError(f"out_indices={out_indices!r} is invalid: expected a sequence of ints")
         request = BuildRequest(
             tag=cfg.tag,
             pretrained=pretrained,
             num_classes=num_classes,
             in_chans=in_chans,
             features_only=features_only,
-            out_indices=tuple(out_indices) if out_indices is not None else None,
+            out_indices=out_indices,  # validated against the model's taps by the feature factory
             feature_cls=feature_cls,
             checkpoint_path=os.fspath(checkpoint_path) if checkpoint_path is not None else None,
             cfg_overlay=pretrained_cfg_overlay or {},
@@ -203,10 +203,7 @@ def default_zoo() -> ModelZoo:
 
 
 def _make_default_zoo() -> ModelZoo:
-    from zoo.services.features import FeatureFactory
-    from zoo.services.weights import CachedWeightLoader, apply_weights
-
-    return ModelZoo(feature_factory=FeatureFactory(), weight_loader=CachedWeightLoader(), weight_applier=apply_weights)
+    return ModelZoo()
 
 
 @overload

@@ -148,8 +148,8 @@ class _Collect(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def _print_pyramid(extractor: FeatureExtractor, x: torch.Tensor) -> float:
-    """Print one row per tap (index, module, channels, reduction, output shape); return the forward time in s."""
+def _timed_taps(extractor: FeatureExtractor, x: torch.Tensor) -> tuple[list[torch.Tensor], float]:
+    """The extractor's outputs for x in eval mode, and the seconds one forward took after a warm-up."""
     import torch
 
     extractor.eval()
@@ -157,11 +157,13 @@ def _print_pyramid(extractor: FeatureExtractor, x: torch.Tensor) -> float:
         extractor.forward_taps(x)  # warm-up: the first call also pays for kernel selection and allocation
         t0 = time.perf_counter()
         outputs = extractor.forward_taps(x)
-        seconds = time.perf_counter() - t0
+        return outputs, time.perf_counter() - t0
+
+
+def _print_pyramid(extractor: FeatureExtractor, outputs: Sequence[torch.Tensor]) -> None:
     print(f"  {'index':>5}  {'module':20} {'channels':>8} {'reduction':>9}  output shape")
     for tap, out in zip(extractor.feature_info, outputs, strict=True):
         print(f"  {tap.index:>5}  {tap.module:20} {tap.num_chs:>8} {tap.reduction:>9}  {tuple(out.shape)}")
-    return seconds
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
@@ -173,7 +175,8 @@ def _cmd_features(args: argparse.Namespace) -> int:
     input_size = tuple(args.input_size) if args.input_size else extractor.default_cfg.input_size
     x = torch.randn(1, *input_size, generator=torch.Generator().manual_seed(0))
     print(f"{args.name}: {type(extractor).__name__}, out_indices={extractor.out_indices}, input {tuple(x.shape)}")
-    seconds = _print_pyramid(extractor, x)
+    outputs, seconds = _timed_taps(extractor, x)
+    _print_pyramid(extractor, outputs)
     print(f"forward: {seconds * 1000:.1f} ms (one run after a warm-up)")
     return 0
 
@@ -186,14 +189,9 @@ def _demo_features() -> None:
     print(f"zoo demo: {name!r} as a backbone (features_only=True): its feature pyramid for a 224x224 image")
     x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     pyramid = api.create_model(name, features_only=True)
-    t_all = _print_pyramid(pyramid, x)
-    early = api.create_model(name, features_only=True, out_indices=(1,))
-    early.eval()
-    with torch.inference_mode():
-        early.forward_taps(x)
-        t0 = time.perf_counter()
-        early.forward_taps(x)
-        t_early = time.perf_counter() - t0
+    outputs, t_all = _timed_taps(pyramid, x)
+    _print_pyramid(pyramid, outputs)
+    _, t_early = _timed_taps(api.create_model(name, features_only=True, out_indices=(1,)), x)
     print(f"  forward time: {t_all * 1000:.0f} ms for every tap; {t_early * 1000:.0f} ms for out_indices=(1,),")
     print("                which stops after layer1")
 

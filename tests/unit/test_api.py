@@ -19,11 +19,14 @@ from zoo.domain import (
     FeatureInfo,
     FeatureNotAvailableError,
     InvalidArgumentError,
+    InvalidFeatureRequestError,
     InvalidValueError,
     UnknownModelError,
     ZooError,
 )
+from zoo.services.builder import Builder
 from zoo.services.registry import Registry
+from zoo.services.weights import CachedWeightLoader
 
 
 def test_catalogue_index_matches_real_registrations() -> None:
@@ -144,13 +147,23 @@ def test_extending_the_builtin_catalogue() -> None:
 
 
 def test_options_without_a_service_fail_clearly() -> None:
-    bare = ModelZoo()
+    bare = Builder()
+    spec = ModelZoo().get_spec("resnet18")
     with pytest.raises(FeatureNotAvailableError, match="WeightLoader"):
-        bare.create_model("resnet18", pretrained=True)
+        bare.build(spec, BuildRequest(pretrained=True))
     with pytest.raises(FeatureNotAvailableError, match="FeatureWrapperFactory"):
-        bare.create_model("resnet18", features_only=True)
+        bare.build(spec, BuildRequest(features_only=True))
     with pytest.raises(InvalidValueError, match="features_only"):
-        bare.create_model("resnet18", out_indices=(1,))
+        zoo.create_model("resnet18", out_indices=(1,))
+
+
+def test_model_zoo_defaults_to_the_standard_services() -> None:
+    reg = Registry()
+    reg.register_model("toy_net", default_cfgs=[DefaultCfg(num_classes=5)])(Toy)
+    app = ModelZoo(registry=reg)
+    feats = app.create_model("toy_net", features_only=True)
+    assert feats.feature_info.channels() == [8]
+    assert isinstance(app.builder.weight_loader, CachedWeightLoader)
 
 
 def test_listing_helpers() -> None:
@@ -167,3 +180,8 @@ def test_listing_helpers() -> None:
     assert zoo.is_model("resnet50.a1_in1k")
     assert issubclass(zoo.ZooError, Exception)
     assert isinstance(UnknownModelError("x", []), ZooError)
+
+
+def test_out_indices_that_is_not_a_sequence_names_the_taps() -> None:
+    with pytest.raises(InvalidFeatureRequestError, match=r"out_indices=3 is invalid.*0=act1.*4=layer4"):
+        zoo.create_model("resnet18", features_only=True, out_indices=3)  # type: ignore[call-overload]  # the point: a bare int

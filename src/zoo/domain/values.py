@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast, get_args
 
@@ -256,7 +256,8 @@ class BuildRequest:
     num_classes: int | None = attrs.field(default=None, validator=attrs.validators.optional(_non_negative_int))
     in_chans: int | None = attrs.field(default=None, validator=attrs.validators.optional(_positive_int))
     features_only: bool = False
-    out_indices: tuple[int, ...] | None = attrs.field(default=None, converter=_to_tuple)
+    # kept as given (lists become tuples): the feature factory validates it against the model's taps
+    out_indices: Sequence[int] | None = attrs.field(default=None, converter=_to_tuple)
     feature_cls: str | None = None
     checkpoint_path: str | None = None
     cfg_overlay: Mapping[str, object] = attrs.field(factory=dict, converter=_frozen_mapping)

@@ -89,6 +89,17 @@ class FeatureExtractor(nn.Module, abc.ABC):
         return out
 
 
+class _ListOutput(FeatureExtractor):
+    """An extractor whose forward returns the list of tap outputs."""
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.forward_taps(x)
+
+    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out: list[torch.Tensor] = nn.Module.__call__(self, x)
+        return out
+
+
 class _TappedSequence(FeatureExtractor):
     """The model's top-level modules, re-sequenced and cut after the last selected tap."""
 
@@ -124,15 +135,8 @@ class _TappedSequence(FeatureExtractor):
         return out
 
 
-class FeatureListNet(_TappedSequence):
+class FeatureListNet(_TappedSequence, _ListOutput):
     """Re-sequenced top-level modules up to the last selected tap; returns a list of tensors."""
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.forward_taps(x)
-
-    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
-        out: list[torch.Tensor] = nn.Module.__call__(self, x)
-        return out
 
 
 class FeatureDictNet(_TappedSequence):
@@ -181,7 +185,7 @@ class _TapRecorder:
         self._local = threading.local()
 
 
-class FeatureHookNet(FeatureExtractor):
+class FeatureHookNet(_ListOutput):
     """Forward hooks on the tap modules around the model's own forward_features; returns a list."""
 
     def __init__(self, model: nn.Module, taps: FeatureTaps) -> None:
@@ -194,13 +198,6 @@ class FeatureHookNet(FeatureExtractor):
             handles.append(tap.register_forward_hook(partial(self._recorder.record, t.module)))
         # the hooked modules are shared with the classifier: unhook them when this extractor goes away
         weakref.finalize(self, _remove_hooks, handles)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.forward_taps(x)
-
-    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
-        out: list[torch.Tensor] = nn.Module.__call__(self, x)
-        return out
 
     def forward_taps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Run forward_features (or forward) once and return what the tap hooks saw."""
@@ -225,7 +222,7 @@ class _Intermediates(Protocol):
     def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int] | None = None) -> list[torch.Tensor]: ...
 
 
-class FeatureGetterNet(FeatureExtractor):
+class FeatureGetterNet(_ListOutput):
     """The model's own forward_intermediates, asked for the selected taps; returns a list."""
 
     def __init__(self, model: nn.Module, taps: FeatureTaps) -> None:
@@ -236,13 +233,6 @@ class FeatureGetterNet(FeatureExtractor):
                 f"use one of {', '.join(repr(c) for c in FEATURE_CLASSES if c != 'getter')}"
             )
         self.model = _without_head(model)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.forward_taps(x)
-
-    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
-        out: list[torch.Tensor] = nn.Module.__call__(self, x)
-        return out
 
     def forward_taps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """forward_intermediates for the selected taps (it stops after the last one)."""
