@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
+
+from weights_support import CheckpointServer, isolated_cache
 
 settings.register_profile(
     "ci",
@@ -15,3 +20,16 @@ settings.register_profile(
 )
 settings.register_profile("dev", deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture
+def server() -> Iterator[CheckpointServer]:
+    """A loopback HTTP server serving checkpoints the test adds, counting requests."""
+    with CheckpointServer() as s:
+        yield s
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: CheckpointServer) -> Path:
+    """An empty weights cache (ZOO_CACHE_DIR) with the hub endpoint on the loopback server."""
+    return isolated_cache(tmp_path, monkeypatch, server)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,6 @@ from weights_support import (
     CheckpointServer,
     TinyNet,
     cache_files,
-    isolated_cache,
     safetensors_bytes,
     tiny_checkpoint,
 )
@@ -31,17 +30,6 @@ from zoo.services.weights.adapt import adapt_input_conv
 from zoo.services.weights.meta import meta_tensors
 
 StateDict = dict[str, torch.Tensor]
-
-
-@pytest.fixture
-def server() -> Iterator[CheckpointServer]:
-    with CheckpointServer() as s:
-        yield s
-
-
-@pytest.fixture
-def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: CheckpointServer) -> Path:
-    return isolated_cache(tmp_path, monkeypatch, server)
 
 
 def tiny_zoo(

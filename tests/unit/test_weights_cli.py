@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from weights_support import CheckpointServer, cache_files, isolated_cache, safetensors_bytes, small_state_dict
+from weights_support import CheckpointServer, cache_files, safetensors_bytes, small_state_dict
 from zoo.cli import _demo_weights, main
-
-
-@pytest.fixture
-def server() -> Iterator[CheckpointServer]:
-    with CheckpointServer() as s:
-        yield s
-
-
-@pytest.fixture
-def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: CheckpointServer) -> Path:
-    return isolated_cache(tmp_path, monkeypatch, server)
 
 
 def test_fetch_then_list_then_clear(

@@ -6,7 +6,6 @@ import hashlib
 import io
 import multiprocessing
 import pickle
-from collections.abc import Iterator
 from multiprocessing.context import ForkContext, SpawnContext
 from multiprocessing.queues import Queue
 from pathlib import Path
@@ -20,7 +19,6 @@ from weights_support import (
     cache_files,
     digests,
     fetch_in_process,
-    isolated_cache,
     safetensors_bytes,
     small_state_dict,
     torch_bytes,
@@ -35,17 +33,6 @@ from zoo.domain.errors import (
 )
 from zoo.domain.values import DefaultCfg
 from zoo.services.weights import CachedWeightLoader, WeightCache
-
-
-@pytest.fixture
-def server() -> Iterator[CheckpointServer]:
-    with CheckpointServer() as s:
-        yield s
-
-
-@pytest.fixture
-def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: CheckpointServer) -> Path:
-    return isolated_cache(tmp_path, monkeypatch, server)
 
 
 def load(cfg: DefaultCfg, checkpoint_path: str | None = None) -> dict[str, torch.Tensor]:
