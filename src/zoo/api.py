@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Mapping, Sequence
@@ -13,7 +14,7 @@ from zoo.domain.values import BuildRequest, DefaultCfg, ModelSpec
 
 if TYPE_CHECKING:
     from zoo.archs.base import ZooModule
-    from zoo.services.builder import WeightApplier
+    from zoo.services.builder import Builder, WeightApplier
     from zoo.services.features import FeatureExtractor
     from zoo.services.registry import Registry
 
@@ -37,7 +38,7 @@ def builtin_registry() -> Registry:
 
     registry = Registry()
     for module, names in FAMILIES.items():
-        registry.register_lazy(module, names, lambda m=module: load_family(m))  # type: ignore[misc]  # default binds the loop value
+        registry.register_lazy(module, names, functools.partial(load_family, module))
     return registry
 
 
@@ -53,16 +54,27 @@ class ModelZoo:
         pruner: Pruner | None = None,
         feature_factory: FeatureWrapperFactory | None = None,
     ) -> None:
+        self.registry = registry if registry is not None else builtin_registry()
+        self._weight_loader = weight_loader
+        self._weight_applier = weight_applier
+        self._pruner = pruner
+        self._feature_factory = feature_factory
+
+    @functools.cached_property
+    def builder(self) -> Builder:
+        """The Builder over the given services, standard ones for those left out.
+
+        Built on first use, so that listing names imports no weights or features machinery.
+        """
         from zoo.services.builder import Builder
         from zoo.services.features import FeatureFactory
         from zoo.services.weights import CachedWeightLoader, apply_weights
 
-        self.registry = registry if registry is not None else builtin_registry()
-        self.builder = Builder(
-            weight_loader=weight_loader if weight_loader is not None else CachedWeightLoader(),
-            weight_applier=weight_applier if weight_applier is not None else apply_weights,
-            pruner=pruner,
-            feature_factory=feature_factory if feature_factory is not None else FeatureFactory(),
+        return Builder(
+            weight_loader=self._weight_loader if self._weight_loader is not None else CachedWeightLoader(),
+            weight_applier=self._weight_applier if self._weight_applier is not None else apply_weights,
+            pruner=self._pruner,
+            feature_factory=self._feature_factory if self._feature_factory is not None else FeatureFactory(),
         )
 
     @overload

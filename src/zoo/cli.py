@@ -37,12 +37,13 @@ def _count_params(model: object) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    import torch
+    from zoo.services.weights.meta import parameters_on_meta
 
     zoo = api.default_zoo()
     spec, cfg = zoo.registry.resolve(args.name)
     kwargs = zoo.builder.model_kwargs(spec, BuildRequest(tag=cfg.tag), cfg)
-    with torch.device("meta"):  # shapes only: no memory, no init time
+    # shapes only: no parameter memory and no init (torch.device("meta") would import torch._dynamo on init)
+    with parameters_on_meta():
         model = spec.constructor(**kwargs)
     print(f"name:        {spec.name}")
     print(f"family:      {spec.family}")

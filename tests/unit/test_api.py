@@ -39,11 +39,14 @@ def test_catalogue_index_matches_real_registrations() -> None:
 def test_import_zoo_imports_no_architecture() -> None:
     code = (
         "import sys, zoo; names = zoo.list_models(); "
-        "print(len(names), sorted(m for m in sys.modules if m.startswith('zoo.archs.') and m != 'zoo.archs.catalogue'))"
+        "archs = sorted(m for m in sys.modules if m.startswith('zoo.archs.') and m != 'zoo.archs.catalogue'); "
+        "services = sorted(m for m in sys.modules if m.startswith(('zoo.services.weights', 'zoo.services.features'))); "
+        "print(len(names), archs, services)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert int(out[0]) == sum(len(n) for n in FAMILIES.values())
     assert out[1] == "[]"
+    assert out[2] == "[]"
 
 
 def test_create_by_name_and_tag() -> None:

@@ -84,11 +84,6 @@ class Builder:
         prune_specs: Callable[[str], str] | None = None,
     ) -> None:
         self.weight_loader = weight_loader
-        if weight_applier is None and weight_loader is not None:
-            # a loader alone is enough: applying a checkpoint has one standard way
-            from zoo.services.weights.apply import apply_weights
-
-            weight_applier = apply_weights
         self.weight_applier = weight_applier
         self.pruner = pruner
         self.feature_factory = feature_factory
@@ -147,9 +142,8 @@ class Builder:
 
     def _check_available(self, spec: ModelSpec, request: BuildRequest, wants_weights: bool) -> None:
         if wants_weights and (self.weight_loader is None or self.weight_applier is None):
-            raise FeatureNotAvailableError(
-                "pretrained weights are not available in this ModelZoo: no WeightLoader was configured"
-            )
+            missing = "WeightLoader" if self.weight_loader is None else "WeightApplier"
+            raise FeatureNotAvailableError(f"pretrained weights are not available: this Builder has no {missing}")
         if request.features_only and self.feature_factory is None:
             raise FeatureNotAvailableError(
                 "features_only is not available in this ModelZoo: no FeatureWrapperFactory was configured"
