@@ -1,29 +1,41 @@
-"""Access to the reference facts in shared/reference (state_dict layouts, taps, cfgs)."""
+"""The reference facts the tests use (state_dict layouts, taps, cfgs), kept in tests/reference.
+
+tools/sync_reference.py copies them from shared/reference, so a clean clone runs every test. A
+missing facts file is a failure, never a skip: a parity test that does not run proves nothing.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_DIR = ROOT / "tests" / "reference"
+VERSIONS = ("timm-1.0.31", "timm-0.4.12")
 
 
-def reference_dir() -> Path:
-    """shared/reference beside the checkout, or $ZOO_REFERENCE_DIR."""
-    env = os.environ.get("ZOO_REFERENCE_DIR")
-    return Path(env) if env else ROOT.parent / "shared" / "reference"
+def reference_path(name: str) -> Path | None:
+    """The facts file for a model name (timm-1.0.31 first, then names later versions dropped)."""
+    for version in VERSIONS:
+        path = REFERENCE_DIR / version / f"{name}.json"
+        if path.is_file():
+            return path
+    return None
 
 
 @functools.cache
 def reference(name: str) -> dict[str, Any]:
-    """The timm-1.0.31 facts for a model name; skips the test when the file is not there."""
-    path = reference_dir() / "timm-1.0.31" / f"{name}.json"
-    if not path.is_file():
-        pytest.skip(f"no reference facts at {path}")
+    """The reference facts for a model name; AssertionError when tests/reference lacks them."""
+    path = reference_path(name)
+    assert path is not None, f"no reference facts for {name!r} in {REFERENCE_DIR}; run tools/sync_reference.py"
     data: dict[str, Any] = json.loads(path.read_text())
     return data
+
+
+def pruned_layout(name: str) -> str:
+    """The published pruned channel layout of a model name (the `name:[shape]***...` text)."""
+    path = REFERENCE_DIR / f"pruned-{name}.txt"
+    assert path.is_file(), f"no pruned layout for {name!r} in {REFERENCE_DIR}; run tools/sync_reference.py"
+    return path.read_text().strip()
