@@ -6,9 +6,10 @@ import functools
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
-from zoo.domain.errors import InvalidArgumentError
+from zoo.domain.checks import check_bool, check_int
+from zoo.domain.errors import InvalidArgumentError, InvalidValueError
 from zoo.domain.protocols import FeatureWrapperFactory, Pruner, WeightLoader
 from zoo.domain.values import BuildRequest, DefaultCfg, ModelSpec
 
@@ -24,6 +25,7 @@ __all__ = [
     "create_model",
     "default_zoo",
     "get_default_cfg",
+    "get_pretrained_cfg_value",
     "is_model",
     "list_models",
     "list_modules",
@@ -143,14 +145,14 @@ class ModelZoo:
         spec, cfg = self.registry.resolve(name)
         request = BuildRequest(
             tag=cfg.tag,
-            pretrained=pretrained,
-            num_classes=num_classes,
-            in_chans=in_chans,
-            features_only=features_only,
+            pretrained=check_bool("pretrained", pretrained),
+            num_classes=None if num_classes is None else check_int("num_classes", num_classes, ge=0),
+            in_chans=None if in_chans is None else check_int("in_chans", in_chans, ge=1),
+            features_only=check_bool("features_only", features_only),
             out_indices=out_indices,  # validated against the model's taps by the feature factory
-            feature_cls=feature_cls,
-            checkpoint_path=os.fspath(checkpoint_path) if checkpoint_path is not None else None,
-            cfg_overlay=pretrained_cfg_overlay or {},
+            feature_cls=_optional_str("feature_cls", feature_cls, "one of 'list', 'dict', 'hook', 'getter'"),
+            checkpoint_path=_checkpoint_path(checkpoint_path),
+            cfg_overlay=_overlay(pretrained_cfg_overlay),
             model_kwargs=model_kwargs,
         )
         model = self.builder.build(spec, request)
@@ -164,16 +166,22 @@ class ModelZoo:
         """The DefaultCfg of name or name.tag."""
         return self.registry.resolve(name)[1]
 
+    def get_pretrained_cfg_value(self, name: str, key: str) -> object:
+        """One field of the DefaultCfg of name or name.tag; None for a key the cfg has no field for (as timm)."""
+        if not isinstance(key, str):
+            raise InvalidValueError(f"key={key!r} is invalid: expected a str naming a DefaultCfg field")
+        return self.get_default_cfg(name).get(key)
+
     def list_models(
         self,
         filter: str | Sequence[str] = "",
         *,
         exclude_filters: str | Sequence[str] = (),
-        module: str | None = None,
+        module: str | Sequence[str] | None = None,
         pretrained: bool = False,
-        include_tags: bool = False,
+        include_tags: bool | None = None,
     ) -> list[str]:
-        """Registered names matching fnmatch patterns, naturally sorted."""
+        """Registered names matching fnmatch patterns, naturally sorted; tags by default only with pretrained=True."""
         return self.registry.list_models(
             filter, exclude_filters=exclude_filters, module=module, pretrained=pretrained, include_tags=include_tags
         )
@@ -298,11 +306,14 @@ def list_models(
     filter: str | Sequence[str] = "",
     *,
     exclude_filters: str | Sequence[str] = (),
-    module: str | None = None,
+    module: str | Sequence[str] | None = None,
     pretrained: bool = False,
-    include_tags: bool = False,
+    include_tags: bool | None = None,
 ) -> list[str]:
-    """Registered names matching fnmatch patterns, naturally sorted (resnet18 before resnet101)."""
+    """Registered names matching fnmatch patterns, naturally sorted (resnet18 before resnet101).
+
+    include_tags=None lists name.tag entries when pretrained=True, bare names otherwise.
+    """
     return default_zoo().list_models(
         filter, exclude_filters=exclude_filters, module=module, pretrained=pretrained, include_tags=include_tags
     )
@@ -326,3 +337,35 @@ def list_pretrained(filter: str | Sequence[str] = "", exclude_filters: str | Seq
 def get_default_cfg(name: str) -> DefaultCfg:
     """The DefaultCfg of name or name.tag."""
     return default_zoo().get_default_cfg(name)
+
+
+def get_pretrained_cfg_value(name: str, key: str) -> object:
+    """One field of the DefaultCfg of name or name.tag (None for a key that is not a field, as in timm)."""
+    return default_zoo().get_pretrained_cfg_value(name, key)
+
+
+def _optional_str(label: str, value: object, expected: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidValueError(f"{label}={value!r} is invalid: expected {expected}, or None")
+    return value
+
+
+def _checkpoint_path(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise InvalidValueError(f"checkpoint_path={value!r} is invalid: expected a file path (str or os.PathLike)")
+    path = os.fspath(value)
+    if not isinstance(path, str):
+        raise InvalidValueError(f"checkpoint_path={value!r} is invalid: expected a str path, not bytes")
+    return path
+
+
+def _overlay(value: object) -> Mapping[str, object]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise InvalidValueError(
+            f"pretrained_cfg_overlay={value!r} is invalid: expected a mapping of DefaultCfg field names to values"
+        )
+    return cast(Mapping[str, object], value)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    names = api.list_models(args.patterns or "", pretrained=args.pretrained, include_tags=args.tags)
+    names = api.list_models(args.patterns or "", pretrained=args.pretrained, include_tags=True if args.tags else None)
     for name in names:
         print(name)
     if not names:

@@ -136,9 +136,14 @@ def test_custom_registry_is_invisible_to_default() -> None:
         zoo.create_model("toy_net")
     with pytest.raises(InvalidArgumentError, match="depth"):
         app.create_model("toy_net", depth=3)
-    reg.register_model("plain_net")(NotAZooModule)
+    # a class is refused when it is registered, naming the surface it lacks
+    with pytest.raises(InvalidValueError, match="NotAZooModule.*lacks forward_features, forward_head"):
+        reg.register_model("plain_net")(NotAZooModule)
+    assert not reg.is_model("plain_net")
+    # a function is only known by what it returns, so it is refused when it builds
+    reg.register_model("plain_fn")(lambda **kw: NotAZooModule(**kw))
     with pytest.raises(InvalidArgumentError, match="ZooModule"):
-        app.create_model("plain_net")
+        app.create_model("plain_fn")
 
 
 def test_extending_the_builtin_catalogue() -> None:

@@ -8,11 +8,12 @@ from collections.abc import Iterable
 import pytest
 from torch import nn
 
+from zoo.archs.base import ZooModule
 from zoo.domain import DefaultCfg, DuplicateModelError, ModelSpec, UnknownModelError
 from zoo.services.registry import Registry, natural_key
 
 
-class Tiny(nn.Module):
+class Tiny(ZooModule):
     """A one-layer model for registry tests."""
 
     def __init__(self, *, num_classes: int = 1000, in_chans: int = 3, width: int = 4) -> None:
@@ -48,7 +49,9 @@ def test_list_models_filters(reg: Registry) -> None:
 
 
 def test_tags_and_pretrained(reg: Registry) -> None:
-    assert reg.list_models(pretrained=True) == ["resnet34"]
+    # include_tags defaults to "with tags when pretrained=True", as timm's listing does
+    assert reg.list_models(pretrained=True) == ["resnet34.a1_in1k", "resnet34.tv_in1k"]
+    assert reg.list_models(pretrained=True, include_tags=False) == ["resnet34"]
     assert reg.list_models("resnet3*", include_tags=True) == ["resnet34.a1_in1k", "resnet34.tv_in1k"]
     assert reg.list_pretrained() == ["resnet34.a1_in1k", "resnet34.tv_in1k"]
     assert reg.list_pretrained("*.tv_*") == ["resnet34.tv_in1k"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,7 @@ from torch import nn
 from zoo.archs._cfgs import family_cfgs
 from zoo.archs.base import ZooModule
 from zoo.archs.layers import (
+    POOL_TYPES,
     AvgPool2dSame,
     DropPath,
     GlobalPool,
@@ -24,6 +25,7 @@ from zoo.archs.layers import (
     create_attn,
     forward_taps,
 )
+from zoo.domain.checks import check_bool, check_choice, check_float, check_int, check_ints
 from zoo.domain.errors import InvalidValueError
 from zoo.domain.features import take_indices
 from zoo.domain.values import FeatureCfg, FeatureInfo, ModelSpec
@@ -188,15 +190,29 @@ class ResNet(ZooModule):
         zero_init_last: bool = True,
     ) -> None:
         super().__init__()
-        if output_stride not in (8, 16, 32):
-            raise InvalidValueError(f"output_stride={output_stride!r} is invalid: expected 8, 16 or 32")
-        if stem_type not in ("", "deep"):
-            raise InvalidValueError(f"stem_type={stem_type!r} is invalid: expected '' or 'deep'")
-        if not isinstance(in_chans, int) or in_chans <= 0:
-            raise InvalidValueError(f"in_chans={in_chans!r} is invalid: expected an int > 0")
-        for label, rate in (("drop_rate", drop_rate), ("drop_path_rate", drop_path_rate)):
-            if not 0.0 <= rate < 1.0:
-                raise InvalidValueError(f"{label}={rate!r} is invalid: expected a number in [0, 1)")
+        # every keyword is checked here, before any layer is built: a bad value is a ZooError naming it
+        if not any(block is b for b in (BasicBlock, Bottleneck)):
+            raise InvalidValueError(f"block={block!r} is invalid: expected BasicBlock or Bottleneck")
+        # a zero-depth stage would have no output of its own, and feature_info would describe a stage that is not there
+        layers = check_ints("layers", layers, length=4, ge=1)
+        num_classes = check_int("num_classes", num_classes, ge=0)
+        in_chans = check_int("in_chans", in_chans, ge=1)
+        output_stride = cast(Literal[8, 16, 32], check_choice("output_stride", output_stride, (8, 16, 32)))
+        check_choice("global_pool", global_pool, POOL_TYPES)
+        cardinality = check_int("cardinality", cardinality, ge=1)
+        base_width = check_int("base_width", base_width, ge=1)
+        stem_width = check_int("stem_width", stem_width, ge=1)
+        check_choice("stem_type", stem_type, ("", "deep"))
+        check_bool("avg_down", avg_down)
+        check_choice("attn_layer", attn_layer, (None, "", "se", "eca"))
+        drop_rate = check_float("drop_rate", drop_rate, ge=0.0, lt=1.0)
+        drop_path_rate = check_float("drop_path_rate", drop_path_rate, ge=0.0, lt=1.0)
+        check_bool("zero_init_last", zero_init_last)
+        if block is BasicBlock and (cardinality != 1 or base_width != 64):
+            raise InvalidValueError(
+                f"cardinality={cardinality}, base_width={base_width} is invalid with BasicBlock: "
+                "it supports cardinality=1 and base_width=64 only (use Bottleneck for grouped or wider blocks)"
+            )
         check_head(num_classes, global_pool)
         self.num_classes = num_classes
         self.drop_rate = drop_rate
@@ -291,6 +307,9 @@ class ResNet(ZooModule):
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the classifier with a fresh one (0: none); optionally change the pooling."""
+        num_classes = check_int("num_classes", num_classes, ge=0)
+        if global_pool is not None:
+            check_choice("global_pool", global_pool, POOL_TYPES)
         pool = self.global_pool.pool_type if global_pool is None else global_pool
         check_head(num_classes, pool)
         if global_pool is not None:

@@ -3,46 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol
 
-from zoo.domain.values import DefaultCfg, FeatureCfg, FeatureInfo, ModelSpec
+from zoo.domain.values import DefaultCfg, FeatureCfg
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
-
-
-@runtime_checkable
-class ZooModel(Protocol):
-    """The surface every architecture class exposes (besides being an nn.Module)."""
-
-    num_classes: int
-    num_features: int
-    feature_info: list[FeatureInfo]
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The unpooled final feature map (or token sequence)."""
-        ...
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool and classify the output of forward_features; pre_logits stops before the classifier."""
-        ...
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the classifier (0 removes it) and optionally the pooling."""
-        ...
-
-    def get_classifier(self) -> nn.Module:
-        """The classifier module (Identity when there is none)."""
-        ...
-
-
-class SpecSource(Protocol):
-    """Where the Builder's caller finds specs: a Registry, or anything that answers by name."""
-
-    def get_spec(self, name: str) -> ModelSpec:
-        """The spec of a registered name (without tag)."""
-        ...
 
 
 class WeightLoader(Protocol):
@@ -77,24 +44,4 @@ class FeatureWrapperFactory(Protocol):
         out_indices and feature_cls override cfg; invalid ones raise InvalidFeatureRequestError
         naming the valid range and the tap modules.
         """
-        ...
-
-
-class FeatureInfoView(Protocol):
-    """The selected taps of a feature extractor, in timm's accessor style."""
-
-    def channels(self) -> list[int]:
-        """Channels per selected tap."""
-        ...
-
-    def reduction(self) -> list[int]:
-        """Stride per selected tap."""
-        ...
-
-    def module_name(self) -> list[str]:
-        """Dotted module path per selected tap."""
-        ...
-
-    def taps(self) -> Sequence[FeatureInfo]:
-        """The selected FeatureInfo values."""
         ...

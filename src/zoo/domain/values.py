@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+import operator
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast, get_args
+from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, TypeAlias, cast, get_args
 
 import attrs
 
+from zoo.domain.checks import is_int
 from zoo.domain.errors import InvalidValueError, UnknownModelError
 
 if TYPE_CHECKING:
@@ -37,6 +41,16 @@ def _fail(inst: object, field: str, value: object, expected: str) -> InvalidValu
     return InvalidValueError(f"{type(inst).__name__}.{field}={value!r} is invalid: expected {expected}")
 
 
+def _to_int(v: object) -> object:
+    """numpy/torch integer scalars become plain ints (one rule everywhere: numbers.Integral, not bool)."""
+    return operator.index(cast(SupportsIndex, v)) if is_int(v) and type(v) is not int else v
+
+
+def _to_str_or_unset(v: object) -> object:
+    """None means 'unset' for the optional string fields, as code written for dict cfgs passes it."""
+    return "" if v is None else v
+
+
 def _non_negative_int(inst: object, a: attrs.Attribute[Any], v: object) -> None:
     if not isinstance(v, int) or isinstance(v, bool) or v < 0:
         raise _fail(inst, a.name, v, "an int >= 0")
@@ -45,6 +59,11 @@ def _non_negative_int(inst: object, a: attrs.Attribute[Any], v: object) -> None:
 def _positive_int(inst: object, a: attrs.Attribute[Any], v: object) -> None:
     if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
         raise _fail(inst, a.name, v, "an int > 0")
+
+
+def _is_bool(inst: object, a: attrs.Attribute[Any], v: object) -> None:
+    if not isinstance(v, bool):
+        raise _fail(inst, a.name, v, "True or False")
 
 
 def _ints(n: int, *, optional: bool = False) -> Callable[[object, attrs.Attribute[Any], object], None]:
@@ -92,30 +111,38 @@ def _is_str(inst: object, a: attrs.Attribute[Any], v: object) -> None:
 
 def _to_tuple(v: object) -> object:
     """Lists (as JSON gives them) become tuples so the value stays hashable and immutable."""
-    return tuple(cast(Iterable[object], v)) if isinstance(v, list) else v
+    if isinstance(v, (list, tuple)):
+        return tuple(_to_int(x) for x in cast(Iterable[object], v))
+    return v
 
 
 def _to_float_tuple(v: object) -> object:
     if isinstance(v, (list, tuple)):
         items = cast(Iterable[object], v)
-        return tuple(float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else x for x in items)
+        return tuple(float(x) if isinstance(x, numbers.Real) and not isinstance(x, bool) else x for x in items)
     return v
 
 
 @attrs.frozen(kw_only=True)
-class DefaultCfg:
-    """What a published checkpoint needs: where it lives, and how its inputs were prepared."""
+class DefaultCfg(Mapping[str, object]):
+    """What a published checkpoint needs: where it lives, and how its inputs were prepared.
 
-    url: str = attrs.field(default="", validator=_is_str)
-    hf_hub_id: str = attrs.field(default="", validator=_is_str)
-    file: str = attrs.field(default="", validator=_is_str)
-    sha256: str = attrs.field(default="", validator=_matches(_SHA256_RE, "'' or 64 lowercase hex digits"))
-    num_classes: int = attrs.field(default=1000, validator=_non_negative_int)
+    Also a read-only Mapping of its fields (`cfg["mean"]`, `cfg.get("crop_pct")`, `dict(cfg)`), for code
+    written against timm's dict cfgs; lists in that view are tuples, as the fields hold them.
+    """
+
+    url: str = attrs.field(default="", converter=_to_str_or_unset, validator=_is_str)
+    hf_hub_id: str = attrs.field(default="", converter=_to_str_or_unset, validator=_is_str)
+    file: str = attrs.field(default="", converter=_to_str_or_unset, validator=_is_str)
+    sha256: str = attrs.field(
+        default="", converter=_to_str_or_unset, validator=_matches(_SHA256_RE, "'' or 64 lowercase hex digits")
+    )
+    num_classes: int = attrs.field(default=1000, converter=_to_int, validator=_non_negative_int)
     input_size: tuple[int, int, int] = attrs.field(default=(3, 224, 224), converter=_to_tuple, validator=_ints(3))
     test_input_size: tuple[int, int, int] | None = attrs.field(
         default=None, converter=_to_tuple, validator=_ints(3, optional=True)
     )
-    fixed_input_size: bool = False
+    fixed_input_size: bool = attrs.field(default=False, validator=_is_bool)
     pool_size: tuple[int, int] | None = attrs.field(
         default=None, converter=_to_tuple, validator=_ints(2, optional=True)
     )
@@ -125,20 +152,33 @@ class DefaultCfg:
     interpolation: Interpolation = attrs.field(default="bicubic", validator=_one_of(get_args(Interpolation)))
     mean: tuple[float, ...] = attrs.field(default=(0.485, 0.456, 0.406), converter=_to_float_tuple)
     std: tuple[float, ...] = attrs.field(default=(0.229, 0.224, 0.225), converter=_to_float_tuple)
-    first_conv: str = attrs.field(default="", validator=_is_str)
-    classifier: str = attrs.field(default="", validator=_is_str)
-    license: str = attrs.field(default="", validator=_is_str)
-    tag: str = attrs.field(default="", validator=_matches(_TAG_RE, "letters, digits, '_' or '-'"))
+    first_conv: str = attrs.field(default="", converter=_to_str_or_unset, validator=_is_str)
+    classifier: str = attrs.field(default="", converter=_to_str_or_unset, validator=_is_str)
+    license: str = attrs.field(default="", converter=_to_str_or_unset, validator=_is_str)
+    tag: str = attrs.field(
+        default="", converter=_to_str_or_unset, validator=_matches(_TAG_RE, "letters, digits, '_' or '-'")
+    )
 
     @mean.validator
     @std.validator
     def _check_stats(self, a: attrs.Attribute[Any], v: object) -> None:
         chans = self.input_size[0]
-        ok = isinstance(v, tuple) and len(v) == chans and all(isinstance(x, float) for x in v)
+        ok = isinstance(v, tuple) and len(v) == chans and all(isinstance(x, float) and math.isfinite(x) for x in v)
         if not ok:
-            raise _fail(self, a.name, v, f"{chans} floats, one per input channel (input_size={self.input_size})")
+            raise _fail(self, a.name, v, f"{chans} finite floats, one per input channel (input_size={self.input_size})")
         if a.name == "std" and any(x <= 0 for x in cast(tuple[float, ...], v)):
             raise _fail(self, a.name, v, "positive floats")
+
+    def __getitem__(self, key: str) -> object:
+        if not isinstance(key, str) or key not in _FIELD_NAMES:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_FIELD_NAMES)
+
+    def __len__(self) -> int:
+        return len(_FIELD_NAMES)
 
     @property
     def has_weights(self) -> bool:
@@ -161,9 +201,17 @@ class DefaultCfg:
         return attrs.evolve(self, **overlay)  # type: ignore[arg-type]  # values are checked by the field validators
 
 
-def _check_keys(cls: type[DefaultCfg], data: Mapping[str, object]) -> None:
+_FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in attrs.fields(DefaultCfg))
+
+
+def _check_keys(cls: type[DefaultCfg], data: object) -> None:
     valid = [f.name for f in attrs.fields(cls)]
-    bad = sorted(set(data) - set(valid))
+    if not isinstance(data, Mapping):
+        raise InvalidValueError(
+            f"a DefaultCfg overlay must be a mapping of field names to values, got {data!r}; "
+            f"valid fields: {', '.join(valid)}"
+        )
+    bad = sorted((k for k in data if k not in valid), key=repr)
     if bad:
         raise InvalidValueError(f"unknown DefaultCfg field(s) {bad}; valid fields: {', '.join(valid)}")
 
@@ -203,8 +251,17 @@ def _default_cfgs(inst: object, a: attrs.Attribute[Any], v: object) -> None:
         raise _fail(inst, a.name, dupes, "unique tags")
 
 
-def _frozen_mapping(v: object) -> Mapping[str, object]:
-    return MappingProxyType(dict(cast(Mapping[str, object], v)))
+def _frozen_mapping(v: object) -> object:
+    # anything but a mapping is left as given, for the field's validator to name
+    return MappingProxyType(dict(cast(Mapping[str, object], v))) if isinstance(v, Mapping) else v
+
+
+def _str_keys(expected: str) -> Callable[[object, attrs.Attribute[Any], object], None]:
+    def check(inst: object, a: attrs.Attribute[Any], v: object) -> None:
+        if not isinstance(v, Mapping) or not all(isinstance(k, str) for k in v):
+            raise _fail(inst, a.name, v, expected)
+
+    return check
 
 
 @attrs.frozen(kw_only=True)
@@ -214,13 +271,16 @@ class ModelSpec:
     name: str = attrs.field(validator=_matches(_NAME_RE, "lowercase letters, digits and '_'"))
     family: str = attrs.field(validator=_is_str)
     constructor: ModelConstructor = attrs.field(eq=False)
-    model_args: Mapping[str, object] = attrs.field(factory=dict, converter=_frozen_mapping, eq=False)
+    model_args: Mapping[str, object] = attrs.field(
+        factory=dict, converter=_frozen_mapping, validator=_str_keys("a mapping of keyword names to values"), eq=False
+    )
     default_cfgs: tuple[DefaultCfg, ...] = attrs.field(
         factory=lambda: (DefaultCfg(),), converter=_to_tuple, validator=_default_cfgs
     )
     feature_cfg: FeatureCfg = attrs.field(factory=FeatureCfg)
     pretrained_filter: CheckpointFilter | None = attrs.field(default=None, eq=False)
-    prune_spec: str | None = None
+    # the channel layout to prune the built model to, in the `name:[shape]***...` interchange format
+    prune_spec: str | None = attrs.field(default=None, validator=attrs.validators.optional(_is_str))
 
     @property
     def default_cfg(self) -> DefaultCfg:
@@ -251,14 +311,20 @@ class ModelSpec:
 class BuildRequest:
     """What a caller asked create_model for, after name/tag resolution."""
 
-    tag: str = ""
-    pretrained: bool = False
-    num_classes: int | None = attrs.field(default=None, validator=attrs.validators.optional(_non_negative_int))
-    in_chans: int | None = attrs.field(default=None, validator=attrs.validators.optional(_positive_int))
-    features_only: bool = False
+    tag: str = attrs.field(default="", validator=_is_str)
+    pretrained: bool = attrs.field(default=False, validator=_is_bool)
+    num_classes: int | None = attrs.field(
+        default=None, converter=_to_int, validator=attrs.validators.optional(_non_negative_int)
+    )
+    in_chans: int | None = attrs.field(
+        default=None, converter=_to_int, validator=attrs.validators.optional(_positive_int)
+    )
+    features_only: bool = attrs.field(default=False, validator=_is_bool)
     # kept as given (lists become tuples): the feature factory validates it against the model's taps
     out_indices: Sequence[int] | None = attrs.field(default=None, converter=_to_tuple)
-    feature_cls: str | None = None
-    checkpoint_path: str | None = None
-    cfg_overlay: Mapping[str, object] = attrs.field(factory=dict, converter=_frozen_mapping)
+    feature_cls: str | None = attrs.field(default=None, validator=attrs.validators.optional(_is_str))
+    checkpoint_path: str | None = attrs.field(default=None, validator=attrs.validators.optional(_is_str))
+    cfg_overlay: Mapping[str, object] = attrs.field(
+        factory=dict, converter=_frozen_mapping, validator=_str_keys("a mapping of DefaultCfg field names to values")
+    )
     model_kwargs: Mapping[str, object] = attrs.field(factory=dict, converter=_frozen_mapping)

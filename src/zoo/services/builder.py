@@ -81,13 +81,11 @@ class Builder:
         weight_applier: WeightApplier | None = None,
         pruner: Pruner | None = None,
         feature_factory: FeatureWrapperFactory | None = None,
-        prune_specs: Callable[[str], str] | None = None,
     ) -> None:
         self.weight_loader = weight_loader
         self.weight_applier = weight_applier
         self.pruner = pruner
         self.feature_factory = feature_factory
-        self.prune_specs = prune_specs
 
     def model_kwargs(self, spec: ModelSpec, request: BuildRequest, cfg: DefaultCfg) -> dict[str, object]:
         """The constructor's keywords; one it does not take raises InvalidArgumentError naming it."""
@@ -101,10 +99,12 @@ class Builder:
         if accepted is not None:
             bad = sorted(set(kwargs) - set(accepted))
             if bad:
-                user_args = sorted(set(accepted) - set(spec.model_args) - set(_BUILDER_ARGS))
+                # every keyword the constructor takes, defaults of this name included (they can be overridden)
+                user_args = sorted(set(accepted) - set(_BUILDER_ARGS))
                 raise InvalidArgumentError(
                     f"{spec.name} does not take keyword(s) {', '.join(map(repr, bad))}; "
-                    f"it takes: {', '.join(user_args) or 'no model keywords'}"
+                    f"it takes: {', '.join(user_args) or 'no model keywords'} "
+                    "(num_classes and in_chans are create_model arguments)"
                 )
         return kwargs
 
@@ -124,8 +124,8 @@ class Builder:
         on_meta = state_dict is not None and spec.prune_spec is None
         with _device(on_meta):
             model = spec.constructor(**kwargs)
-        if spec.prune_spec is not None and self.pruner is not None and self.prune_specs is not None:
-            model = self.pruner.prune(model, self.prune_specs(spec.prune_spec))
+        if spec.prune_spec is not None and self.pruner is not None:
+            model = self.pruner.prune(model, spec.prune_spec)
         if state_dict is not None and self.weight_applier is not None:
             model = self.weight_applier(model, state_dict, spec, cfg, request, on_meta)
         num_classes = int(kwargs["num_classes"])  # type: ignore[call-overload]  # validated by the constructor
@@ -150,5 +150,5 @@ class Builder:
             )
         if not request.features_only and (request.out_indices is not None or request.feature_cls is not None):
             raise InvalidValueError("out_indices and feature_cls need features_only=True")
-        if spec.prune_spec is not None and (self.pruner is None or self.prune_specs is None):
+        if spec.prune_spec is not None and self.pruner is None:
             raise FeatureNotAvailableError(f"{spec.name} is a pruned model and this ModelZoo has no Pruner")

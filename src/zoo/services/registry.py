@@ -6,9 +6,10 @@ import fnmatch
 import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, overload
 
-from zoo.domain.errors import DuplicateModelError, UnknownModelError
+from zoo.domain.checks import check_bool
+from zoo.domain.errors import DuplicateModelError, InvalidValueError, UnknownModelError
 from zoo.domain.values import DefaultCfg, FeatureCfg, ModelSpec
 
 if TYPE_CHECKING:
@@ -45,6 +46,9 @@ class Registry:
 
     def register(self, spec: ModelSpec, *, replace: bool = False) -> ModelSpec:
         """Add a spec; a taken name raises DuplicateModelError unless replace=True."""
+        if not isinstance(spec, ModelSpec):
+            raise InvalidValueError(f"register(spec={spec!r}) is invalid: expected a ModelSpec")
+        check_constructor(spec.constructor)
         with self._lock:
             if not replace and (spec.name in self._specs or spec.name in self._lazy_names):
                 module = self._specs[spec.name].family if spec.name in self._specs else self._lazy_names[spec.name]
@@ -55,6 +59,10 @@ class Registry:
             self._specs[spec.name] = spec
         return spec
 
+    @overload
+    def register_model(self, name: C, /) -> C: ...
+
+    @overload
     def register_model(
         self,
         name: str | None = None,
@@ -64,12 +72,28 @@ class Registry:
         feature_cfg: FeatureCfg | None = None,
         replace: bool = False,
         **model_args: object,
-    ) -> Callable[[C], C]:
-        """Decorator registering a constructor (a class or function returning an nn.Module)."""
+    ) -> Callable[[C], C]: ...
+
+    def register_model(
+        self,
+        name: str | C | None = None,
+        *,
+        family: str | None = None,
+        default_cfgs: Sequence[DefaultCfg] = (),
+        feature_cfg: FeatureCfg | None = None,
+        replace: bool = False,
+        **model_args: object,
+    ) -> Callable[[C], C] | C:
+        """Decorator registering a constructor (a ZooModule subclass, or a function returning a model).
+
+        Both `@registry.register_model` and `@registry.register_model("name", **model_args)` register
+        the constructor (under its own lower-cased name unless one is given) and return it unchanged.
+        """
 
         def decorate(fn: C) -> C:
+            check_constructor(fn)
             spec = ModelSpec(
-                name=name or getattr(fn, "__name__", "").lower(),
+                name=name if isinstance(name, str) else getattr(fn, "__name__", "").lower(),
                 family=family or getattr(fn, "__module__", "") or "user",
                 constructor=fn,
                 model_args=model_args,
@@ -79,6 +103,10 @@ class Registry:
             self.register(spec, replace=replace)
             return fn
 
+        if name is not None and not isinstance(name, str):
+            if not callable(name):
+                raise InvalidValueError(f"register_model name={name!r} is invalid: expected a str, or a constructor")
+            return decorate(name)  # the bare form: the constructor itself came as the first argument
         return decorate
 
     def register_lazy(self, family: str, names: Iterable[str], loader: FamilyLoader) -> None:
@@ -91,10 +119,14 @@ class Registry:
 
     def _load_family(self, family: str) -> None:
         with self._lock:
-            loader = self._loaders.pop(family, None)
+            loader = self._loaders.get(family)
             if loader is None:
                 return
-            for spec in loader():
+            # the loader is dropped only once it has delivered: one interrupted or failed import
+            # (Ctrl-C while torch loads) leaves the family loadable on the next call
+            specs = list(loader())
+            del self._loaders[family]
+            for spec in specs:
                 if self._lazy_names.get(spec.name) == family:
                     del self._lazy_names[spec.name]
                 elif spec.name in self._specs:
@@ -118,7 +150,7 @@ class Registry:
 
     def is_model(self, name: str) -> bool:
         """Whether name (optionally name.tag) is registered; a tag must exist too."""
-        base, tag = split_tag(name)
+        base, tag = split_tag(check_name(name))
         with self._lock:
             known = base in self._specs or base in self._lazy_names
         if not known:
@@ -127,7 +159,7 @@ class Registry:
 
     def get_spec(self, name: str) -> ModelSpec:
         """The spec of a name (a tag suffix is ignored); UnknownModelError with close matches."""
-        base, _ = split_tag(name)
+        base, _ = split_tag(check_name(name))
         with self._lock:
             spec = self._specs.get(base)
             family = self._lazy_names.get(base)
@@ -152,20 +184,31 @@ class Registry:
         filter: str | Sequence[str] = "",
         *,
         exclude_filters: str | Sequence[str] = (),
-        module: str | None = None,
+        module: str | Sequence[str] | None = None,
         pretrained: bool = False,
-        include_tags: bool = False,
+        include_tags: bool | None = None,
     ) -> list[str]:
-        """Names matching fnmatch patterns, naturally sorted; tags expanded as name.tag when asked."""
-        includes = [filter] if isinstance(filter, str) else list(filter)
-        includes = [p for p in includes if p]
-        excludes = [exclude_filters] if isinstance(exclude_filters, str) else list(exclude_filters)
+        """Names matching fnmatch patterns, naturally sorted; tags expanded as name.tag when asked.
+
+        include_tags=None means: with tags when pretrained=True (as timm's listing does).
+        module is a family (short or dotted name) or a sequence of them.
+        """
+        includes = [p for p in patterns("filter", filter) if p]
+        excludes = patterns("exclude_filters", exclude_filters)
+        modules = None if module is None else patterns("module", module)
+        pretrained = check_bool("pretrained", pretrained)
+        include_tags = pretrained if include_tags is None else check_bool("include_tags", include_tags)
         need_specs = pretrained or include_tags
         if need_specs:
-            self._load_all(self._family_of_module(module) if module else None)
+            if modules is None:
+                self._load_all()
+            for m in modules or ():
+                fam = self._family_of_module(m)
+                if fam is not None:
+                    self._load_all(fam)
         with self._lock:
             entries = [(n, s.family) for n, s in self._specs.items()] + list(self._lazy_names.items())
-        names = [n for n, fam in entries if module is None or _family_matches(fam, module)]
+        names = [n for n, fam in entries if modules is None or any(_family_matches(fam, m) for m in modules)]
         if need_specs:
             expanded: list[str] = []
             for n in names:
@@ -226,3 +269,47 @@ def _match(name: str, pattern: str) -> bool:
         return True
     base, tag = split_tag(name)
     return bool(tag) and "." not in pattern and fnmatch.fnmatchcase(base, pattern)
+
+
+def check_name(name: object) -> str:
+    """A model name (optionally name.tag) as a str, or InvalidValueError naming what came instead."""
+    if not isinstance(name, str):
+        raise InvalidValueError(f"model name {name!r} is invalid: expected a str such as 'resnet50' or 'resnet50.tag'")
+    return name
+
+
+def patterns(label: str, value: object) -> list[str]:
+    """One fnmatch pattern or a sequence of them, as a list; anything else is InvalidValueError."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Sequence) and not isinstance(value, bytes) and all(isinstance(p, str) for p in value):
+        return list(value)
+    raise InvalidValueError(f"{label}={value!r} is invalid: expected a str pattern or a sequence of str patterns")
+
+
+# The methods a registered class must have: the model surface of zoo.archs.base.ZooModule.
+MODEL_SURFACE: tuple[str, ...] = ("forward_features", "forward_head", "reset_classifier", "get_classifier")
+
+
+def check_constructor(fn: object) -> None:
+    """Refuse, at registration, a constructor that cannot build a zoo model.
+
+    A function is checked when it builds (its result must be a ZooModule); a class must subclass
+    zoo.archs.base.ZooModule, and the message names the surface methods it lacks.
+    """
+    if not callable(fn):
+        raise InvalidValueError(f"constructor={fn!r} is invalid: expected a ZooModule subclass or a function")
+    if not isinstance(fn, type):
+        return
+    # the base class only (no architecture family), imported when a class is registered
+    from zoo.archs.base import ZooModule
+
+    if issubclass(fn, ZooModule):
+        return
+    own = {name for c in fn.__mro__ if c is not object for name in vars(c)}
+    lacks = [m for m in MODEL_SURFACE if m not in own]
+    missing = f"; it lacks {', '.join(lacks)}" if lacks else ""
+    raise InvalidValueError(
+        f"cannot register class {fn.__qualname__}: it is not a zoo.archs.base.ZooModule subclass{missing}. "
+        f"Subclass ZooModule and implement {', '.join(MODEL_SURFACE)}"
+    )
