@@ -137,7 +137,7 @@ def test_custom_registry_is_invisible_to_default() -> None:
     with pytest.raises(InvalidArgumentError, match="depth"):
         app.create_model("toy_net", depth=3)
     # a class is refused when it is registered, naming the surface it lacks
-    with pytest.raises(InvalidValueError, match="NotAZooModule.*lacks forward_features, forward_head"):
+    with pytest.raises(InvalidValueError, match=r"NotAZooModule.*lacks forward_features, forward_head"):
         reg.register_model("plain_net")(NotAZooModule)
     assert not reg.is_model("plain_net")
     # a function is only known by what it returns, so it is refused when it builds

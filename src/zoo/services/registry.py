@@ -175,7 +175,7 @@ class Registry:
 
     def resolve(self, name: str) -> tuple[ModelSpec, DefaultCfg]:
         """name or name.tag -> (spec, that tag's cfg); unknown tags raise UnknownModelError."""
-        base, tag = split_tag(name)
+        base, tag = split_tag(check_name(name))
         spec = self.get_spec(base)
         return spec, spec.get_cfg(tag)
 
