@@ -33,8 +33,13 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(VENV)/bin/mypy --strict src tests
 
+# a new Hypothesis seed each run, printed first so that a failure can be replayed: make unit SEED=...
+ifeq ($(origin SEED), undefined)
+SEED := $(shell $(PYTHON) -c "import random; print(random.randrange(2**32))")
+endif
 unit: $(VENV)/.dev
-	$(VENV)/bin/pytest -q
+	@echo "hypothesis seed: $(SEED) (replay with: make unit SEED=$(SEED))"
+	$(VENV)/bin/pytest -q --hypothesis-seed=$(SEED)
 
 test: lint typecheck unit
 

@@ -11,12 +11,14 @@ from hypothesis import HealthCheck, settings
 
 from weights_support import CheckpointServer, isolated_cache
 
+# Not derandomized: each run draws new cases. A failure prints the falsifying example and the
+# @reproduce_failure blob; `pytest --hypothesis-seed=N` replays a whole run.
 settings.register_profile(
     "ci",
     deadline=None,
     max_examples=10,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    derandomize=True,
+    print_blob=True,
 )
 settings.register_profile("dev", deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -5,15 +5,18 @@ from __future__ import annotations
 import copy
 import functools
 import math
+from typing import Any
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import zoo
 from refdata import reference
 from zoo.archs.base import ZooModule
+from zoo.archs.layers import POOL_TYPES
+from zoo.services.builder import constructor_params
 
 MODELS = zoo.list_models()
 
@@ -81,3 +84,46 @@ def test_reset_classifier(name: str) -> None:
         assert fmap.shape[:2] == (2, model.num_features)
         torch.testing.assert_close(fmap.mean((2, 3)), pooled)
         assert torch.isfinite(fmap).all()
+
+
+@st.composite
+def build_options(draw: st.DrawFn, name: str) -> tuple[int, int, dict[str, Any]]:
+    """num_classes, in_chans, and the model keywords global_pool and output_stride where the model takes them."""
+    spec = zoo.api.default_zoo().get_spec(name)
+    takes = constructor_params(spec) or ()
+    pool = draw(st.sampled_from(POOL_TYPES)) if "global_pool" in takes else "avg"
+    num_classes = 0 if pool == "" else draw(st.integers(0, 12))
+    in_chans = draw(st.integers(1, 5))
+    extra: dict[str, Any] = {}  # model keywords, typed as create_model forwards them
+    if "global_pool" in takes:
+        extra["global_pool"] = pool
+    if "output_stride" in takes:
+        extra["output_stride"] = draw(st.sampled_from((8, 16, 32)))
+    return num_classes, in_chans, extra
+
+
+@pytest.mark.parametrize("name", MODELS)
+@settings(max_examples=3)
+@given(data=st.data())
+def test_built_with_drawn_options(name: str, data: st.DataObject) -> None:
+    num_classes, in_chans, extra = data.draw(build_options(name), label="options")
+    model = zoo.create_model(name, num_classes=num_classes, in_chans=in_chans, **extra).eval()
+    assert model.default_cfg.input_size[0] == in_chans
+    assert model.default_cfg.num_classes == num_classes
+    x = torch.randn(1, in_chans, 64, 64)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        out = model.forward_head(feats)
+    stride = extra.get("output_stride", model.feature_info[-1].reduction)
+    assert isinstance(stride, int)
+    assert feats.shape[1] == model.num_features
+    assert all(abs(s - math.ceil(64 / stride)) <= 1 for s in feats.shape[-2:])
+    if extra.get("global_pool") == "":
+        assert out.ndim == 4
+        assert out.shape[:2] == (1, model.num_features)
+    elif num_classes == 0:
+        assert out.ndim == 2
+        assert out.shape[0] == 1
+    else:
+        assert out.shape == (1, num_classes)
+    assert torch.isfinite(out).all()
