@@ -148,10 +148,11 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: Chec
 
 
 def cache_files(root: Path) -> list[Path]:
-    """Every file in the cache except the lock files (complete and partial downloads alike)."""
+    """Every file in the cache except the lock files and digest records (complete and partial downloads alike)."""
     if not root.exists():
         return []
-    return sorted(p for p in root.rglob("*") if p.is_file() and ".locks" not in p.relative_to(root).parts)
+    records = {".locks", ".digests"}
+    return sorted(p for p in root.rglob("*") if p.is_file() and not records & set(p.relative_to(root).parts))
 
 
 def safetensors_bytes(sd: Mapping[str, torch.Tensor]) -> bytes:

@@ -13,7 +13,13 @@ import torch
 import zoo.services.weights.cache as cache_module
 from weights_support import CheckpointServer, assert_same, cache_files, safetensors_bytes, small_state_dict, torch_bytes
 from zoo.api import builtin_registry
-from zoo.domain.errors import ChecksumMismatchError, DownloadError, InvalidValueError, WeightsError, WeightsUnavailableError
+from zoo.domain.errors import (
+    ChecksumMismatchError,
+    DownloadError,
+    InvalidValueError,
+    WeightsError,
+    WeightsUnavailableError,
+)
 from zoo.domain.values import DefaultCfg
 from zoo.services.weights import CachedWeightLoader, CheckpointResourceError
 
@@ -67,7 +73,7 @@ def test_verified_digest_is_remembered_until_the_file_changes(
     entry.write_bytes(other)
     stat = entry.stat()
     os.utime(entry, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    with pytest.raises(ChecksumMismatchError, match="DefaultCfg.sha256"):
+    with pytest.raises(ChecksumMismatchError, match=r"DefaultCfg\.sha256"):
         load(cfg)
     assert hashed == [entry]
     assert server.count("/w/model.safetensors") == 1
@@ -134,7 +140,8 @@ def test_check_hash_must_be_a_bool() -> None:
 def test_published_torch_hub_urls_carry_check_hash() -> None:
     cfgs = [c for name in ("resnet18", "resnet50") for c in builtin_registry().get_spec(name).default_cfgs]
     with_url = [c for c in cfgs if c.url]
-    assert with_url and all(c.check_hash for c in with_url)
+    assert with_url
+    assert all(c.check_hash for c in with_url)
     assert builtin_registry().get_spec("resnet18").default_cfg.url.endswith("-d63eafa0.pth")
     assert all(not c.check_hash for c in cfgs if not c.url)
 

@@ -90,6 +90,11 @@ def _is_str(inst: object, a: attrs.Attribute[Any], v: object) -> None:
         raise _fail(inst, a.name, v, "a str")
 
 
+def _is_bool(inst: object, a: attrs.Attribute[Any], v: object) -> None:
+    if not isinstance(v, bool):
+        raise _fail(inst, a.name, v, "True or False")
+
+
 def _to_tuple(v: object) -> object:
     """Lists (as JSON gives them) become tuples so the value stays hashable and immutable."""
     return tuple(cast(Iterable[object], v)) if isinstance(v, list) else v
@@ -110,6 +115,8 @@ class DefaultCfg:
     hf_hub_id: str = attrs.field(default="", validator=_is_str)
     file: str = attrs.field(default="", validator=_is_str)
     sha256: str = attrs.field(default="", validator=_matches(_SHA256_RE, "'' or 64 lowercase hex digits"))
+    # torch.hub's rule for url: a file name `name-<hex>.ext` carries a sha256 prefix to check
+    check_hash: bool = attrs.field(default=False, validator=_is_bool)
     num_classes: int = attrs.field(default=1000, validator=_non_negative_int)
     input_size: tuple[int, int, int] = attrs.field(default=(3, 224, 224), converter=_to_tuple, validator=_ints(3))
     test_input_size: tuple[int, int, int] | None = attrs.field(

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import FrameType
 
 import torch
 from torch import nn
@@ -52,10 +55,10 @@ def apply_weights(
 
     model.load_state_dict(sd, strict=False, assign=on_meta)
     _materialize(model, leftover)
-    for note in notes:
+    for note in notes + lossy:
         log.info("%s: %s", spec.name, note)
-    for note in lossy:
-        warnings.warn(f"{spec.name}: {note}", UserWarning, stacklevel=2)
+    for note in lossy:  # a log line alone is easy to miss where something was lost
+        warnings.warn(f"{spec.name}: {note}", UserWarning, stacklevel=_caller_level())
     return model
 
 
@@ -75,8 +78,9 @@ def _fit_classifier(
                 f"names no classifier to replace (DefaultCfg.classifier is empty); use num_classes={cfg.num_classes}"
             )
         return ""
-    have = {k: sd[k] for k in keys_under(sd, head)}
     want = {k: expected[k] for k in keys_under(expected, head)}
+    order = {k: i for i, k in enumerate(want)}  # the checkpoint's keys listed in the model's order
+    have = {k: sd[k] for k in sorted(keys_under(sd, head), key=lambda k: order.get(k, len(order)))}
     if have.keys() == want.keys() and all(have[k].shape == want[k].shape for k in have):
         return ""
     weight = want.get(f"{head}.weight")
@@ -93,6 +97,17 @@ def _fit_classifier(
             f"dropped it, {head!r} freshly initialised"
         )
     return head
+
+
+def _caller_level() -> int:
+    """The stacklevel of the first frame outside zoo, so a warning points at the caller's create_model line."""
+    package = str(Path(__file__).resolve().parents[2])  # src/zoo
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 def _shapes(tensors: Mapping[str, torch.Tensor]) -> str:
