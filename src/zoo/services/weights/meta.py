@@ -15,7 +15,8 @@ from torch.overrides import TorchFunctionMode
 _local = threading.local()
 # torch keeps registration hooks in one process-wide OrderedDict that every thread iterates on each
 # register_parameter; adding and removing a hook per build raced with those iterations. So the hook
-# is installed once, for good, and does nothing outside a thread inside parameters_on_meta.
+# is installed once, for good, and does nothing outside a thread inside parameters_on_meta. (That one
+# insertion is the only mutation left: torch offers no way to add a hook without it.)
 _install_lock = threading.Lock()
 _installed = False
 
