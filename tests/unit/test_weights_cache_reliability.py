@@ -114,6 +114,46 @@ def test_resource_error_reading_a_cached_file_keeps_it(
     assert server.total() == 1
 
 
+def test_resource_error_while_verifying_a_hit_keeps_the_file(
+    server: CheckpointServer, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = safetensors_bytes(small_state_dict())
+    cfg = DefaultCfg(url=server.add("/w/model.safetensors", body), sha256=hashlib.sha256(body).hexdigest())
+    load(cfg)
+    (entry,) = cache_files(cache_dir)
+    os.utime(entry, ns=(entry.stat().st_atime_ns, entry.stat().st_mtime_ns + 10**9))  # the hit must hash again
+
+    def failing(path: Path) -> str:
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    with monkeypatch.context() as m:
+        m.setattr(cache_module, "file_sha256", failing)
+        with pytest.raises(CheckpointResourceError, match="kept"):
+            load(cfg)
+    assert cache_files(cache_dir) == [entry]
+    assert_same(load(cfg), small_state_dict())
+    assert server.total() == 1
+
+
+def test_resource_error_reading_a_fresh_download_keeps_it(
+    server: CheckpointServer, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import safetensors
+
+    url = server.add("/w/model.safetensors", safetensors_bytes(small_state_dict()))
+
+    def failing(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOMEM, os.strerror(errno.ENOMEM))
+
+    with monkeypatch.context() as m:
+        m.setattr(safetensors, "safe_open", failing)
+        with pytest.raises(CheckpointResourceError, match="kept"):
+            load(DefaultCfg(url=url))
+    assert len(cache_files(cache_dir)) == 1  # verified bytes, committed although they could not be read
+    assert_same(load(DefaultCfg(url=url)), small_state_dict())
+    assert server.total() == 1
+
+
 # -- the file-name hash rule applies only where the cfg says so ---------------------------------
 
 

@@ -19,7 +19,13 @@ from zoo.domain.errors import (
 from zoo.domain.values import DefaultCfg
 from zoo.services.weights.cache import WeightCache, file_sha256
 from zoo.services.weights.download import download, progress_default, verify_checksum
-from zoo.services.weights.formats import CheckpointResourceError, StateDict, check_file, read_checkpoint
+from zoo.services.weights.formats import (
+    CheckpointResourceError,
+    StateDict,
+    check_file,
+    read_checkpoint,
+    resource_error,
+)
 from zoo.services.weights.settings import CACHE_DIR_ENV, OFFLINE_ENV, WeightSettings
 from zoo.services.weights.sources import LocalSource, RemoteSource, resolve_sources
 
@@ -144,11 +150,11 @@ def _read_cached(cache: WeightCache, source: RemoteSource, *, read: bool) -> Sta
     """A cache hit, verified like a download (by the digest remembered while the file is unchanged)."""
     if source.sha256 or source.hash_prefix:
         try:
-            verify_checksum(
-                source,
-                cache.digest(source.cache_key),
-                outcome="the cached copy was removed, so the next load downloads it again",
-            )
+            sha256 = cache.digest(source.cache_key)
+        except OSError as e:  # hashing could not read the file: nothing is known about its bytes
+            raise resource_error(source.url, e) from None
+        try:
+            verify_checksum(source, sha256, outcome="the cached copy was removed, so the next load downloads it again")
         except ChecksumMismatchError:
             cache.remove(source.cache_key)
             raise
