@@ -83,5 +83,6 @@ def verify_checksum(source: RemoteSource, sha256: str, *, outcome: str) -> None:
     if source.hash_prefix and not sha256.startswith(source.hash_prefix):
         raise ChecksumMismatchError(
             f"{source.url}: sha256 is {sha256}, expected it to start with {source.hash_prefix} by the torch.hub "
-            f"file-name rule (DefaultCfg.check_hash=True: {source.name!r} ends in -<sha256 prefix>); {outcome}"
+            f"file-name rule (DefaultCfg.check_hash=True: {source.name!r} ends in -<sha256 prefix>); {outcome}. "
+            "If that suffix is not a hash, pass pretrained_cfg_overlay={'check_hash': False}"
         )
