@@ -25,7 +25,7 @@ from zoo.domain.values import DefaultCfg, FeatureInfo
 
 Mode = Literal["ok", "truncate", "slow", "stall", "stall-chunked"]
 
-STALL_S = 1.5  # how long a stalling route holds the connection open after its first half
+STALL_S = 3.0  # how long a stalling route holds the connection open after its first half
 
 
 @attrs.frozen

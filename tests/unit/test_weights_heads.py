@@ -95,6 +95,7 @@ def test_head_that_does_not_fit_is_dropped_with_a_warning(num_classes: int) -> N
     with pytest.warns(UserWarning, match=r"fc\.weight \(10, 4\)") as record:
         model = build(ckpt, num_classes=num_classes)
     message = " ".join(str(w.message) for w in record)
+    assert record[0].filename == __file__  # the warning points at the caller, not inside zoo
     assert f"num_classes={num_classes}" in message
     if num_classes:
         assert "(3, 4)" in message

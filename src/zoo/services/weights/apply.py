@@ -6,7 +6,6 @@ import logging
 import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from types import FrameType
 
 import torch
@@ -101,10 +100,9 @@ def _fit_classifier(
 
 def _caller_level() -> int:
     """The stacklevel of the first frame outside zoo, so a warning points at the caller's create_model line."""
-    package = str(Path(__file__).resolve().parents[2])  # src/zoo
     frame: FrameType | None = sys._getframe(1)
     level = 1
-    while frame is not None and frame.f_code.co_filename.startswith(package):
+    while frame is not None and str(frame.f_globals.get("__name__", "")).partition(".")[0] == "zoo":
         frame = frame.f_back
         level += 1
     return level
