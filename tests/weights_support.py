@@ -23,7 +23,9 @@ from torch import nn
 from zoo.archs.base import ZooModule
 from zoo.domain.values import DefaultCfg, FeatureInfo
 
-Mode = Literal["ok", "truncate", "slow"]
+Mode = Literal["ok", "truncate", "slow", "stall", "stall-chunked"]
+
+STALL_S = 3.0  # how long a stalling route holds the connection open after its first half
 
 
 @attrs.frozen
@@ -52,10 +54,19 @@ class _Handler(BaseHTTPRequestHandler):
         if route is None:
             self.send_error(404)
             return
+        if route.mode == "stall-chunked":
+            self._stall_chunked(route.body)
+            return
         self.send_response(200)
         self.send_header("Content-Length", str(len(route.body)))
         self.end_headers()
-        if route.mode == "truncate":
+        if route.mode == "stall":
+            # half the body, then silence with the connection open: the client's read times out
+            self.wfile.write(route.body[: len(route.body) // 2])
+            self.wfile.flush()
+            time.sleep(STALL_S)
+            self.close_connection = True
+        elif route.mode == "truncate":
             # promise the whole body, send half, hang up
             self.wfile.write(route.body[: len(route.body) // 2])
             self.wfile.flush()
@@ -69,6 +80,18 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(0.1)
         else:
             self.wfile.write(route.body)
+
+    def _stall_chunked(self, body: bytes) -> None:
+        # chunked transfer (no length announced): one chunk with half the body, then silence
+        self.protocol_version = "HTTP/1.1"
+        self.send_response(200)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        half = body[: len(body) // 2]
+        self.wfile.write(f"{len(half):x}\r\n".encode() + half + b"\r\n")
+        self.wfile.flush()
+        time.sleep(STALL_S)
+        self.close_connection = True
 
     def log_message(self, format: str, *args: object) -> None:
         pass  # keep test output clean
@@ -125,10 +148,11 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: Chec
 
 
 def cache_files(root: Path) -> list[Path]:
-    """Every file in the cache except the lock files (complete and partial downloads alike)."""
+    """Every file in the cache except the lock files and digest records (complete and partial downloads alike)."""
     if not root.exists():
         return []
-    return sorted(p for p in root.rglob("*") if p.is_file() and ".locks" not in p.relative_to(root).parts)
+    records = {".locks", ".digests"}
+    return sorted(p for p in root.rglob("*") if p.is_file() and not records & set(p.relative_to(root).parts))
 
 
 def safetensors_bytes(sd: Mapping[str, torch.Tensor]) -> bytes:

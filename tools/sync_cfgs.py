@@ -6,6 +6,7 @@ Usage: python tools/sync_cfgs.py [REFERENCE_DIR]
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -36,6 +37,17 @@ DEFAULT_TAGS = {
     "wide_resnet101_2": "tv_in1k",
 }
 
+# torch.hub's release naming, `name-<first hex digits of the sha256>.ext`: the published weights
+# behind such urls are checked against that prefix (DefaultCfg.check_hash)
+_HUB_NAME_RE = re.compile(r"-[0-9a-f]{8,64}\.[A-Za-z0-9]+$")
+
+
+def with_check_hash(cfg: dict[str, object]) -> dict[str, object]:
+    """cfg with check_hash set: true where its url's file name has the torch.hub form."""
+    url = cfg.get("url")
+    name = url.rsplit("/", 1)[-1] if isinstance(url, str) else ""
+    return {**cfg, "check_hash": bool(_HUB_NAME_RE.search(name))}
+
 
 def main(argv: list[str]) -> int:
     ref = Path(argv[0]) if argv else ROOT.parent / "shared" / "reference" / "timm-1.0.31"
@@ -46,7 +58,7 @@ def main(argv: list[str]) -> int:
         data: dict[str, list[dict[str, object]]] = {}
         for name in names:
             facts = json.loads((ref / f"{name}.json").read_text())
-            cfgs = list(facts["pretrained_cfgs"].values())
+            cfgs = [with_check_hash(c) for c in facts["pretrained_cfgs"].values()]
             default = DEFAULT_TAGS.get(name)
             cfgs.sort(key=lambda c: c.get("tag") != default)  # stable: the rest keep their order
             data[name] = cfgs

@@ -43,9 +43,11 @@ def test_fetch_failure_is_a_clear_error(
 
 
 def test_demo_weights_reports_the_adaptations(cache_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _demo_weights()
+    with pytest.warns(UserWarning, match="num_classes=10"):
+        _demo_weights()
     out = capsys.readouterr().out
-    assert "classifier 'fc' freshly initialised (the checkpoint's has 1000 classes)" in out
+    assert "num_classes=10: the checkpoint's classifier fc.weight (1000, 512), fc.bias (1000,)" in out
+    assert "'fc' freshly initialised" in out
     assert "'conv1.weight' adapted from 3 input channels (RGB filters summed)" in out
     assert "sum of the source's RGB filters| = 0.0e+00" in out
     assert "logits (1, 10)" in out

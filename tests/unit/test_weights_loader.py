@@ -118,10 +118,10 @@ def test_hash_prefix_in_file_name_is_verified(server: CheckpointServer, cache_di
     body = torch_bytes(small_state_dict())
     prefix = hashlib.sha256(body).hexdigest()[:8]
     bad_prefix = "0" * 8 if prefix != "0" * 8 else "1" * 8
-    with pytest.raises(ChecksumMismatchError, match=f"start with {bad_prefix}"):
-        load(DefaultCfg(url=server.add(f"/net-{bad_prefix}.pth", body)))
+    with pytest.raises(ChecksumMismatchError, match=f"start with {bad_prefix} by the torch.hub file-name rule"):
+        load(DefaultCfg(url=server.add(f"/net-{bad_prefix}.pth", body), check_hash=True))
     assert cache_files(cache_dir) == []
-    assert_same(load(DefaultCfg(url=server.add(f"/net-{prefix}.pth", body))), small_state_dict())
+    assert_same(load(DefaultCfg(url=server.add(f"/net-{prefix}.pth", body), check_hash=True)), small_state_dict())
 
 
 def test_server_closing_mid_body_leaves_nothing(server: CheckpointServer, cache_dir: Path) -> None:

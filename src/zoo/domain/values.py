@@ -137,6 +137,8 @@ class DefaultCfg(Mapping[str, object]):
     sha256: str = attrs.field(
         default="", converter=_to_str_or_unset, validator=_matches(_SHA256_RE, "'' or 64 lowercase hex digits")
     )
+    # torch.hub's rule for url: a file name `name-<hex>.ext` carries a sha256 prefix to check
+    check_hash: bool = attrs.field(default=False, validator=_is_bool)
     num_classes: int = attrs.field(default=1000, converter=_to_int, validator=_non_negative_int)
     input_size: tuple[int, int, int] = attrs.field(default=(3, 224, 224), converter=_to_tuple, validator=_ints(3))
     test_input_size: tuple[int, int, int] | None = attrs.field(

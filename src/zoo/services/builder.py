@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -57,6 +57,12 @@ def adapt_cfg(cfg: DefaultCfg, *, num_classes: int, in_chans: int, features_only
     if features_only:
         changes.update(num_classes=0, classifier="")
     return cfg.evolve(changes) if changes else cfg
+
+
+def checkpoint_classes(state_dict: Mapping[str, torch.Tensor], cfg: DefaultCfg) -> int | None:
+    """The class count of the checkpoint's classifier (rows of `<cfg.classifier>.weight`), or None without one."""
+    weight = state_dict.get(f"{cfg.classifier}.weight") if cfg.classifier else None
+    return int(weight.shape[0]) if weight is not None and weight.ndim >= 1 else None
 
 
 @contextlib.contextmanager
@@ -120,6 +126,11 @@ class Builder:
         if wants_weights and self.weight_loader is not None:
             # read the checkpoint first: a bad one fails before any model memory is spent
             state_dict = self.weight_loader.load_state_dict(cfg, checkpoint_path=request.checkpoint_path)
+            # unasked, the model takes the class count of the checkpoint in hand: cfg.num_classes
+            # describes the published weights, and a user's file may be fine-tuned to any other
+            classes = checkpoint_classes(state_dict, cfg) if request.num_classes is None else None
+            if classes is not None:
+                kwargs["num_classes"] = classes
         # the meta device skips random init; the applier materialises what the checkpoint lacks
         on_meta = state_dict is not None and spec.prune_spec is None
         with _device(on_meta):

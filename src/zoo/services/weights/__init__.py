@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from zoo.services.weights.apply import apply_weights, check_fit
 from zoo.services.weights.cache import CacheEntry, WeightCache
+from zoo.services.weights.formats import CheckpointResourceError
 from zoo.services.weights.loader import CachedWeightLoader, StateDictLoader
 from zoo.services.weights.meta import parameters_on_meta
 from zoo.services.weights.settings import WeightSettings
@@ -11,6 +12,7 @@ from zoo.services.weights.settings import WeightSettings
 __all__ = [
     "CacheEntry",
     "CachedWeightLoader",
+    "CheckpointResourceError",
     "StateDictLoader",
     "WeightCache",
     "WeightSettings",

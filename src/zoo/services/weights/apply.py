@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
+from types import FrameType
 
 import torch
 from torch import nn
@@ -31,52 +34,82 @@ def apply_weights(
     """Load a checkpoint made for cfg into model, adapting its classifier and first conv to the request.
 
     Everything is checked before anything is changed: a checkpoint that does not fit raises
-    CheckpointMismatchError and leaves the model as it was. With on_meta, tensors are assigned
-    (no copy) and what the checkpoint does not cover is initialised afresh.
+    CheckpointMismatchError and leaves the model as it was. The checkpoint's classifier is loaded
+    where its shapes fit the model as built, and dropped with a warning where they do not. With
+    on_meta, tensors are assigned (no copy) and what the checkpoint does not cover is initialised afresh.
     """
     sd: StateDict = dict(state_dict)
     if spec.pretrained_filter is not None:
         sd = spec.pretrained_filter(sd, model)
-    num_classes = cfg.num_classes if request.num_classes is None else request.num_classes
     in_chans = cfg.input_size[0] if request.in_chans is None else request.in_chans
+    expected = model.state_dict(keep_vars=True)
     notes: list[str] = []
-    fresh = _drop_classifier(sd, cfg, num_classes, notes)
+    lossy: list[str] = []
+    fresh = _fit_classifier(sd, expected, cfg, request, lossy)
     _adapt_first_conv(sd, cfg, in_chans, notes)
 
-    expected = model.state_dict(keep_vars=True)
     check_fit(expected, sd, fresh=fresh, model_name=spec.name)
     leftover = _check_leftovers(model, sd, fresh)
-    sd = {k: _cast_like(v, expected[k]) for k, v in sd.items()}
+    sd = _cast_all(sd, expected, spec.name)
 
     model.load_state_dict(sd, strict=False, assign=on_meta)
     _materialize(model, leftover)
-    for note in notes:
+    for note in notes + lossy:
         log.info("%s: %s", spec.name, note)
+    for note in lossy:  # a log line alone is easy to miss where something was lost
+        warnings.warn(f"{spec.name}: {note}", UserWarning, stacklevel=_caller_level())
     return model
 
 
-def _drop_classifier(sd: StateDict, cfg: DefaultCfg, num_classes: int, notes: list[str]) -> str:
-    """Remove the checkpoint's classifier when the class count differs; returns the prefix left fresh."""
-    if num_classes == cfg.num_classes:
+def _fit_classifier(
+    sd: StateDict, expected: Mapping[str, torch.Tensor], cfg: DefaultCfg, request: BuildRequest, lossy: list[str]
+) -> str:
+    """Keep the checkpoint's classifier if it fits the model as built, else drop it; returns the prefix left fresh.
+
+    The checkpoint's own shapes decide, not cfg.num_classes: that describes the published weights,
+    while a user's file may have been fine-tuned to any class count.
+    """
+    head = cfg.classifier
+    if not head:
+        if request.num_classes is not None and request.num_classes != cfg.num_classes:
+            raise CheckpointMismatchError(
+                f"num_classes={request.num_classes} differs from the checkpoint's {cfg.num_classes}, but the cfg "
+                f"names no classifier to replace (DefaultCfg.classifier is empty); use num_classes={cfg.num_classes}"
+            )
         return ""
-    if not cfg.classifier:
-        raise CheckpointMismatchError(
-            f"num_classes={num_classes} differs from the checkpoint's {cfg.num_classes}, but the cfg names no "
-            f"classifier to replace (DefaultCfg.classifier is empty); use num_classes={cfg.num_classes}"
-        )
-    dropped = keys_under(sd, cfg.classifier)
-    for k in dropped:
+    want = {k: expected[k] for k in keys_under(expected, head)}
+    order = {k: i for i, k in enumerate(want)}  # the checkpoint's keys listed in the model's order
+    have = {k: sd[k] for k in sorted(keys_under(sd, head), key=lambda k: order.get(k, len(order)))}
+    if have.keys() == want.keys() and all(have[k].shape == want[k].shape for k in have):
+        return ""
+    weight = want.get(f"{head}.weight")
+    classes = f"num_classes={weight.shape[0] if weight is not None and weight.ndim else 0}"
+    for k in have:
         del sd[k]
-    if num_classes == 0:
-        notes.append(
-            f"num_classes=0: no classifier; dropped the checkpoint's {cfg.classifier!r} ({cfg.num_classes} classes)"
-        )
+    if not have:
+        lossy.append(f"{classes}: the checkpoint has no classifier {head!r}; {_shapes(want)} freshly initialised")
+    elif not want:
+        lossy.append(f"{classes}: the model has no classifier; dropped the checkpoint's {_shapes(have)}")
     else:
-        notes.append(
-            f"num_classes={num_classes}: classifier {cfg.classifier!r} freshly initialised "
-            f"(the checkpoint's has {cfg.num_classes} classes)"
+        lossy.append(
+            f"{classes}: the checkpoint's classifier {_shapes(have)} does not fit the model's {_shapes(want)}; "
+            f"dropped it, {head!r} freshly initialised"
         )
-    return cfg.classifier
+    return head
+
+
+def _caller_level() -> int:
+    """The stacklevel of the first frame outside zoo, so a warning points at the caller's create_model line."""
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
+    while frame is not None and str(frame.f_globals.get("__name__", "")).partition(".")[0] == "zoo":
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+def _shapes(tensors: Mapping[str, torch.Tensor]) -> str:
+    return ", ".join(f"{k} {tuple(v.shape)}" for k, v in tensors.items())
 
 
 def _adapt_first_conv(sd: StateDict, cfg: DefaultCfg, in_chans: int, notes: list[str]) -> None:
@@ -99,7 +132,7 @@ def check_fit(
     expected: Mapping[str, torch.Tensor], sd: Mapping[str, torch.Tensor], *, fresh: str = "", model_name: str = "model"
 ) -> None:
     """Raise CheckpointMismatchError unless sd has exactly the model's keys (less fresh ones) and shapes."""
-    missing = [k for k in expected if k not in sd and not under(k, fresh)]
+    missing = [k for k in expected if k not in sd and not under(k, fresh) and not _filled_by_torch(k)]
     unexpected = [k for k in sd if k not in expected]
     mismatched = [
         f"{k} {tuple(sd[k].shape)} vs {tuple(expected[k].shape)}"
@@ -130,11 +163,49 @@ def _listing(label: str, keys: Sequence[str]) -> str:
     return f"{label}: {', '.join(keys[:_SHOWN])}{more}"
 
 
-def _cast_like(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    # assign=True would adopt the checkpoint's dtype (e.g. fp16); the model's own dtype wins
-    if value.is_floating_point() and target.is_floating_point() and value.dtype != target.dtype:
-        return value.to(target.dtype)
-    return value
+def _filled_by_torch(key: str) -> bool:
+    # older checkpoints predate BatchNorm's counter; the model's own value (0) stands, as torch does it
+    return key.rsplit(".", 1)[-1] == "num_batches_tracked"
+
+
+def _dtype_kind(dtype: torch.dtype) -> str:
+    if dtype == torch.bool:
+        return "bool"
+    if dtype.is_complex:
+        return "complex"
+    return "float" if dtype.is_floating_point else "int"
+
+
+def _cast_problem(value: torch.Tensor, dtype: torch.dtype) -> str:
+    """Why value cannot become dtype without changing what it means, or ''."""
+    have, want = _dtype_kind(value.dtype), _dtype_kind(dtype)
+    if (have == want and want in ("float", "complex")) or (have, want) == ("int", "float"):
+        return ""
+    if want == "int" and have in ("int", "float"):
+        if have == "float" and not bool(torch.isfinite(value).all() and torch.equal(value, value.trunc())):
+            return "its values are not all whole numbers"
+        info = torch.iinfo(dtype)
+        if value.numel() and (value.min().item() < info.min or value.max().item() > info.max):
+            return f"its values do not fit {dtype}"
+        return ""
+    return f"{have} values have no {want} meaning"
+
+
+def _cast_all(sd: StateDict, expected: Mapping[str, torch.Tensor], model_name: str) -> StateDict:
+    """sd in the model's dtypes; CheckpointMismatchError naming every tensor whose cast would lose meaning."""
+    # assign=True would adopt the checkpoint's dtypes (fp16, or ints where the model has floats): the model's win
+    problems: list[str] = []
+    for k, v in sd.items():
+        target = expected[k].dtype
+        if v.dtype != target and (why := _cast_problem(v, target)):
+            problems.append(f"{k} is {v.dtype} where the model has {target} ({why})")
+    if problems:
+        raise CheckpointMismatchError(
+            f"the checkpoint's dtypes do not fit {model_name}: {'; '.join(problems[:_SHOWN])}. "
+            "zoo casts only where the values keep their meaning (ints to floats, whole floats to ints)",
+            mismatched=problems,
+        )
+    return {k: v if v.dtype == expected[k].dtype else v.to(expected[k].dtype) for k, v in sd.items()}
 
 
 def _check_leftovers(

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
+import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -15,9 +19,34 @@ from filelock import FileLock
 
 # The folders zoo owns under the cache root; `clear` touches nothing else, so a mistyped
 # ZOO_CACHE_DIR can never cost the user unrelated files.
-_OWNED = ("urls", "hub", ".locks")
 _LOCKS = ".locks"
+_DIGESTS = ".digests"  # the verified sha256 of each file, so a cache hit need not re-hash it
+_OWNED = ("urls", "hub", _LOCKS, _DIGESTS)
 _PART = ".part"
+_CHUNK = 1 << 20
+_MAX_RECORD_NAME = 200  # lock and digest records are named after the key; far below the usual 255
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 hex digest of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _stamp(st: os.stat_result) -> list[int]:
+    # what changes when the bytes may have: a remembered digest is trusted only while all of these hold
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def _record_name(key: PurePosixPath, ext: str) -> str:
+    name = "--".join(key.parts)
+    if len(name.encode()) + len(ext) > _MAX_RECORD_NAME:
+        name = hashlib.sha256(name.encode()).hexdigest()
+    return name + ext
 
 
 @attrs.frozen(kw_only=True)
@@ -58,19 +87,35 @@ class WeightCache:
         """The cross-process lock that serialises fetching key."""
         lock_dir = self.root / _LOCKS
         lock_dir.mkdir(parents=True, exist_ok=True)
-        return FileLock(lock_dir / ("--".join(key.parts) + ".lock"))
+        return FileLock(lock_dir / _record_name(key, ".lock"))
+
+    @contextlib.contextmanager
+    def locked(self, key: PurePosixPath) -> Iterator[None]:
+        """Hold key's lock for the block; a block that raises (nothing cached) leaves no lock file behind.
+
+        A process already waiting on the removed file still gets it after this one, and one arriving
+        later locks a new file, so both may download: harmless, as each publishes its verified
+        file by an atomic rename. Only the saving of a second download is lost, and only after a failure.
+        """
+        lock = self.lock(key)
+        with lock:
+            try:
+                yield
+            except BaseException:
+                with contextlib.suppress(OSError):  # Windows cannot delete an open file; it stays
+                    Path(lock.lock_file).unlink(missing_ok=True)
+                raise
 
     @contextlib.contextmanager
     def staging(self, key: PurePosixPath) -> Iterator[Staged]:
         """A temp file beside key's path: renamed into place if the block succeeds, deleted if it raises.
 
         The rename is atomic, so readers see either no file or the whole verified file. Hold
-        lock(key) around this so that only one process writes a given key.
+        locked(key) around this so that only one process writes a given key. A failure leaves no
+        empty folder behind.
         """
         dest = self.path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=_PART)
-        staged = Staged(os.fdopen(fd, "wb"), Path(tmp_name))
+        staged = self._stage(dest)
         try:
             yield staged
             staged.finish()
@@ -78,17 +123,69 @@ class WeightCache:
         except BaseException:
             staged.file.close()
             staged.path.unlink(missing_ok=True)
+            _remove_if_empty(dest.parent)
             raise
 
+    def _stage(self, dest: Path) -> Staged:
+        for _ in range(3):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=_PART)
+            except FileNotFoundError:
+                continue  # another key's failed download removed the shared folder just now
+            return Staged(os.fdopen(fd, "wb"), Path(tmp_name))
+        raise FileNotFoundError(f"{dest.parent} keeps disappearing")
+
     def remove(self, key: PurePosixPath) -> None:
-        """Delete key's file if present (e.g. one that turned out unreadable)."""
-        self.path(key).unlink(missing_ok=True)
+        """Delete key's file (e.g. one whose bytes turned out wrong), its digest record and an emptied folder."""
+        path = self.path(key)
+        path.unlink(missing_ok=True)
+        self._digest_record(key).unlink(missing_ok=True)
+        _remove_if_empty(path.parent)
+
+    def _digest_record(self, key: PurePosixPath) -> Path:
+        return self.root / _DIGESTS / _record_name(key, ".json")
+
+    def remember_digest(self, key: PurePosixPath, sha256: str) -> None:
+        """Record the verified sha256 of key's file as it is now (size, mtime, ctime, inode)."""
+        try:
+            st = self.path(key).stat()
+        except OSError:
+            return  # removed meanwhile: there is nothing to remember
+        self._write_record(key, sha256, st)
+
+    def digest(self, key: PurePosixPath) -> str:
+        """The sha256 of key's file: the remembered one while the file is unchanged, else hashed now."""
+        path = self.path(key)
+        st = path.stat()
+        try:
+            data = json.loads(self._digest_record(key).read_text(encoding="utf-8"))
+            remembered = data["sha256"] if data.get("stamp") == _stamp(st) else None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            remembered = None  # no record, or one that is not zoo's: hash the file
+        if isinstance(remembered, str) and _SHA256_RE.match(remembered):
+            return remembered
+        sha256 = file_sha256(path)
+        self._write_record(key, sha256, st)
+        return sha256
+
+    def _write_record(self, key: PurePosixPath, sha256: str, st: os.stat_result) -> None:
+        record = self._digest_record(key)
+        # a cache the user may read but not write still works: the next hit hashes again
+        with contextlib.suppress(OSError):
+            record.parent.mkdir(parents=True, exist_ok=True)
+            tmp = record.with_name(f".{record.name}.{os.getpid()}.{threading.get_ident()}{_PART}")
+            try:
+                tmp.write_text(json.dumps({"sha256": sha256, "stamp": _stamp(st)}), encoding="utf-8")
+                os.replace(tmp, record)
+            finally:
+                tmp.unlink(missing_ok=True)
 
     def entries(self) -> list[CacheEntry]:
         """Every complete cached file, sorted by key."""
         found: list[CacheEntry] = []
         for top in _OWNED:
-            if top == _LOCKS or not (self.root / top).is_dir():
+            if top in (_LOCKS, _DIGESTS) or not (self.root / top).is_dir():
                 continue
             for path in (self.root / top).rglob("*"):
                 if path.is_file() and not path.name.endswith(_PART):
@@ -102,3 +199,9 @@ class WeightCache:
         for top in _OWNED:
             shutil.rmtree(self.root / top, ignore_errors=True)
         return len(entries), sum(e.size for e in entries)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    # another writer's temp file (or a sibling key) keeps the folder, and rmdir then refuses
+    with contextlib.suppress(OSError):
+        folder.rmdir()

@@ -7,7 +7,6 @@ import http.client
 import sys
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import BinaryIO
 
 from zoo.domain.errors import ChecksumMismatchError, DownloadError, WeightsUnavailableError
@@ -22,8 +21,8 @@ def progress_default() -> bool:
     return sys.stderr.isatty()
 
 
-def download(source: RemoteSource, out: BinaryIO, *, progress: bool, timeout: float) -> None:
-    """Write source.url into out, then check its length and checksum; any shortfall raises.
+def download(source: RemoteSource, out: BinaryIO, *, progress: bool, timeout: float) -> str:
+    """Write source.url into out, check its length and checksum, and return its sha256; any shortfall raises.
 
     WeightsUnavailableError: the URL could not be opened (HTTP error, refused, no such file) —
     another source may serve it. DownloadError: the body ended early. ChecksumMismatchError: the
@@ -48,10 +47,14 @@ def download(source: RemoteSource, out: BinaryIO, *, progress: bool, timeout: fl
         with tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024, desc=name, disable=not progress) as bar:
             while True:
                 try:
-                    chunk = response.read(_CHUNK)
+                    # read1 returns what has arrived: a read of a whole chunk that times out
+                    # halfway would drop (and not count) the bytes it had
+                    chunk = response.read1(_CHUNK)
                 except (http.client.HTTPException, OSError) as e:
+                    of = f" of {expected}" if expected is not None else ""
                     raise DownloadError(
-                        f"{source.url}: the download broke off after {received} bytes ({type(e).__name__}: {e})"
+                        f"{source.url}: the download broke off after {received}{of} bytes "
+                        f"({type(e).__name__}: {e or 'timed out'}); try again"
                     ) from None
                 if not chunk:
                     break
@@ -63,26 +66,23 @@ def download(source: RemoteSource, out: BinaryIO, *, progress: bool, timeout: fl
         raise DownloadError(
             f"{source.url}: the server closed the connection after {received} of {expected} bytes; try again"
         )
-    verify_checksum(source, digest.hexdigest())
+    sha256 = digest.hexdigest()
+    verify_checksum(source, sha256, outcome="the download was discarded")
+    return sha256
 
 
-def file_sha256(path: Path) -> str:
-    """The sha256 hex digest of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+def verify_checksum(source: RemoteSource, sha256: str, *, outcome: str) -> None:
+    """Compare a file's sha256 with the cfg's digest and, under check_hash, the file name's hash prefix.
 
-
-def verify_checksum(source: RemoteSource, sha256: str) -> None:
-    """Compare a file's sha256 with the cfg's digest and the file name's hash prefix."""
+    outcome says what became of the file, for the message.
+    """
     if source.sha256 and sha256 != source.sha256:
         raise ChecksumMismatchError(
-            f"{source.url}: sha256 is {sha256}, expected {source.sha256} (from the model's cfg); the file was discarded"
+            f"{source.url}: sha256 is {sha256}, expected {source.sha256} (DefaultCfg.sha256); {outcome}"
         )
     if source.hash_prefix and not sha256.startswith(source.hash_prefix):
         raise ChecksumMismatchError(
-            f"{source.url}: sha256 is {sha256}, expected it to start with {source.hash_prefix} "
-            f"(from the file name {source.cache_key.name!r}); the file was discarded"
+            f"{source.url}: sha256 is {sha256}, expected it to start with {source.hash_prefix} by the torch.hub "
+            f"file-name rule (DefaultCfg.check_hash=True: {source.name!r} ends in -<sha256 prefix>); {outcome}. "
+            "If that suffix is not a hash, pass pretrained_cfg_overlay={'check_hash': False}"
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import pickle
 import re
 import struct
@@ -12,9 +14,18 @@ from typing import cast
 
 import torch
 
-from zoo.domain.errors import CheckpointFormatError, WeightsUnavailableError
+from zoo.domain.errors import CheckpointFormatError, WeightsError, WeightsUnavailableError
 
 StateDict = dict[str, torch.Tensor]
+
+
+class CheckpointResourceError(WeightsError):
+    """A checkpoint that could not be read for want of a resource (memory, file handles, permission).
+
+    Nothing is known to be wrong with the file's bytes, so it is kept: the same read may succeed
+    once the resource is there.
+    """
+
 
 # Training scripts save {"state_dict": ...} or {"model": ...} around the weights.
 _WRAPPER_KEYS = ("state_dict", "model")
@@ -28,6 +39,7 @@ _UNPICKLER_REASON = re.compile(r"WeightsUnpickler error:\s*(.+?)(?:\.\s+Please|\
 def read_checkpoint(path: Path, *, origin: str = "") -> StateDict:
     """A flat state_dict from a safetensors or torch checkpoint; origin names the file in errors."""
     origin = origin or str(path)
+    check_file(path, origin)
     try:
         size = path.stat().st_size
         with path.open("rb") as f:
@@ -35,7 +47,7 @@ def read_checkpoint(path: Path, *, origin: str = "") -> StateDict:
     except FileNotFoundError:
         raise WeightsUnavailableError(f"checkpoint file {origin} does not exist; pass the path of a file") from None
     except OSError as e:
-        raise WeightsUnavailableError(f"checkpoint file {origin} cannot be read ({e})") from None
+        raise resource_error(origin, e) from None
     if _looks_like_safetensors(head, size):
         return unwrap(_read_safetensors(path, origin), origin)
     if head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_PROTO):
@@ -44,6 +56,35 @@ def read_checkpoint(path: Path, *, origin: str = "") -> StateDict:
         f"{origin} is not a checkpoint zoo can read: expected safetensors or a torch.save file "
         f"(first bytes {head[:8]!r})"
     )
+
+
+def check_file(path: Path, origin: str) -> None:
+    """WeightsUnavailableError unless path is an existing file, saying what is there instead."""
+    if path.is_dir():
+        raise WeightsUnavailableError(
+            f"checkpoint file {origin} is a directory; pass the path of a checkpoint file (e.g. one inside it)"
+        )
+    if not path.exists():
+        raise WeightsUnavailableError(f"checkpoint file {origin} does not exist; pass the path of a file")
+
+
+def resource_error(origin: str, error: BaseException) -> CheckpointResourceError:
+    """The error for a read that failed for a resource reason; the file's bytes are not in question."""
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    return CheckpointResourceError(
+        f"{origin} could not be read for a resource reason ({type(error).__name__}: {reason}), not because its "
+        "bytes are wrong, so the file was kept; free memory or file handles, or fix its permissions, and retry"
+    )
+
+
+# torch reports a failed mmap or open inside torch.load as a RuntimeError carrying the system's message
+_RESOURCE_ERRNOS = (errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.EACCES, errno.EPERM, errno.EAGAIN)
+_RESOURCE_TEXTS = tuple(os.strerror(code) for code in _RESOURCE_ERRNOS)
+
+
+def _is_resource_error(error: BaseException) -> bool:
+    # any OSError is about the system, not the bytes: format problems come as other exception types
+    return isinstance(error, (OSError, MemoryError)) or any(text in str(error) for text in _RESOURCE_TEXTS)
 
 
 def _looks_like_safetensors(head: bytes, size: int) -> bool:
@@ -61,7 +102,9 @@ def _read_safetensors(path: Path, origin: str) -> StateDict:
         # safe_open maps the file: tensors are views of the page cache, not copies
         with safe_open(str(path), framework="pt", device="cpu") as f:
             return {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118  # safe_open is not a Mapping
-    except (SafetensorError, OSError, RuntimeError, ValueError) as e:
+    except (SafetensorError, OSError, RuntimeError, ValueError, MemoryError) as e:
+        if _is_resource_error(e):
+            raise resource_error(origin, e) from None
         raise CheckpointFormatError(f"{origin} is a damaged safetensors file ({e})") from None
 
 
@@ -82,6 +125,8 @@ def _read_torch(path: Path, origin: str, *, zipped: bool) -> object:
             f"needs more ({reason}). Convert it to safetensors, or re-save a plain state_dict."
         ) from None
     except Exception as e:  # torch raises RuntimeError, EOFError, ValueError, KeyError... for damaged files
+        if _is_resource_error(e):
+            raise resource_error(origin, e) from None
         first = str(e).splitlines()[0] if str(e) else ""
         raise CheckpointFormatError(f"{origin} is a damaged torch checkpoint ({type(e).__name__}: {first})") from None
 

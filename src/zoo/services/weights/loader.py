@@ -9,11 +9,23 @@ from pathlib import Path
 
 import torch
 
-from zoo.domain.errors import CheckpointFormatError, ChecksumMismatchError, WeightsError, WeightsUnavailableError
+from zoo.domain.errors import (
+    CheckpointFormatError,
+    ChecksumMismatchError,
+    InvalidValueError,
+    WeightsError,
+    WeightsUnavailableError,
+)
 from zoo.domain.values import DefaultCfg
-from zoo.services.weights.cache import WeightCache
-from zoo.services.weights.download import download, file_sha256, progress_default
-from zoo.services.weights.formats import StateDict, read_checkpoint
+from zoo.services.weights.cache import WeightCache, file_sha256
+from zoo.services.weights.download import download, progress_default, verify_checksum
+from zoo.services.weights.formats import (
+    CheckpointResourceError,
+    StateDict,
+    check_file,
+    read_checkpoint,
+    resource_error,
+)
 from zoo.services.weights.settings import CACHE_DIR_ENV, OFFLINE_ENV, WeightSettings
 from zoo.services.weights.sources import LocalSource, RemoteSource, resolve_sources
 
@@ -65,6 +77,11 @@ class CachedWeightLoader:
         cache = WeightCache(settings.cache_dir)
         show = progress_default() if progress is None else progress
         sources = resolve_sources(cfg, checkpoint_path=checkpoint_path, hub_endpoint=settings.hub_endpoint)
+        # every source's cached copy before any network: a slow or hanging earlier source must not
+        # delay a checkpoint that is already here
+        for source in sources:
+            if isinstance(source, RemoteSource) and cache.path(source.cache_key).is_file():
+                return cache.path(source.cache_key), _read_cached(cache, source, read=read)
         reasons: list[str] = []
         for source in sources:
             try:
@@ -91,28 +108,35 @@ class CachedWeightLoader:
             if offline:
                 raise WeightsUnavailableError(f"{path} is not in the cache ({OFFLINE_ENV}=1)")
             try:
-                with cache.lock(source.cache_key):
+                with cache.locked(source.cache_key):
                     if not path.is_file():  # else another process fetched it while this one waited
                         return path, self._download(source, cache, progress=progress)
             except OSError as e:  # the download's own failures are ZooErrors; this is the cache directory
                 raise WeightsError(
                     f"cannot write to the weights cache {cache.root} ({e}); set {CACHE_DIR_ENV} to a writable directory"
                 ) from None
-        return path, _read_cached(cache, source) if read else {}
+        return path, _read_cached(cache, source, read=read)
 
     def _download(self, source: RemoteSource, cache: WeightCache, *, progress: bool) -> StateDict:
         log.info("downloading %s to %s", source.url, cache.path(source.cache_key))
+        kept: CheckpointResourceError | None = None
         with cache.staging(source.cache_key) as staged:
-            download(source, staged.file, progress=progress, timeout=self.timeout)
+            sha256 = download(source, staged.file, progress=progress, timeout=self.timeout)
             staged.finish()
-            # read before the rename: an unreadable file never becomes a cache entry.
+            # read before the rename: a file whose bytes are wrong never becomes a cache entry.
             # Mapped tensors stay valid across the rename (same inode).
-            return read_checkpoint(staged.path, origin=source.url)
+            try:
+                state_dict = read_checkpoint(staged.path, origin=source.url)
+            except CheckpointResourceError as e:
+                kept = e  # the bytes arrived whole and verified; only reading them failed, so they stay
+        cache.remember_digest(source.cache_key, sha256)
+        if kept is not None:
+            raise kept
+        return state_dict
 
 
 def _read_local(source: LocalSource, *, read: bool) -> StateDict:
-    if not source.path.is_file():
-        raise WeightsUnavailableError(f"checkpoint file {source.path} does not exist; pass the path of a file")
+    check_file(source.path, str(source.path))
     if source.sha256:
         actual = file_sha256(source.path)
         if actual != source.sha256:
@@ -122,11 +146,25 @@ def _read_local(source: LocalSource, *, read: bool) -> StateDict:
     return read_checkpoint(source.path) if read else {}
 
 
-def _read_cached(cache: WeightCache, source: RemoteSource) -> StateDict:
+def _read_cached(cache: WeightCache, source: RemoteSource, *, read: bool) -> StateDict:
+    """A cache hit, verified like a download (by the digest remembered while the file is unchanged)."""
+    if source.sha256 or source.hash_prefix:
+        try:
+            sha256 = cache.digest(source.cache_key)
+        except OSError as e:  # hashing could not read the file: nothing is known about its bytes
+            raise resource_error(source.url, e) from None
+        try:
+            verify_checksum(source, sha256, outcome="the cached copy was removed, so the next load downloads it again")
+        except ChecksumMismatchError:
+            cache.remove(source.cache_key)
+            raise
+    if not read:
+        return {}
     try:
         return read_checkpoint(cache.path(source.cache_key), origin=source.url)
     except CheckpointFormatError as e:
-        # a cache entry that no longer reads (disk damage, edited by hand): drop it so a retry downloads anew
+        # bytes that no longer read (disk damage, edited by hand): drop them so a retry downloads anew.
+        # A resource error (CheckpointResourceError) says nothing about the bytes and keeps the file.
         cache.remove(source.cache_key)
         raise CheckpointFormatError(f"{e}; the cached copy was removed, so the next load downloads it again") from None
 
@@ -140,6 +178,8 @@ class StateDictLoader:
     def load_state_dict(self, cfg: DefaultCfg, *, checkpoint_path: str | None = None) -> StateDict:
         """A copy of the held state_dict; checkpoint_path, when given, is read from disk instead."""
         if checkpoint_path is not None:
+            if not checkpoint_path.strip():
+                raise InvalidValueError(f"checkpoint_path={checkpoint_path!r} is invalid: expected the path of a file")
             return read_checkpoint(Path(checkpoint_path).expanduser())
         # the fast path assigns these tensors into the model: each model needs storage of its own,
         # or training one would change the held weights and every other model built from them

@@ -13,10 +13,15 @@ from torch.nn.modules.module import register_module_parameter_registration_hook
 from torch.overrides import TorchFunctionMode
 
 _local = threading.local()
+# torch keeps registration hooks in one process-wide OrderedDict that every thread iterates on each
+# register_parameter; adding and removing a hook per build raced with those iterations. So the hook
+# is installed once, for good, and does nothing outside a thread inside parameters_on_meta. (That one
+# insertion is the only mutation left: torch offers no way to add a hook without it.)
+_install_lock = threading.Lock()
+_installed = False
 
 
 def _param_to_meta(module: nn.Module, name: str, param: nn.Parameter) -> nn.Parameter | None:
-    # the hook is process-wide; only the thread that entered parameters_on_meta is affected
     moved: dict[int, tuple[nn.Parameter, nn.Parameter]] | None = getattr(_local, "moved", None)
     if moved is None or param.is_meta or isinstance(param, nn.parameter.UninitializedParameter):
         return None
@@ -83,16 +88,23 @@ def parameters_on_meta() -> Iterator[None]:
     and some are non-persistent (computed in __init__, never in a checkpoint), so building them for
     real is what makes them right without a per-module hook.
     """
-    # torch types the hook as returning None, but documents and honours a returned replacement
+    _install_hook()
     outer = getattr(_local, "moved", None)
     _local.moved = {} if outer is None else outer
-    handle = register_module_parameter_registration_hook(cast("Callable[..., None]", _param_to_meta))
     try:
         with _SkipWritesToMeta():  # torch function modes are per thread, like _local
             yield
     finally:
-        handle.remove()
         _local.moved = outer
+
+
+def _install_hook() -> None:
+    global _installed
+    with _install_lock:
+        if not _installed:
+            # torch types the hook as returning None, but documents and honours a returned replacement
+            register_module_parameter_registration_hook(cast("Callable[..., None]", _param_to_meta))
+            _installed = True
 
 
 def meta_tensors(model: nn.Module) -> list[tuple[str, str]]:

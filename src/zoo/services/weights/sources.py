@@ -21,6 +21,10 @@ _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]
 _SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # torch.hub's convention: `name-<first hex digits of the sha256>.ext`
 _HASH_PREFIX_RE = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$")
+# File systems allow 255 bytes a name; the cache adds a temp-file prefix and suffix beside it, and
+# the lock and digest records join the key's parts. Longer names are shortened, kept apart by a digest.
+MAX_NAME = 120
+_MAX_SUFFIX = 16
 
 
 @attrs.frozen(kw_only=True)
@@ -43,6 +47,7 @@ class RemoteSource:
     cache_key: PurePosixPath
     sha256: str = ""
     hash_prefix: str = ""
+    name: str = ""  # the file name in the url, which the cache may have shortened
 
     def describe(self) -> str:
         """The location, for messages."""
@@ -58,15 +63,29 @@ def hash_prefix(filename: str) -> str:
     return m.group(1) if m else ""
 
 
-def url_source(url: str, *, sha256: str = "") -> RemoteSource:
-    """A URL (http, https, file) and where the cache keeps it: urls/<digest of the url>/<file name>."""
+def short_name(name: str) -> str:
+    """name if it fits MAX_NAME, else its start, a digest of the whole and its extension."""
+    if len(name.encode()) <= MAX_NAME:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    suffix = f".{ext}" if dot and stem and len(ext) < _MAX_SUFFIX else ""
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    return f"{name[: MAX_NAME - len(suffix) - len(digest) - 1]}_{digest}{suffix}"
+
+
+def url_source(url: str, *, sha256: str = "", check_hash: bool = False) -> RemoteSource:
+    """A URL (http, https, file) and where the cache keeps it: urls/<digest of the url>/<file name>.
+
+    check_hash: the file name's `-<hex>` suffix is a sha256 prefix to verify (torch.hub's rule).
+    """
     check_url(url, "url")
     name = unquote(urlsplit(url).path).rsplit("/", 1)[-1]
     if not _SAFE_NAME_RE.match(name):
         name = "checkpoint"  # a name that could escape the cache dir or is empty: the content decides the format
     # the digest keeps two URLs with the same file name apart
-    key = PurePosixPath("urls", hashlib.sha256(url.encode()).hexdigest()[:16], name)
-    return RemoteSource(url=url, cache_key=key, sha256=sha256, hash_prefix=hash_prefix(name))
+    key = PurePosixPath("urls", hashlib.sha256(url.encode()).hexdigest()[:16], short_name(name))
+    prefix = hash_prefix(name) if check_hash else ""
+    return RemoteSource(url=url, cache_key=key, sha256=sha256, hash_prefix=prefix, name=name)
 
 
 def hub_sources(hub_id: str, *, endpoint: str, sha256: str = "") -> tuple[RemoteSource, ...]:
@@ -96,15 +115,20 @@ def location_source(location: str, *, sha256: str = "") -> Source:
 def resolve_sources(cfg: DefaultCfg, *, checkpoint_path: str | None, hub_endpoint: str) -> tuple[Source, ...]:
     """Candidate sources in order: checkpoint_path, else cfg.file, else the hub files, then cfg.url."""
     if checkpoint_path is not None:
+        if not checkpoint_path.strip():
+            raise InvalidValueError(
+                f"checkpoint_path={checkpoint_path!r} is invalid: expected the path of a checkpoint file, or a URL"
+            )
         return (location_source(checkpoint_path),)
     if cfg.file:
+        # the name rule (check_hash) is for published urls only: a file of one's own may be named anything
         return (location_source(cfg.file, sha256=cfg.sha256),)
     # cfg.sha256 describes the file the cfg publishes; whichever remote candidate serves it must match
     sources: list[Source] = []
     if cfg.hf_hub_id:
         sources.extend(hub_sources(cfg.hf_hub_id, endpoint=hub_endpoint, sha256=cfg.sha256))
     if cfg.url:
-        sources.append(url_source(cfg.url, sha256=cfg.sha256))
+        sources.append(url_source(cfg.url, sha256=cfg.sha256, check_hash=cfg.check_hash))
     if not sources:
         tag = f" (tag {cfg.tag!r})" if cfg.tag else ""
         raise WeightsUnavailableError(
