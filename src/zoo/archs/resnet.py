@@ -23,7 +23,14 @@ from zoo.archs.layers import (
     check_head,
     create_attn,
 )
-from zoo.archs.surface import Intermediates, Step, forward_intermediates_by_steps, run_stage, take_taps
+from zoo.archs.surface import (
+    Intermediates,
+    Step,
+    forward_intermediates_by_steps,
+    is_scripting,
+    run_stage,
+    take_taps,
+)
 from zoo.domain.checks import check_bool
 from zoo.domain.errors import InvalidValueError
 from zoo.domain.values import FeatureCfg, FeatureInfo, ModelSpec
@@ -305,7 +312,7 @@ class ResNet(ZooModule):
         """The final stage's feature map, at stride output_stride."""
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
         # is_scripting is constant under torch.jit.script, which then leaves the checkpointing branch out
-        if self.grad_checkpointing and not torch.jit.is_scripting():  # type: ignore[attr-defined]  # stubs omit it
+        if self.grad_checkpointing and not is_scripting():
             for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
                 x = run_stage(stage, x, True)
             return x

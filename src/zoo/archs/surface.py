@@ -14,6 +14,10 @@ from functools import partial
 import torch
 import torch.fx
 from torch import nn
+
+# torch.jit re-exports is_scripting at runtime but its stubs do not; TorchScript knows the function itself,
+# whatever name it is called by, and compiles `if not is_scripting():` branches out
+from torch._jit_internal import is_scripting
 from torch.utils.checkpoint import checkpoint
 
 from zoo.domain.checks import check_bool, check_choice
@@ -26,6 +30,7 @@ __all__ = [
     "Step",
     "checkpoint_seq",
     "forward_intermediates_by_steps",
+    "is_scripting",
     "run_stage",
     "run_steps",
     "take_taps",
