@@ -38,8 +38,7 @@ def x() -> torch.Tensor:
     return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
 
 
-def resnet(name: str, **kwargs: object) -> ResNet:
-    model = zoo.create_model(name, **kwargs)
+def resnet(model: object) -> ResNet:
     assert isinstance(model, ResNet)
     return model
 
@@ -62,7 +61,7 @@ def test_head_hidden_size_follows_the_pooling(r18: ResNet, pool: str, mult: int)
         fc = model.get_classifier()
         assert isinstance(fc, nn.Linear)
         assert fc.in_features == model.head_hidden_size
-    built = resnet("resnet18", global_pool=pool or "avg", num_classes=3)
+    built = resnet(zoo.create_model("resnet18", global_pool=pool or "avg", num_classes=3))
     assert built.head_hidden_size == 512 * (2 if pool == "catavgmax" else 1)
 
 
@@ -165,14 +164,14 @@ def test_set_grad_checkpointing_validates_and_toggles(r18: ResNet) -> None:
 
 def test_checkpointing_replays_stochastic_depth_and_dropout(x: torch.Tensor) -> None:
     torch.manual_seed(0)
-    plain = resnet("resnet18", drop_path_rate=0.3, drop_rate=0.2).train()
+    plain = resnet(zoo.create_model("resnet18", drop_path_rate=0.3, drop_rate=0.2)).train()
     ckpt = copy.deepcopy(plain)
     ckpt.set_grad_checkpointing()
     results = []
     for model in (plain, ckpt):
         torch.manual_seed(7)  # the same masks drawn in both runs: the recomputation must draw them again
         out = model(x)
-        out.sum().backward()
+        torch.autograd.backward(out.sum())
         results.append((out.detach(), [p.grad for p in model.parameters()]))
     (out_a, grads_a), (out_b, grads_b) = results
     torch.testing.assert_close(out_b, out_a, rtol=1e-5, atol=1e-6)
@@ -200,7 +199,7 @@ def test_checkpointing_applies_to_forward_intermediates(r18: ResNet, x: torch.Te
     handle = model.layer2[0].register_forward_pre_hook(lambda *_: ran.append("layer2.0"))
     try:
         taps = model.forward_intermediates(inp, [2], intermediates_only=True)
-        taps[0].sum().backward()
+        torch.autograd.backward(taps[0].sum())
     finally:
         handle.remove()
     assert ran == ["layer2.0", "layer2.0"]  # once forward, once recomputed in backward
@@ -250,7 +249,7 @@ def test_every_parameter_of_an_extractor_gets_a_gradient(
 ) -> None:
     extractor = FACTORY.wrap(copy.deepcopy(r18), CFG, out_indices=out_indices, feature_cls=feature_cls)
     reference = FACTORY.wrap(r18, CFG, out_indices=out_indices, feature_cls="list")
-    torch.stack([t.sum() for t in as_list(extractor(x))]).sum().backward()
+    torch.autograd.backward(torch.stack([t.sum() for t in as_list(extractor(x))]).sum())
     names = [n for n, p in extractor.named_parameters() if p.grad is None]
     assert names == []
     # the same parameter set as the list extractor, whose modules are cut after the last tap
