@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from torch.multiprocessing.spawn import spawn
 from torch.nn.parallel import DistributedDataParallel
 
 import zoo
@@ -56,4 +56,4 @@ def _train(rank: int, init_file: str) -> None:
 
 def test_every_extractor_trains_under_ddp_without_unused_parameters(tmp_path: Path) -> None:
     # a failure in either process (DDP's unused-parameter error included) raises here with its traceback
-    mp.spawn(_train, args=(str(tmp_path / "rendezvous"),), nprocs=WORLD_SIZE, join=True)
+    spawn(_train, args=(str(tmp_path / "rendezvous"),), nprocs=WORLD_SIZE, join=True)  # type: ignore[no-untyped-call]  # torch leaves spawn unannotated
