@@ -432,7 +432,11 @@ class ResNet(ZooModule):
         return list(taps)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Checkpoint activations block by block in layer1..layer4 (non-reentrant torch.utils.checkpoint)."""
+        """Checkpoint activations block by block in layer1..layer4 (non-reentrant torch.utils.checkpoint).
+
+        Applies to forward_features, forward and forward_intermediates while gradients are recorded;
+        a scripted or fx-traced copy of the model runs without it.
+        """
         self.grad_checkpointing = check_bool("enable", enable)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
