@@ -6,7 +6,8 @@ Each mode runs one SGD step (forward, loss, backward, update) from the same weig
 
 - peak: on CUDA, torch.cuda.max_memory_allocated over the step minus what was allocated before it; on CPU,
   the growth of the process's peak resident set (ru_maxrss) over the step, each mode in a fresh process so
-  neither inherits the other's heap;
+  neither inherits the other's heap, with glibc mapping every tensor separately so that freed memory leaves
+  the resident set (MALLOC_MMAP_THRESHOLD_);
 - saved: the bytes autograd keeps for backward (counted by saved-tensor hooks): the activations checkpointing
   drops, independent of the allocator;
 - time: wall time of the step (checkpointing recomputes each block's forward in backward).
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -72,7 +74,10 @@ def run_mode(args: argparse.Namespace, mode: str) -> dict[str, float]:
         return step(args.model, args.batch, args.size, "cuda", mode == "checkpointed")
     command = [sys.executable, __file__, "--child", mode, "--model", args.model, "--batch", str(args.batch)]
     command += ["--size", str(args.size), "--device", "cpu", "--threads", str(args.threads)]
-    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    # tensors above 64 KiB get their own mappings, returned on free: the resident set then follows live memory
+    # instead of the heap's high-water mark (glibc would otherwise keep freed activations resident)
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    out = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
     result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
     return result
 
