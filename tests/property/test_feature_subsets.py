@@ -14,8 +14,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import zoo
-from zoo.archs.layers import forward_taps
-from zoo.domain.features import take_indices
+from zoo.archs.surface import Intermediates, forward_intermediates_by_steps
 from zoo.domain.values import FEATURE_CLASSES, FeatureCfg, FeatureInfo
 from zoo.services.features import FeatureFactory
 
@@ -56,8 +55,26 @@ class TapChain(nn.Module):
         out: torch.Tensor = self.stages(self.stem(x))
         return out
 
-    def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int] | None = None) -> list[torch.Tensor]:
-        return forward_taps(x, [self.stem, *self.stages], take_indices(self.feature_info, indices))
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        *,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> Intermediates:
+        return forward_intermediates_by_steps(
+            x,
+            [self.stem, *self.stages],
+            self.feature_info,
+            indices,
+            norm=norm,
+            stop_early=stop_early,
+            output_fmt=output_fmt,
+            intermediates_only=intermediates_only,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.head(self.forward_features(x).mean((2, 3)))

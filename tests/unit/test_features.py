@@ -154,19 +154,50 @@ def test_output_formats(r18: ResNet, x: torch.Tensor) -> None:
 
 def test_forward_intermediates(r18: ResNet, x: torch.Tensor) -> None:
     with torch.no_grad():
-        every = r18.forward_intermediates(x)
-        some = r18.forward_intermediates(x, indices=(-1, 1))
+        final, every = r18.forward_intermediates(x)
+        some = r18.forward_intermediates(x, indices=(-1, 1), intermediates_only=True)
+        last_two = r18.forward_intermediates(x, 2, intermediates_only=True)
+        early, upto2 = r18.forward_intermediates(x, indices=[0, 2], stop_early=True)
+        nhwc = r18.forward_intermediates(x, indices=1, output_fmt="NHWC", intermediates_only=True)
+        normed, _ = r18.forward_intermediates(x, indices=1, norm=True)  # ResNet has no final norm
         full = r18.forward_features(x)
     assert [t.shape[1] for t in every] == [64, 64, 128, 256, 512]
+    assert torch.equal(final, full)
+    assert torch.equal(normed, full)
     assert torch.equal(every[-1], full)
     assert len(some) == 2
     assert torch.equal(some[0], every[1])
     assert torch.equal(some[1], every[4])
-    with pytest.raises(InvalidFeatureRequestError, match="0=act1"):
-        r18.forward_intermediates(x, indices=(5,))
+    assert len(last_two) == 2
+    assert torch.equal(last_two[0], every[3])
+    assert torch.equal(last_two[1], every[4])
+    assert [t.shape for t in upto2] == [every[0].shape, every[2].shape]
+    assert torch.equal(early, every[2])  # stop_early: the final features are the last tap run
+    assert len(nhwc) == 1
+    assert torch.equal(nhwc[0], every[4].permute(0, 2, 3, 1))
 
 
-@pytest.mark.parametrize("feature_cls", ["list", "dict", "getter"])
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"indices": (5,)}, InvalidFeatureRequestError, r"indices=\(5,\) is invalid: 5 is out of range.*0=act1"),
+        ({"indices": 0}, InvalidFeatureRequestError, r"indices=0 is invalid: an int counts the last taps.*1 to 5"),
+        ({"indices": 6}, InvalidFeatureRequestError, r"indices=6 is invalid.*1 to 5.*4=layer4"),
+        ({"indices": "1"}, InvalidFeatureRequestError, "expected an int or a sequence of ints"),
+        ({"output_fmt": "NLC"}, InvalidValueError, r"output_fmt='NLC' is invalid: expected one of 'NCHW', 'NHWC'"),
+        ({"stop_early": 1}, InvalidValueError, "stop_early=1 is invalid: expected True or False"),
+        ({"norm": "yes"}, InvalidValueError, "norm='yes' is invalid"),
+        ({"intermediates_only": None}, InvalidValueError, "intermediates_only=None is invalid"),
+    ],
+)
+def test_forward_intermediates_refuses_bad_arguments(
+    r18: ResNet, x: torch.Tensor, kwargs: dict[str, object], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        r18.forward_intermediates(x, **kwargs)  # type: ignore[call-overload]  # deliberately wrong
+
+
+@pytest.mark.parametrize("feature_cls", FEATURE_CLASSES)
 def test_later_stages_do_not_run(r18: ResNet, x: torch.Tensor, feature_cls: str) -> None:
     calls: dict[str, int] = dict.fromkeys(TAPS, 0)
 
@@ -227,7 +258,7 @@ def test_hooks_fire_only_inside_their_extractor(r18: ResNet, x: torch.Tensor) ->
     with torch.no_grad():
         r18(x)  # runs every hooked module outside both extractors
         a, b = as_list(first(x)), as_list(second(x))
-        expected = r18.forward_intermediates(x, indices=(1, 3))
+        expected = r18.forward_intermediates(x, indices=(1, 3), intermediates_only=True)
     assert torch.equal(a[0], expected[0])
     assert torch.equal(b[0], expected[1])
 
@@ -267,7 +298,7 @@ def test_hook_extractor_serves_threads(r18: ResNet) -> None:
         t.join()
     with torch.no_grad():
         for i, inp in enumerate(inputs):
-            expected = r18.forward_intermediates(inp, indices=(2, 3))
+            expected = r18.forward_intermediates(inp, indices=(2, 3), intermediates_only=True)
             assert all(torch.equal(a, b) for a, b in zip(results[i], expected, strict=True))
 
 
@@ -383,7 +414,7 @@ def test_pretrained_weights_load_into_the_classifier_before_wrapping(x: torch.Te
     assert seen == [ResNet]
     with torch.no_grad():
         got = as_list(extractor(x))
-        expected = source.forward_intermediates(x, indices=(2, 4))
+        expected = source.forward_intermediates(x, indices=(2, 4), intermediates_only=True)
     assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
 
 

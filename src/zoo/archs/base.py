@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal, overload
+
 import torch
 from torch import nn
 
@@ -9,14 +12,20 @@ from zoo.domain.values import DefaultCfg, FeatureInfo
 
 
 class ZooModule(nn.Module):
-    """An image classifier with zoo's model surface; subclasses implement the four methods."""
+    """An image classifier with zoo's model surface; subclasses implement the methods below."""
 
-    num_classes: int
-    num_features: int
-    feature_info: list[FeatureInfo]
-    # set by the Builder: the cfg describing the model as built
-    default_cfg: DefaultCfg
-    pretrained_cfg: DefaultCfg
+    if TYPE_CHECKING:
+        # Declared for type checkers only: torch.jit.script reads class-level annotations as
+        # TorchScript types and cannot read postponed ones (or FeatureInfo / DefaultCfg at all).
+        num_classes: int
+        num_features: int
+        # the width entering the classifier: num_features times the pooling's feature multiplier
+        head_hidden_size: int
+        feature_info: list[FeatureInfo]
+        grad_checkpointing: bool
+        # set by the Builder: the cfg describing the model as built
+        default_cfg: DefaultCfg
+        pretrained_cfg: DefaultCfg
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The unpooled final feature map (or token sequence)."""
@@ -32,6 +41,76 @@ class ZooModule(nn.Module):
 
     def get_classifier(self) -> nn.Module:
         """The classifier module (Identity when num_classes is 0)."""
+        raise NotImplementedError
+
+    @overload
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        *,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: Literal[False] = False,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]: ...
+
+    @overload
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        *,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: Literal[True],
+    ) -> list[torch.Tensor]: ...
+
+    @overload
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        *,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]] | list[torch.Tensor]: ...
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        *,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]] | list[torch.Tensor]:
+        """(final features, tap outputs at indices), or the tap outputs alone with intermediates_only.
+
+        indices: an int n (the last n taps), a sequence of feature_info positions (negatives count
+        from the end) or None (every tap); a bad one raises InvalidFeatureRequestError. norm applies
+        the model's final norm to the tap outputs that come after it (a no-op for a model without
+        one); stop_early stops after the last requested tap, whose output is then the final
+        features; output_fmt is 'NCHW' or 'NHWC' for the tap outputs.
+        """
+        raise NotImplementedError
+
+    def prune_intermediate_layers(
+        self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop the stages after the last tap in indices (and the head), returning the kept tap indices.
+
+        Implementations replace submodules, never change them in place: feature extractors prune a
+        shallow copy of the model that shares its submodules with the caller's model.
+        """
+        raise NotImplementedError
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute activations in backward, stage by stage, instead of keeping them (less memory)."""
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

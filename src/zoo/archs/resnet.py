@@ -7,8 +7,8 @@ for those names load unchanged.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import Literal, cast
+from collections.abc import Sequence
+from typing import Literal, cast, overload
 
 import torch
 import torch.nn.functional as F
@@ -23,11 +23,17 @@ from zoo.archs.layers import (
     GlobalPool,
     check_head,
     create_attn,
-    forward_taps,
+)
+from zoo.archs.surface import (
+    Intermediates,
+    Step,
+    forward_intermediates_by_steps,
+    is_scripting,
+    run_stage,
+    take_taps,
 )
 from zoo.domain.checks import check_bool, check_choice, check_float, check_int, check_ints
 from zoo.domain.errors import InvalidValueError
-from zoo.domain.features import take_indices
 from zoo.domain.values import FeatureCfg, FeatureInfo, ModelSpec
 
 __all__ = ["MODEL_SPECS", "BasicBlock", "Bottleneck", "ResNet"]
@@ -284,13 +290,15 @@ class ResNet(ZooModule):
 
         self.num_features = inplanes
         self.global_pool = GlobalPool(global_pool)
+        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
         self.fc: nn.Module = self._make_fc(num_classes)
+        self.grad_checkpointing = False
         self._init_weights(zero_init_last)
 
     def _make_fc(self, num_classes: int) -> nn.Module:
         if num_classes == 0:
             return nn.Identity()
-        return nn.Linear(self.num_features * self.global_pool.feat_mult(), num_classes)
+        return nn.Linear(self.head_hidden_size, num_classes)
 
     def _init_weights(self, zero_init_last: bool) -> None:
         for m in self.modules():
@@ -315,33 +323,139 @@ class ResNet(ZooModule):
         if global_pool is not None:
             self.global_pool = GlobalPool(global_pool)
         self.num_classes = num_classes
+        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
         self.fc = self._make_fc(num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The final stage's feature map, at stride output_stride."""
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
+        # is_scripting is constant under torch.jit.script, which then leaves the checkpointing branch out
+        if self.grad_checkpointing and not is_scripting():
+            for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+                x = run_stage(stage, x, True)
+            return x
         x = self.layer1(x)
         x = self.layer2(x)
         x = self.layer3(x)
         out: torch.Tensor = self.layer4(x)
         return out
 
-    def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int] | None = None) -> list[torch.Tensor]:
-        """The outputs of the taps at indices (feature_info positions; None: all), in network order.
+    @overload
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        *,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: Literal[False] = False,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]: ...
 
-        Stops after the last requested tap, so later stages do not run.
+    @overload
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        *,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: Literal[True],
+    ) -> list[torch.Tensor]: ...
+
+    @overload
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        *,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> Intermediates: ...
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        *,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> Intermediates:
+        """(final features, tap outputs at indices), or the tap outputs alone with intermediates_only.
+
+        Taps are feature_info's (act1, layer1..layer4); indices is an int n (the last n taps), a
+        sequence of positions (negatives count from the end) or None (all). ResNet has no final
+        norm, so norm changes nothing. stop_early (implied by intermediates_only) stops after the
+        last requested tap, so later stages do not run.
         """
-        return forward_taps(x, self._tap_steps(), take_indices(self.feature_info, indices))
+        return forward_intermediates_by_steps(
+            x,
+            self._tap_steps(),
+            self.feature_info,
+            indices,
+            norm=norm,
+            stop_early=stop_early,
+            output_fmt=output_fmt,
+            intermediates_only=intermediates_only,
+        )
 
-    def _tap_steps(self) -> tuple[Callable[[torch.Tensor], torch.Tensor], ...]:
+    def _tap_steps(self) -> tuple[Step, ...]:
         # one step per feature_info tap: step i maps tap i-1's output to tap i's (act1, layer1..layer4)
         return (
             lambda x: self.act1(self.bn1(self.conv1(x))),
-            lambda x: self.layer1(self.maxpool(x)),
-            self.layer2,
-            self.layer3,
-            self.layer4,
-        )
+            lambda x: run_stage(self.layer1, self.maxpool(x), self.grad_checkpointing),
+            lambda x: run_stage(self.layer2, x, self.grad_checkpointing),
+            lambda x: run_stage(self.layer3, x, self.grad_checkpointing),
+            lambda x: run_stage(self.layer4, x, self.grad_checkpointing),
+        )[: len(self.feature_info)]
+
+    def prune_intermediate_layers(
+        self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Replace the stages after the last tap in indices with nn.Identity; returns the requested taps.
+
+        indices is read as forward_intermediates reads it. feature_info keeps the taps up to the
+        last one requested, num_features becomes that tap's width, and forward_features then ends
+        at that tap; forward_intermediates serves every kept tap as before. prune_head resets the
+        classifier to none and the pooling to '' (forward returns the feature map); with
+        prune_head=False a classifier is kept only if its input width does not change (else
+        InvalidValueError, and the model is left as it was). ResNet has no final norm, so
+        prune_norm changes nothing.
+        """
+        taps = take_taps(self.feature_info, indices)
+        check_bool("prune_norm", prune_norm)
+        check_bool("prune_head", prune_head)
+        last = max(taps)
+        width = self.feature_info[last].num_chs
+        if not prune_head and self.num_classes > 0 and width != self.num_features:
+            raise InvalidValueError(
+                f"prune_head=False keeps a classifier for {self.num_features} features, but pruning to tap {last} "
+                f"({self.feature_info[last].module}) leaves {width}; pass prune_head=True or select the last tap"
+            )
+        # assignments only (never in-place changes): a shallow copy of this model may be the one pruned
+        dropped = [f"layer{stage}" for stage in range(last + 1, 5)] + (["maxpool"] if last == 0 else [])
+        for name in dropped:
+            setattr(self, name, nn.Identity())
+        self.feature_info = list(self.feature_info[: last + 1])
+        self.num_features = width
+        if prune_head:
+            self.reset_classifier(0, "")
+        else:
+            self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+        return list(taps)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Checkpoint activations block by block in layer1..layer4 (non-reentrant torch.utils.checkpoint).
+
+        Applies to forward_features, forward and forward_intermediates while gradients are recorded;
+        a scripted or fx-traced copy of the model runs without it.
+        """
+        self.grad_checkpointing = check_bool("enable", enable)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool, drop out and classify; pre_logits stops before the classifier."""

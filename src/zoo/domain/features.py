@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import operator
 from collections.abc import Sequence
 
@@ -18,23 +19,33 @@ def describe_taps(feature_info: Sequence[FeatureInfo]) -> str:
     return f"valid indices are 0..{n - 1} (or -{n}..-1 counting from the last tap); taps: {taps}"
 
 
-def take_indices(feature_info: Sequence[FeatureInfo], indices: Sequence[int] | None) -> tuple[int, ...]:
+def take_indices(
+    feature_info: Sequence[FeatureInfo],
+    indices: int | Sequence[int] | None,
+    *,
+    name: str = "out_indices",
+    allow_count: bool = False,
+) -> tuple[int, ...]:
     """Tap positions in network order: None selects every tap, negatives count from the last.
 
-    Empty, out-of-range, duplicate (after normalisation) or non-integer indices raise
-    InvalidFeatureRequestError naming the valid range and the tap modules.
+    With allow_count, an int n selects the last n taps (1 <= n <= the number of taps). Empty,
+    out-of-range, duplicate (after normalisation) or non-integer indices raise
+    InvalidFeatureRequestError naming the argument (name), the valid range and the tap modules.
     """
     n = len(feature_info)
     if indices is None:
         return tuple(range(n))
 
     def refuse(reason: str) -> InvalidFeatureRequestError:
-        return InvalidFeatureRequestError(
-            f"out_indices={indices!r} is invalid: {reason}; {describe_taps(feature_info)}"
-        )
+        return InvalidFeatureRequestError(f"{name}={indices!r} is invalid: {reason}; {describe_taps(feature_info)}")
 
+    if allow_count and not isinstance(indices, bool) and isinstance(indices, numbers.Integral):
+        count = int(indices)
+        if not 1 <= count <= n:
+            raise refuse(f"an int counts the last taps to take, from 1 to {n}")
+        return tuple(range(n - count, n))
     if isinstance(indices, (str, bytes)) or not isinstance(indices, Sequence):
-        raise refuse("expected a sequence of ints")
+        raise refuse("expected an int or a sequence of ints" if allow_count else "expected a sequence of ints")
     if not indices:
         raise refuse("it selects no tap")
     taken: list[int] = []

@@ -9,14 +9,15 @@ import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Literal, Protocol, cast
 
 import attrs
 import torch
+import torch.fx
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from zoo.domain.errors import InvalidFeatureRequestError
+from zoo.domain.errors import FeatureNotAvailableError, InvalidFeatureRequestError
 from zoo.domain.features import describe_taps, take_indices
 from zoo.domain.values import FEATURE_CLASSES, DefaultCfg, FeatureCfg, FeatureInfo
 
@@ -67,9 +68,11 @@ class FeatureTaps:
 class FeatureExtractor(nn.Module, abc.ABC):
     """A model's multi-scale features; `feature_info` and `out_indices` describe the selected taps."""
 
-    # set by the Builder: the cfg describing the model as built (no classifier)
-    default_cfg: DefaultCfg
-    pretrained_cfg: DefaultCfg
+    if TYPE_CHECKING:
+        # for type checkers only: torch.jit.script would read class-level annotations as TorchScript types
+        # set by the Builder: the cfg describing the model as built (no classifier)
+        default_cfg: DefaultCfg
+        pretrained_cfg: DefaultCfg
 
     def __init__(self, taps: FeatureTaps) -> None:
         super().__init__()
@@ -100,8 +103,11 @@ class _ListOutput(FeatureExtractor):
         return out
 
 
-class _TappedSequence(FeatureExtractor):
-    """The model's top-level modules, re-sequenced and cut after the last selected tap."""
+class _TappedSequence(FeatureExtractor, nn.ModuleDict):
+    """The model's top-level modules, re-sequenced and cut after the last selected tap.
+
+    A ModuleDict of them, so that TorchScript can run them in order.
+    """
 
     def __init__(self, model: nn.Module, taps: FeatureTaps, *, flatten_sequential: bool) -> None:
         super().__init__(taps)
@@ -120,15 +126,17 @@ class _TappedSequence(FeatureExtractor):
             raise InvalidFeatureRequestError(
                 f"{type(model).__name__}: feature_info order {selected} disagrees with the module order"
             )
-        # ModuleDict-style keys cannot hold '.', so a flattened 'stages.0' is registered as 'stages_0' (as timm does)
-        self._tap_keys = frozenset(m.replace(".", "_") for m in selected)
+        # ModuleDict-style keys cannot hold '.', so a flattened 'stages.0' is registered as 'stages_0' (as timm does);
+        # plain lists of str, as TorchScript reads them
+        self._tap_keys = [m.replace(".", "_") for m in selected]
+        self._tap_names = list(selected)
         for path, module in steps[: order[-1] + 1]:
             self.add_module(path.replace(".", "_"), module)
 
     def forward_taps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Run the kept modules in order, collecting the selected taps' outputs."""
         out: list[torch.Tensor] = []
-        for key, module in self.named_children():
+        for key, module in self.items():
             x = module(x)
             if key in self._tap_keys:
                 out.append(x)
@@ -143,7 +151,10 @@ class FeatureDictNet(_TappedSequence):
     """Re-sequenced top-level modules up to the last selected tap; returns tensors keyed by tap module."""
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return dict(zip(self.feature_info.module_name(), self.forward_taps(x), strict=True))
+        out: dict[str, torch.Tensor] = {}
+        for name, t in zip(self._tap_names, self.forward_taps(x)):  # noqa: B905  # TorchScript has no strict=
+            out[name] = t
+        return out
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = nn.Module.__call__(self, x)
@@ -186,11 +197,15 @@ class _TapRecorder:
 
 
 class FeatureHookNet(_ListOutput):
-    """Forward hooks on the tap modules around the model's own forward_features; returns a list."""
+    """Forward hooks on the tap modules around the model's own forward_features; returns a list.
+
+    It holds the model pruned after the last selected tap (where the model can prune), so later
+    stages neither run nor hold parameters. Hooks cannot be scripted or traced.
+    """
 
     def __init__(self, model: nn.Module, taps: FeatureTaps) -> None:
         super().__init__(taps)
-        self.model = _without_head(model)
+        self.model = _backbone(model, taps.out_indices)
         self._recorder = _TapRecorder()
         handles: list[RemovableHandle] = []
         for t in taps.taps():
@@ -201,6 +216,8 @@ class FeatureHookNet(_ListOutput):
 
     def forward_taps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Run forward_features (or forward) once and return what the tap hooks saw."""
+        if isinstance(x, torch.fx.Proxy):
+            raise FeatureNotAvailableError(_NOT_A_GRAPH.format(kind="hook", how="traced with torch.fx"))
         run = getattr(self.model, "forward_features", None)
         with self._recorder.recording() as seen:
             if callable(run):
@@ -213,17 +230,44 @@ class FeatureHookNet(_ListOutput):
             raise InvalidFeatureRequestError(f"{type(self.model).__name__}: tap module(s) {silent} did not run")
         return [seen[m] for m in names]
 
+    def __prepare_scriptable__(self) -> nn.Module:
+        # torch.jit.script calls this first: refuse clearly instead of failing deep inside the hook machinery
+        raise FeatureNotAvailableError(_NOT_A_GRAPH.format(kind="hook", how="scripted with torch.jit.script"))
+
+
+_NOT_A_GRAPH = (
+    "a feature_cls={kind!r} extractor cannot be {how}: it collects tap outputs through forward hooks and "
+    "Python code a graph does not hold; use feature_cls='list' or 'dict' (scripting and tracing) or 'getter' "
+    "(tracing)"
+)
+
 
 class _Classifier(Protocol):
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None: ...
 
 
+class _Prunable(Protocol):
+    def prune_intermediate_layers(
+        self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]: ...
+
+
 class _Intermediates(Protocol):
-    def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int] | None = None) -> list[torch.Tensor]: ...
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        *,
+        stop_early: bool = False,
+        intermediates_only: Literal[True],
+    ) -> list[torch.Tensor]: ...
 
 
 class FeatureGetterNet(_ListOutput):
-    """The model's own forward_intermediates, asked for the selected taps; returns a list."""
+    """The model's own forward_intermediates, asked for the selected taps; returns a list.
+
+    Like the hook extractor, it holds the model pruned after the last selected tap.
+    """
 
     def __init__(self, model: nn.Module, taps: FeatureTaps) -> None:
         super().__init__(taps)
@@ -232,11 +276,19 @@ class FeatureGetterNet(_ListOutput):
                 f"feature_cls='getter' needs forward_intermediates, which {type(model).__name__} does not have; "
                 f"use one of {', '.join(repr(c) for c in FEATURE_CLASSES if c != 'getter')}"
             )
-        self.model = _without_head(model)
+        self.model = _backbone(model, taps.out_indices)
 
     def forward_taps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """forward_intermediates for the selected taps (it stops after the last one)."""
-        return list(cast(_Intermediates, self.model).forward_intermediates(x, indices=self.out_indices))
+        model = cast(_Intermediates, self.model)
+        return list(model.forward_intermediates(x, self.out_indices, stop_early=True, intermediates_only=True))
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        # torch.jit.script calls this first: refuse clearly instead of failing deep inside forward_intermediates
+        raise FeatureNotAvailableError(
+            "a feature_cls='getter' extractor cannot be scripted with torch.jit.script: it calls the model's "
+            "forward_intermediates, which is Python code; use feature_cls='list' or 'dict' to script"
+        )
 
 
 class FeatureFactory:
@@ -306,18 +358,25 @@ def _resequence(module: nn.Module, prefix: str, taps: Sequence[str], flatten: bo
     return steps
 
 
-def _without_head(model: nn.Module) -> nn.Module:
-    """A shallow copy sharing every submodule and weight, its classifier removed by reset_classifier(0).
+def _backbone(model: nn.Module, out_indices: Sequence[int]) -> nn.Module:
+    """A shallow copy sharing every kept submodule and weight, without the stages after the last tap or the head.
 
-    The caller's model keeps its classifier; the extractor's state_dict has none, as its cfg says.
+    prune_intermediate_layers removes both where the model has it (so the copy holds only the
+    parameters a forward uses, as DDP with find_unused_parameters=False requires), else
+    reset_classifier(0) the classifier. The caller's model keeps everything; the extractor's
+    state_dict has no classifier, as its cfg says.
     """
-    if not callable(getattr(model, "reset_classifier", None)):
+    prunable = callable(getattr(model, "prune_intermediate_layers", None))
+    if not prunable and not callable(getattr(model, "reset_classifier", None)):
         return model
     clone = copy.copy(model)
-    # copy.copy shares the child/parameter/buffer tables; the clone gets its own so the reset stays its own
+    # copy.copy shares the child/parameter/buffer tables; the clone gets its own so the pruning stays its own
     for table in ("_modules", "_parameters", "_buffers"):
         object.__setattr__(clone, table, dict(getattr(model, table)))
-    cast(_Classifier, clone).reset_classifier(0)
+    if prunable:
+        cast(_Prunable, clone).prune_intermediate_layers(list(out_indices), prune_head=True)
+    else:
+        cast(_Classifier, clone).reset_classifier(0)
     return clone
 
 

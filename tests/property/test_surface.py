@@ -1,0 +1,270 @@
+"""The surface of every registered model: intermediates, head width, pruning, scripting, tracing, checkpointing."""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Iterator
+
+import pytest
+import torch
+import torch.fx
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import zoo
+from zoo.archs.base import ZooModule
+from zoo.domain import FeatureNotAvailableError, InvalidFeatureRequestError, InvalidValueError
+from zoo.services.features import FeatureFactory
+
+MODELS = zoo.list_models()
+SIZE = 64
+BATCH = 1  # batch coupling (BatchNorm) is covered by tests/property/test_models.py; here compute is the budget
+FACTORY = FeatureFactory()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Run this module's forwards on one torch thread (small forwards stall at multi-thread barriers on a busy CI)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@functools.cache
+def built(name: str) -> ZooModule:
+    """Each model is built once for the whole module (building is the slow part)."""
+    torch.manual_seed(0)
+    return zoo.create_model(name).eval()
+
+
+@functools.cache
+def image() -> torch.Tensor:
+    return torch.randn(BATCH, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+
+
+@functools.cache
+def reference(name: str) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """forward_features and every tap's output (by the list extractor, which shares no code with the getter)."""
+    model = built(name)
+    cfg = zoo.api.default_zoo().get_spec(name).feature_cfg
+    with torch.no_grad():
+        taps = FACTORY.wrap(model, cfg, feature_cls="list").forward_taps(image())
+        return model.forward_features(image()), tuple(taps)
+
+
+def shallow(model: ZooModule) -> ZooModule:
+    """A copy sharing every submodule and tensor (as the feature extractors make them), cheap for any model size."""
+    clone = copy.copy(model)
+    for table in ("_modules", "_parameters", "_buffers"):
+        object.__setattr__(clone, table, dict(getattr(model, table)))
+    return clone
+
+
+def fingerprint(model: nn.Module) -> dict[str, int]:
+    """Which tensor each state_dict key holds (by storage address): a change to the model's structure shows here."""
+    return {k: v.data_ptr() for k, v in model.state_dict().items()}
+
+
+# -- forward_intermediates --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_final_output_and_every_intermediate(name: str) -> None:
+    model = built(name)
+    features, taps = reference(name)
+    with torch.no_grad():
+        final, intermediates = model.forward_intermediates(image())
+    torch.testing.assert_close(final, features, rtol=0, atol=0)
+    assert len(intermediates) == len(model.feature_info) == len(taps)
+    for got, expected, info in zip(intermediates, taps, model.feature_info, strict=True):
+        assert got.shape[1] == info.num_chs
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    if final.ndim == 4:  # a convolutional model's last tap is its final feature map
+        torch.testing.assert_close(intermediates[-1], final, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@settings(max_examples=6)
+@given(data=st.data())
+def test_drawn_requests(name: str, data: st.DataObject) -> None:
+    model = built(name)
+    features, taps = reference(name)
+    n = len(taps)
+    indices: int | list[int] = data.draw(
+        st.integers(1, n) | st.lists(st.integers(-n, n - 1), min_size=1, max_size=n, unique_by=lambda i: i % n),
+        label="indices",
+    )
+    stop_early = data.draw(st.booleans(), label="stop_early")
+    output_fmt = data.draw(st.sampled_from(["NCHW", "NHWC"]), label="output_fmt")
+    norm = data.draw(st.booleans(), label="norm")
+    only = data.draw(st.booleans(), label="intermediates_only")
+    selected = list(range(n - indices, n)) if isinstance(indices, int) else sorted(i % n for i in indices)
+    with torch.no_grad():
+        out = model.forward_intermediates(
+            image(), indices, norm=norm, stop_early=stop_early, output_fmt=output_fmt, intermediates_only=only
+        )
+    if only:
+        assert isinstance(out, list)
+        got = out
+    else:
+        assert isinstance(out, tuple)
+        final, got = out
+        if stop_early and not norm and final.ndim == 4:
+            torch.testing.assert_close(final, taps[selected[-1]], rtol=0, atol=0)
+        elif not stop_early and not norm:
+            torch.testing.assert_close(final, features, rtol=0, atol=0)
+    assert len(got) == len(selected)
+    for a, i in zip(got, selected, strict=True):
+        expected = taps[i].permute(0, 2, 3, 1) if output_fmt == "NHWC" else taps[i]
+        torch.testing.assert_close(a, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_bad_requests_are_refused(name: str) -> None:
+    model = built(name)
+    n = len(model.feature_info)
+    for bad in (n + 1, -1, [-n - 1], [0, n], []):
+        with pytest.raises(InvalidFeatureRequestError, match=f"0={model.feature_info[0].module}"):
+            model.forward_intermediates(image(), bad)
+    with pytest.raises(InvalidFeatureRequestError, match=f"from 1 to {n}"):
+        model.forward_intermediates(image(), 0)
+    with pytest.raises(InvalidValueError, match="'NCHW', 'NHWC'"):
+        model.forward_intermediates(image(), output_fmt="nchw")
+
+
+# -- head_hidden_size -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_head_hidden_size_is_the_pre_logits_width(name: str) -> None:
+    model = built(name)
+    features, _ = reference(name)
+    with torch.no_grad():
+        assert model.forward_head(features, pre_logits=True).shape == (BATCH, model.head_hidden_size)
+    classifier = model.get_classifier()
+    if isinstance(classifier, nn.Linear):
+        assert classifier.in_features == model.head_hidden_size
+    clone = shallow(model)
+    clone.reset_classifier(7, "catavgmax")  # doubles the pooled width
+    assert clone.head_hidden_size == 2 * model.head_hidden_size
+    with torch.no_grad():
+        assert clone.forward_head(features, pre_logits=True).shape == (BATCH, clone.head_hidden_size)
+        assert clone.forward_head(features).shape == (BATCH, 7)
+    clone.reset_classifier(0, "")
+    assert clone.head_hidden_size == model.num_features
+    assert model.get_classifier() is classifier  # the reset was the copy's own
+
+
+# -- prune_intermediate_layers ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_prune_intermediate_layers(name: str) -> None:
+    model = built(name)
+    _, taps = reference(name)
+    n = len(taps)
+    before = fingerprint(model)
+    head = model.default_cfg.classifier
+    for last in range(n):
+        clone = shallow(model)
+        assert clone.prune_intermediate_layers([last - n]) == [last]
+        kept = fingerprint(clone)
+        assert set(kept.items()) <= set(before.items())
+        assert not any(k.startswith(f"{head}.") for k in kept)
+        assert clone.get_classifier() is not model.get_classifier()
+        if last < n - 1:
+            assert len(kept) < len(before) - 2  # stages dropped, not only the classifier
+        with torch.no_grad():
+            kept_taps = clone.forward_intermediates(image(), list(range(last + 1)), intermediates_only=True)
+        assert len(kept_taps) == last + 1
+        for a, b in zip(kept_taps, taps, strict=False):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert fingerprint(model) == before  # pruning a copy leaves the model whole
+    assert shallow(model).prune_intermediate_layers() == [n - 1]  # the default keeps the last tap
+
+
+# -- scripting and tracing --------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("name", MODELS)
+def test_scripted_model_and_extractors_agree_with_eager(name: str) -> None:
+    model = built(name)
+    _, taps = reference(name)
+    x = image()
+    scripted = torch.jit.script(model)
+    listed = torch.jit.script(FACTORY.wrap(model, zoo.api.default_zoo().get_spec(name).feature_cfg))
+    with torch.no_grad():  # one call each: the first runs the graph as scripted (later ones may be optimised)
+        torch.testing.assert_close(scripted(x), model(x))
+        for a, b in zip(listed(x), taps, strict=True):
+            torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_traced_model_and_extractors_agree_with_eager(name: str) -> None:
+    model = built(name)
+    _, taps = reference(name)
+    cfg = zoo.api.default_zoo().get_spec(name).feature_cfg
+    x = image()
+    with torch.no_grad():
+        torch.testing.assert_close(torch.fx.symbolic_trace(model)(x), model(x), rtol=0, atol=0)
+        for kind in ("list", "dict", "getter"):
+            out = torch.fx.symbolic_trace(FACTORY.wrap(model, cfg, feature_cls=kind))(x)
+            got = list(out.values()) if isinstance(out, dict) else out
+            assert len(got) == len(taps), kind
+            for a, b in zip(got, taps, strict=True):
+                torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(FeatureNotAvailableError, match="cannot be traced"):
+        torch.fx.symbolic_trace(FACTORY.wrap(model, cfg, feature_cls="hook"))
+
+
+# -- set_grad_checkpointing -------------------------------------------------------------------
+
+
+def training_step(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], int]:
+    """Output, parameter gradients and the bytes autograd kept for backward, for one step."""
+    saved = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal saved
+        saved += t.numel() * t.element_size()
+        return t
+
+    for p in model.parameters():
+        p.grad = None
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(x)
+    out.square().mean().backward()
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
+    return out.detach(), grads, saved
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_grad_checkpointing_agrees_with_eager(name: str) -> None:
+    model = built(name)
+    x = image()
+    start = {k: b.clone() for k, b in model.named_buffers()}
+    try:
+        model.train()
+        out, grads, saved = training_step(model, x)
+        after = {k: b.clone() for k, b in model.named_buffers()}
+        for k, b in model.named_buffers():
+            b.copy_(start[k])
+        model.set_grad_checkpointing(True)
+        out_ckpt, grads_ckpt, saved_ckpt = training_step(model, x)
+        torch.testing.assert_close(out_ckpt, out, rtol=1e-5, atol=1e-6)
+        for a, b in zip(grads_ckpt, grads, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        # the recomputation in backward does not count the batch twice in the running statistics
+        for k, b in model.named_buffers():
+            torch.testing.assert_close(b, after[k], rtol=0, atol=0, msg=k)
+        assert saved_ckpt < saved / 2, (saved_ckpt, saved)  # activations were dropped, not kept
+    finally:
+        model.set_grad_checkpointing(False)
+        model.eval()
+        for k, b in model.named_buffers():
+            b.copy_(start[k])
+        model.zero_grad(set_to_none=True)
