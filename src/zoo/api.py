@@ -8,7 +8,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
-from zoo.domain.checks import check_bool, check_int
+from zoo.domain.checks import MAX_WIDTH, check_bool, check_int
 from zoo.domain.errors import InvalidArgumentError, InvalidValueError
 from zoo.domain.protocols import FeatureWrapperFactory, Pruner, WeightLoader
 from zoo.domain.values import BuildRequest, DefaultCfg, ModelSpec
@@ -146,8 +146,8 @@ class ModelZoo:
         request = BuildRequest(
             tag=cfg.tag,
             pretrained=check_bool("pretrained", pretrained),
-            num_classes=None if num_classes is None else check_int("num_classes", num_classes, ge=0),
-            in_chans=None if in_chans is None else check_int("in_chans", in_chans, ge=1),
+            num_classes=None if num_classes is None else check_int("num_classes", num_classes, ge=0, le=MAX_WIDTH),
+            in_chans=None if in_chans is None else check_int("in_chans", in_chans, ge=1, le=MAX_WIDTH),
             features_only=check_bool("features_only", features_only),
             out_indices=out_indices,  # validated against the model's taps by the feature factory
             feature_cls=_optional_str("feature_cls", feature_cls, "one of 'list', 'dict', 'hook', 'getter'"),

@@ -17,7 +17,7 @@ from zoo.archs.base import ZooModule
 
 # Small ints only where they can become layer widths: a valid but huge width is a request for memory,
 # not garbage. Values past what torch can hold are kept, since they must be refused, not attempted.
-_INTS = st.integers(-8, 40) | st.sampled_from([2**31, 2**63, -(2**63), 10**30])
+_INTS = st.integers(-8, 40) | st.sampled_from([2**31, 2**40, 2**63, -(2**63), 10**30])
 _SCALARS = st.one_of(
     st.none(),
     st.booleans(),

@@ -301,3 +301,11 @@ def test_default_cfg_warnings_are_not_raised_for_valid_overlays() -> None:
         warnings.simplefilter("error")
         cfg = DefaultCfg().evolve({"url": None, "mean": np.array([0.5, 0.5, 0.5]).tolist()})
     assert cfg.mean == (0.5, 0.5, 0.5)
+
+
+def test_a_model_too_large_to_allocate_is_a_zoo_error_naming_the_request() -> None:
+    # 2**30 classes need a 2 TiB classifier: the allocator refuses at once, and so does zoo
+    with pytest.raises(InvalidValueError, match=r"num_classes=1073741824.*more memory"):
+        zoo.create_model("resnet18", num_classes=2**30)
+    with pytest.raises(InvalidValueError, match=r"num_classes=2147483648 is invalid"):
+        zoo.create_model("resnet18", num_classes=2**31)

@@ -32,7 +32,7 @@ from zoo.archs.surface import (
     run_stage,
     take_taps,
 )
-from zoo.domain.checks import check_bool, check_choice, check_float, check_int, check_ints
+from zoo.domain.checks import MAX_WIDTH, check_bool, check_choice, check_float, check_int, check_ints
 from zoo.domain.errors import InvalidValueError
 from zoo.domain.values import FeatureCfg, FeatureInfo, ModelSpec
 
@@ -201,8 +201,8 @@ class ResNet(ZooModule):
             raise InvalidValueError(f"block={block!r} is invalid: expected BasicBlock or Bottleneck")
         # a zero-depth stage would have no output of its own, and feature_info would describe a stage that is not there
         layers = check_ints("layers", layers, length=4, ge=1)
-        num_classes = check_int("num_classes", num_classes, ge=0)
-        in_chans = check_int("in_chans", in_chans, ge=1)
+        num_classes = check_int("num_classes", num_classes, ge=0, le=MAX_WIDTH)
+        in_chans = check_int("in_chans", in_chans, ge=1, le=MAX_WIDTH)
         output_stride = cast(Literal[8, 16, 32], check_choice("output_stride", output_stride, (8, 16, 32)))
         check_choice("global_pool", global_pool, POOL_TYPES)
         cardinality = check_int("cardinality", cardinality, ge=1)
@@ -315,7 +315,7 @@ class ResNet(ZooModule):
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the classifier with a fresh one (0: none); optionally change the pooling."""
-        num_classes = check_int("num_classes", num_classes, ge=0)
+        num_classes = check_int("num_classes", num_classes, ge=0, le=MAX_WIDTH)
         if global_pool is not None:
             check_choice("global_pool", global_pool, POOL_TYPES)
         pool = self.global_pool.pool_type if global_pool is None else global_pool

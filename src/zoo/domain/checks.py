@@ -15,7 +15,11 @@ from typing import SupportsIndex, cast
 
 from zoo.domain.errors import InvalidValueError
 
-__all__ = ["check_bool", "check_choice", "check_float", "check_int", "check_ints", "is_int"]
+__all__ = ["MAX_WIDTH", "check_bool", "check_choice", "check_float", "check_int", "check_ints", "is_int"]
+
+
+# The largest class count, channel count or width zoo accepts: torch sizes past int32 are not practical.
+MAX_WIDTH = 2**31 - 1
 
 
 def is_int(value: object) -> bool:

@@ -77,6 +77,24 @@ def _device(meta: bool) -> Iterator[None]:
         yield
 
 
+# What torch says when a tensor cannot be allocated; the allocator reports it as a RuntimeError.
+_ALLOCATION_FAILURES = ("can't allocate memory", "not enough memory", "out of memory")
+
+
+def _construct(spec: ModelSpec, kwargs: dict[str, object]) -> nn.Module:
+    """spec.constructor(**kwargs); a model too large to allocate is the caller's request, so a ZooError."""
+    try:
+        return spec.constructor(**kwargs)
+    except (MemoryError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and not any(s in str(e) for s in _ALLOCATION_FAILURES):
+            raise  # anything else is a bug in the constructor: let it show as one
+        shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k in ("num_classes", "in_chans"))
+        raise InvalidValueError(
+            f"{spec.name} with {shown} (and its other keywords) needs more memory than can be allocated; "
+            "ask for fewer classes, input channels or a smaller width"
+        ) from None
+
+
 class Builder:
     """Instantiates, prunes, loads weights into and wraps models; each step is a service."""
 
@@ -134,7 +152,7 @@ class Builder:
         # the meta device skips random init; the applier materialises what the checkpoint lacks
         on_meta = state_dict is not None and spec.prune_spec is None
         with _device(on_meta):
-            model = spec.constructor(**kwargs)
+            model = _construct(spec, kwargs)
         if spec.prune_spec is not None and self.pruner is not None:
             model = self.pruner.prune(model, spec.prune_spec)
         if state_dict is not None and self.weight_applier is not None:
