@@ -113,7 +113,7 @@ def resnet18() -> ZooModule:
     return zoo.create_model("resnet18").eval()
 
 
-@settings(max_examples=30)
+@settings(max_examples=15)
 @given(num_classes=GARBAGE, global_pool=GARBAGE)
 def test_reset_classifier(num_classes: object, global_pool: object, resnet18: ZooModule) -> None:
     before = (resnet18.num_classes, resnet18.get_classifier(), resnet18.global_pool)

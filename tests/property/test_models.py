@@ -103,7 +103,7 @@ def build_options(draw: st.DrawFn, name: str) -> tuple[int, int, dict[str, Any]]
 
 
 @pytest.mark.parametrize("name", MODELS)
-@settings(max_examples=3)
+@settings(max_examples=2)
 @given(data=st.data())
 def test_built_with_drawn_options(name: str, data: st.DataObject) -> None:
     num_classes, in_chans, extra = data.draw(build_options(name), label="options")
