@@ -27,6 +27,7 @@ import attrs
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+from torch.overrides import TorchFunctionMode
 
 from zoo.domain.checks import check_float
 from zoo.domain.errors import PruneSpecError, ZooError
@@ -56,6 +57,27 @@ def meta_clone(model: nn.Module) -> nn.Module:
     return clone
 
 
+class _NormWidth(nn.Module):
+    """Stands in for a norm layer on a meta copy: keeps its width, computes nothing.
+
+    Batch norm on the meta device goes through decompositions whose first use imports torch._dynamo
+    (seconds); a shape probe only needs the width.
+    """
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def _stub_norms(clone: nn.Module) -> None:
+    for path, m in list(clone.named_modules()):
+        if isinstance(m, _NORMS) and path:
+            _set_module(clone, path, _NormWidth(m.num_features))
+
+
 def _input_channels(model: nn.Module) -> int:
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
@@ -71,11 +93,36 @@ def _expected_width(module: nn.Module) -> tuple[int, int] | None:
     """(input dim, width) a layer needs its input to have, for the layers whose width a spec sets."""
     if isinstance(module, _CONVS):
         return 1, module.in_channels
-    if isinstance(module, _NORMS):
+    if isinstance(module, (*_NORMS, _NormWidth)):
         return 1, module.num_features
     if isinstance(module, nn.Linear):
         return -1, module.in_features
     return None
+
+
+class _Lineage(TorchFunctionMode):
+    """Carries a tensor's producing layer through functional ops (torch.relu, x * gate) that keep its channels."""
+
+    def __init__(self, producers: dict[int, str], keep: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.producers = producers
+        self.keep = keep
+
+    def __torch_function__(
+        self,
+        func: Callable[..., object],
+        types: object,
+        args: Sequence[object] = (),
+        kwargs: Mapping[str, object] | None = None,
+    ) -> object:
+        out = func(*args, **(kwargs or {}))
+        if isinstance(out, torch.Tensor) and out.ndim >= 2 and id(out) not in self.producers:
+            for a in args:
+                if isinstance(a, torch.Tensor) and id(a) in self.producers and a.ndim >= 2 and a.shape[1] == out.shape[1]:
+                    self.producers[id(out)] = self.producers[id(a)]
+                    self.keep.append(out)
+                    break
+        return out
 
 
 @attrs.frozen
@@ -114,7 +161,7 @@ def _probe(model: nn.Module, taps: Sequence[str]) -> _Probe:
     def post(module: nn.Module, args: tuple[object, ...], out: object) -> None:
         name = stack.pop() if stack else ""
         if isinstance(out, torch.Tensor):
-            if isinstance(module, _RESIZABLE) or id(out) not in producers:
+            if isinstance(module, (*_RESIZABLE, _NormWidth)) or id(out) not in producers:
                 producers[id(out)] = name
                 keep.append(out)
             if name in tap_set and out.ndim >= 2:
@@ -124,7 +171,7 @@ def _probe(model: nn.Module, taps: Sequence[str]) -> _Probe:
     try:
         x = _meta_input(model)
         num_features: int | None = None
-        with torch.no_grad():
+        with torch.no_grad(), _Lineage(producers, keep):
             forward_features = getattr(model, "forward_features", None)
             forward_head = getattr(model, "forward_head", None)
             if callable(forward_features) and callable(forward_head):
@@ -164,6 +211,7 @@ class ModelCost:
 def count_flops(model: nn.Module, image_size: int = _IMAGE_SIZE) -> int:
     """Multiply-adds of the model's Conv/Linear layers for one image, counted on a meta copy."""
     clone = meta_clone(model)
+    _stub_norms(clone)
     total = 0
 
     def hook(module: nn.Module, args: tuple[object, ...], out: object) -> None:
@@ -229,8 +277,10 @@ def _unknown(name: str, known: Sequence[str], what: str) -> PruneSpecError:
 _Factory = Callable[[], nn.Module]
 
 
-def _conv_factory(name: str, old: nn.Conv1d | nn.Conv2d, shape: tuple[int, ...]) -> _Factory:
+def _conv_factory(name: str, old: nn.Conv1d | nn.Conv2d, shape: tuple[int, ...], *, keep_in: bool) -> _Factory:
     out_ch, in_per_group, *kernel = shape
+    if keep_in and old.groups == 1:
+        in_per_group = old.in_channels  # the stem reads the image: its width is in_chans, not the layout's
     old_kernel = tuple(old.kernel_size)
     padding: object = old.padding
     if tuple(kernel) != old_kernel:
@@ -300,10 +350,15 @@ def _norm_factory(old: nn.BatchNorm1d | nn.BatchNorm2d, shape: tuple[int, ...]) 
     return build
 
 
-def _linear_factory(old: nn.Linear, shape: tuple[int, ...], *, keep_out: bool) -> _Factory:
-    # the classifier keeps the class count the model was built with; the spec sets what it reads
-    out_features = old.out_features if keep_out else shape[0]
-    in_features = shape[1]
+def _linear_factory(old: nn.Linear, shape: tuple[int, ...], *, classifier_of: nn.Module | None) -> _Factory:
+    out_features, in_features = shape[0], shape[1]
+    if classifier_of is not None:
+        # the classifier keeps the class count the model was built with, and reads the pooled features as the
+        # model's pooling gives them (catavgmax doubles them); the spec's width is of the features
+        out_features = old.out_features
+        num_features = getattr(classifier_of, "num_features", None)
+        if isinstance(num_features, int) and num_features > 0 and old.in_features % num_features == 0:
+            in_features *= old.in_features // num_features
     bias = old.bias is not None
     dtype = old.weight.dtype
 
@@ -324,6 +379,7 @@ def _plan(model: nn.Module, spec: PruneSpec) -> _Plan:
     modules = dict(model.named_modules())
     clf = _classifier_path(model)
     clf_module = modules.get(clf) if clf is not None else None
+    stem = next((n for n, m in modules.items() if isinstance(m, nn.Conv2d)), None)
     by_module: dict[str, dict[str, tuple[int, ...]]] = {}
     for name, shape in spec.tensors:
         path, _, tensor = name.rpartition(".")
@@ -360,11 +416,12 @@ def _plan(model: nn.Module, spec: PruneSpec) -> _Plan:
             # widths come from the weight; a bias or statistic alone must agree with the weight it has now
             weight = (shapes[key][0], *own["weight"].shape[1:]) if "weight" in own else shapes[key]
         if isinstance(module, _CONVS):
-            factories[path] = _conv_factory(path, module, weight)
+            factories[path] = _conv_factory(path, module, weight, keep_in=path == stem)
         elif isinstance(module, _NORMS):
             factories[path] = _norm_factory(module, weight)
         else:
-            factories[path] = _linear_factory(cast(nn.Linear, module), weight, keep_out=path == clf)
+            linear = cast(nn.Linear, module)
+            factories[path] = _linear_factory(linear, weight, classifier_of=model if path == clf else None)
     _check_masks(model, spec, factories)
     return _Plan(factories=factories)
 
@@ -443,9 +500,10 @@ class ChannelPruner:
     def _checked(self, model: nn.Module, spec: PruneSpec) -> tuple[_Plan, _Probe]:
         plan = _plan(model, spec)
         clone = meta_clone(model)
-        for path, factory in plan.factories.items():
-            with torch.device("meta"):
+        with torch.device("meta"):
+            for path, factory in plan.factories.items():
                 _set_module(clone, path, factory())
+        _stub_norms(clone)
         infos = _feature_info(model)
         return plan, _probe(clone, [f.module for f in infos])
 
