@@ -46,7 +46,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    ratios = sorted(set([0.0, *args.ratios]))
+    ratios = sorted({0.0, *args.ratios})
     torch.manual_seed(0)
     base = zoo.create_model(args.model).eval()
     pruner = ChannelPruner()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 from pathlib import Path
 
 import pytest
@@ -72,13 +73,13 @@ def test_pruned_model_loads_its_own_checkpoint_on_the_meta_path(tmp_path: Path) 
     assert isinstance(ten.fc, nn.Linear)
     assert (ten.fc.in_features, ten.fc.out_features) == (2022, 10)
     assert not any(t.is_meta for t in ten.state_dict().values())
-    torch.testing.assert_close(ten.layer4[2].bn3.weight, source.layer4[2].bn3.weight)
+    torch.testing.assert_close(ten.get_parameter("layer4.2.bn3.weight"), source.get_parameter("layer4.2.bn3.weight"))
 
 
 def test_pruned_model_as_a_backbone_taps_at_the_pruned_widths() -> None:
     extractor = zoo.create_model("ecaresnet50d_pruned", features_only=True).eval()
     with torch.no_grad():
-        outs = extractor(x64())
+        outs = extractor.forward_taps(x64())
     assert [o.shape[1] for o in outs] == extractor.feature_info.channels() == [64, 19, 171, 818, 2022]
 
 
@@ -91,11 +92,11 @@ def test_the_stem_and_the_classifier_follow_in_chans_num_classes_and_pooling() -
 
 def test_an_entry_equal_to_the_model_leaves_the_module_untouched() -> None:
     model = copy.deepcopy(built("ecaresnet50d"))
-    gate = model.layer1[0].se.conv  # the ECA kernel ([1, 1, 5]) depends on the unpruned width
-    stem = model.conv1[0]
+    gate = model.get_submodule("layer1.0.se.conv")  # the ECA kernel ([1, 1, 5]) depends on the unpruned width
+    stem = model.get_submodule("conv1.0")
     PRUNER.apply(model, pruned_layout("ecaresnet50d_pruned"))
-    assert model.layer1[0].se.conv is gate
-    assert model.conv1[0] is stem
+    assert model.get_submodule("layer1.0.se.conv") is gate
+    assert model.get_submodule("conv1.0") is stem
     assert shapes(model) == reference("ecaresnet50d_pruned")["state_dict"]
 
 
@@ -159,7 +160,7 @@ def test_a_failed_apply_leaves_the_model_as_it_was() -> None:
 
 
 def test_residual_group_records_are_checked() -> None:
-    text = pruned_layout("ecaresnet50d_pruned").replace("layer1_2_conv3_M.weight:[256, 19]", "layer1_2_conv3_M.weight:[256, 20]")
+    text = pruned_layout("ecaresnet50d_pruned").replace("_conv3_M.weight:[256, 19]", "_conv3_M.weight:[256, 20]")
     with pytest.raises(PruneSpecError, match=r"layer1\.2\.conv3.*20.*256.*19"):
         PRUNER.check(copy.deepcopy(built("ecaresnet50d")), parse_prune_spec(text))
 
@@ -197,19 +198,22 @@ def test_depthwise_and_grouped_convs_resize_or_refuse() -> None:
     )
     assert isinstance(depthwise, Toy)
     assert (depthwise.dw.in_channels, depthwise.dw.groups, depthwise.grouped.in_channels) == (4, 4, 4)
-    assert depthwise.stem.bias is not None and depthwise.stem.bias.shape == (4,)
+    assert depthwise.stem.bias is not None
+    assert depthwise.stem.bias.shape == (4,)
     assert depthwise(torch.randn(1, 3, 8, 8)).shape == (1, 3)
 
 
 def test_apply_keeps_meta_parameters_on_meta() -> None:
     with parameters_on_meta():
-        model = zoo.api.default_zoo().get_spec("resnet18").constructor(
-            **zoo.api.default_zoo().get_spec("resnet18").model_args
+        model = (
+            zoo.api.default_zoo()
+            .get_spec("resnet18")
+            .constructor(**zoo.api.default_zoo().get_spec("resnet18").model_args)
         )
     PRUNER.apply(model, _half_layer1_text())
-    assert model.layer1[0].conv1.weight.is_meta
-    assert not model.layer1[0].bn1.running_mean.is_meta  # buffers are real on the pretrained path
-    assert list(model.layer1[0].bn1.weight.shape) == [32]
+    assert model.get_parameter("layer1.0.conv1.weight").is_meta
+    assert not model.get_buffer("layer1.0.bn1.running_mean").is_meta  # buffers are real on the pretrained path
+    assert list(model.get_parameter("layer1.0.bn1.weight").shape) == [32]
 
 
 # -- derive ------------------------------------------------------------------------------------
@@ -222,7 +226,7 @@ def derived(ratio: float) -> tuple[PruneSpec, nn.Module]:
 
 
 def test_ratio_zero_reproduces_the_original_exactly() -> None:
-    spec, model = derived(0.0)
+    _, model = derived(0.0)
     assert shapes(model) == shapes(built("resnet18"))
     with torch.no_grad():
         assert torch.equal(model(x64()), built("resnet18")(x64()))
@@ -230,7 +234,7 @@ def test_ratio_zero_reproduces_the_original_exactly() -> None:
 
 def test_parameters_and_flops_fall_with_the_ratio() -> None:
     costs = [(params(m), count_flops(m, 64)) for m in (derived(r)[1] for r in (0.0, 0.25, 0.5, 0.75))]
-    assert all(a[0] > b[0] and a[1] > b[1] for a, b in zip(costs, costs[1:]))
+    assert all(a[0] > b[0] and a[1] > b[1] for a, b in itertools.pairwise(costs))
 
 
 @pytest.mark.parametrize("ratio", [0.25, 0.5])
@@ -243,7 +247,7 @@ def test_the_derived_spec_round_trips_and_rebuilds_the_layout(ratio: float) -> N
     with torch.no_grad():
         assert model(x64()).shape == built("resnet18")(x64()).shape
         extractor = FeatureFactory().wrap(model, FeatureCfg(feature_cls="list"))
-        taps = extractor(x64())
+        taps = extractor.forward_taps(x64())
     assert [t.shape[1] for t in taps] == [f.num_chs for f in model.feature_info]  # type: ignore[union-attr]  # ResNet
     assert [t.shape[1] for t in taps] != [f.num_chs for f in built("resnet18").feature_info]
 
@@ -257,13 +261,18 @@ def test_derive_keeps_the_largest_l1_channels_and_prunes_residual_groups_as_one(
         return conv.weight.detach().abs().flatten(1).sum(1)
 
     # a space of its own: layer2.0.conv1's output, read by bn1 only
-    kept = torch.sort(torch.topk(l1(original.layer2[0].conv1), 64).indices).values
-    torch.testing.assert_close(model.layer2[0].bn1.weight, original.layer2[0].bn1.weight[kept])
+    kept = torch.sort(torch.topk(l1(original.get_submodule("layer2.0.conv1")), 64).indices).values
+    torch.testing.assert_close(
+        model.get_parameter("layer2.0.bn1.weight"), original.get_parameter("layer2.0.bn1.weight")[kept]
+    )
     # the stem and layer1's residual sums are one space: scored together, sliced alike everywhere
-    score = l1(original.conv1) + l1(original.layer1[0].conv2) + l1(original.layer1[1].conv2)
+    score = sum(l1(original.get_submodule(c)) for c in ("conv1", "layer1.0.conv2", "layer1.1.conv2"))
+    assert isinstance(score, torch.Tensor)
     kept = torch.sort(torch.topk(score, 32).indices).values
     for bn in ("bn1", "layer1.0.bn2", "layer1.1.bn2"):
-        torch.testing.assert_close(model.get_submodule(bn).running_var, original.get_submodule(bn).running_var[kept])
+        torch.testing.assert_close(
+            model.get_buffer(f"{bn}.running_var"), original.get_buffer(f"{bn}.running_var")[kept]
+        )
     # the classifier keeps its classes; its input follows layer4's kept channels
     assert isinstance(model.fc, nn.Linear)
     assert model.fc.out_features == 1000
@@ -280,7 +289,8 @@ def test_derive_follows_se_and_eca_gates_and_grouped_convs() -> None:
         assert params(half) < params(original)
         assert half.eval()(x).shape == (1, 4)
         if name == "resnext50_32x4d":  # grouped convs' spaces stay whole
-            assert half.layer1[0].conv2.weight.shape == original.layer1[0].conv2.weight.shape
+            key = "layer1.0.conv2.weight"
+            assert half.get_parameter(key).shape == original.get_parameter(key).shape
 
 
 class Concat(nn.Module):

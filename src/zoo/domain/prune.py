@@ -74,14 +74,13 @@ def _check_module_widths(entries: tuple[tuple[str, Shape], ...]) -> None:
         if module in widths and widths[module][1] != shape[0]:
             other, width = widths[module]
             raise PruneSpecError(
-                f"prune spec widths of layer {module!r} conflict: {other} has {width} channels, "
-                f"{name} has {shape[0]}"
+                f"prune spec widths of layer {module!r} conflict: {other} has {width} channels, {name} has {shape[0]}"
             )
         widths.setdefault(module, (name, shape[0]))
 
 
 def _to_entries(v: object) -> object:
-    """A mapping or a list of pairs becomes a tuple of (name, tuple shape) pairs; anything else is left to the validator."""
+    """A mapping or a list of pairs becomes a tuple of (name, shape tuple) pairs; the validator judges the rest."""
     items = list(v.items()) if isinstance(v, Mapping) else v
     if not isinstance(items, (list, tuple)):
         return v

@@ -20,7 +20,7 @@ import itertools
 import math
 import operator
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import cast
 
 import attrs
@@ -118,7 +118,12 @@ class _Lineage(TorchFunctionMode):
         out = func(*args, **(kwargs or {}))
         if isinstance(out, torch.Tensor) and out.ndim >= 2 and id(out) not in self.producers:
             for a in args:
-                if isinstance(a, torch.Tensor) and id(a) in self.producers and a.ndim >= 2 and a.shape[1] == out.shape[1]:
+                if (
+                    isinstance(a, torch.Tensor)
+                    and id(a) in self.producers
+                    and a.ndim >= 2
+                    and a.shape[1] == out.shape[1]
+                ):
                     self.producers[id(out)] = self.producers[id(a)]
                     self.keep.append(out)
                     break
@@ -438,14 +443,23 @@ def _check_masks(model: nn.Module, spec: PruneSpec, factories: Mapping[str, _Fac
         module = model.get_submodule(path)
         weight = getattr(module, "weight", None)
         if not isinstance(weight, torch.Tensor):
-            raise PruneSpecError(f"prune spec residual-group record {mask.layer}_M.weight names {path!r}, which has no weight")
-        with torch.device("meta"):
-            kept = factories[path]().weight.shape[0] if path in factories else weight.shape[0]
+            raise PruneSpecError(
+                f"prune spec residual-group record {mask.layer}_M.weight names {path!r}, which has no weight"
+            )
+        kept = weight.shape[0]
+        if path in factories:
+            with torch.device("meta"):
+                kept = _out_width(factories[path]())
         if (mask.original, mask.kept) != (weight.shape[0], kept):
             raise PruneSpecError(
                 f"prune spec residual-group record {mask.layer}_M.weight says {path!r} keeps {mask.kept} of "
                 f"{mask.original} channels, but the model has {weight.shape[0]} and the spec gives it {kept}"
             )
+
+
+def _out_width(module: nn.Module) -> int:
+    weight = getattr(module, "weight", None)
+    return int(weight.shape[0]) if isinstance(weight, torch.Tensor) else 0
 
 
 def _set_module(model: nn.Module, path: str, module: nn.Module) -> None:
@@ -652,7 +666,7 @@ def _keeps_channel_dim(node: fx.Node) -> bool:
     target = node.target
     if target in ("flatten", torch.flatten):
         start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
-        return start == 1
+        return isinstance(start, int) and start == 1
     if target in ("mean", "amax", "sum"):
         dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
         dims_t = dims if isinstance(dims, (tuple, list)) else (dims,)
@@ -664,7 +678,9 @@ def _trace_spaces(model: nn.Module) -> _Spaces:
     try:
         graph = _Tracer().trace(model)
     except Exception as e:  # fx raises many kinds (TraceError, TypeError, ...) on dynamic code
-        raise ZooError(f"{type(model).__name__} cannot be traced to find its channels, so it cannot be pruned: {e}") from e
+        raise ZooError(
+            f"{type(model).__name__} cannot be traced to find its channels, so it cannot be pruned: {e}"
+        ) from e
     modules = dict(model.named_modules())
     sp = _Spaces()
     space: dict[fx.Node, int | None] = {}
@@ -729,9 +745,8 @@ def _module_space(sp: _Spaces, path: str, module: nn.Module, first: int | None) 
         return first
     if isinstance(module, _KEEP_MODULES) or _is_width_free_gate(module):
         return first
-    if isinstance(module, nn.Flatten):
-        if module.start_dim == 1:
-            return first
+    if isinstance(module, nn.Flatten) and module.start_dim == 1:
+        return first
     if first is None:
         return None
     raise ZooError(
@@ -792,11 +807,3 @@ def _layout_spec(model: nn.Module, sliced: Mapping[str, torch.Tensor]) -> PruneS
             key = f"{path}.weight"
             entries.append((key, tuple(sliced[key].shape if key in sliced else module.weight.shape)))
     return PruneSpec(tuple(entries))
-
-
-def iter_prunable(model: nn.Module) -> Iterator[str]:
-    """Paths of the layers whose widths a derived spec may change (for reports)."""
-    sp = _trace_spaces(model)
-    for path, (_, out) in sp.io.items():
-        if out is not None and sp.is_blocked(out) is None:
-            yield path
