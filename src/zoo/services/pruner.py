@@ -101,12 +101,17 @@ def _expected_width(module: nn.Module) -> tuple[int, int] | None:
 
 
 class _Lineage(TorchFunctionMode):
-    """Carries a tensor's producing layer through functional ops (torch.relu, x * gate) that keep its channels."""
+    """Tracks which layer produced each tensor through functional ops (torch.relu, x * gate, a + b).
 
-    def __init__(self, producers: dict[int, str], keep: list[torch.Tensor]) -> None:
+    An elementwise op joining two paths of different widths (a residual sum) raises PruneSpecError
+    naming both producers, their widths and the block the op runs in.
+    """
+
+    def __init__(self, producers: dict[int, str], keep: list[torch.Tensor], stack: list[str]) -> None:
         super().__init__()
         self.producers = producers
         self.keep = keep
+        self.stack = stack
 
     def __torch_function__(
         self,
@@ -115,15 +120,24 @@ class _Lineage(TorchFunctionMode):
         args: Sequence[object] = (),
         kwargs: Mapping[str, object] | None = None,
     ) -> object:
-        out = func(*args, **(kwargs or {}))
+        wide = [a for a in args if isinstance(a, torch.Tensor) and a.ndim >= 2]
+        try:
+            out = func(*args, **(kwargs or {}))
+        except RuntimeError as e:
+            widths = {int(a.shape[1]) for a in wide}
+            if len(wide) >= 2 and len(widths) > 1:
+                where = next((n for n in reversed(self.stack) if n), "the model")
+                paths = ", ".join(
+                    f"{int(a.shape[1])} channels from {self.producers.get(id(a), 'an earlier op')!r}" for a in wide
+                )
+                raise PruneSpecError(
+                    f"widths conflict inside layer {where!r}: {getattr(func, '__name__', func)} joins {paths}; "
+                    "the paths of a residual sum (or another elementwise op) must keep equal widths"
+                ) from e
+            raise
         if isinstance(out, torch.Tensor) and out.ndim >= 2 and id(out) not in self.producers:
-            for a in args:
-                if (
-                    isinstance(a, torch.Tensor)
-                    and id(a) in self.producers
-                    and a.ndim >= 2
-                    and a.shape[1] == out.shape[1]
-                ):
+            for a in wide:
+                if id(a) in self.producers and a.shape[1] == out.shape[1]:
                     self.producers[id(out)] = self.producers[id(a)]
                     self.keep.append(out)
                     break
@@ -176,7 +190,7 @@ def _probe(model: nn.Module, taps: Sequence[str]) -> _Probe:
     try:
         x = _meta_input(model)
         num_features: int | None = None
-        with torch.no_grad(), _Lineage(producers, keep):
+        with torch.no_grad(), _Lineage(producers, keep, stack):
             forward_features = getattr(model, "forward_features", None)
             forward_head = getattr(model, "forward_head", None)
             if callable(forward_features) and callable(forward_head):
@@ -189,12 +203,9 @@ def _probe(model: nn.Module, taps: Sequence[str]) -> _Probe:
     except PruneSpecError:
         raise
     except RuntimeError as e:
-        where = stack[-1] if stack else type(model).__name__
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise PruneSpecError(
-            f"widths conflict inside layer {where!r} ({type(model.get_submodule(where)).__name__ if where else ''}): "
-            f"{first_line} (a residual sum or another op joining two paths needs equal widths on both)"
-        ) from e
+        where = next((n for n in reversed(stack) if n), "the model")
+        first_line = (str(e).strip() or type(e).__name__).splitlines()[0]
+        raise PruneSpecError(f"the pruned widths do not fit inside layer {where!r}: {first_line}") from e
     finally:
         for h in handles:
             h.remove()
@@ -531,14 +542,24 @@ class ChannelPruner:
         ratio = check_float("ratio", ratio, ge=0.0, lt=1.0)
         spaces = _trace_spaces(model)
         keep = _choose_channels(model, spaces, ratio)
-        pruned = copy.deepcopy(model)
         sliced = _sliced_tensors(model, spaces, keep)
         spec = _layout_spec(model, sliced)
+        # copy the model but not the tensors the slices replace: those start as meta placeholders, so the
+        # rebuilt layers skip their init, and the slices are then assigned (no copy)
+        owners = dict(model.named_modules())
+        memo: dict[int, object] = {}
+        for key in sliced:
+            path, _, name = key.rpartition(".")
+            owner = owners[path]
+            t = dict(itertools.chain(owner.named_parameters(recurse=False), owner.named_buffers(recurse=False)))[name]
+            placeholder = t.detach().to("meta")
+            memo[id(t)] = nn.Parameter(placeholder, t.requires_grad) if isinstance(t, nn.Parameter) else placeholder
+        pruned = copy.deepcopy(model, memo)
         self.apply(pruned, spec)
-        with torch.no_grad():
-            state = pruned.state_dict(keep_vars=True)
-            for key, value in sliced.items():
-                state[key].copy_(value)
+        pruned.load_state_dict(sliced, strict=False, assign=True)
+        left = [k for k, v in pruned.state_dict().items() if v.is_meta]
+        if left:  # every placeholder is one of the slices' keys; this would be a bug in the slicing
+            raise ZooError(f"derive left {', '.join(left[:5])} without values")
         return spec, pruned
 
 
@@ -764,7 +785,7 @@ def _choose_channels(model: nn.Module, sp: _Spaces, ratio: float) -> dict[int, t
         if out is None or not isinstance(module, (*_CONVS, nn.Linear)) or sp.io[path][0] == out:
             continue  # channel-preserving layers (norms, depthwise convs) add no evidence of their own
         weight = module.weight.detach()
-        l1 = weight.abs().flatten(1).sum(1).to(torch.float64)
+        l1 = torch.linalg.vector_norm(weight.flatten(1), ord=1, dim=1, dtype=torch.float64)
         r = sp.uf.find(out)
         scores[r] = scores[r] + l1 if r in scores else l1
     keep: dict[int, torch.Tensor] = {}
@@ -795,7 +816,8 @@ def _sliced_tensors(model: nn.Module, sp: _Spaces, keep: Mapping[int, torch.Tens
             depthwise = isinstance(module, _CONVS) and module.groups > 1
             if name == "weight" and v.ndim >= 2 and k_in is not None and not depthwise:
                 v = v.index_select(1, k_in.to(v.device))
-            out[f"{path}.{name}"] = v
+            # the pruned copy owns its tensors: index_select made new ones, the rest are cloned
+            out[f"{path}.{name}"] = v.clone() if v.data_ptr() == t.data_ptr() else v
     return out
 
 
