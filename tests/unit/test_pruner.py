@@ -13,6 +13,7 @@ from torch import nn
 
 import zoo
 from refdata import pruned_layout, reference
+from weights_support import CheckpointServer, cache_files, safetensors_bytes
 from zoo.archs.base import ZooModule
 from zoo.domain.errors import InvalidValueError, PruneSpecError, ZooError
 from zoo.domain.prune import PruneSpec, parse_prune_spec
@@ -74,6 +75,22 @@ def test_pruned_model_loads_its_own_checkpoint_on_the_meta_path(tmp_path: Path) 
     assert (ten.fc.in_features, ten.fc.out_features) == (2022, 10)
     assert not any(t.is_meta for t in ten.state_dict().values())
     torch.testing.assert_close(ten.get_parameter("layer4.2.bn3.weight"), source.get_parameter("layer4.2.bn3.weight"))
+
+
+def test_pretrained_pruned_model_downloads_and_loads_like_any_model(server: CheckpointServer, cache_dir: Path) -> None:
+    source = built("ecaresnet50d_pruned")
+    url = server.add("/w/ecaresnet50d_pruned.safetensors", safetensors_bytes(source.state_dict()))
+    overlay = {"url": url, "hf_hub_id": ""}
+    model = zoo.create_model("ecaresnet50d_pruned", pretrained=True, pretrained_cfg_overlay=overlay).eval()
+    with torch.no_grad():
+        assert torch.equal(model(x64()), source(x64()))
+    extractor = zoo.create_model(
+        "ecaresnet50d_pruned", pretrained=True, pretrained_cfg_overlay=overlay, features_only=True, out_indices=(2,)
+    ).eval()
+    with torch.no_grad():
+        (tap,) = extractor.forward_taps(x64())
+    assert tap.shape[1] == 171
+    assert len(cache_files(cache_dir)) == 1
 
 
 def test_pruned_model_as_a_backbone_taps_at_the_pruned_widths() -> None:
@@ -157,6 +174,17 @@ def test_a_failed_apply_leaves_the_model_as_it_was() -> None:
     after = model.state_dict()
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_an_eca_gate_takes_the_kernel_a_spec_gives_it() -> None:
+    model = copy.deepcopy(built("ecaresnet50d"))
+    PRUNER.apply(model, "layer2.0.se.conv.weight:[1, 1, 3]")
+    gate = model.get_submodule("layer2.0.se.conv")
+    assert isinstance(gate, nn.Conv1d)
+    assert (gate.kernel_size, gate.padding) == ((3,), (1,))
+    assert model(x64()).shape == (2, 1000)
+    with pytest.raises(PruneSpecError, match="kernel"):
+        PRUNER.apply(model, "layer2.0.se.conv.weight:[1, 1, 4]")  # an even kernel cannot keep the width
 
 
 def test_residual_group_records_are_checked() -> None:
