@@ -17,7 +17,7 @@ from weights_support import CheckpointServer, cache_files, safetensors_bytes
 from zoo.archs.base import ZooModule
 from zoo.domain.errors import InvalidValueError, PruneSpecError, ZooError
 from zoo.domain.prune import PruneSpec, parse_prune_spec
-from zoo.domain.values import FeatureCfg
+from zoo.domain.values import FeatureCfg, ModelSpec
 from zoo.services.features import FeatureFactory
 from zoo.services.pruner import ChannelPruner, count_flops, meta_clone
 from zoo.services.weights.meta import parameters_on_meta
@@ -44,6 +44,33 @@ def shapes(model: nn.Module) -> dict[str, list[int]]:
 
 def params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+# -- the spec value ----------------------------------------------------------------------------
+
+
+def test_prune_spec_is_an_immutable_validated_mapping() -> None:
+    spec = PruneSpec({"conv.weight": [8, 3, 3, 3], "bn.weight": (8,)})
+    assert spec["conv.weight"] == (8, 3, 3, 3)
+    assert list(spec) == ["conv.weight", "bn.weight"]
+    assert spec == parse_prune_spec("conv.weight:[8, 3, 3, 3]***bn.weight:[8]")
+    with pytest.raises(AttributeError):
+        spec.entries = ()  # type: ignore[misc]  # frozen: the assignment itself is what is tested
+    for bad, pattern in [
+        ({}, "empty"),
+        ([("a.weight", (2,)), ("a.weight", (2,))], "twice"),
+        ({"a.weight": (2,), "a.bias": (3,)}, r"layer 'a'.*a\.weight has 2.*a\.bias has 3"),
+        ({"a.weight": (0,)}, ">= 1"),
+        ({"a..weight": (1,)}, "dotted"),
+        ({"a_M.weight": (1, 2, 3)}, r"\[original, kept\]"),
+    ]:
+        with pytest.raises(PruneSpecError, match=pattern):
+            PruneSpec(bad)
+
+
+def test_a_model_spec_with_a_malformed_layout_is_refused_at_registration() -> None:
+    with pytest.raises(PruneSpecError, match=r"ModelSpec\.prune_spec.*malformed"):
+        ModelSpec(name="x", family="t", constructor=nn.Identity, prune_spec="conv1.weight:[1, 2")
 
 
 # -- registered pruned models ------------------------------------------------------------------

@@ -20,9 +20,9 @@ __all__ = ["SEPARATOR", "MaskEntry", "PruneSpec", "parse_prune_spec"]
 SEPARATOR = "***"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
 _ENTRY_RE = re.compile(r"^\s*(?P<name>[^:\s]+)\s*:\s*\[(?P<dims>[^\]]*)\]\s*$")
+_DIM_RE = re.compile(r"^[0-9]+$", re.ASCII)
 # Residual-group records of the tool that made the published specs: `layer1_2_conv3_M.weight:[256, 19]`
 # says the group ending at layer1.2.conv3 kept 19 of its 256 channels. They name no module.
-_DIM_RE = re.compile(r"^[0-9]+$", re.ASCII)
 _MASK_RE = re.compile(r"^(?P<layer>[A-Za-z0-9_]+)_M\.weight$")
 # tensors of one module whose first dimension is that module's output width
 _PER_CHANNEL = ("weight", "bias", "running_mean", "running_var")
@@ -42,6 +42,8 @@ class MaskEntry:
 def _entries(inst: PruneSpec, a: attrs.Attribute[tuple[tuple[str, Shape], ...]], v: object) -> None:
     if not isinstance(v, tuple):
         raise PruneSpecError(f"PruneSpec.entries={v!r} is invalid: expected a tuple of (name, shape) pairs")
+    if not v:
+        raise PruneSpecError("PruneSpec.entries is empty: a spec names at least one tensor's shape")
     seen: set[str] = set()
     for item in v:
         if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)):
