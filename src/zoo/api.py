@@ -15,6 +15,7 @@ from zoo.domain.values import BuildRequest, DefaultCfg, ModelSpec
 
 if TYPE_CHECKING:
     from zoo.archs.base import ZooModule
+    from zoo.domain.prune import PruneSpec
     from zoo.services.builder import Builder, WeightApplier
     from zoo.services.features import FeatureExtractor
     from zoo.services.registry import Registry
@@ -70,12 +71,13 @@ class ModelZoo:
         """
         from zoo.services.builder import Builder
         from zoo.services.features import FeatureFactory
+        from zoo.services.pruner import ChannelPruner
         from zoo.services.weights import CachedWeightLoader, apply_weights
 
         return Builder(
             weight_loader=self._weight_loader if self._weight_loader is not None else CachedWeightLoader(),
             weight_applier=self._weight_applier if self._weight_applier is not None else apply_weights,
-            pruner=self._pruner,
+            pruner=self._pruner if self._pruner is not None else ChannelPruner(),
             feature_factory=self._feature_factory if self._feature_factory is not None else FeatureFactory(),
         )
 
@@ -92,6 +94,7 @@ class ModelZoo:
         feature_cls: str | None = None,
         checkpoint_path: str | os.PathLike[str] | None = None,
         pretrained_cfg_overlay: Mapping[str, object] | None = None,
+        prune_spec: str | os.PathLike[str] | PruneSpec | None = None,
         **model_kwargs: Any,
     ) -> ZooModule: ...
 
@@ -108,6 +111,7 @@ class ModelZoo:
         feature_cls: str | None = None,
         checkpoint_path: str | os.PathLike[str] | None = None,
         pretrained_cfg_overlay: Mapping[str, object] | None = None,
+        prune_spec: str | os.PathLike[str] | PruneSpec | None = None,
         **model_kwargs: Any,
     ) -> FeatureExtractor: ...
 
@@ -124,6 +128,7 @@ class ModelZoo:
         feature_cls: str | None = None,
         checkpoint_path: str | os.PathLike[str] | None = None,
         pretrained_cfg_overlay: Mapping[str, object] | None = None,
+        prune_spec: str | os.PathLike[str] | PruneSpec | None = None,
         **model_kwargs: Any,
     ) -> ZooModule | FeatureExtractor: ...
 
@@ -139,10 +144,12 @@ class ModelZoo:
         feature_cls: str | None = None,
         checkpoint_path: str | os.PathLike[str] | None = None,
         pretrained_cfg_overlay: Mapping[str, object] | None = None,
+        prune_spec: str | os.PathLike[str] | PruneSpec | None = None,
         **model_kwargs: Any,
     ) -> ZooModule | FeatureExtractor:
         """Build a model by name or name.tag; see zoo.api.create_model."""
         spec, cfg = self.registry.resolve(name)
+        # a keyword of create_model, not of the constructor: kept in **model_kwargs so every signature stays as is
         request = BuildRequest(
             tag=cfg.tag,
             pretrained=check_bool("pretrained", pretrained),
@@ -154,6 +161,7 @@ class ModelZoo:
             checkpoint_path=_checkpoint_path(checkpoint_path),
             cfg_overlay=_overlay(pretrained_cfg_overlay),
             model_kwargs=model_kwargs,
+            prune_spec=_prune_spec(prune_spec),
         )
         model = self.builder.build(spec, request)
         return _as_extractor(model, spec) if features_only else _as_zoo_module(model, spec)
@@ -238,6 +246,7 @@ def create_model(
     feature_cls: str | None = None,
     checkpoint_path: str | os.PathLike[str] | None = None,
     pretrained_cfg_overlay: Mapping[str, object] | None = None,
+    prune_spec: str | os.PathLike[str] | PruneSpec | None = None,
     **model_kwargs: Any,
 ) -> ZooModule: ...
 
@@ -254,6 +263,7 @@ def create_model(
     feature_cls: str | None = None,
     checkpoint_path: str | os.PathLike[str] | None = None,
     pretrained_cfg_overlay: Mapping[str, object] | None = None,
+    prune_spec: str | os.PathLike[str] | PruneSpec | None = None,
     **model_kwargs: Any,
 ) -> FeatureExtractor: ...
 
@@ -270,6 +280,7 @@ def create_model(
     feature_cls: str | None = None,
     checkpoint_path: str | os.PathLike[str] | None = None,
     pretrained_cfg_overlay: Mapping[str, object] | None = None,
+    prune_spec: str | os.PathLike[str] | PruneSpec | None = None,
     **model_kwargs: Any,
 ) -> ZooModule | FeatureExtractor: ...
 
@@ -285,9 +296,13 @@ def create_model(
     feature_cls: str | None = None,
     checkpoint_path: str | os.PathLike[str] | None = None,
     pretrained_cfg_overlay: Mapping[str, object] | None = None,
+    prune_spec: str | os.PathLike[str] | PruneSpec | None = None,
     **model_kwargs: Any,
 ) -> ZooModule | FeatureExtractor:
-    """Create a registered model by name (or name.tag); features_only=True gives a FeatureExtractor."""
+    """Create a registered model by name (or name.tag); features_only=True gives a FeatureExtractor.
+
+    prune_spec (a PruneSpec, a spec file path or the spec text) builds the model at that channel layout.
+    """
     return default_zoo().create_model(
         name,
         pretrained=pretrained,
@@ -298,6 +313,7 @@ def create_model(
         feature_cls=feature_cls,
         checkpoint_path=checkpoint_path,
         pretrained_cfg_overlay=pretrained_cfg_overlay,
+        prune_spec=prune_spec,
         **model_kwargs,
     )
 
@@ -359,6 +375,28 @@ def _checkpoint_path(value: object) -> str | None:
     if not isinstance(path, str):
         raise InvalidValueError(f"checkpoint_path={value!r} is invalid: expected a str path, not bytes")
     return path
+
+
+def _prune_spec(value: object) -> str | None:
+    """A prune spec given as a PruneSpec, a file path or the text itself, as checked interchange text."""
+    from zoo.domain.errors import PruneSpecError
+    from zoo.domain.prune import PruneSpec, parse_prune_spec
+
+    if value is None:
+        return None
+    if isinstance(value, PruneSpec):
+        return value.to_text()
+    if isinstance(value, os.PathLike) or (isinstance(value, str) and ":[" not in value):
+        path = os.fspath(value)
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError, TypeError, ValueError) as e:
+            raise PruneSpecError(f"prune_spec={value!r} is invalid: cannot read it as a spec file ({e})") from e
+        return parse_prune_spec(text).to_text()
+    if isinstance(value, str):
+        return parse_prune_spec(value).to_text()
+    raise PruneSpecError(f"prune_spec={value!r} is invalid: expected a PruneSpec, a spec file path or the spec text")
 
 
 def _overlay(value: object) -> Mapping[str, object]:

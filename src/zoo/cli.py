@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from zoo import api
-from zoo.domain.errors import ZooError
+from zoo.domain.errors import InvalidValueError, ZooError
 from zoo.domain.values import FEATURE_CLASSES, BuildRequest
 
 if TYPE_CHECKING:
@@ -45,6 +45,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     # shapes only: no parameter memory and no init (torch.device("meta") would import torch._dynamo on init)
     with parameters_on_meta():
         model = spec.constructor(**kwargs)
+        if spec.prune_spec is not None and zoo.builder.pruner is not None:
+            model = zoo.builder.pruner.prune(model, spec.prune_spec)  # taps and widths as the pruned model has them
     print(f"name:        {spec.name}")
     print(f"family:      {spec.family}")
     print(f"parameters:  {_count_params(model):,}")
@@ -222,6 +224,35 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_prune(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from zoo.services.pruner import ChannelPruner, measure
+
+    model = api.create_model(args.name).eval()
+    spec, pruned = ChannelPruner().derive(model, args.ratio)
+    out = Path(args.out)
+    try:
+        out.write_text(spec.to_text() + "\n", encoding="utf-8")
+    except OSError as e:
+        raise InvalidValueError(f"--out {args.out!r} cannot be written: {e}") from e
+    size = args.image_size
+    before, after = measure(model, image_size=size), measure(pruned.eval(), image_size=size)
+    print(f"{args.name} pruned by ratio {args.ratio}: spec written to {out} ({len(spec)} layers)")
+    print(f"  {'':14} {'before':>16} {'after':>16} {'after/before':>12}")
+    rows = (
+        ("parameters", before.params, after.params),
+        ("FLOPs (MACs)", before.flops, after.flops),
+    )
+    for label, b, a in rows:
+        print(f"  {label:14} {b:>16,} {a:>16,} {a / b:>12.3f}")
+    tb, ta = before.seconds or 0.0, after.seconds or 0.0
+    ratio = f"{ta / tb:>12.3f}" if tb else f"{'-':>12}"
+    print(f"  {'forward (ms)':14} {tb * 1000:>16.1f} {ta * 1000:>16.1f} {ratio}")
+    print(f"  (one {size}x{size} image, CPU, median of 5 runs after a warm-up)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `zoo` command."""
     parser = argparse.ArgumentParser(prog="zoo", description="A typed model zoo for PyTorch image models.")
@@ -254,6 +285,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--input-size", type=int, nargs=3, metavar=("C", "H", "W"), help="input size (default: the model's cfg)"
     )
     p.set_defaults(func=_cmd_features)
+
+    p = sub.add_parser("prune", help="derive a pruned layout by weight magnitude and write it as a prune spec")
+    p.add_argument("name", help="NAME or NAME.TAG")
+    p.add_argument("--ratio", type=float, required=True, help="fraction of each prunable layer's channels to drop")
+    p.add_argument("--out", required=True, metavar="SPEC", help="file to write the spec to")
+    p.add_argument("--image-size", type=int, default=224, help="input height and width for FLOPs and timing")
+    p.set_defaults(func=_cmd_prune)
 
     p = sub.add_parser("demo", help="create, describe and run a model on a synthetic image")
     p.add_argument("--name", default="resnet50", help="model to demonstrate (default: resnet50)")

@@ -48,6 +48,7 @@ CREATE_KEYWORDS = (
     "feature_cls",
     "checkpoint_path",
     "pretrained_cfg_overlay",
+    "prune_spec",
 )
 # model keywords ResNet takes (layers is left out: small valid depths still build slowly)
 MODEL_KEYWORDS = ("global_pool", "drop_rate", "drop_path_rate", "output_stride", "cardinality", "stem_type", "bogus")

@@ -136,8 +136,12 @@ def test_a_pruner_handed_to_model_zoo_prunes_specs_that_name_a_layout() -> None:
     model = ModelZoo(registry=reg, pruner=pruner).create_model("small_pruned")
     assert pruner.seen == ["fc.weight:[4, 8]"]
     assert model(torch.zeros(1, 3, 4, 4)).shape == (1, 4)
+    # ModelZoo's default is the standard Pruner; a Builder configured without one refuses to prune
+    from zoo.domain import BuildRequest
+    from zoo.services.builder import Builder
+
     with pytest.raises(zoo.domain.FeatureNotAvailableError, match="Pruner"):
-        ModelZoo(registry=reg).create_model("small_pruned")
+        Builder().build(reg.get_spec("small_pruned"), BuildRequest())
 
 
 def test_unused_protocols_are_removed() -> None:

@@ -31,6 +31,8 @@ FAMILIES: dict[str, tuple[str, ...]] = {
         "wide_resnet101_2",
         "seresnet50",
         "ecaresnet50d",
+        "ecaresnet50d_pruned",
+        "ecaresnet101d_pruned",
     ),
 }
 

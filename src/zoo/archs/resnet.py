@@ -503,3 +503,30 @@ MODEL_SPECS: tuple[ModelSpec, ...] = tuple(
     )
     for name, args in _ARCHS.items()
 )
+
+
+def _pruned_layout(name: str) -> str:
+    """The channel layout a pruned name is built at, shipped as package data (pruned/<name>.txt)."""
+    from importlib import resources
+
+    return resources.files("zoo.archs").joinpath("pruned").joinpath(f"{name}.txt").read_text(encoding="utf-8")
+
+
+# Pruned ECA-ResNet-D: the unpruned architecture rebuilt at the published checkpoints' channel widths.
+_PRUNED: dict[str, dict[str, object]] = {
+    "ecaresnet50d_pruned": _ARCHS["ecaresnet50d"],
+    "ecaresnet101d_pruned": {"block": Bottleneck, "layers": (3, 4, 23, 3), "attn_layer": "eca", **_D},
+}
+
+MODEL_SPECS += tuple(
+    ModelSpec(
+        name=name,
+        family=__name__,
+        constructor=ResNet,
+        model_args=args,
+        default_cfgs=_CFGS[name],
+        feature_cfg=FeatureCfg(feature_cls="list"),
+        prune_spec=_pruned_layout(name),
+    )
+    for name, args in _PRUNED.items()
+)

@@ -18,6 +18,7 @@ from zoo.domain.errors import (
     WeightsUnavailableError,
     ZooError,
 )
+from zoo.domain.prune import PruneSpec, parse_prune_spec
 from zoo.domain.values import (
     FEATURE_CLASSES,
     BuildRequest,
@@ -43,9 +44,11 @@ __all__ = [
     "InvalidFeatureRequestError",
     "InvalidValueError",
     "ModelSpec",
+    "PruneSpec",
     "PruneSpecError",
     "UnknownModelError",
     "WeightsError",
     "WeightsUnavailableError",
     "ZooError",
+    "parse_prune_spec",
 ]

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, TypeAlias, cast, 
 import attrs
 
 from zoo.domain.checks import is_int
-from zoo.domain.errors import InvalidValueError, UnknownModelError
+from zoo.domain.errors import InvalidValueError, PruneSpecError, UnknownModelError
+from zoo.domain.prune import parse_prune_spec
 
 if TYPE_CHECKING:
     import torch
@@ -107,6 +108,14 @@ def _matches(pattern: re.Pattern[str], expected: str) -> Callable[[object, attrs
 def _is_str(inst: object, a: attrs.Attribute[Any], v: object) -> None:
     if not isinstance(v, str):
         raise _fail(inst, a.name, v, "a str")
+
+
+def _prune_text(inst: object, a: attrs.Attribute[Any], v: object) -> None:
+    _is_str(inst, a, v)
+    try:
+        parse_prune_spec(cast(str, v))
+    except PruneSpecError as e:
+        raise PruneSpecError(f"{type(inst).__name__}.{a.name} is invalid: {e}") from e
 
 
 def _to_tuple(v: object) -> object:
@@ -282,7 +291,7 @@ class ModelSpec:
     feature_cfg: FeatureCfg = attrs.field(factory=FeatureCfg)
     pretrained_filter: CheckpointFilter | None = attrs.field(default=None, eq=False)
     # the channel layout to prune the built model to, in the `name:[shape]***...` interchange format
-    prune_spec: str | None = attrs.field(default=None, validator=attrs.validators.optional(_is_str))
+    prune_spec: str | None = attrs.field(default=None, validator=attrs.validators.optional(_prune_text))
 
     @property
     def default_cfg(self) -> DefaultCfg:
@@ -330,3 +339,5 @@ class BuildRequest:
         factory=dict, converter=_frozen_mapping, validator=_str_keys("a mapping of DefaultCfg field names to values")
     )
     model_kwargs: Mapping[str, object] = attrs.field(factory=dict, converter=_frozen_mapping)
+    # a channel layout (interchange format) replacing the spec's own, from create_model(prune_spec=...)
+    prune_spec: str | None = attrs.field(default=None, validator=attrs.validators.optional(_prune_text))

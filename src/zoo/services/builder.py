@@ -150,11 +150,12 @@ class Builder:
             if classes is not None:
                 kwargs["num_classes"] = classes
         # the meta device skips random init; the applier materialises what the checkpoint lacks
-        on_meta = state_dict is not None and spec.prune_spec is None
+        on_meta = state_dict is not None
         with _device(on_meta):
             model = _construct(spec, kwargs)
-        if spec.prune_spec is not None and self.pruner is not None:
-            model = self.pruner.prune(model, spec.prune_spec)
+        prune_spec = _prune_spec(spec, request)
+        if prune_spec is not None and self.pruner is not None:
+            model = self.pruner.prune(model, prune_spec)
         if state_dict is not None and self.weight_applier is not None:
             model = self.weight_applier(model, state_dict, spec, cfg, request, on_meta)
         num_classes = int(kwargs["num_classes"])  # type: ignore[call-overload]  # validated by the constructor
@@ -179,5 +180,10 @@ class Builder:
             )
         if not request.features_only and (request.out_indices is not None or request.feature_cls is not None):
             raise InvalidValueError("out_indices and feature_cls need features_only=True")
-        if spec.prune_spec is not None and self.pruner is None:
-            raise FeatureNotAvailableError(f"{spec.name} is a pruned model and this ModelZoo has no Pruner")
+        if _prune_spec(spec, request) is not None and self.pruner is None:
+            raise FeatureNotAvailableError(f"{spec.name} would be pruned, and this ModelZoo has no Pruner")
+
+
+def _prune_spec(spec: ModelSpec, request: BuildRequest) -> str | None:
+    # a caller's layout replaces the one a pruned name is registered with
+    return request.prune_spec if request.prune_spec is not None else spec.prune_spec
