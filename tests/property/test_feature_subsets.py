@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 from collections.abc import Iterator, Sequence
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import zoo
+from modelcache import built
 from zoo.archs.surface import Intermediates, forward_intermediates_by_steps
 from zoo.domain.values import FEATURE_CLASSES, FeatureCfg, FeatureInfo
 from zoo.services.features import FeatureFactory
@@ -122,7 +124,10 @@ def case(request: pytest.FixtureRequest) -> Case:
     if name == TAP_CHAIN:
         model, cfg = TapChain(), FeatureCfg(flatten_sequential=True)
     else:
-        model, cfg = zoo.create_model(name), zoo.api.default_zoo().get_spec(name).feature_cfg
+        # the session's shared build on the CPU (extractors only read it); a copy of it on another device
+        shared = built(name)
+        model = shared if device == "cpu" else copy.deepcopy(shared)
+        cfg = zoo.api.default_zoo().get_spec(name).feature_cfg
     model = model.eval().to(device)
     x = torch.randn(BATCH, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1)).to(device)
     with torch.no_grad():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import functools
 import math
 from typing import Any
 
@@ -13,19 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import zoo
+from modelcache import built
 from refdata import reference
-from zoo.archs.base import ZooModule
 from zoo.archs.layers import POOL_TYPES
 from zoo.services.builder import constructor_params
 
 MODELS = zoo.list_models()
-
-
-@functools.cache
-def built(name: str) -> ZooModule:
-    """Each model is built once for the whole module (building is the slow part)."""
-    torch.manual_seed(0)
-    return zoo.create_model(name).eval()
 
 
 def test_every_model_is_covered() -> None:

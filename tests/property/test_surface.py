@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import zoo
+from modelcache import built
 from zoo.archs.base import ZooModule
 from zoo.domain import FeatureNotAvailableError, InvalidFeatureRequestError, InvalidValueError
 from zoo.services.features import FeatureFactory
@@ -31,13 +32,6 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@functools.cache
-def built(name: str) -> ZooModule:
-    """Each model is built once for the whole module (building is the slow part)."""
-    torch.manual_seed(0)
-    return zoo.create_model(name).eval()
 
 
 @functools.cache
