@@ -1,0 +1,160 @@
+"""Feature taps: running a network tap by tap, for forward_intermediates and the getter extractor."""
+
+from __future__ import annotations
+
+import functools
+import operator
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import SupportsIndex, cast
+
+import torch
+from torch import nn
+
+from zoo.domain.checks import check_bool, check_choice, is_int
+from zoo.domain.errors import InvalidFeatureRequestError
+from zoo.domain.features import describe_taps, take_indices
+from zoo.domain.values import FeatureInfo
+
+__all__ = [
+    "OUTPUT_FORMATS",
+    "IntermediatesMixin",
+    "TapStep",
+    "forward_taps",
+    "resolve_indices",
+    "run_intermediates",
+    "sequential_prefix",
+    "sequential_steps",
+]
+
+OUTPUT_FORMATS: tuple[str, ...] = ("NCHW", "NHWC")
+
+# one step per tap: maps the running state (what the next step starts from) to (new state, the tap's output)
+TapStep = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def forward_taps(
+    x: torch.Tensor, steps: Sequence[Callable[[torch.Tensor], torch.Tensor]], indices: Sequence[int]
+) -> list[torch.Tensor]:
+    """Apply steps in order (step i ends at tap i), keeping the outputs at indices; stops after the last one."""
+    wanted = set(indices)
+    out: list[torch.Tensor] = []
+    for i, step in enumerate(steps[: max(wanted) + 1]):
+        x = step(x)
+        if i in wanted:
+            out.append(x)
+    return out
+
+
+def resolve_indices(feature_info: Sequence[FeatureInfo], indices: int | Sequence[int] | None) -> tuple[int, ...]:
+    """Tap positions in network order: an int n takes the last n taps, a sequence its positions, None all."""
+    if is_int(indices):
+        n, count = len(feature_info), operator.index(cast(SupportsIndex, indices))
+        if not 1 <= count <= n:
+            raise InvalidFeatureRequestError(
+                f"indices={indices!r} is invalid: an int takes the last n taps, expected 1..{n}; "
+                + describe_taps(feature_info)
+            )
+        return tuple(range(n - count, n))
+    return take_indices(feature_info, cast(Sequence[int] | None, indices))
+
+
+def run_intermediates(
+    x: torch.Tensor,
+    steps: Sequence[TapStep],
+    feature_info: Sequence[FeatureInfo],
+    indices: int | Sequence[int] | None,
+    *,
+    finish: Callable[[torch.Tensor], torch.Tensor],
+    norm: bool,
+    stop_early: bool,
+    output_fmt: str,
+    intermediates_only: bool,
+) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+    """The shared body of forward_intermediates: taps at indices, and the final output unless taps only.
+
+    finish maps the last step's state to forward_features' output (what follows the last tap); with norm it
+    is applied to the last tap as well. Only a taps-only request stops after the last wanted tap: the final
+    output needs every stage, so stop_early alone changes nothing.
+    """
+    wanted = resolve_indices(feature_info, indices)
+    check_bool("norm", norm)
+    check_bool("stop_early", stop_early)
+    check_bool("intermediates_only", intermediates_only)
+    check_choice("output_fmt", output_fmt, OUTPUT_FORMATS)
+    last = len(steps) - 1
+    run = steps[: max(wanted) + 1] if intermediates_only else steps
+    taps: list[torch.Tensor] = []
+    for i, step in enumerate(run):
+        x, tap = step(x)
+        if i in wanted:
+            if norm and i == last:
+                tap = finish(tap)
+            taps.append(tap.permute(0, 2, 3, 1) if output_fmt == "NHWC" else tap)
+    if intermediates_only:
+        return taps
+    return finish(x), taps
+
+
+def _run_segment(modules: Sequence[nn.Module], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    for m in modules:
+        x = m(x)
+    return x, x
+
+
+def sequential_prefix(seq: nn.Sequential, n: int) -> nn.Sequential:
+    """seq's first n children, under their own names (so checkpoint keys stay the same)."""
+    return nn.Sequential(OrderedDict(list(seq.named_children())[:n]))
+
+
+def sequential_steps(seq: nn.Sequential, tap_names: Sequence[str]) -> list[TapStep]:
+    """Tap steps over an nn.Sequential whose children include each tap: step i runs up to child tap_names[i]."""
+    children = list(seq.named_children())
+    position = {name: i for i, (name, _) in enumerate(children)}
+    steps: list[TapStep] = []
+    start = 0
+    for name in tap_names:
+        end = position[name] + 1
+        steps.append(functools.partial(_run_segment, [m for _, m in children[start:end]]))
+        start = end
+    return steps
+
+
+class IntermediatesMixin:
+    """forward_intermediates for a model that lists its tap steps (_tap_steps) and its tail (_finish)."""
+
+    feature_info: list[FeatureInfo]
+
+    def _tap_steps(self) -> list[TapStep]:
+        raise NotImplementedError
+
+    def _finish(self, x: torch.Tensor) -> torch.Tensor:
+        """What forward_features applies after the last tap's step (nothing by default)."""
+        return x
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        *,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """forward_features' output and the taps at indices (int: the last n; None: all), or the taps only.
+
+        Taps are in network order, in output_fmt ('NCHW' or 'NHWC'); a taps-only request stops after the last
+        wanted tap; norm applies what follows the last tap in forward_features to that tap.
+        """
+        return run_intermediates(
+            x,
+            self._tap_steps(),
+            self.feature_info,
+            indices,
+            finish=self._finish,
+            norm=norm,
+            stop_early=stop_early,
+            output_fmt=output_fmt,
+            intermediates_only=intermediates_only,
+        )
