@@ -6,6 +6,7 @@ those names load unchanged.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import cast
 
@@ -163,12 +164,17 @@ class XceptionBlock(nn.Module):
             return y, tap
         return self._merge(x, y), tap
 
-    def prune_to_tap(self) -> None:
-        """Keep only what computes the tap: the block then ends there, without its residual."""
-        self.stack = sequential_prefix(self.stack, self.tap_at)
-        self.shortcut = None
-        self.drop_path = nn.Identity()
-        self.tap_only = True
+    def cut_at_tap(self) -> XceptionBlock:
+        """A copy sharing this block's weights that ends at the tap, without its residual; this one is unchanged."""
+        clone = copy.copy(self)
+        # copy.copy shares the module tables: the clone gets its own, so replacing its children leaves self alone
+        for table in ("_modules", "_parameters", "_buffers"):
+            object.__setattr__(clone, table, dict(getattr(self, table)))
+        clone.stack = sequential_prefix(self.stack, self.tap_at)
+        clone.shortcut = None
+        clone.drop_path = nn.Identity()
+        clone.tap_only = True
+        return clone
 
 
 class XceptionAligned(IntermediatesMixin, ZooModule):
@@ -253,7 +259,8 @@ class XceptionAligned(IntermediatesMixin, ZooModule):
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the classifier with a fresh one (0: none); optionally change the pooling."""
-        self.head.reset(num_classes, global_pool)
+        pool = self.head.global_pool.pool_type if global_pool is None else global_pool
+        self.head = ClassifierHead(self.num_features, num_classes, pool, self.head.drop_rate)
         self.num_classes = num_classes
         self.head_hidden_size = self.head.num_features
 
@@ -270,8 +277,11 @@ class XceptionAligned(IntermediatesMixin, ZooModule):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last block's output (after the final ReLU for pre-activation models)."""
         x = self.stem(x)
-        checkpointed = self.grad_checkpointing and not is_scripting()
-        x = self._blocks_checkpointed(x) if checkpointed else self.blocks(x)
+        # is_scripting() must stand in the if itself: TorchScript then drops the branch it cannot compile
+        if self.grad_checkpointing and not is_scripting():  # noqa: SIM108  # a ternary would not be dropped
+            x = self._blocks_checkpointed(x)
+        else:
+            x = self.blocks(x)
         out: torch.Tensor = self.act(x)
         return out
 
@@ -331,8 +341,9 @@ class XceptionAligned(IntermediatesMixin, ZooModule):
         last = max(kept)
         if last < len(self.feature_info) - 1:
             end = self._tap_blocks()[last]
-            self.blocks = sequential_prefix(self.blocks, end + 1)
-            self._block(end).prune_to_tap()
+            blocks = sequential_prefix(self.blocks, end + 1)
+            blocks[end] = self._block(end).cut_at_tap()
+            self.blocks = blocks
             self.feature_info = self.feature_info[: last + 1]
             self.num_features = self.feature_info[last].num_chs
             self.act = nn.Identity()
@@ -340,7 +351,6 @@ class XceptionAligned(IntermediatesMixin, ZooModule):
         if prune_norm:
             self.act = nn.Identity()
         if prune_head:
-            self.head.in_features = self.num_features
             self.reset_classifier(0, "")
         return list(kept)
 

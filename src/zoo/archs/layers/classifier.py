@@ -31,7 +31,11 @@ def make_fc(in_features: int, num_classes: int) -> nn.Module:
 
 
 class ClassifierHead(nn.Module):
-    """Global pooling, dropout and a linear classifier (parameters under `fc`)."""
+    """Global pooling, dropout and a linear classifier (parameters under `fc`).
+
+    Models replace the whole head to change it, never edit one in place: feature extractors share
+    a model's modules, so an in-place change would reach the model they were made from.
+    """
 
     def __init__(self, in_features: int, num_classes: int, pool_type: str = "avg", drop_rate: float = 0.0) -> None:
         super().__init__()
@@ -45,14 +49,6 @@ class ClassifierHead(nn.Module):
     def num_features(self) -> int:
         """The width entering the classifier (pooled features)."""
         return self.in_features * self.global_pool.feat_mult()
-
-    def reset(self, num_classes: int, pool_type: str | None = None) -> None:
-        """A fresh classifier for num_classes (0: none), optionally with another pooling; checked first."""
-        pool = self.global_pool.pool_type if pool_type is None else pool_type
-        check_head(num_classes, pool)
-        if pool_type is not None:
-            self.global_pool = GlobalPool(pool_type)
-        self.fc = make_fc(self.num_features, num_classes)
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.global_pool(x)

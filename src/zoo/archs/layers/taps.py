@@ -6,7 +6,7 @@ import functools
 import operator
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import SupportsIndex, cast
+from typing import TYPE_CHECKING, ClassVar, SupportsIndex, cast
 
 import torch
 from torch import nn
@@ -123,7 +123,10 @@ def sequential_steps(seq: nn.Sequential, tap_names: Sequence[str]) -> list[TapSt
 class IntermediatesMixin:
     """forward_intermediates for a model that lists its tap steps (_tap_steps) and its tail (_finish)."""
 
-    feature_info: list[FeatureInfo]
+    # plain Python values TorchScript need not (and cannot) type: it skips these when scripting the model
+    __jit_ignored_attributes__: ClassVar[list[str]] = ["feature_info", "default_cfg", "pretrained_cfg"]
+    if TYPE_CHECKING:
+        feature_info: list[FeatureInfo]
 
     def _tap_steps(self) -> list[TapStep]:
         raise NotImplementedError
