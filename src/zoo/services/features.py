@@ -101,38 +101,64 @@ class _ListOutput(FeatureExtractor):
 
 
 class _TappedSequence(FeatureExtractor):
-    """The model's top-level modules, re-sequenced and cut after the last selected tap."""
+    """The model's top-level modules, re-sequenced and cut after the last selected tap.
+
+    A tap inside a module that is not an nn.Sequential (a residual block, say) cannot be a step
+    boundary: a forward hook reads it while the step holding it runs.
+    """
 
     def __init__(self, model: nn.Module, taps: FeatureTaps, *, flatten_sequential: bool) -> None:
         super().__init__(taps)
         steps = _resequence(model, "", [t.module for t in taps.available], flatten_sequential)
         position = {path: i for i, (path, _) in enumerate(steps)}
         selected = taps.module_name()
-        missing = [m for m in selected if m not in position]
+        where = {m: position[m] if m in position else _holding_step(m, steps) for m in selected}
+        missing = [m for m, i in where.items() if i is None]
         if missing:
             raise InvalidFeatureRequestError(
                 f"{type(model).__name__}: tap module(s) {missing} are not among the modules a list/dict extractor "
-                f"runs in order ({', '.join(position)}); taps must be top-level modules, or inside nn.Sequential "
-                "containers with flatten_sequential; feature_cls='hook' serves any tap"
+                f"runs in order ({', '.join(position)}); taps must be top-level modules, inside nn.Sequential "
+                "containers with flatten_sequential, or inside other modules; feature_cls='hook' serves any tap"
             )
-        order = [position[m] for m in selected]
+        order = [i for i in where.values() if i is not None]  # every one, as none is missing
         if order != sorted(order):
             raise InvalidFeatureRequestError(
                 f"{type(model).__name__}: feature_info order {selected} disagrees with the module order"
             )
         # ModuleDict-style keys cannot hold '.', so a flattened 'stages.0' is registered as 'stages_0' (as timm does)
-        self._tap_keys = frozenset(m.replace(".", "_") for m in selected)
+        self._tap_keys = tuple(m.replace(".", "_") if m in position else None for m in selected)
+        self._nested = tuple(m for m in selected if m not in position)
+        self._recorder = _TapRecorder()
+        handles = [_submodule(model, m).register_forward_hook(partial(self._recorder.record, m)) for m in self._nested]
+        # the hooked modules are shared with the classifier: unhook them when this extractor goes away
+        weakref.finalize(self, _remove_hooks, handles)
         for path, module in steps[: order[-1] + 1]:
             self.add_module(path.replace(".", "_"), module)
 
     def forward_taps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Run the kept modules in order, collecting the selected taps' outputs."""
-        out: list[torch.Tensor] = []
-        for key, module in self.named_children():
-            x = module(x)
-            if key in self._tap_keys:
-                out.append(x)
-        return out
+        outputs: dict[str, torch.Tensor] = {}
+        wanted = {k for k in self._tap_keys if k is not None}
+        with self._recorder.recording() as seen:
+            for key, module in self.named_children():
+                x = module(x)
+                if key in wanted:
+                    outputs[key] = x
+        return [
+            seen[m] if k is None else outputs[k]
+            for k, m in zip(self._tap_keys, self.feature_info.module_name(), strict=True)
+        ]
+
+
+def _holding_step(path: str, steps: Sequence[tuple[str, nn.Module]]) -> int | None:
+    """The position of the step holding the module at path, unless that step is an nn.Sequential.
+
+    An nn.Sequential is opened into steps with flatten_sequential; without it, its taps stay refused.
+    """
+    for i, (step, module) in enumerate(steps):
+        if path.startswith(step + "."):
+            return None if isinstance(module, nn.Sequential) else i
+    return None
 
 
 class FeatureListNet(_TappedSequence, _ListOutput):
@@ -219,7 +245,9 @@ class _Classifier(Protocol):
 
 
 class _Intermediates(Protocol):
-    def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int] | None = None) -> list[torch.Tensor]: ...
+    def forward_intermediates(
+        self, x: torch.Tensor, indices: Sequence[int] | None = None
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]: ...
 
 
 class FeatureGetterNet(_ListOutput):
@@ -236,7 +264,9 @@ class FeatureGetterNet(_ListOutput):
 
     def forward_taps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """forward_intermediates for the selected taps (it stops after the last one)."""
-        return list(cast(_Intermediates, self.model).forward_intermediates(x, indices=self.out_indices))
+        out = cast(_Intermediates, self.model).forward_intermediates(x, indices=self.out_indices)
+        # models on the full surface contract answer (final, taps) unless asked for taps only
+        return list(out[1] if isinstance(out, tuple) else out)
 
 
 class FeatureFactory:
