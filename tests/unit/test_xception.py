@@ -11,12 +11,14 @@ from torch import nn
 
 import zoo
 from model_checks import (
+    FACTORY,
     check_grad_checkpointing,
     check_intermediates,
     check_pretrained,
     check_prune,
     check_script_and_fx,
     tap_dicts,
+    taps_by_hooks,
 )
 from refdata import reference
 from weights_support import CheckpointServer
@@ -24,6 +26,7 @@ from zoo.archs.catalogue import FAMILIES
 from zoo.archs.densenet import DenseNet
 from zoo.archs.layers import BatchNormAct2d, DropPath
 from zoo.archs.xception import BlockCfg, XceptionAligned
+from zoo.domain.values import FeatureCfg
 
 NAMES = FAMILIES["zoo.archs.xception"]
 X = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
@@ -215,3 +218,18 @@ def test_invalid_arguments_name_themselves(kwargs: dict[str, object], named: str
 
 def test_pretrained_checkpoint_loads(server: CheckpointServer, cache_dir: Path) -> None:
     check_pretrained("xception41", server, cache_dir)
+
+
+@pytest.mark.parametrize("kind", ["list", "dict"])
+def test_list_and_dict_extractors_read_taps_inside_blocks(kind: str) -> None:
+    model = built("xception41")
+    extractor = FACTORY.wrap(model, FeatureCfg(flatten_sequential=True), out_indices=(0, 2), feature_cls=kind)
+    # the taps sit inside residual blocks: the extractor keeps the blocks up to the one holding the last tap
+    assert [n for n, _ in extractor.named_children()][-1] == "blocks_2"
+    with torch.no_grad():
+        out = extractor(X)
+        expected = taps_by_hooks(model, X)
+    tensors = list(out.values()) if isinstance(out, dict) else out
+    assert all(torch.equal(a, b) for a, b in zip(tensors, [expected[0], expected[2]], strict=True))
+    if isinstance(out, dict):
+        assert list(out) == ["blocks.0.stack.act3", "blocks.2.stack.act3"]
