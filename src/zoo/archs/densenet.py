@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.archs._cfgs import family_cfgs
+from zoo.archs._cfgs import family_specs
 from zoo.archs.base import ZooModule
 from zoo.archs.layers import (
     BatchNormAct2d,
@@ -286,16 +286,6 @@ _ARCHS: dict[str, dict[str, object]] = {
     "densenet264d": {"growth_rate": 48, "block_config": (6, 12, 64, 48), "stem_type": "deep"},
 }
 
-_CFGS = family_cfgs("densenet")
-
-MODEL_SPECS: tuple[ModelSpec, ...] = tuple(
-    ModelSpec(
-        name=name,
-        family=__name__,
-        constructor=DenseNet,
-        model_args=args,
-        default_cfgs=_CFGS[name],
-        feature_cfg=FeatureCfg(feature_cls="list", flatten_sequential=True),
-    )
-    for name, args in _ARCHS.items()
+MODEL_SPECS: tuple[ModelSpec, ...] = family_specs(
+    __name__, DenseNet, _ARCHS, FeatureCfg(feature_cls="list", flatten_sequential=True)
 )

@@ -14,7 +14,7 @@ import attrs
 import torch
 from torch import nn
 
-from zoo.archs._cfgs import family_cfgs
+from zoo.archs._cfgs import family_specs
 from zoo.archs.base import ZooModule
 from zoo.archs.layers import (
     BatchNormAct2d,
@@ -51,6 +51,11 @@ class BlockCfg:
     start_with_relu: bool = True
 
 
+def _depthwise(chs: int, stride: int, dilation: int) -> nn.Conv2d:
+    """The 3x3 depthwise convolution of a separable conv, padded to keep the size at stride 1."""
+    return nn.Conv2d(chs, chs, 3, stride, get_padding(3, stride, dilation), dilation, groups=chs, bias=False)
+
+
 class SeparableConv2d(nn.Module):
     """Depthwise 3x3 then pointwise 1x1 convolution, each followed by batch norm (and ReLU when act)."""
 
@@ -58,8 +63,7 @@ class SeparableConv2d(nn.Module):
         self, in_chs: int, out_chs: int, stride: int, dilation: int, *, act: bool, eps: float, momentum: float
     ) -> None:
         super().__init__()
-        padding = get_padding(3, stride, dilation)
-        self.conv_dw = nn.Conv2d(in_chs, in_chs, 3, stride, padding, dilation, groups=in_chs, bias=False)
+        self.conv_dw = _depthwise(in_chs, stride, dilation)
         self.bn_dw = BatchNormAct2d(in_chs, eps, momentum, apply_act=act)
         self.conv_pw = nn.Conv2d(in_chs, out_chs, 1, bias=False)
         self.bn_pw = BatchNormAct2d(out_chs, eps, momentum, apply_act=act)
@@ -76,9 +80,8 @@ class PreSeparableConv2d(nn.Module):
         self, in_chs: int, out_chs: int, stride: int, dilation: int, *, first_act: bool, eps: float, momentum: float
     ) -> None:
         super().__init__()
-        padding = get_padding(3, stride, dilation)
         self.norm: nn.Module = BatchNormAct2d(in_chs, eps, momentum) if first_act else nn.Identity()
-        self.conv_dw = nn.Conv2d(in_chs, in_chs, 3, stride, padding, dilation, groups=in_chs, bias=False)
+        self.conv_dw = _depthwise(in_chs, stride, dilation)
         self.conv_pw = nn.Conv2d(in_chs, out_chs, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -376,16 +379,6 @@ _ARCHS: dict[str, dict[str, object]] = {
     "xception65p": {"block_cfg": _blocks(_ENTRY, 16), "preact": True, **_TF_BN},
 }
 
-_CFGS = family_cfgs("xception")
-
-MODEL_SPECS: tuple[ModelSpec, ...] = tuple(
-    ModelSpec(
-        name=name,
-        family=__name__,
-        constructor=XceptionAligned,
-        model_args=args,
-        default_cfgs=_CFGS[name],
-        feature_cfg=FeatureCfg(feature_cls="hook", flatten_sequential=True),
-    )
-    for name, args in _ARCHS.items()
+MODEL_SPECS: tuple[ModelSpec, ...] = family_specs(
+    __name__, XceptionAligned, _ARCHS, FeatureCfg(feature_cls="hook", flatten_sequential=True)
 )
