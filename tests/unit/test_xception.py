@@ -209,11 +209,19 @@ def test_in_chans(in_chans: int) -> None:
         ({"num_classes": 2.5}, "num_classes"),
         ({"global_pool": "mean"}, "global_pool"),
         ({"block_cfg": ()}, "block_cfg"),
+        ({"block_cfg": (BlockCfg(32, (16, 16, 16)),)}, "in_chs"),
     ],
 )
 def test_invalid_arguments_name_themselves(kwargs: dict[str, object], named: str) -> None:
     with pytest.raises(zoo.ZooError, match=named):
         small(**kwargs)
+
+
+def test_block_cfg_checks_its_fields() -> None:
+    with pytest.raises(zoo.ZooError, match="stride"):
+        BlockCfg(64, (16, 16, 16), 3)
+    with pytest.raises(zoo.ZooError, match="out_chs"):
+        BlockCfg(64, (16, 16))  # type: ignore[arg-type]  # what a caller could pass
 
 
 def test_pretrained_checkpoint_loads(server: CheckpointServer, cache_dir: Path) -> None:

@@ -31,7 +31,7 @@ from zoo.archs.layers import (
     resolve_indices,
     sequential_prefix,
 )
-from zoo.domain.checks import check_bool, check_choice, check_float, check_int
+from zoo.domain.checks import check_bool, check_choice, check_float, check_int, check_ints
 from zoo.domain.errors import InvalidValueError
 from zoo.domain.values import FeatureCfg, FeatureInfo, ModelSpec
 
@@ -49,6 +49,13 @@ class BlockCfg:
     stride: int = 1
     no_skip: bool = False
     start_with_relu: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        check_int("BlockCfg.in_chs", self.in_chs, ge=1)
+        check_ints("BlockCfg.out_chs", self.out_chs, length=3, ge=1)
+        check_choice("BlockCfg.stride", self.stride, (1, 2))
+        check_bool("BlockCfg.no_skip", self.no_skip)
+        check_bool("BlockCfg.start_with_relu", self.start_with_relu)
 
 
 def _depthwise(chs: int, stride: int, dilation: int) -> nn.Conv2d:
@@ -199,6 +206,13 @@ class XceptionAligned(IntermediatesMixin, ZooModule):
         super().__init__()
         if not block_cfg or not all(isinstance(b, BlockCfg) for b in block_cfg):
             raise InvalidValueError(f"block_cfg={block_cfg!r} is invalid: expected a non-empty sequence of BlockCfg")
+        widths = [64] + [b.out_chs[-1] for b in block_cfg[:-1]]  # the stem gives 64 channels
+        chained = [b.in_chs for b in block_cfg] == widths
+        if not chained:
+            raise InvalidValueError(
+                f"block_cfg is invalid: each block's in_chs must be the previous block's last width (64 for the "
+                f"first), expected in_chs {widths}, got {[b.in_chs for b in block_cfg]}"
+            )
         in_chans = check_int("in_chans", in_chans, ge=1)
         check_choice("output_stride", output_stride, OUTPUT_STRIDES)
         check_bool("preact", preact)
