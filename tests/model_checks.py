@@ -140,10 +140,11 @@ def _train_step(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[s
     return out.detach(), grads, x.grad
 
 
-def check_grad_checkpointing(model: SurfaceModel, x: torch.Tensor, enable: Callable[[nn.Module], None]) -> None:
-    """With checkpointing enabled (by enable), one training step gives the same outputs, gradients and BN stats."""
+def check_grad_checkpointing(model: SurfaceModel, x: torch.Tensor, switch: Callable[[nn.Module], None]) -> None:
+    """Two copies, one with its checkpointing switched (by switch): one training step gives the same outputs,
+    gradients and BN statistics."""
     plain, ckpt = copy.deepcopy(model).train(), copy.deepcopy(model).train()
-    enable(ckpt)
+    switch(ckpt)
     out_p, grads_p, xg_p = _train_step(plain, x)
     out_c, grads_c, xg_c = _train_step(ckpt, x)
     torch.testing.assert_close(out_c, out_p, rtol=0, atol=0)

@@ -75,11 +75,16 @@ def test_memory_efficient_changes_nothing_but_memory() -> None:
 
     check_grad_checkpointing(small(), X, enable)
     # the constructor argument is the same switch
-    plain, efficient = small(), small(memory_efficient=True)
-    efficient.load_state_dict(plain.state_dict())
-    check_grad_checkpointing(plain, X, lambda m: m.load_state_dict(efficient.state_dict()))
+    efficient = small(memory_efficient=True)
+    assert all(m.grad_checkpointing for m in efficient.modules() if isinstance(m, DenseLayer))
+
+    def disable(model: nn.Module) -> None:
+        assert isinstance(model, DenseNet)
+        model.set_grad_checkpointing(False)
+
+    check_grad_checkpointing(efficient, X, disable)
     with pytest.raises(zoo.ZooError, match="enable"):
-        plain.set_grad_checkpointing("yes")  # type: ignore[arg-type]  # what a caller could pass
+        efficient.set_grad_checkpointing("yes")  # type: ignore[arg-type]  # what a caller could pass
 
 
 def test_memory_efficient_through_the_facade() -> None:
