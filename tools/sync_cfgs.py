@@ -57,7 +57,11 @@ def main(argv: list[str]) -> int:
         family = module.rsplit(".", 1)[-1]
         data: dict[str, list[dict[str, object]]] = {}
         for name in names:
-            facts = json.loads((ref / f"{name}.json").read_text())
+            # names later versions dropped (densenet121d, densenet264) have their facts in timm-0.4.12
+            path = ref / f"{name}.json"
+            if not path.is_file():
+                path = ref.parent / "timm-0.4.12" / f"{name}.json"
+            facts = json.loads(path.read_text())
             cfgs = [with_check_hash(c) for c in facts["pretrained_cfgs"].values()]
             default = DEFAULT_TAGS.get(name)
             cfgs.sort(key=lambda c: c.get("tag") != default)  # stable: the rest keep their order

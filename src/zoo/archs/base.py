@@ -97,6 +97,26 @@ class ZooModule(nn.Module):
         one); stop_early stops after the last requested tap, whose output is then the final
         features; output_fmt is 'NCHW' or 'NHWC' for the tap outputs.
         """
+        return self._forward_intermediates(
+            x,
+            indices,
+            norm=norm,
+            stop_early=stop_early,
+            output_fmt=output_fmt,
+            intermediates_only=intermediates_only,
+        )
+
+    def _forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None,
+        *,
+        norm: bool,
+        stop_early: bool,
+        output_fmt: str,
+        intermediates_only: bool,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]] | list[torch.Tensor]:
+        """What each family implements for forward_intermediates (which types its result by intermediates_only)."""
         raise NotImplementedError
 
     def prune_intermediate_layers(

@@ -34,6 +34,23 @@ FAMILIES: dict[str, tuple[str, ...]] = {
         "ecaresnet50d_pruned",
         "ecaresnet101d_pruned",
     ),
+    "zoo.archs.densenet": (
+        "densenet121",
+        "densenetblur121d",
+        "densenet121d",
+        "densenet169",
+        "densenet201",
+        "densenet161",
+        "densenet264",
+        "densenet264d",
+    ),
+    "zoo.archs.xception": (
+        "xception41",
+        "xception65",
+        "xception71",
+        "xception41p",
+        "xception65p",
+    ),
 }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal, cast, overload
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -340,51 +340,15 @@ class ResNet(ZooModule):
         out: torch.Tensor = self.layer4(x)
         return out
 
-    @overload
-    def forward_intermediates(
+    def _forward_intermediates(
         self,
         x: torch.Tensor,
-        indices: int | Sequence[int] | None = None,
+        indices: int | Sequence[int] | None,
         *,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: Literal[False] = False,
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]: ...
-
-    @overload
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | Sequence[int] | None = None,
-        *,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: Literal[True],
-    ) -> list[torch.Tensor]: ...
-
-    @overload
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | Sequence[int] | None = None,
-        *,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ) -> Intermediates: ...
-
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | Sequence[int] | None = None,
-        *,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
+        norm: bool,
+        stop_early: bool,
+        output_fmt: str,
+        intermediates_only: bool,
     ) -> Intermediates:
         """(final features, tap outputs at indices), or the tap outputs alone with intermediates_only.
 

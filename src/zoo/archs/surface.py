@@ -8,8 +8,8 @@ answers forward_intermediates, prune_intermediate_layers and set_grad_checkpoint
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
-from functools import partial
+from contextlib import contextmanager, nullcontext
+from typing import TypeVar
 
 import torch
 import torch.fx
@@ -28,6 +28,7 @@ __all__ = [
     "OUTPUT_FORMATS",
     "Intermediates",
     "Step",
+    "checkpoint_call",
     "checkpoint_seq",
     "forward_intermediates_by_steps",
     "is_scripting",
@@ -38,6 +39,7 @@ __all__ = [
 ]
 
 OUTPUT_FORMATS: tuple[str, ...] = ("NCHW", "NHWC")
+T = TypeVar("T")
 
 Step = Callable[[torch.Tensor], torch.Tensor]
 # forward_intermediates' result: (final features, intermediates), or the intermediates alone
@@ -120,32 +122,42 @@ def run_stage(stage: nn.Module, x: torch.Tensor, checkpointed: bool) -> torch.Te
 def checkpoint_seq(stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Run stage (each block of an nn.Sequential in turn) under non-reentrant activation checkpointing.
 
-    Only each block's input is kept for backward; the block runs again there. That second run
-    sees the same random state (dropout, stochastic depth) and leaves the block's buffers (such as
-    BatchNorm running statistics) as the first run left them, so outputs, gradients and buffers
-    are those of a plain run.
+    Only each block's input is kept for backward; the block runs again there, with the same random
+    state (dropout, stochastic depth), so outputs and gradients are those of a plain run.
     """
     blocks = list(stage) if isinstance(stage, nn.Sequential) else [stage]
     for block in blocks:
         if isinstance(block, nn.Identity):
             continue
-        out: torch.Tensor = checkpoint(block, x, use_reentrant=False, context_fn=partial(_recompute_contexts, block))
-        x = out
+        x = checkpoint_call(block, block, x)
     return x
 
 
-def _recompute_contexts(block: nn.Module) -> tuple[AbstractContextManager[None], AbstractContextManager[None]]:
-    # (around the first run, around the recomputation in backward)
-    return nullcontext(), _buffers_restored(block)
+def checkpoint_call(module: nn.Module, fn: Callable[..., T], *args: torch.Tensor) -> T:
+    """fn(*args) under non-reentrant activation checkpointing; module's batch-norm statistics update once."""
+    out: T = checkpoint(
+        fn,
+        *args,
+        use_reentrant=False,
+        context_fn=lambda: (nullcontext(), _norm_stats_kept(module)),
+    )
+    return out
 
 
 @contextmanager
-def _buffers_restored(module: nn.Module) -> Iterator[None]:
-    """Put every buffer of module back as it was on entry (a recomputation must not count a batch twice)."""
-    saved = [(b, b.detach().clone()) for b in module.buffers()]
+def _norm_stats_kept(module: nn.Module) -> Iterator[None]:
+    # the recomputation in backward runs the forward a second time: in training mode batch norm would
+    # update its running statistics twice, so they are put back as the first (real) forward left them
+    saved = [
+        (buf, buf.detach().clone())
+        for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
+        for buf in (m.running_mean, m.running_var, m.num_batches_tracked)
+        if buf is not None
+    ]
     try:
         yield
     finally:
         with torch.no_grad():
-            for buffer, value in saved:
-                buffer.copy_(value)
+            for buf, value in saved:
+                buf.copy_(value)

@@ -15,6 +15,7 @@ import attrs
 import torch
 import torch.fx
 from torch import nn
+from torch._jit_internal import is_scripting
 from torch.utils.hooks import RemovableHandle
 
 from zoo.domain.errors import FeatureNotAvailableError, InvalidFeatureRequestError
@@ -106,7 +107,9 @@ class _ListOutput(FeatureExtractor):
 class _TappedSequence(FeatureExtractor, nn.ModuleDict):
     """The model's top-level modules, re-sequenced and cut after the last selected tap.
 
-    A ModuleDict of them, so that TorchScript can run them in order.
+    A ModuleDict of them, so that TorchScript can run them in order. A tap inside a module that is
+    not an nn.Sequential (a residual block, say) cannot be a step boundary: a forward hook reads it
+    while the step holding it runs, and such an extractor can be neither scripted nor traced.
     """
 
     def __init__(self, model: nn.Module, taps: FeatureTaps, *, flatten_sequential: bool) -> None:
@@ -114,33 +117,78 @@ class _TappedSequence(FeatureExtractor, nn.ModuleDict):
         steps = _resequence(model, "", [t.module for t in taps.available], flatten_sequential)
         position = {path: i for i, (path, _) in enumerate(steps)}
         selected = taps.module_name()
-        missing = [m for m in selected if m not in position]
+        where = {m: position[m] if m in position else _holding_step(m, steps) for m in selected}
+        missing = [m for m, i in where.items() if i is None]
         if missing:
             raise InvalidFeatureRequestError(
                 f"{type(model).__name__}: tap module(s) {missing} are not among the modules a list/dict extractor "
-                f"runs in order ({', '.join(position)}); taps must be top-level modules, or inside nn.Sequential "
-                "containers with flatten_sequential; feature_cls='hook' serves any tap"
+                f"runs in order ({', '.join(position)}); taps must be top-level modules, inside nn.Sequential "
+                "containers with flatten_sequential, or inside other modules; feature_cls='hook' serves any tap"
             )
-        order = [position[m] for m in selected]
+        order = [i for i in where.values() if i is not None]  # every one, as none is missing
         if order != sorted(order):
             raise InvalidFeatureRequestError(
                 f"{type(model).__name__}: feature_info order {selected} disagrees with the module order"
             )
         # ModuleDict-style keys cannot hold '.', so a flattened 'stages.0' is registered as 'stages_0' (as timm does);
         # plain lists of str, as TorchScript reads them
-        self._tap_keys = [m.replace(".", "_") for m in selected]
+        self._tap_keys = [m.replace(".", "_") for m in selected if m in position]
         self._tap_names = list(selected)
+        self._nested = [m for m in selected if m not in position]
+        self._hooked = len(self._nested) > 0  # a bool, as TorchScript reads it (an empty list has no type)
+        self._recorder = _TapRecorder()
+        handles = [_submodule(model, m).register_forward_hook(partial(self._recorder.record, m)) for m in self._nested]
+        # the hooked modules are shared with the classifier: unhook them when this extractor goes away
+        weakref.finalize(self, _remove_hooks, handles)
         for path, module in steps[: order[-1] + 1]:
             self.add_module(path.replace(".", "_"), module)
 
     def forward_taps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Run the kept modules in order, collecting the selected taps' outputs."""
+        if not is_scripting():  # compiled out when scripted (__prepare_scriptable__ refuses hooked extractors)
+            if self._hooked:  # noqa: SIM102  # TorchScript compiles out only a bare `if not is_scripting()`
+                return self._forward_with_hooks(x)
         out: list[torch.Tensor] = []
         for key, module in self.items():
             x = module(x)
             if key in self._tap_keys:
                 out.append(x)
         return out
+
+    def _forward_with_hooks(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """forward_taps where some taps sit inside a step: their forward hooks record them as it runs."""
+        if isinstance(x, torch.fx.Proxy):
+            raise FeatureNotAvailableError(_NESTED.format(taps=self._nested, how="traced with torch.fx"))
+        outputs: dict[str, torch.Tensor] = {}
+        with self._recorder.recording() as seen:
+            for key, module in self.items():
+                x = module(x)
+                if key in self._tap_keys:
+                    outputs[key] = x
+        return [seen[m] if m in self._nested else outputs[m.replace(".", "_")] for m in self._tap_names]
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        # torch.jit.script calls this first: hooks cannot be scripted, so refuse clearly where they are needed
+        if self._nested:
+            raise FeatureNotAvailableError(_NESTED.format(taps=self._nested, how="scripted with torch.jit.script"))
+        return self
+
+
+_NESTED = (
+    "this extractor cannot be {how}: its tap(s) {taps} sit inside a block, not between the modules it runs in "
+    "order, and are read by forward hooks; script or trace the classifier's forward_intermediates instead"
+)
+
+
+def _holding_step(path: str, steps: Sequence[tuple[str, nn.Module]]) -> int | None:
+    """The position of the step holding the module at path, unless that step is an nn.Sequential.
+
+    An nn.Sequential is opened into steps with flatten_sequential; without it, its taps stay refused.
+    """
+    for i, (step, module) in enumerate(steps):
+        if path.startswith(step + "."):
+            return None if isinstance(module, nn.Sequential) else i
+    return None
 
 
 class FeatureListNet(_TappedSequence, _ListOutput):

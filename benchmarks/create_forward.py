@@ -1,0 +1,78 @@
+"""Create and forward times of the DenseNet and Xception families against resnet50, side by side in one run.
+
+Usage: python benchmarks/create_forward.py [--models NAME ...] [--reference NAME] [--runs N] [--batch B]
+                                           [--size S] [--threads T]
+
+Each round times, per model in an order rotated every round (so machine drift hits all alike):
+- create: zoo.create_model(name) with random weights (architecture and initialisation);
+- forward: one eval-mode forward of a (batch, 3, size, size) input under inference_mode.
+It prints the medians and each model's median per-round ratio to the reference model (resnet50).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+import zoo
+
+DEFAULT_MODELS = ("densenet121", "xception41")
+
+
+def seconds(fn: Callable[[], object]) -> float:
+    """Wall time of one call."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
+    parser.add_argument("--reference", default="resnet50")
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--size", type=int, default=224)
+    # one thread by default: a busy neighbour core stalls multi-threaded kernels at every barrier
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1; 0: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = [args.reference, *args.models]
+    x = torch.randn(args.batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
+    models = {name: zoo.create_model(name).eval() for name in names}  # also warms imports and allocators
+    create: dict[str, list[float]] = {n: [] for n in names}
+    forward: dict[str, list[float]] = {n: [] for n in names}
+    with torch.inference_mode():
+        for model in models.values():
+            model(x)  # warm-up: kernel selection happens on the first call
+        for r in range(args.runs):
+            for k in range(len(names)):
+                name = names[(k + r) % len(names)]
+                create[name].append(seconds(functools.partial(zoo.create_model, name)))
+                forward[name].append(seconds(functools.partial(models[name], x)))
+
+    def ratio(samples: dict[str, list[float]], name: str) -> float:
+        return statistics.median(a / b for a, b in zip(samples[name], samples[args.reference], strict=True))
+
+    print(
+        f"input ({args.batch}, 3, {args.size}, {args.size}), {args.runs} rounds, {torch.get_num_threads()} thread(s), "
+        f"torch {torch.__version__}; medians, and ratio to {args.reference}"
+    )
+    print(f"{'model':14} {'params':>8} {'create':>10} {'ratio':>6} {'forward':>10} {'ratio':>6}")
+    for name in names:
+        params = sum(p.numel() for p in models[name].parameters()) / 1e6
+        print(
+            f"{name:14} {params:7.1f}M {statistics.median(create[name]) * 1000:7.0f} ms {ratio(create, name):6.2f}"
+            f" {statistics.median(forward[name]) * 1000:7.0f} ms {ratio(forward, name):6.2f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

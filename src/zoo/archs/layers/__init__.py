@@ -1,0 +1,42 @@
+"""Building blocks shared by the architecture families, one module per kind of block."""
+
+from __future__ import annotations
+
+from zoo.archs.layers.attention import EcaModule, SEModule, create_attn
+from zoo.archs.layers.classifier import ClassifierHead, check_head, make_fc
+from zoo.archs.layers.drop import DropPath, drop_path
+from zoo.archs.layers.helpers import get_padding, is_scripting, make_divisible
+from zoo.archs.layers.norm_act import BatchNormAct2d, ConvNormAct
+from zoo.archs.layers.pool import POOL_TYPES, AvgPool2dSame, BlurPool2d, GlobalPool
+from zoo.archs.layers.taps import (
+    IntermediatesMixin,
+    TapStep,
+    run_intermediates,
+    sequential_prefix,
+    sequential_steps,
+)
+
+__all__ = [
+    "POOL_TYPES",
+    "AvgPool2dSame",
+    "BatchNormAct2d",
+    "BlurPool2d",
+    "ClassifierHead",
+    "ConvNormAct",
+    "DropPath",
+    "EcaModule",
+    "GlobalPool",
+    "IntermediatesMixin",
+    "SEModule",
+    "TapStep",
+    "check_head",
+    "create_attn",
+    "drop_path",
+    "get_padding",
+    "is_scripting",
+    "make_divisible",
+    "make_fc",
+    "run_intermediates",
+    "sequential_prefix",
+    "sequential_steps",
+]

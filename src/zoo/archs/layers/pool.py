@@ -1,0 +1,87 @@
+"""Pooling: global pooling by name, size-keeping average pooling, anti-aliased (blur) pooling."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.archs.layers.helpers import get_padding
+from zoo.domain.checks import check_int
+from zoo.domain.errors import InvalidValueError
+
+__all__ = ["POOL_TYPES", "AvgPool2dSame", "BlurPool2d", "GlobalPool"]
+
+POOL_TYPES: tuple[str, ...] = ("avg", "max", "avgmax", "catavgmax", "")
+
+
+class GlobalPool(nn.Module):
+    """Global spatial pooling by name ('' keeps the map), optionally flattened to [B, C]."""
+
+    def __init__(self, pool_type: str = "avg", flatten: bool = True) -> None:
+        super().__init__()
+        if pool_type not in POOL_TYPES:
+            raise InvalidValueError(f"global_pool={pool_type!r} is invalid: expected one of {POOL_TYPES}")
+        self.pool_type = pool_type
+        self.flatten = flatten and pool_type != ""
+
+    def feat_mult(self) -> int:
+        """How many times the input channels the pooled output has."""
+        return 2 if self.pool_type == "catavgmax" else 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pool_type == "avg":
+            x = x.mean((2, 3), keepdim=True)
+        elif self.pool_type == "max":
+            x = x.amax((2, 3), keepdim=True)
+        elif self.pool_type == "avgmax":
+            x = 0.5 * (x.mean((2, 3), keepdim=True) + x.amax((2, 3), keepdim=True))
+        elif self.pool_type == "catavgmax":
+            x = torch.cat((x.mean((2, 3), keepdim=True), x.amax((2, 3), keepdim=True)), dim=1)
+        return x.flatten(1) if self.flatten else x
+
+    def extra_repr(self) -> str:
+        return f"pool_type={self.pool_type!r}, flatten={self.flatten}"
+
+
+class AvgPool2dSame(nn.Module):
+    """2x2 average pooling at stride 1 that keeps the spatial size (pads right/bottom)."""
+
+    def __init__(self, kernel_size: int = 2) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad = self.kernel_size - 1
+        x = F.pad(x, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2))
+        return F.avg_pool2d(x, self.kernel_size, stride=1)
+
+
+class BlurPool2d(nn.Module):
+    """Anti-aliased downsampling: a fixed binomial low-pass filter per channel, then striding.
+
+    The filter is a non-persistent buffer, so checkpoints carry no key for it.
+    """
+
+    def __init__(self, channels: int, filt_size: int = 3, stride: int = 2) -> None:
+        super().__init__()
+        self.channels = check_int("channels", channels, ge=1)
+        self.filt_size = check_int("filt_size", filt_size, ge=2)
+        self.stride = check_int("stride", stride, ge=1)
+        pad = get_padding(filt_size, stride)
+        self.padding = [pad, pad, pad, pad]
+        # binomial coefficients: the rows of Pascal's triangle, normalised to sum to one
+        coeffs = torch.tensor([math.comb(filt_size - 1, k) for k in range(filt_size)], dtype=torch.float32)
+        coeffs = coeffs / coeffs.sum()
+        kernel = (coeffs[:, None] * coeffs[None, :])[None, None].repeat(channels, 1, 1, 1)
+        self.filt: torch.Tensor
+        self.register_buffer("filt", kernel, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(x, self.padding, mode="reflect")
+        return F.conv2d(x, self.filt.to(x.dtype), stride=self.stride, groups=self.channels)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, filt_size={self.filt_size}, stride={self.stride}"
