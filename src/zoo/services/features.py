@@ -145,8 +145,10 @@ class _TappedSequence(FeatureExtractor, nn.ModuleDict):
 
     def forward_taps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Run the kept modules in order, collecting the selected taps' outputs."""
-        if not is_scripting():  # compiled out when scripted (__prepare_scriptable__ refuses hooked extractors)
-            if self._hooked:  # noqa: SIM102  # TorchScript compiles out only a bare `if not is_scripting()`
+        # compiled out when scripted (__prepare_scriptable__ refuses hooked extractors); TorchScript drops
+        # only a bare `if not is_scripting()` branch, hence the nested if
+        if not is_scripting():  # noqa: SIM102
+            if self._hooked:
                 return self._forward_with_hooks(x)
         out: list[torch.Tensor] = []
         for key, module in self.items():
