@@ -10,11 +10,12 @@ import math
 from collections.abc import Sequence
 from typing import Literal, cast
 
+import attrs
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.archs._cfgs import family_cfgs
+from zoo.archs._cfgs import family_specs
 from zoo.archs.base import ZooModule
 from zoo.archs.layers import (
     POOL_TYPES,
@@ -423,6 +424,8 @@ class ResNet(ZooModule):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool, drop out and classify; pre_logits stops before the classifier."""
+        # the same computation as layers.ClassifierHead, kept inline: ResNet's checkpoints name global_pool and fc
+        # at the top level, and TorchScript cannot hand modules to a shared function
         x = self.global_pool(x)
         if self.drop_rate > 0.0:
             x = F.dropout(x, p=self.drop_rate, training=self.training)
@@ -454,20 +457,6 @@ _ARCHS: dict[str, dict[str, object]] = {
     "ecaresnet50d": {"block": Bottleneck, "layers": (3, 4, 6, 3), "attn_layer": "eca", **_D},
 }
 
-_CFGS = family_cfgs("resnet")
-
-MODEL_SPECS: tuple[ModelSpec, ...] = tuple(
-    ModelSpec(
-        name=name,
-        family=__name__,
-        constructor=ResNet,
-        model_args=args,
-        default_cfgs=_CFGS[name],
-        feature_cfg=FeatureCfg(feature_cls="list"),
-    )
-    for name, args in _ARCHS.items()
-)
-
 
 def _pruned_layout(name: str) -> str:
     """The channel layout a pruned name is built at, shipped as package data (pruned/<name>.txt)."""
@@ -482,15 +471,7 @@ _PRUNED: dict[str, dict[str, object]] = {
     "ecaresnet101d_pruned": {"block": Bottleneck, "layers": (3, 4, 23, 3), "attn_layer": "eca", **_D},
 }
 
-MODEL_SPECS += tuple(
-    ModelSpec(
-        name=name,
-        family=__name__,
-        constructor=ResNet,
-        model_args=args,
-        default_cfgs=_CFGS[name],
-        feature_cfg=FeatureCfg(feature_cls="list"),
-        prune_spec=_pruned_layout(name),
-    )
-    for name, args in _PRUNED.items()
+MODEL_SPECS: tuple[ModelSpec, ...] = tuple(
+    attrs.evolve(spec, prune_spec=_pruned_layout(spec.name)) if spec.name in _PRUNED else spec
+    for spec in family_specs(__name__, ResNet, {**_ARCHS, **_PRUNED}, FeatureCfg(feature_cls="list"))
 )
