@@ -17,7 +17,7 @@ import zoo
 from modelcache import built
 from zoo.archs.base import ZooModule
 from zoo.domain import FeatureNotAvailableError, InvalidFeatureRequestError, InvalidValueError
-from zoo.services.features import FeatureFactory
+from zoo.services.features import FeatureFactory, FeatureTaps
 
 MODELS = zoo.list_models()
 SIZE = 64
@@ -116,7 +116,9 @@ def test_drawn_requests(name: str, data: st.DataObject) -> None:
             torch.testing.assert_close(final, features, rtol=0, atol=0)
     assert len(got) == len(selected)
     for a, i in zip(got, selected, strict=True):
-        expected = taps[i].permute(0, 2, 3, 1) if output_fmt == "NHWC" else taps[i]
+        # norm applies what follows the last tap in forward_features (a final norm or activation) to that tap
+        tap = features if norm and i == n - 1 and features.ndim == 4 else taps[i]
+        expected = tap.permute(0, 2, 3, 1) if output_fmt == "NHWC" else tap
         torch.testing.assert_close(a, expected, rtol=0, atol=0)
 
 
@@ -194,11 +196,28 @@ def test_scripted_model_and_extractors_agree_with_eager(name: str) -> None:
     _, taps = reference(name)
     x = image()
     scripted = torch.jit.script(model)
-    listed = torch.jit.script(FACTORY.wrap(model, zoo.api.default_zoo().get_spec(name).feature_cfg))
     with torch.no_grad():  # one call each: the first runs the graph as scripted (later ones may be optimised)
         torch.testing.assert_close(scripted(x), model(x))
-        for a, b in zip(listed(x), taps, strict=True):
+    cfg = zoo.api.default_zoo().get_spec(name).feature_cfg
+    for kind in ("list", "dict"):
+        extractor = FACTORY.wrap(model, cfg, feature_cls=kind)
+        if in_block_taps(extractor):
+            # taps inside a block are read by forward hooks, which a script cannot hold: refused, clearly
+            with pytest.raises(FeatureNotAvailableError, match="inside a block"):
+                torch.jit.script(extractor)
+            continue
+        out = torch.jit.script(extractor)(x)
+        got = list(out.values()) if isinstance(out, dict) else out
+        for a, b in zip(got, taps, strict=True):
             torch.testing.assert_close(a, b)
+
+
+def in_block_taps(extractor: nn.Module) -> bool:
+    """Whether a list/dict extractor has taps that are not among the modules it runs in order."""
+    children = {key for key, _ in extractor.named_children()}
+    info = extractor.feature_info
+    assert isinstance(info, FeatureTaps)
+    return any(m.replace(".", "_") not in children for m in info.module_name())
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -210,7 +229,12 @@ def test_traced_model_and_extractors_agree_with_eager(name: str) -> None:
     with torch.no_grad():
         torch.testing.assert_close(torch.fx.symbolic_trace(model)(x), model(x), rtol=0, atol=0)
         for kind in ("list", "dict", "getter"):
-            out = torch.fx.symbolic_trace(FACTORY.wrap(model, cfg, feature_cls=kind))(x)
+            extractor = FACTORY.wrap(model, cfg, feature_cls=kind)
+            if kind != "getter" and in_block_taps(extractor):
+                with pytest.raises(FeatureNotAvailableError, match="inside a block"):
+                    torch.fx.symbolic_trace(extractor)
+                continue
+            out = torch.fx.symbolic_trace(extractor)(x)
             got = list(out.values()) if isinstance(out, dict) else out
             assert len(got) == len(taps), kind
             for a, b in zip(got, taps, strict=True):
@@ -259,7 +283,8 @@ def test_grad_checkpointing_agrees_with_eager(name: str) -> None:
         # the recomputation in backward does not count the batch twice in the running statistics
         for k, b in model.named_buffers():
             torch.testing.assert_close(b, after[k], rtol=0, atol=0, msg=k)
-        assert saved_ckpt < saved / 2, (saved_ckpt, saved)  # activations were dropped, not kept
+        # activations were dropped, not kept (dense blocks keep every layer's input, so they save less)
+        assert saved_ckpt < 0.75 * saved, (saved_ckpt, saved)
     finally:
         model.set_grad_checkpointing(False)
         model.eval()

@@ -62,8 +62,8 @@ def run_intermediates(
             taps.append(to_output_fmt(tap, output_fmt))
     if intermediates_only:
         return taps
-    # stopped early, the final features are the last requested tap's output (as for every family)
-    return (tap if len(run) < len(steps) else finish(x)), taps
+    # with stop_early, the final features are the last requested tap's output (as for every family)
+    return (tap if stop_early else finish(x)), taps
 
 
 def _run_segment(modules: Sequence[nn.Module], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
