@@ -13,8 +13,9 @@ Names later versions of timm dropped (densenet121d, densenet264) are built from 
 the arguments timm 0.4.12 used. The in-place activated batch-norm names (cspresnext50_iabn,
 cspdarknet53_iabn) needed a CUDA extension timm never shipped; with that kernel replaced by its math
 (batch norm, then leaky ReLU 0.01 or nothing) timm's model is its plain counterpart (cspresnext50,
-cspdarknet53), which is what they are compared with, less the num_batches_tracked counters. memory_efficient is a zoo-side knob here: zoo's checkpointed model is
-compared with timm's plain one, since checkpointing must change neither outputs, gradients nor statistics.
+cspdarknet53), which is what they are compared with, less the num_batches_tracked counters.
+memory_efficient is a zoo-side knob here: zoo's checkpointed model is compared with timm's plain one,
+since checkpointing must change neither outputs, gradients nor statistics.
 """
 
 from __future__ import annotations
