@@ -41,7 +41,7 @@ def built(name: str) -> CspNet:
     return model.eval()
 
 
-def small(kind: str = "csp", **kwargs: object) -> CspNet:
+def small(kind: str = "csp", /, **kwargs: object) -> CspNet:
     """Three narrow stages of the kind asked for ('csp', 'dark', or 'resnet' behind a pooled stem)."""
     torch.manual_seed(0)
     stem = StemCfg(out_chs=(8,), kernel_size=3, stride=1)
@@ -128,10 +128,10 @@ def test_output_stride_dilates_instead_of_striding(output_stride: int) -> None:
     with torch.no_grad():
         feats = model.forward_features(torch.randn(1, 3, 64, 64))
     assert feats.shape[-1] == 64 // min(output_stride, 8)  # the small model strides 8 at most
-    model = zoo.create_model("darknet17", output_stride=output_stride, num_classes=0).eval()
+    full = zoo.create_model("darknet17", output_stride=output_stride, num_classes=0).eval()
     with torch.no_grad():
-        assert model.forward_features(X).shape == (1, 1024, 64 // output_stride, 64 // output_stride)
-    dilations = {m.dilation[0] for m in model.modules() if isinstance(m, nn.Conv2d)}
+        assert full.forward_features(X).shape == (1, 1024, 64 // output_stride, 64 // output_stride)
+    dilations = {m.dilation[0] for m in full.modules() if isinstance(m, nn.Conv2d)}
     assert max(dilations) == 32 // output_stride
 
 
@@ -249,6 +249,8 @@ def test_invalid_arguments_name_themselves(kwargs: dict[str, object], named: str
         (lambda: StageCfg(1, 64, stage_type="cs3"), "stage_type"),
         (lambda: StageCfg(1, 64, block_type="edge"), "block_type"),
         (lambda: StageCfg(1, 64, bottle_ratio=0.0), "bottle_ratio"),
+        (lambda: StageCfg(1, 64, expand_ratio="2"), "expand_ratio"),  # type: ignore[arg-type]  # a caller could
+        (lambda: StageCfg(1, 64, cross_linear=1), "cross_linear"),  # type: ignore[arg-type]  # a caller could
         (lambda: StemCfg(out_chs=()), "out_chs"),
         (lambda: StemCfg(out_chs=(32,), stride=3), "stride"),
         (lambda: StemCfg(out_chs=(32,), stride=2, pool=True), "pool"),

@@ -94,7 +94,7 @@ class StageCfg:
         check_choice("StageCfg.block_type", self.block_type, BLOCK_TYPES)
         check_int("StageCfg.groups", self.groups, ge=1)
         for name in ("block_ratio", "bottle_ratio", "expand_ratio"):
-            ratio = check_float(f"StageCfg.{name}", float(getattr(self, name)), ge=0.0)
+            ratio = check_float(f"StageCfg.{name}", getattr(self, name), ge=0.0)
             if ratio <= 0.0:
                 raise InvalidValueError(f"StageCfg.{name}={ratio!r} is invalid: expected a ratio > 0")
         check_bool("StageCfg.cross_linear", self.cross_linear)
