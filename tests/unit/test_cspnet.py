@@ -25,7 +25,7 @@ from refdata import reference
 from weights_support import CheckpointServer
 from zoo.archs.catalogue import FAMILIES
 from zoo.archs.cspnet import CspNet, StageCfg, StemCfg
-from zoo.archs.layers import BatchNormAct2d, DropPath, InPlaceAbn2d
+from zoo.archs.layers import BatchNormAct2d, DropPath, InPlaceAbn2d, make_norm_act
 from zoo.domain.values import FeatureCfg
 
 NAMES = FAMILIES["zoo.archs.cspnet"]
@@ -153,6 +153,18 @@ def test_in_place_abn_layout_and_math() -> None:
         torch.testing.assert_close(norm.running_var, reference_bn.running_var)
     linear = InPlaceAbn2d(6, apply_act=False).eval()
     assert (linear(-torch.ones(1, 6, 2, 2)) < 0).all()
+
+
+def test_norm_act_by_name() -> None:
+    assert isinstance(make_norm_act("iabn", 4), InPlaceAbn2d)
+    assert isinstance(make_norm_act("iabn", 4, apply_act=False, act_layer="relu").act, nn.Identity)
+    leaky = make_norm_act("batchnorm", 4, act_layer="leaky_relu")
+    assert isinstance(leaky, BatchNormAct2d)
+    assert isinstance(leaky.act, nn.LeakyReLU)
+    with pytest.raises(zoo.ZooError, match="act_layer"):
+        make_norm_act("iabn", 4, act_layer="relu")  # in-place ABN's activation is leaky ReLU (or none)
+    with pytest.raises(zoo.ZooError, match="norm_layer"):
+        make_norm_act("groupnorm", 4)
 
 
 def test_iabn_models_use_the_in_place_abn_norm_only() -> None:

@@ -8,6 +8,7 @@ from torch import nn
 
 from zoo.archs.layers.helpers import get_padding
 from zoo.domain.checks import check_choice
+from zoo.domain.errors import InvalidValueError
 
 __all__ = ["ACT_LAYERS", "NORM_LAYERS", "BatchNormAct2d", "ConvNormAct", "InPlaceAbn2d", "make_act", "make_norm_act"]
 
@@ -100,17 +101,31 @@ class InPlaceAbn2d(nn.Module):
 
 
 def make_norm_act(
-    norm_layer: str, num_features: int, *, apply_act: bool = True, act_layer: str = "relu", eps: float = 1e-5
+    norm_layer: str,
+    num_features: int,
+    *,
+    apply_act: bool = True,
+    act_layer: str | None = None,
+    eps: float = 1e-5,
+    momentum: float = 0.1,
 ) -> nn.Module:
-    """A norm + activation module by name: 'batchnorm' (BatchNormAct2d) or 'iabn' (InPlaceAbn2d, leaky ReLU)."""
+    """A norm + activation module by name: 'batchnorm' (BatchNormAct2d) or 'iabn' (InPlaceAbn2d, leaky ReLU only).
+
+    act_layer None takes the norm's own: ReLU for batch norm, leaky ReLU for in-place ABN.
+    """
     check_choice("norm_layer", norm_layer, NORM_LAYERS)
+    if act_layer is None:
+        act_layer = "leaky_relu" if norm_layer == "iabn" else "relu"
+    check_choice("act_layer", act_layer, ACT_LAYERS)
     if norm_layer == "iabn":
-        return InPlaceAbn2d(num_features, eps=eps, apply_act=apply_act)
-    return BatchNormAct2d(num_features, eps=eps, apply_act=apply_act, act_layer=act_layer)
+        if apply_act and act_layer != "leaky_relu":
+            raise InvalidValueError(f"act_layer={act_layer!r} is invalid with norm_layer='iabn': expected 'leaky_relu'")
+        return InPlaceAbn2d(num_features, eps=eps, momentum=momentum, apply_act=apply_act)
+    return BatchNormAct2d(num_features, eps=eps, momentum=momentum, apply_act=apply_act, act_layer=act_layer)
 
 
 class ConvNormAct(nn.Module):
-    """A bias-free convolution (`conv`), then batch norm with an optional activation (`bn`)."""
+    """A bias-free convolution (`conv`), then a norm with an optional activation (`bn`, see make_norm_act)."""
 
     def __init__(
         self,
@@ -124,17 +139,15 @@ class ConvNormAct(nn.Module):
         eps: float = 1e-5,
         momentum: float = 0.1,
         groups: int = 1,
-        act_layer: str = "relu",
+        act_layer: str | None = None,
         norm_layer: str = "batchnorm",
     ) -> None:
         super().__init__()
         padding = get_padding(kernel_size, stride, dilation)
         self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, dilation, groups=groups, bias=False)
-        self.bn: nn.Module
-        if norm_layer == "batchnorm":
-            self.bn = BatchNormAct2d(out_chs, eps=eps, momentum=momentum, apply_act=apply_act, act_layer=act_layer)
-        else:
-            self.bn = make_norm_act(norm_layer, out_chs, apply_act=apply_act, act_layer=act_layer, eps=eps)
+        self.bn = make_norm_act(
+            norm_layer, out_chs, apply_act=apply_act, act_layer=act_layer, eps=eps, momentum=momentum
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.bn(self.conv(x))
