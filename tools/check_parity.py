@@ -10,8 +10,12 @@ initialised weights into zoo's model (strict) and compares, on the same input:
 - train mode: logits, the input gradient and every parameter gradient of one backward pass, and the
   batch-norm running statistics both models hold afterwards.
 Names later versions of timm dropped (densenet121d, densenet264) are built from timm's own class with
-the arguments timm 0.4.12 used. memory_efficient is a zoo-side knob here: zoo's checkpointed model is
-compared with timm's plain one, since checkpointing must change neither outputs, gradients nor statistics.
+the arguments timm 0.4.12 used. The in-place activated batch-norm names (cspresnext50_iabn,
+cspdarknet53_iabn) needed a CUDA extension timm never shipped; with that kernel replaced by its math
+(batch norm, then leaky ReLU 0.01 or nothing) timm's model is its plain counterpart (cspresnext50,
+cspdarknet53), which is what they are compared with, less the num_batches_tracked counters.
+memory_efficient is a zoo-side knob here: zoo's checkpointed model is compared with timm's plain one,
+since checkpointing must change neither outputs, gradients nor statistics.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ KNOBS: dict[str, tuple[dict[str, object], ...]] = {
     "zoo.archs.resnet": ({}, {"output_stride": 8}),
     "zoo.archs.densenet": ({}, {"memory_efficient": True}, {"global_pool": "catavgmax", "num_classes": 10}),
     "zoo.archs.xception": ({}, {"output_stride": 16}, {"output_stride": 8}),
+    "zoo.archs.cspnet": ({}, {"output_stride": 16}, {"output_stride": 8}, {"global_pool": "max", "num_classes": 10}),
 }
+IABN = {"cspresnext50_iabn": "cspresnext50", "cspdarknet53_iabn": "cspdarknet53"}
 ZOO_ONLY = ("memory_efficient",)
 DROPPED: dict[str, dict[str, object]] = {
     "densenet121d": {"growth_rate": 32, "block_config": (6, 12, 24, 16), "stem_type": "deep"},
@@ -46,8 +52,13 @@ def _timm_model(name: str, **kwargs: object) -> nn.Module:
 
         model: nn.Module = DenseNet(**DROPPED[name], **kwargs)
         return model
-    made: nn.Module = timm.create_model(name, **kwargs)
+    made: nn.Module = timm.create_model(IABN.get(name, name), **kwargs)
     return made
+
+
+def _without_counters(state: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
+    # in-place ABN keeps no num_batches_tracked
+    return {k: v for k, v in state.items() if not (name in IABN and k.endswith("num_batches_tracked"))}
 
 
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -70,7 +81,9 @@ def _train_diffs(ref: nn.Module, mine: nn.Module, x: torch.Tensor) -> dict[str, 
         "train_logits": _max_diff(out_r, out_m),
         "train_input_grad": _max_diff(xr.grad, xm.grad),
         "train_param_grads": max(_max_diff(g, grads_m[k]) for k, g in grads_r.items()),
-        "train_bn_stats": max(_max_diff(v, stats_m[k]) for k, v in stats_r.items() if "running" in k or "tracked" in k),
+        "train_bn_stats": max(
+            _max_diff(v, stats_m[k]) for k, v in stats_r.items() if k in stats_m and ("running" in k or "tracked" in k)
+        ),
     }
 
 
@@ -79,7 +92,7 @@ def check(name: str, **kwargs: object) -> str:
     ref_kwargs = {k: v for k, v in kwargs.items() if k not in ZOO_ONLY}
     ref = _timm_model(name, **ref_kwargs).eval()
     mine = zoo.create_model(name, **kwargs).eval()
-    mine.load_state_dict(ref.state_dict(), strict=True)
+    mine.load_state_dict(_without_counters(ref.state_dict(), name), strict=True)
     mine_taps = [(t.module, t.num_chs, t.reduction) for t in mine.feature_info]
     ref_info = [(d["module"], d["num_chs"], d["reduction"]) for d in ref.feature_info]
     assert mine_taps == ref_info, f"feature_info differs: {mine_taps} != {ref_info}"
@@ -98,10 +111,11 @@ def check(name: str, **kwargs: object) -> str:
         assert len(ref_taps) == len(my_taps), "different number of taps"
         diffs["intermediates"] = max(_max_diff(a, b) for a, b in zip(ref_taps, my_taps, strict=True))
         if name not in DROPPED:
-            ref_f = timm.create_model(name, features_only=True, **ref_kwargs).eval()
+            ref_f = timm.create_model(IABN.get(name, name), features_only=True, **ref_kwargs).eval()
             mine_f = zoo.create_model(name, features_only=True, **kwargs).eval()
             # the extractors name their modules differently (timm flattens 'blocks.0' to 'blocks_0'): pair by order
-            mine_keys, ref_values = list(mine_f.state_dict()), list(ref_f.state_dict().values())
+            mine_keys = list(mine_f.state_dict())
+            ref_values = list(_without_counters(ref_f.state_dict(), name).values())
             assert len(mine_keys) == len(ref_values), "features_only extractors hold different tensors"
             mine_f.load_state_dict(dict(zip(mine_keys, ref_values, strict=True)), strict=True)
             outs = list(zip(ref_f(x), mine_f(x), strict=True))

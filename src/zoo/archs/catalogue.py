@@ -51,6 +51,18 @@ FAMILIES: dict[str, tuple[str, ...]] = {
         "xception41p",
         "xception65p",
     ),
+    "zoo.archs.cspnet": (
+        "cspresnet50",
+        "cspresnet50d",
+        "cspresnet50w",
+        "cspresnext50",
+        "cspresnext50_iabn",
+        "cspdarknet53",
+        "cspdarknet53_iabn",
+        "darknet17",
+        "darknet21",
+        "darknet53",
+    ),
 }
 
 

@@ -148,12 +148,13 @@ def checkpoint_call(module: nn.Module, fn: Callable[..., T], *args: torch.Tensor
 def _norm_stats_kept(module: nn.Module) -> Iterator[None]:
     # the recomputation in backward runs the forward a second time: in training mode batch norm would
     # update its running statistics twice, so they are put back as the first (real) forward left them
+    # (any module keeping running statistics: batch norm, and norms laid out like it without subclassing it)
     saved = [
         (buf, buf.detach().clone())
         for m in module.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
-        for buf in (m.running_mean, m.running_var, m.num_batches_tracked)
-        if buf is not None
+        if m.training
+        for name in ("running_mean", "running_var", "num_batches_tracked")
+        if isinstance(buf := m._buffers.get(name), torch.Tensor)
     ]
     try:
         yield

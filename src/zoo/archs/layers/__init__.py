@@ -6,7 +6,15 @@ from zoo.archs.layers.attention import EcaModule, SEModule, create_attn
 from zoo.archs.layers.classifier import ClassifierHead, check_head, make_fc
 from zoo.archs.layers.drop import DropPath, drop_path
 from zoo.archs.layers.helpers import get_padding, is_scripting, make_divisible
-from zoo.archs.layers.norm_act import BatchNormAct2d, ConvNormAct
+from zoo.archs.layers.norm_act import (
+    ACT_LAYERS,
+    NORM_LAYERS,
+    BatchNormAct2d,
+    ConvNormAct,
+    InPlaceAbn2d,
+    make_act,
+    make_norm_act,
+)
 from zoo.archs.layers.pool import POOL_TYPES, AvgPool2dSame, BlurPool2d, GlobalPool
 from zoo.archs.layers.taps import (
     IntermediatesMixin,
@@ -17,6 +25,8 @@ from zoo.archs.layers.taps import (
 )
 
 __all__ = [
+    "ACT_LAYERS",
+    "NORM_LAYERS",
     "POOL_TYPES",
     "AvgPool2dSame",
     "BatchNormAct2d",
@@ -26,6 +36,7 @@ __all__ = [
     "DropPath",
     "EcaModule",
     "GlobalPool",
+    "InPlaceAbn2d",
     "IntermediatesMixin",
     "SEModule",
     "TapStep",
@@ -34,8 +45,10 @@ __all__ = [
     "drop_path",
     "get_padding",
     "is_scripting",
+    "make_act",
     "make_divisible",
     "make_fc",
+    "make_norm_act",
     "run_intermediates",
     "sequential_prefix",
     "sequential_steps",

@@ -7,12 +7,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.archs.layers.helpers import get_padding
+from zoo.domain.checks import check_choice
+from zoo.domain.errors import InvalidValueError
 
-__all__ = ["BatchNormAct2d", "ConvNormAct"]
+__all__ = ["ACT_LAYERS", "NORM_LAYERS", "BatchNormAct2d", "ConvNormAct", "InPlaceAbn2d", "make_act", "make_norm_act"]
+
+ACT_LAYERS: tuple[str, ...] = ("relu", "leaky_relu")
+NORM_LAYERS: tuple[str, ...] = ("batchnorm", "iabn")
+LEAKY_SLOPE = 0.01
+
+
+def make_act(act_layer: str, inplace: bool = True) -> nn.Module:
+    """An activation by name: 'relu', or 'leaky_relu' (slope 0.01)."""
+    check_choice("act_layer", act_layer, ACT_LAYERS)
+    if act_layer == "leaky_relu":
+        return nn.LeakyReLU(LEAKY_SLOPE, inplace=inplace)
+    return nn.ReLU(inplace=inplace)
 
 
 class BatchNormAct2d(nn.BatchNorm2d):
-    """Batch norm followed by an activation (ReLU, or none), in one module.
+    """Batch norm followed by an activation (ReLU, leaky ReLU, or none), in one module.
 
     Its state_dict is a plain BatchNorm2d's (weight, bias, running stats), so the activation adds no keys.
     """
@@ -25,9 +39,10 @@ class BatchNormAct2d(nn.BatchNorm2d):
         *,
         apply_act: bool = True,
         inplace: bool = True,
+        act_layer: str = "relu",
     ) -> None:
         super().__init__(num_features, eps=eps, momentum=momentum)
-        self.act: nn.Module = nn.ReLU(inplace=inplace) if apply_act else nn.Identity()
+        self.act: nn.Module = make_act(act_layer, inplace) if apply_act else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # written out (not super().forward) so that TorchScript compiles it; the same arithmetic as BatchNorm2d
@@ -54,8 +69,63 @@ class BatchNormAct2d(nn.BatchNorm2d):
         return out
 
 
+class InPlaceAbn2d(nn.Module):
+    """In-place activated batch norm's layout and math in pure PyTorch: batch norm, then leaky ReLU or nothing.
+
+    It holds weight, bias, running_mean and running_var and no num_batches_tracked (the original CUDA
+    module kept no counter), so checkpoints of models built on it load unchanged.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, *, apply_act: bool = True) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.eps = eps
+        self.momentum = momentum
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.running_mean: torch.Tensor
+        self.running_var: torch.Tensor
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+        self.act: nn.Module = nn.LeakyReLU(LEAKY_SLOPE, inplace=True) if apply_act else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.batch_norm(
+            x, self.running_mean, self.running_var, self.weight, self.bias, self.training, self.momentum, self.eps
+        )
+        out: torch.Tensor = self.act(x)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+
+def make_norm_act(
+    norm_layer: str,
+    num_features: int,
+    *,
+    apply_act: bool = True,
+    act_layer: str | None = None,
+    eps: float = 1e-5,
+    momentum: float = 0.1,
+) -> nn.Module:
+    """A norm + activation module by name: 'batchnorm' (BatchNormAct2d) or 'iabn' (InPlaceAbn2d, leaky ReLU only).
+
+    act_layer None takes the norm's own: ReLU for batch norm, leaky ReLU for in-place ABN.
+    """
+    check_choice("norm_layer", norm_layer, NORM_LAYERS)
+    if act_layer is None:
+        act_layer = "leaky_relu" if norm_layer == "iabn" else "relu"
+    check_choice("act_layer", act_layer, ACT_LAYERS)
+    if norm_layer == "iabn":
+        if apply_act and act_layer != "leaky_relu":
+            raise InvalidValueError(f"act_layer={act_layer!r} is invalid with norm_layer='iabn': expected 'leaky_relu'")
+        return InPlaceAbn2d(num_features, eps=eps, momentum=momentum, apply_act=apply_act)
+    return BatchNormAct2d(num_features, eps=eps, momentum=momentum, apply_act=apply_act, act_layer=act_layer)
+
+
 class ConvNormAct(nn.Module):
-    """A bias-free convolution (`conv`), then batch norm with an optional ReLU (`bn`)."""
+    """A bias-free convolution (`conv`), then a norm with an optional activation (`bn`, see make_norm_act)."""
 
     def __init__(
         self,
@@ -68,11 +138,16 @@ class ConvNormAct(nn.Module):
         apply_act: bool = True,
         eps: float = 1e-5,
         momentum: float = 0.1,
+        groups: int = 1,
+        act_layer: str | None = None,
+        norm_layer: str = "batchnorm",
     ) -> None:
         super().__init__()
         padding = get_padding(kernel_size, stride, dilation)
-        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, dilation, bias=False)
-        self.bn = BatchNormAct2d(out_chs, eps=eps, momentum=momentum, apply_act=apply_act)
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, dilation, groups=groups, bias=False)
+        self.bn = make_norm_act(
+            norm_layer, out_chs, apply_act=apply_act, act_layer=act_layer, eps=eps, momentum=momentum
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.bn(self.conv(x))

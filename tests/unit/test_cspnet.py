@@ -1,0 +1,295 @@
+"""CSPNet and DarkNet: reference taps, output_stride, in-place ABN, drop rates, argument checks, surface."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import zoo
+from model_checks import (
+    FACTORY,
+    check_grad_checkpointing,
+    check_intermediates,
+    check_pretrained,
+    check_prune,
+    check_script_and_fx,
+    tap_dicts,
+    taps_by_hooks,
+)
+from refdata import reference
+from weights_support import CheckpointServer
+from zoo.archs.catalogue import FAMILIES
+from zoo.archs.cspnet import CspNet, StageCfg, StemCfg
+from zoo.archs.layers import BatchNormAct2d, DropPath, InPlaceAbn2d, make_norm_act
+from zoo.domain.values import FeatureCfg
+
+NAMES = FAMILIES["zoo.archs.cspnet"]
+X = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+
+@functools.cache
+def built(name: str) -> CspNet:
+    """Each model is built once per module."""
+    torch.manual_seed(0)
+    model = zoo.create_model(name)
+    assert isinstance(model, CspNet)
+    return model.eval()
+
+
+def small(kind: str = "csp", /, **kwargs: object) -> CspNet:
+    """Three narrow stages of the kind asked for ('csp', 'dark', or 'resnet' behind a pooled stem)."""
+    torch.manual_seed(0)
+    stem = StemCfg(out_chs=(8,), kernel_size=3, stride=1)
+    if kind == "dark":
+        stages = tuple(StageCfg(1, c, stage_type="dark", block_type="dark", bottle_ratio=0.5) for c in (8, 16, 32))
+    elif kind == "resnet":
+        stem = StemCfg(out_chs=(8, 8, 16), stride=4, pool=True)
+        stages = tuple(
+            StageCfg(2, c, stride=s, groups=4, expand_ratio=1.0, block_ratio=0.5, cross_linear=True)
+            for c, s in ((16, 1), (32, 2), (64, 2))
+        )
+    else:
+        stages = tuple(
+            StageCfg(2, c, expand_ratio=2.0, bottle_ratio=0.5, down_growth=True, block_type="dark") for c in (8, 16, 32)
+        )
+    args: dict[str, object] = {"stem_cfg": stem, "stage_cfgs": stages, "num_classes": 5, **kwargs}
+    return CspNet(**args)  # type: ignore[arg-type]  # the checks under test see the real values
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("output_stride", [32, 16, 8])
+def test_feature_info(name: str, output_stride: int) -> None:
+    with torch.device("meta"):  # only the structure matters here: skip initialising real weights
+        model = zoo.create_model(name, output_stride=output_stride)
+    assert isinstance(model, CspNet)
+    expected = reference(name)["feature_info"]
+    # past output_stride the network dilates instead of striding: the taps stay, their strides stop growing
+    for tap in expected:
+        tap["reduction"] = min(tap["reduction"], output_stride)
+    assert tap_dicts(model) == expected
+    assert model.head_hidden_size == model.num_features == reference(name)["num_features"]
+
+
+def test_surface_forward_intermediates() -> None:
+    check_intermediates(built("darknet17"), X, later="stages.1")
+    # a tap inside the stem, before its pool
+    check_intermediates(small("resnet"), X, later="stem.pool")
+
+
+@pytest.mark.parametrize("kind", ["dark", "resnet"])
+def test_surface_prune(kind: str) -> None:
+    check_prune(small(kind).eval(), X)
+
+
+def test_prune_to_the_stem_tap_keeps_the_stem_up_to_it() -> None:
+    model = small("resnet").eval()
+    with torch.no_grad():
+        taps = model.forward_intermediates(X, intermediates_only=True)
+    assert model.prune_intermediate_layers([0]) == [0]
+    assert [n for n, _ in model.stem.named_children()] == ["conv1", "conv2", "conv3"]  # the pool after the tap goes
+    assert len(model.stages) == 0
+    with torch.no_grad():
+        assert torch.equal(model(X), taps[0])
+
+
+@pytest.mark.parametrize("kind", ["csp", "dark", "resnet"])
+def test_surface_script_and_fx(kind: str) -> None:
+    check_script_and_fx(small(kind, drop_path_rate=0.1), X)
+    check_script_and_fx(small(kind, norm_layer="iabn"), X)
+
+
+@pytest.mark.parametrize("norm_layer", ["batchnorm", "iabn"])
+def test_grad_checkpointing_changes_nothing_but_memory(norm_layer: str) -> None:
+    def enable(model: nn.Module) -> None:
+        assert isinstance(model, CspNet)
+        model.set_grad_checkpointing(True)
+
+    check_grad_checkpointing(small(norm_layer=norm_layer), torch.randn(2, 3, 32, 32), enable)
+    # forward_intermediates checkpoints its steps too, with the same results
+    model, plain = small(norm_layer=norm_layer), small(norm_layer=norm_layer)
+    model.set_grad_checkpointing()
+    x = torch.randn(2, 3, 32, 32)
+    final, taps = model.forward_intermediates(x)
+    final_p, taps_p = plain.forward_intermediates(x)
+    assert torch.equal(final, final_p)
+    assert all(torch.equal(a, b) for a, b in zip(taps, taps_p, strict=True))
+    with pytest.raises(zoo.ZooError, match="enable"):
+        model.set_grad_checkpointing(None)  # type: ignore[arg-type]  # what a caller could pass
+
+
+@pytest.mark.parametrize("output_stride", [8, 16, 32])
+def test_output_stride_dilates_instead_of_striding(output_stride: int) -> None:
+    model = small("dark", output_stride=output_stride).eval()
+    with torch.no_grad():
+        feats = model.forward_features(torch.randn(1, 3, 64, 64))
+    assert feats.shape[-1] == 64 // min(output_stride, 8)  # the small model strides 8 at most
+    full = zoo.create_model("darknet17", output_stride=output_stride, num_classes=0).eval()
+    with torch.no_grad():
+        assert full.forward_features(X).shape == (1, 1024, 64 // output_stride, 64 // output_stride)
+    dilations = {m.dilation[0] for m in full.modules() if isinstance(m, nn.Conv2d)}
+    assert max(dilations) == 32 // output_stride
+
+
+def test_in_place_abn_layout_and_math() -> None:
+    norm = InPlaceAbn2d(6)
+    assert set(norm.state_dict()) == {"weight", "bias", "running_mean", "running_var"}
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.normal_()
+    reference_bn = nn.BatchNorm2d(6)
+    reference_bn.load_state_dict({**norm.state_dict(), "num_batches_tracked": torch.tensor(0)})
+    x = torch.randn(4, 6, 5, 5)
+    for mode in (True, False):  # train first: both then hold the same updated statistics for eval
+        norm.train(mode)
+        reference_bn.train(mode)
+        expected = F.leaky_relu(reference_bn(x), 0.01)
+        torch.testing.assert_close(norm(x.clone()), expected)
+        torch.testing.assert_close(norm.running_mean, reference_bn.running_mean)
+        torch.testing.assert_close(norm.running_var, reference_bn.running_var)
+    linear = InPlaceAbn2d(6, apply_act=False).eval()
+    assert (linear(-torch.ones(1, 6, 2, 2)) < 0).all()
+
+
+def test_norm_act_by_name() -> None:
+    assert isinstance(make_norm_act("iabn", 4), InPlaceAbn2d)
+    assert isinstance(make_norm_act("iabn", 4, apply_act=False, act_layer="relu").act, nn.Identity)
+    leaky = make_norm_act("batchnorm", 4, act_layer="leaky_relu")
+    assert isinstance(leaky, BatchNormAct2d)
+    assert isinstance(leaky.act, nn.LeakyReLU)
+    with pytest.raises(zoo.ZooError, match="act_layer"):
+        make_norm_act("iabn", 4, act_layer="relu")  # in-place ABN's activation is leaky ReLU (or none)
+    with pytest.raises(zoo.ZooError, match="norm_layer"):
+        make_norm_act("groupnorm", 4)
+
+
+def test_iabn_models_use_the_in_place_abn_norm_only() -> None:
+    with torch.device("meta"):
+        iabn = zoo.create_model("cspdarknet53_iabn")
+        plain = zoo.create_model("cspdarknet53")
+    norms = [m for m in iabn.modules() if isinstance(m, (nn.BatchNorm2d, InPlaceAbn2d))]
+    assert norms
+    assert all(isinstance(m, InPlaceAbn2d) for m in norms)
+    assert all(isinstance(m, BatchNormAct2d) for m in plain.modules() if isinstance(m, nn.BatchNorm2d))
+    leaky = [m for m in plain.modules() if isinstance(m, nn.LeakyReLU)]
+    assert leaky
+    assert {m.negative_slope for m in leaky} == {0.01}
+
+
+def test_iabn_model_computes_what_its_batch_norm_twin_does() -> None:
+    iabn, plain = small(norm_layer="iabn"), small()
+    state = plain.state_dict()
+    iabn.load_state_dict({k: v for k, v in state.items() if not k.endswith("num_batches_tracked")})
+    for mode in (True, False):
+        iabn.train(mode)
+        plain.train(mode)
+        x = torch.randn(2, 3, 32, 32)
+        torch.testing.assert_close(iabn(x), plain(x))
+
+
+def test_drop_path_rate_grows_with_depth() -> None:
+    model = small(drop_path_rate=0.5)
+    rates = [m.drop_prob for m in model.modules() if isinstance(m, DropPath)]
+    # linear over all six blocks, the first at 0 (no module)
+    assert rates == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
+    model.train()
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 5)
+
+
+def test_drop_rate_only_in_training() -> None:
+    model = small(drop_rate=0.5)
+    model.eval()
+    with torch.no_grad():
+        feats = model.forward_features(X)
+        assert torch.equal(model.forward_head(feats), model.forward_head(feats))
+        model.train()
+        pooled = model.forward_head(feats, pre_logits=True)
+    assert (pooled == 0).any()
+
+
+def test_classifier_reset_and_pooling() -> None:
+    model = small(global_pool="catavgmax").eval()
+    assert model.head_hidden_size == 2 * model.num_features
+    model.reset_classifier(0, "")
+    with torch.no_grad():
+        assert model(X).shape == (1, model.num_features, 8, 8)
+    with pytest.raises(zoo.ZooError, match="global_pool"):
+        model.reset_classifier(4)
+    model.reset_classifier(4, "max")
+    assert model(X).shape == (1, 4)
+    assert model.get_classifier() is model.head.fc
+
+
+@pytest.mark.parametrize("in_chans", [1, 4])
+def test_in_chans(in_chans: int) -> None:
+    model = small(in_chans=in_chans).eval()
+    assert model(torch.randn(1, in_chans, 32, 32)).shape == (1, 5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"output_stride": 4}, "output_stride"),
+        ({"output_stride": 16.0}, "output_stride"),
+        ({"drop_rate": 1.0}, "drop_rate"),
+        ({"drop_path_rate": 2}, "drop_path_rate"),
+        ({"in_chans": 0}, "in_chans"),
+        ({"num_classes": 2.5}, "num_classes"),
+        ({"global_pool": "mean"}, "global_pool"),
+        ({"norm_layer": "layernorm"}, "norm_layer"),
+        ({"act_layer": "gelu"}, "act_layer"),
+        ({"norm_layer": "iabn", "act_layer": "relu"}, "act_layer"),
+        ({"zero_init_last": 1}, "zero_init_last"),
+        ({"stage_cfgs": ()}, "stage_cfgs"),
+        ({"stem_cfg": (32,)}, "stem_cfg"),
+    ],
+)
+def test_invalid_arguments_name_themselves(kwargs: dict[str, object], named: str) -> None:
+    with pytest.raises(zoo.ZooError, match=named):
+        small(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("call", "named"),
+    [
+        (lambda: StageCfg(0, 64), "depth"),
+        (lambda: StageCfg(1, 64, stride=3), "stride"),
+        (lambda: StageCfg(1, 64, stage_type="cs3"), "stage_type"),
+        (lambda: StageCfg(1, 64, block_type="edge"), "block_type"),
+        (lambda: StageCfg(1, 64, bottle_ratio=0.0), "bottle_ratio"),
+        (lambda: StageCfg(1, 64, expand_ratio="2"), "expand_ratio"),  # type: ignore[arg-type]  # a caller could
+        (lambda: StageCfg(1, 64, cross_linear=1), "cross_linear"),  # type: ignore[arg-type]  # a caller could
+        (lambda: StemCfg(out_chs=()), "out_chs"),
+        (lambda: StemCfg(out_chs=(32,), stride=3), "stride"),
+        (lambda: StemCfg(out_chs=(32,), stride=2, pool=True), "pool"),
+    ],
+)
+def test_cfgs_check_their_fields(call: object, named: str) -> None:
+    assert callable(call)
+    with pytest.raises(zoo.ZooError, match=named):
+        call()
+
+
+def test_unknown_keyword_is_refused() -> None:
+    with pytest.raises(zoo.ZooError, match="drop_block_rate"):
+        zoo.create_model("darknet17", drop_block_rate=0.1)
+
+
+def test_pretrained_checkpoint_loads(server: CheckpointServer, cache_dir: Path) -> None:
+    check_pretrained("darknet17", server, cache_dir)
+
+
+@pytest.mark.parametrize("kind", ["list", "dict", "hook", "getter"])
+def test_every_extractor_gives_the_taps(kind: str) -> None:
+    model = built("darknet17")
+    extractor = FACTORY.wrap(model, FeatureCfg(flatten_sequential=True), out_indices=(0, 2, 5), feature_cls=kind)
+    with torch.no_grad():
+        out = extractor(X)
+        expected = taps_by_hooks(model, X)
+    tensors = list(out.values()) if isinstance(out, dict) else out
+    assert len(tensors) == 3
+    assert all(torch.equal(a, b) for a, b in zip(tensors, [expected[0], expected[2], expected[5]], strict=True))
