@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Literal, overload
 import torch
 from torch import nn
 
+from zoo.domain.checks import check_bool
 from zoo.domain.values import DefaultCfg, FeatureInfo
 
 
@@ -130,8 +131,12 @@ class ZooModule(nn.Module):
         raise NotImplementedError
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute activations in backward, stage by stage, instead of keeping them (less memory)."""
-        raise NotImplementedError
+        """Recompute activations in backward, stage by stage, instead of keeping them (less memory).
+
+        This default sets the grad_checkpointing flag that a family's forward_features reads; the
+        class docstring says where it applies. A scripted or fx-traced copy runs without it.
+        """
+        self.grad_checkpointing = check_bool("enable", enable)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

@@ -285,7 +285,10 @@ def _stem(in_chans: int, cfg: StemCfg, cargs: _ConvArgs) -> tuple[nn.Sequential,
 
 
 class CspNet(IntermediatesMixin, ZooModule):
-    """Cross-stage-partial network (or plain DarkNet): a stem, then stages of residual blocks; no final norm."""
+    """Cross-stage-partial network (or plain DarkNet): a stem, then stages of residual blocks; no final norm.
+
+    set_grad_checkpointing recomputes the stem's and each stage's activations in backward.
+    """
 
     def __init__(
         self,
@@ -371,10 +374,6 @@ class CspNet(IntermediatesMixin, ZooModule):
         self.head = ClassifierHead(self.num_features, num_classes, pool, self.drop_rate)
         self.num_classes = num_classes
         self.head_hidden_size = self.head.num_features
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute the stem's and each stage's activations in backward instead of keeping them."""
-        self.grad_checkpointing = check_bool("enable", enable)
 
     @torch.jit.unused
     def _features_checkpointed(self, x: torch.Tensor) -> torch.Tensor:

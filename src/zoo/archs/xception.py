@@ -187,7 +187,10 @@ class XceptionBlock(nn.Module):
 
 
 class XceptionAligned(IntermediatesMixin, ZooModule):
-    """Aligned Xception: a two-conv stem, then Xception blocks; dilation replaces striding past output_stride."""
+    """Aligned Xception: a two-conv stem, then Xception blocks; dilation replaces striding past output_stride.
+
+    set_grad_checkpointing recomputes each block's activations in backward.
+    """
 
     def __init__(
         self,
@@ -279,10 +282,6 @@ class XceptionAligned(IntermediatesMixin, ZooModule):
         self.head = ClassifierHead(self.num_features, num_classes, pool, self.head.drop_rate)
         self.num_classes = num_classes
         self.head_hidden_size = self.head.num_features
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block's activations in backward instead of keeping them."""
-        self.grad_checkpointing = check_bool("enable", enable)
 
     @torch.jit.unused
     def _blocks_checkpointed(self, x: torch.Tensor) -> torch.Tensor:
