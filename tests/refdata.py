@@ -25,13 +25,17 @@ def reference_path(name: str) -> Path | None:
     return None
 
 
-@functools.cache
 def reference(name: str) -> dict[str, Any]:
-    """The reference facts for a model name; AssertionError when tests/reference lacks them."""
+    """The reference facts for a model name (a fresh copy: a test may change its own); AssertionError if missing."""
+    data: dict[str, Any] = json.loads(_reference_text(name))
+    return data
+
+
+@functools.cache
+def _reference_text(name: str) -> str:
     path = reference_path(name)
     assert path is not None, f"no reference facts for {name!r} in {REFERENCE_DIR}; run tools/sync_reference.py"
-    data: dict[str, Any] = json.loads(path.read_text())
-    return data
+    return path.read_text()
 
 
 def pruned_layout(name: str) -> str:

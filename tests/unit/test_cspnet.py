@@ -67,10 +67,8 @@ def test_feature_info(name: str, output_stride: int) -> None:
     with torch.device("meta"):  # only the structure matters here: skip initialising real weights
         model = zoo.create_model(name, output_stride=output_stride)
     assert isinstance(model, CspNet)
-    expected = reference(name)["feature_info"]
     # past output_stride the network dilates instead of striding: the taps stay, their strides stop growing
-    for tap in expected:
-        tap["reduction"] = min(tap["reduction"], output_stride)
+    expected = [{**tap, "reduction": min(tap["reduction"], output_stride)} for tap in reference(name)["feature_info"]]
     assert tap_dicts(model) == expected
     assert model.head_hidden_size == model.num_features == reference(name)["num_features"]
 
