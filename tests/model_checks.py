@@ -187,3 +187,28 @@ def check_pretrained(name: str, server: CheckpointServer, cache_dir: Path) -> No
         )
         assert grey(g).shape == (1, 7)
     assert len(cache_files(cache_dir)) == 1
+
+
+def check_drop_rate_only_in_training(model: SurfaceModel, x: torch.Tensor) -> None:
+    """A model built with drop_rate=0.5: the head is deterministic in eval and drops features in training."""
+    model.eval()
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        assert torch.equal(model.forward_head(feats), model.forward_head(feats))
+        model.train()
+        pooled = model.forward_head(feats, pre_logits=True)
+    assert (pooled == 0).any()
+
+
+def check_classifier_reset_and_pooling(model: SurfaceModel, x: torch.Tensor) -> None:
+    """A model built with global_pool='catavgmax' whose map is 8x8 for x: head width, unpooled maps, resets."""
+    model.eval()
+    assert model.head_hidden_size == 2 * model.num_features
+    model.reset_classifier(0, "")
+    with torch.no_grad():
+        assert model(x).shape == (1, model.num_features, 8, 8)
+    with pytest.raises(zoo.ZooError, match="global_pool"):
+        model.reset_classifier(4)
+    model.reset_classifier(4, "max")
+    assert model(x).shape == (1, 4)
+    assert model.get_classifier() is model.get_submodule("head.fc")

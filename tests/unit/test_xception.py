@@ -12,6 +12,8 @@ from torch import nn
 import zoo
 from model_checks import (
     FACTORY,
+    check_classifier_reset_and_pooling,
+    check_drop_rate_only_in_training,
     check_grad_checkpointing,
     check_intermediates,
     check_pretrained,
@@ -167,27 +169,11 @@ def test_drop_path_rate_grows_with_depth() -> None:
 
 
 def test_drop_rate_only_in_training() -> None:
-    model = small(drop_rate=0.5)
-    model.eval()
-    with torch.no_grad():
-        feats = model.forward_features(X)
-        assert torch.equal(model.forward_head(feats), model.forward_head(feats))
-        model.train()
-        pooled = model.forward_head(feats, pre_logits=True)
-    assert (pooled == 0).any()
+    check_drop_rate_only_in_training(small(drop_rate=0.5), X)
 
 
 def test_classifier_reset_and_pooling() -> None:
-    model = small(global_pool="catavgmax").eval()
-    assert model.head_hidden_size == 2 * model.num_features
-    model.reset_classifier(0, "")
-    with torch.no_grad():
-        assert model(X).shape == (1, model.num_features, 8, 8)
-    with pytest.raises(zoo.ZooError, match="global_pool"):
-        model.reset_classifier(4)
-    model.reset_classifier(4, "max")
-    assert model(X).shape == (1, 4)
-    assert model.get_classifier() is model.head.fc
+    check_classifier_reset_and_pooling(small(global_pool="catavgmax"), X)
 
 
 @pytest.mark.parametrize("in_chans", [1, 4])

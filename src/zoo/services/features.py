@@ -137,9 +137,12 @@ class _TappedSequence(FeatureExtractor, nn.ModuleDict):
         self._nested = [m for m in selected if m not in position]
         self._hooked = len(self._nested) > 0  # a bool, as TorchScript reads it (an empty list has no type)
         self._recorder = _TapRecorder()
-        handles = [_submodule(model, m).register_forward_hook(partial(self._recorder.record, m)) for m in self._nested]
-        # the hooked modules are shared with the classifier: unhook them when this extractor goes away
-        weakref.finalize(self, _remove_hooks, handles)
+        if self._hooked:
+            hooks = [
+                _submodule(model, m).register_forward_hook(partial(self._recorder.record, m)) for m in self._nested
+            ]
+            # the hooked modules are shared with the classifier: unhook them when this extractor goes away
+            weakref.finalize(self, _remove_hooks, hooks)
         for path, module in steps[: order[-1] + 1]:
             self.add_module(path.replace(".", "_"), module)
 
