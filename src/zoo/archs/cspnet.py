@@ -22,13 +22,12 @@ from zoo.archs.layers import (
     DropPath,
     GlobalPool,
     IntermediatesMixin,
-    TapStep,
     check_head,
     is_scripting,
     make_act,
     sequential_prefix,
 )
-from zoo.archs.surface import checkpoint_call, take_taps
+from zoo.archs.surface import TapStep, checkpoint_call, take_taps
 from zoo.domain.checks import check_bool, check_choice, check_float, check_int, check_ints
 from zoo.domain.errors import InvalidValueError
 from zoo.domain.values import FeatureCfg, FeatureInfo, ModelSpec

@@ -20,14 +20,13 @@ from zoo.archs.layers import (
     BlurPool2d,
     GlobalPool,
     IntermediatesMixin,
-    TapStep,
     check_head,
     is_scripting,
     make_fc,
     sequential_prefix,
     sequential_steps,
 )
-from zoo.archs.surface import checkpoint_call, take_taps
+from zoo.archs.surface import TapStep, checkpoint_call, take_taps
 from zoo.domain.checks import check_bool, check_choice, check_float, check_int, check_ints
 from zoo.domain.errors import InvalidValueError
 from zoo.domain.values import FeatureCfg, FeatureInfo, ModelSpec

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from functools import partial
 from typing import TypeVar
 
 import torch
@@ -28,12 +29,13 @@ __all__ = [
     "OUTPUT_FORMATS",
     "Intermediates",
     "Step",
+    "TapStep",
     "checkpoint_call",
     "checkpoint_seq",
     "forward_intermediates_by_steps",
     "is_scripting",
+    "run_intermediates",
     "run_stage",
-    "run_steps",
     "take_taps",
     "to_output_fmt",
 ]
@@ -42,6 +44,8 @@ OUTPUT_FORMATS: tuple[str, ...] = ("NCHW", "NHWC")
 T = TypeVar("T")
 
 Step = Callable[[torch.Tensor], torch.Tensor]
+# one step per tap: maps the running state (what the next step starts from) to (new state, the tap's output)
+TapStep = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 # forward_intermediates' result: (final features, intermediates), or the intermediates alone
 Intermediates = tuple[torch.Tensor, list[torch.Tensor]] | list[torch.Tensor]
 
@@ -59,21 +63,43 @@ def to_output_fmt(x: torch.Tensor, output_fmt: str) -> torch.Tensor:
     return x.permute(0, 2, 3, 1) if output_fmt == "NHWC" else x
 
 
-def run_steps(
-    x: torch.Tensor, steps: Sequence[Step], taps: Sequence[int], *, stop_early: bool
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Apply steps in order (step i ends at tap i), keeping the outputs at taps.
+def run_intermediates(
+    x: torch.Tensor,
+    steps: Sequence[TapStep],
+    feature_info: Sequence[FeatureInfo],
+    indices: int | Sequence[int] | None,
+    *,
+    finish: Step,
+    norm: bool,
+    stop_early: bool,
+    output_fmt: str,
+    intermediates_only: bool,
+) -> Intermediates:
+    """The one body of forward_intermediates: the taps at indices, and the final features unless taps only.
 
-    Returns the last step's output and the kept outputs; stop_early ends after the last kept tap.
+    Every argument is checked before anything runs. finish maps the last step's state to
+    forward_features' output (what follows the last tap); norm applies it to the last tap too.
+    stop_early (implied by intermediates_only) ends after the last wanted tap, whose output is
+    then the final features.
     """
-    wanted = set(taps)
-    last = max(wanted) if stop_early else len(steps) - 1
-    kept: list[torch.Tensor] = []
-    for i, step in enumerate(steps[: last + 1]):
-        x = step(x)
+    wanted = take_taps(feature_info, indices)
+    check_bool("norm", norm)
+    check_bool("stop_early", stop_early)
+    check_bool("intermediates_only", intermediates_only)
+    check_choice("output_fmt", output_fmt, OUTPUT_FORMATS)
+    last = len(steps) - 1
+    run = steps[: max(wanted) + 1] if stop_early or intermediates_only else steps
+    taps: list[torch.Tensor] = []
+    tap = x
+    for i, step in enumerate(run):
+        x, tap = step(x)
+        if norm and i == last:
+            tap = finish(tap)
         if i in wanted:
-            kept.append(x)
-    return x, kept
+            taps.append(to_output_fmt(tap, output_fmt))
+    if intermediates_only:
+        return taps
+    return (tap if stop_early else finish(x)), taps
 
 
 def forward_intermediates_by_steps(
@@ -87,24 +113,32 @@ def forward_intermediates_by_steps(
     output_fmt: str,
     intermediates_only: bool,
 ) -> Intermediates:
-    """forward_intermediates for a network that is a chain of steps ending at its feature taps.
+    """run_intermediates for a chain of steps whose outputs are the taps, with nothing after the last one.
 
-    Every argument is checked before anything runs. The final features are the last step's
-    output: forward_features' result, or the last requested tap's with stop_early. norm is
-    accepted for the common signature; a network whose steps end without a final norm ignores it.
+    norm is accepted for the common signature; such a network has no final norm, so it changes nothing.
     """
     if len(steps) != len(feature_info):
         raise ValueError(f"{len(steps)} steps for {len(feature_info)} feature taps")  # a family's bug, not a user's
-    taps = take_taps(feature_info, indices)
-    check_bool("norm", norm)
-    check_bool("stop_early", stop_early)
-    check_bool("intermediates_only", intermediates_only)
-    check_choice("output_fmt", output_fmt, OUTPUT_FORMATS)
-    final, kept = run_steps(x, steps, taps, stop_early=stop_early or intermediates_only)
-    intermediates = [to_output_fmt(t, output_fmt) for t in kept]
-    if intermediates_only:
-        return intermediates
-    return final, intermediates
+    return run_intermediates(
+        x,
+        [partial(_tap_is_state, step) for step in steps],
+        feature_info,
+        indices,
+        finish=_unchanged,
+        norm=norm,
+        stop_early=stop_early,
+        output_fmt=output_fmt,
+        intermediates_only=intermediates_only,
+    )
+
+
+def _tap_is_state(step: Step, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    y = step(x)
+    return y, y
+
+
+def _unchanged(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 def run_stage(stage: nn.Module, x: torch.Tensor, checkpointed: bool) -> torch.Tensor:

@@ -18,8 +18,6 @@ from zoo.archs.layers.norm_act import (
 from zoo.archs.layers.pool import POOL_TYPES, AvgPool2dSame, BlurPool2d, GlobalPool
 from zoo.archs.layers.taps import (
     IntermediatesMixin,
-    TapStep,
-    run_intermediates,
     sequential_prefix,
     sequential_steps,
 )
@@ -39,7 +37,6 @@ __all__ = [
     "InPlaceAbn2d",
     "IntermediatesMixin",
     "SEModule",
-    "TapStep",
     "check_head",
     "create_attn",
     "drop_path",
@@ -49,7 +46,6 @@ __all__ = [
     "make_divisible",
     "make_fc",
     "make_norm_act",
-    "run_intermediates",
     "sequential_prefix",
     "sequential_steps",
 ]

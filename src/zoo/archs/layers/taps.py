@@ -4,66 +4,20 @@ from __future__ import annotations
 
 import functools
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
 
-from zoo.archs.surface import OUTPUT_FORMATS, take_taps, to_output_fmt
-from zoo.domain.checks import check_bool, check_choice
+from zoo.archs.surface import TapStep, run_intermediates
 from zoo.domain.values import FeatureInfo
 
 __all__ = [
     "IntermediatesMixin",
-    "TapStep",
-    "run_intermediates",
     "sequential_prefix",
     "sequential_steps",
 ]
-
-# one step per tap: maps the running state (what the next step starts from) to (new state, the tap's output)
-TapStep = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-
-
-def run_intermediates(
-    x: torch.Tensor,
-    steps: Sequence[TapStep],
-    feature_info: Sequence[FeatureInfo],
-    indices: int | Sequence[int] | None,
-    *,
-    finish: Callable[[torch.Tensor], torch.Tensor],
-    norm: bool,
-    stop_early: bool,
-    output_fmt: str,
-    intermediates_only: bool,
-) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-    """The shared body of forward_intermediates: taps at indices, and the final output unless taps only.
-
-    finish maps the last step's state to forward_features' output (what follows the last tap); with norm it
-    is applied to the last tap as well. Only a taps-only request stops after the last wanted tap: the final
-    output needs every stage, so stop_early alone changes nothing.
-    """
-    wanted = take_taps(feature_info, indices)
-    check_bool("norm", norm)
-    check_bool("stop_early", stop_early)
-    check_bool("intermediates_only", intermediates_only)
-    check_choice("output_fmt", output_fmt, OUTPUT_FORMATS)
-    last = len(steps) - 1
-    early = stop_early or intermediates_only
-    run = steps[: max(wanted) + 1] if early else steps
-    taps: list[torch.Tensor] = []
-    tap = x
-    for i, step in enumerate(run):
-        x, tap = step(x)
-        if norm and i == last:
-            tap = finish(tap)
-        if i in wanted:
-            taps.append(to_output_fmt(tap, output_fmt))
-    if intermediates_only:
-        return taps
-    # with stop_early, the final features are the last requested tap's output (as for every family)
-    return (tap if stop_early else finish(x)), taps
 
 
 def _run_segment(modules: Sequence[nn.Module], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
