@@ -7,9 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import HealthCheck, settings
 
+import zoo
 from weights_support import CheckpointServer, isolated_cache
+from zoo.archs.resnet import ResNet
 
 # Not derandomized: each run draws new cases. A failure prints the falsifying example and the
 # @reproduce_failure blob; `pytest --hypothesis-seed=N` replays a whole run.
@@ -35,3 +38,12 @@ def server() -> Iterator[CheckpointServer]:
 def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: CheckpointServer) -> Path:
     """An empty weights cache (ZOO_CACHE_DIR) with the hub endpoint on the loopback server."""
     return isolated_cache(tmp_path, monkeypatch, server)
+
+
+@pytest.fixture(scope="module")
+def r18() -> ResNet:
+    """resnet18, seeded and in eval mode, built once per test module (a module may change its own)."""
+    torch.manual_seed(0)
+    model = zoo.create_model("resnet18")
+    assert isinstance(model, ResNet)
+    return model.eval()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from model_checks import (
     check_script_and_fx,
     tap_dicts,
 )
+from modelcache import built_as
 from refdata import reference
 from weights_support import CheckpointServer
 from zoo.archs.catalogue import FAMILIES
@@ -30,13 +30,9 @@ X = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
 X1 = X[:1]  # the full-size models run on one image
 
 
-@functools.cache
 def built(name: str) -> DenseNet:
-    """Each configuration is built once per module."""
-    torch.manual_seed(0)
-    model = zoo.create_model(name)
-    assert isinstance(model, DenseNet)
-    return model.eval()
+    """The session's one build of name (tests/modelcache.py)."""
+    return built_as(name, DenseNet)
 
 
 def small(**kwargs: object) -> DenseNet:

@@ -43,14 +43,6 @@ TAPS = ["act1", "layer1", "layer2", "layer3", "layer4"]
 
 
 @pytest.fixture(scope="module")
-def r18() -> ResNet:
-    torch.manual_seed(0)
-    model = zoo.create_model("resnet18")
-    assert isinstance(model, ResNet)
-    return model.eval()
-
-
-@pytest.fixture(scope="module")
 def x() -> torch.Tensor:
     return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
 

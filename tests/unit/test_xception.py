@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from model_checks import (
     tap_dicts,
     taps_by_hooks,
 )
+from modelcache import built_as
 from refdata import reference
 from weights_support import CheckpointServer
 from zoo.archs.catalogue import FAMILIES
@@ -34,13 +34,9 @@ NAMES = FAMILIES["zoo.archs.xception"]
 X = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
 
 
-@functools.cache
 def built(name: str) -> XceptionAligned:
-    """Each model is built once per module."""
-    torch.manual_seed(0)
-    model = zoo.create_model(name)
-    assert isinstance(model, XceptionAligned)
-    return model.eval()
+    """The session's one build of name (tests/modelcache.py)."""
+    return built_as(name, XceptionAligned)
 
 
 def small(**kwargs: object) -> XceptionAligned:
