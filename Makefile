@@ -2,7 +2,18 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-TORCH_VERSION ?= 2.13.0
+# torchvision (the data extra) needs the torch build it was compiled against. These pairs install
+# from this workplace's disk: x86_64 gets torch 2.14.1 + torchvision 0.29.1 (a CUDA build that runs
+# on the CPU; PyPI's torchvision does not import beside the CPU-only torch 2.13.0), aarch64 a CPU
+# build of 2.9.1 + 0.24.1. Override both to choose another pair.
+ARCH := $(shell uname -m)
+ifeq ($(ARCH),aarch64)
+TORCH_VERSION ?= 2.9.1
+TORCHVISION_VERSION ?= 0.24.1
+else
+TORCH_VERSION ?= 2.14.1
+TORCHVISION_VERSION ?= 0.29.1
+endif
 
 .PHONY: demo test lint typecheck unit bench clean
 
@@ -10,13 +21,14 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-# torch first, pinned, so pip never resolves it to a multi-GB CUDA build
+# torch and torchvision first, pinned as a pair, so pip never resolves either to another build
 $(VENV)/.torch: | $(PY)
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==$(TORCH_VERSION)
+	$(PY) -c "import torch, torchvision" 2>/dev/null || \
+		$(PY) -m pip install --quiet torch==$(TORCH_VERSION) torchvision==$(TORCHVISION_VERSION)
 	touch $@
 
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e ".[data]"
 	touch $@
 
 $(VENV)/.dev: pyproject.toml $(VENV)/.torch
