@@ -29,14 +29,14 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 @pytest.fixture
 def server() -> Iterator[CheckpointServer]:
-    """A loopback HTTP server serving checkpoints the test adds, counting requests."""
+    """A loopback HTTP server serving checkpoints and hub repos the test adds, counting requests."""
     with CheckpointServer() as s:
         yield s
 
 
 @pytest.fixture
 def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: CheckpointServer) -> Path:
-    """An empty weights cache (ZOO_CACHE_DIR) with the hub endpoint on the loopback server."""
+    """Empty zoo and Hugging Face caches (ZOO_CACHE_DIR, HF_HUB_CACHE); HF_ENDPOINT on the loopback server."""
     return isolated_cache(tmp_path, monkeypatch, server)
 
 

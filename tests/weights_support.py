@@ -1,10 +1,11 @@
-"""Test helpers for pretrained weights: a loopback checkpoint server, checkpoint bytes, a tiny model."""
+"""Test helpers for pretrained weights: a loopback checkpoint and hub server, checkpoint bytes, a tiny model."""
 
 from __future__ import annotations
 
 import collections
 import hashlib
 import io
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -36,23 +37,67 @@ class Route:
     mode: Mode = "ok"
 
 
+@attrs.define
+class HubRepo:
+    """A hub repo the server answers for: its files at one commit, and who may read them."""
+
+    files: dict[str, bytes]
+    commit: str
+    token: str | None = None  # private: only `Authorization: Bearer <token>` may read it
+    gated: bool = False  # gated: refused (403 GatedRepo) unless that token is sent
+
+
+# Large binaries live in LFS on the hub: their resolve URL redirects to a storage host
+LFS_SUFFIXES = (".safetensors", ".bin", ".pth")
+_RESOLVE_RE = re.compile(r"^/(?P<repo>.+?)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
+
+
+@attrs.frozen
+class Request:
+    """One request the server answered."""
+
+    method: str
+    path: str
+    authorization: str | None
+    server: Literal["main", "cdn"]
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     routes: dict[str, Route]
+    hub: dict[str, HubRepo]
     counts: collections.Counter[str]
+    log: list[Request]
     lock: threading.Lock
+    role: Literal["main", "cdn"]
+    cdn_base: str
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
+    def do_HEAD(self) -> None:
+        self._serve(head=True)
+
     def do_GET(self) -> None:
+        self._serve(head=False)
+
+    def _serve(self, *, head: bool) -> None:
         srv = self.server
         with srv.lock:
             srv.counts[self.path] += 1
+            srv.log.append(Request(self.command, self.path, self.headers.get("Authorization"), srv.role))
         route = srv.routes.get(self.path)
+        if route is None and (m := _RESOLVE_RE.match(self.path)) is not None:
+            self._resolve(m.group("repo"), m.group("rev"), m.group("file"), head=head)
+            return
         if route is None:
             self.send_error(404)
+            return
+        if head:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(route.body)))
+            self.end_headers()
             return
         if route.mode == "stall-chunked":
             self._stall_chunked(route.body)
@@ -81,6 +126,60 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.wfile.write(route.body)
 
+    def _resolve(self, repo_id: str, rev: str, filename: str, *, head: bool) -> None:
+        """The hub's answer to HEAD/GET {repo}/resolve/{rev}/{file}, with the headers huggingface_hub reads."""
+        repo = self.server.hub.get(repo_id)
+        auth = self.headers.get("Authorization")
+        if repo is None:
+            self._hub_error(404, {"X-Error-Code": "RepoNotFound"})
+            return
+        allowed = repo.token is not None and auth == f"Bearer {repo.token}"
+        if repo.gated and not allowed:
+            self._hub_error(403, {"X-Error-Code": "GatedRepo", "X-Error-Message": f"Access to {repo_id} is restricted"})
+            return
+        if repo.token is not None and not allowed:
+            if auth is None:
+                self._hub_error(401, {"X-Error-Code": "RepoNotFound"})
+            else:
+                self._hub_error(401, {"X-Error-Message": "Invalid credentials in Authorization header"})
+            return
+        if rev not in ("main", repo.commit):
+            self._hub_error(404, {"X-Error-Code": "RevisionNotFound"})
+            return
+        body = repo.files.get(filename)
+        if body is None:
+            self._hub_error(404, {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": repo.commit})
+            return
+        sha256 = hashlib.sha256(body).hexdigest()
+        git_sha = hashlib.sha1(b"blob %d\0" % len(body) + body).hexdigest()
+        if filename.endswith(LFS_SUFFIXES):
+            # as the hub does for LFS files: the metadata on a redirect to another origin, which serves the bytes
+            blob = f"/blobs/{sha256}"
+            self.server.routes.setdefault(blob, Route(body))
+            self.send_response(302)
+            self.send_header("Location", self.server.cdn_base + blob)
+            self.send_header("X-Repo-Commit", repo.commit)
+            self.send_header("ETag", f'"{git_sha}"')
+            self.send_header("X-Linked-Etag", f'"{sha256}"')
+            self.send_header("X-Linked-Size", str(len(body)))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("X-Repo-Commit", repo.commit)
+        self.send_header("ETag", f'"{git_sha}"')
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def _hub_error(self, code: int, headers: dict[str, str]) -> None:
+        self.send_response(code)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
     def _stall_chunked(self, body: bytes) -> None:
         # chunked transfer (no length announced): one chunk with half the body, then silence
         self.protocol_version = "HTTP/1.1"
@@ -98,53 +197,102 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class CheckpointServer:
-    """An HTTP server on 127.0.0.1 serving bytes by path and counting every request."""
+    """HTTP servers on 127.0.0.1 serving bytes by path and hub repos, counting every request.
+
+    Hub repos answer huggingface_hub's file resolution; their LFS files redirect to a second
+    listener (another origin, as the hub's storage is), which serves the bytes.
+    """
 
     def __init__(self) -> None:
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.routes = {}
-        self._server.counts = collections.Counter()
-        self._server.lock = threading.Lock()
+        self._servers = (_Server(("127.0.0.1", 0), _Handler), _Server(("127.0.0.1", 0), _Handler))
+        routes: dict[str, Route] = {}
+        hub: dict[str, HubRepo] = {}
+        counts: collections.Counter[str] = collections.Counter()
+        log: list[Request] = []
+        lock = threading.Lock()
+        self._server = self._servers[0]
+        for srv, role in zip(self._servers, ("main", "cdn"), strict=True):
+            srv.routes, srv.hub, srv.counts, srv.log, srv.lock = routes, hub, counts, log, lock
+            srv.role = "main" if role == "main" else "cdn"
+            srv.cdn_base = _base(self._servers[1])
         # a short poll interval keeps shutdown (once per test) from costing half a second
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
+        self._threads = [threading.Thread(target=s.serve_forever, args=(0.02,), daemon=True) for s in self._servers]
 
     def __enter__(self) -> CheckpointServer:
-        self._thread.start()
+        for t in self._threads:
+            t.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        for srv in self._servers:
+            srv.shutdown()
+            srv.server_close()
 
     @property
     def base(self) -> str:
         """http://127.0.0.1:<port>"""
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return _base(self._server)
 
     def add(self, path: str, body: bytes, mode: Mode = "ok") -> str:
         """Serve body at path; returns its URL."""
         self._server.routes[path] = Route(body, mode)
         return self.base + path
 
+    def add_repo(
+        self, repo_id: str, files: Mapping[str, bytes], *, token: str | None = None, gated: bool = False
+    ) -> HubRepo:
+        """Serve a hub repo with these files at a commit derived from them."""
+        digest = hashlib.sha1(repr(sorted((k, hashlib.sha256(v).hexdigest()) for k, v in files.items())).encode())
+        repo = HubRepo(files=dict(files), commit=digest.hexdigest(), token=token, gated=gated)
+        self._server.hub[repo_id] = repo
+        return repo
+
     def count(self, path: str) -> int:
-        """How many GET requests path has had."""
+        """How many requests (GET or HEAD) path has had."""
         with self._server.lock:
             return self._server.counts[path]
 
     def total(self) -> int:
-        """How many GET requests the server has had."""
+        """How many requests the servers have had."""
         with self._server.lock:
             return sum(self._server.counts.values())
 
+    def requests(self) -> list[Request]:
+        """Every request so far, in order."""
+        with self._server.lock:
+            return list(self._server.log)
+
+
+def _base(srv: _Server) -> str:
+    host, port = srv.server_address[:2]
+    return f"http://{host!s}:{port}"
+
+
+HUB_ENV = ("HF_ENDPOINT", "HF_HUB_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN")
+
 
 def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: CheckpointServer) -> Path:
-    """An empty cache via ZOO_CACHE_DIR, the hub endpoint on the loopback server, online."""
+    """An empty zoo cache (ZOO_CACHE_DIR) and an empty Hugging Face cache (HF_HUB_CACHE, see hub_cache_of),
+    the hub endpoint on the loopback server (HF_ENDPOINT), online, no token."""
     root = tmp_path / "cache"
+    for name in HUB_ENV:
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ZOO_CACHE_DIR", str(root))
-    monkeypatch.setenv("ZOO_HUB_ENDPOINT", server.base)
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub_cache_of(root)))
+    monkeypatch.setenv("HF_ENDPOINT", server.base)
+    # huggingface_hub fixes its own offline switch at import, from the environment of that moment (a
+    # user's HF_HUB_OFFLINE, or a test that set it): the loopback hub must be reachable all the same.
+    # zoo reads HF_HUB_OFFLINE itself at each call, which the tests set and unset as they need.
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("ZOO_OFFLINE", raising=False)
     return root
+
+
+def hub_cache_of(cache_root: Path) -> Path:
+    """The Hugging Face cache isolated_cache set beside zoo's cache root."""
+    return cache_root.parent / "hf-hub-cache"
 
 
 def cache_files(root: Path) -> list[Path]:

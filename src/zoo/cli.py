@@ -217,16 +217,21 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 def _cmd_cache(args: argparse.Namespace) -> int:
     from zoo.services.weights import WeightCache, WeightSettings
 
-    cache = WeightCache(WeightSettings.resolve().cache_dir)
+    settings = WeightSettings.resolve()
+    cache = WeightCache(settings.cache_dir)
     mib = 2**20
+    # hub weights live in the Hugging Face cache, shared with other libraries: shown where, never cleared here
+    hub_note = f"hub weights are in the Hugging Face cache {settings.hub_cache_dir} (manage it with `hf cache`)"
     if args.action == "clear":
         files, size = cache.clear()
         print(f"removed {files} file(s), {size / mib:.1f} MiB, from {cache.root}")
+        print(hub_note)
         return 0
     entries = cache.entries()
     for entry in entries:
         print(f"{entry.size / mib:10.1f} MiB  {entry.key}")
     print(f"{len(entries)} file(s), {sum(e.size for e in entries) / mib:.1f} MiB, in {cache.root}")
+    print(hub_note)
     return 0
 
 
@@ -274,12 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="NAME or NAME.TAG")
     p.set_defaults(func=_cmd_info)
 
-    p = sub.add_parser("fetch", help="download a model's published weights into the cache")
+    p = sub.add_parser("fetch", help="download a model's published weights into the cache (hub: the HF cache)")
     p.add_argument("name", help="NAME or NAME.TAG")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (default: one on a terminal)")
     p.set_defaults(func=_cmd_fetch)
 
-    p = sub.add_parser("cache", help="list or clear the weights cache (ZOO_CACHE_DIR)")
+    p = sub.add_parser("cache", help="list or clear zoo's cache of URL weights (ZOO_CACHE_DIR)")
     p.add_argument("action", choices=("list", "clear"))
     p.set_defaults(func=_cmd_cache)
 

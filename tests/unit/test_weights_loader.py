@@ -19,6 +19,7 @@ from weights_support import (
     cache_files,
     digests,
     fetch_in_process,
+    hub_cache_of,
     safetensors_bytes,
     small_state_dict,
     torch_bytes,
@@ -62,19 +63,22 @@ def test_same_file_name_from_two_urls_are_two_entries(server: CheckpointServer, 
 
 def test_hub_id_prefers_safetensors(server: CheckpointServer, cache_dir: Path) -> None:
     sd = small_state_dict()
-    server.add("/org/net.tag/resolve/main/model.safetensors", safetensors_bytes(sd))
-    server.add("/org/net.tag/resolve/main/pytorch_model.bin", torch_bytes(small_state_dict(9)))
+    repo = server.add_repo(
+        "org/net.tag",
+        {"model.safetensors": safetensors_bytes(sd), "pytorch_model.bin": torch_bytes(small_state_dict(9))},
+    )
     assert_same(load(DefaultCfg(hf_hub_id="org/net.tag", url=server.base + "/unused.pth")), sd)
-    assert server.count("/org/net.tag/resolve/main/model.safetensors") == 1
-    assert server.total() == 1
-    assert [p.relative_to(cache_dir).as_posix() for p in cache_files(cache_dir)] == [
-        "hub/org--net.tag/model.safetensors"
-    ]
+    assert server.count("/org/net.tag/resolve/main/pytorch_model.bin") == 0
+    assert server.count("/unused.pth") == 0
+    # huggingface_hub's cache layout, in the Hugging Face cache, not zoo's
+    snapshot = hub_cache_of(cache_dir) / "models--org--net.tag" / "snapshots" / repo.commit / "model.safetensors"
+    assert snapshot.is_file()
+    assert cache_files(cache_dir) == []
 
 
 def test_hub_falls_back_to_bin_then_to_url(server: CheckpointServer, cache_dir: Path) -> None:
     sd = small_state_dict()
-    server.add("/org/bin/resolve/main/pytorch_model.bin", torch_bytes(sd))
+    server.add_repo("org/bin", {"pytorch_model.bin": torch_bytes(sd)})
     assert_same(load(DefaultCfg(hf_hub_id="org/bin")), sd)
     assert server.count("/org/bin/resolve/main/model.safetensors") == 1  # asked first, 404
 
@@ -87,7 +91,7 @@ def test_no_source_names_every_place_tried(server: CheckpointServer, cache_dir: 
     with pytest.raises(WeightsUnavailableError) as e:
         load(DefaultCfg(hf_hub_id="org/none", url=server.base + "/none.pth"))
     msg = str(e.value)
-    for tried in ("model.safetensors", "pytorch_model.bin", "none.pth", "404"):
+    for tried in ("'org/none' not found", "model.safetensors", "none.pth", "404"):
         assert tried in msg
     with pytest.raises(WeightsUnavailableError, match="names no weights"):
         load(DefaultCfg())
@@ -97,8 +101,9 @@ def test_no_source_names_every_place_tried(server: CheckpointServer, cache_dir: 
 def test_invalid_locations_name_what_is_valid(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(InvalidValueError, match="http, https, file"):
         load(DefaultCfg(url="ftp://example.invalid/x.pth"))
-    with pytest.raises(InvalidValueError, match="org/name"):
-        load(DefaultCfg(hf_hub_id="../../etc"))
+    for bad in ("../../etc", "org/name@../x", "org/a/b"):
+        with pytest.raises(InvalidValueError, match="org/name"):
+            load(DefaultCfg(hf_hub_id=bad))
     monkeypatch.setenv("ZOO_OFFLINE", "maybe")
     with pytest.raises(InvalidValueError, match=r"ZOO_OFFLINE='maybe'.*expected one of 1, true"):
         load(DefaultCfg(url="http://127.0.0.1:9/x.pth"))

@@ -52,6 +52,18 @@ class WeightsUnavailableError(WeightsError, LookupError):
     """No source for the weights (no url/hub id/file, or offline with an empty cache)."""
 
 
+class HubRepoNotFoundError(WeightsUnavailableError):
+    """A hub repo (or revision) that does not exist, or is private to an account the token is not for."""
+
+
+class HubFileNotFoundError(WeightsUnavailableError):
+    """A hub repo that exists but has no such file."""
+
+
+class HubAccessError(WeightsUnavailableError):
+    """A hub repo that refused access: gated, or the token was rejected."""
+
+
 class DownloadError(WeightsError):
     """A download that started but did not complete (connection closed or timed out mid-body)."""
 
@@ -84,3 +96,7 @@ class CheckpointMismatchError(WeightsError):
 
 class PruneSpecError(ZooError, ValueError):
     """A prune spec that is malformed or does not fit the model."""
+
+
+class SavedModelError(ZooError, ValueError):
+    """A saved model directory or hub repo (config.json + weights) that cannot be read or written."""

@@ -21,6 +21,7 @@ from filelock import FileLock
 # ZOO_CACHE_DIR can never cost the user unrelated files.
 _LOCKS = ".locks"
 _DIGESTS = ".digests"  # the verified sha256 of each file, so a cache hit need not re-hash it
+# "hub" held hub files before they moved to the Hugging Face cache; clear still removes what it holds
 _OWNED = ("urls", "hub", _LOCKS, _DIGESTS)
 _PART = ".part"
 _CHUNK = 1 << 20
@@ -156,7 +157,14 @@ class WeightCache:
 
     def digest(self, key: PurePosixPath) -> str:
         """The sha256 of key's file: the remembered one while the file is unchanged, else hashed now."""
-        path = self.path(key)
+        return self._digest(key, self.path(key))
+
+    def file_digest(self, path: Path) -> str:
+        """The sha256 of a file outside the cache (a hub file), remembered the same way under its real path."""
+        real = path.resolve()
+        return self._digest(PurePosixPath("files", hashlib.sha256(str(real).encode()).hexdigest()[:32]), real)
+
+    def _digest(self, key: PurePosixPath, path: Path) -> str:
         st = path.stat()
         try:
             data = json.loads(self._digest_record(key).read_text(encoding="utf-8"))

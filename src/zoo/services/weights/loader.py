@@ -12,6 +12,7 @@ import torch
 from zoo.domain.errors import (
     CheckpointFormatError,
     ChecksumMismatchError,
+    HubFileNotFoundError,
     InvalidValueError,
     WeightsError,
     WeightsUnavailableError,
@@ -26,17 +27,19 @@ from zoo.services.weights.formats import (
     read_checkpoint,
     resource_error,
 )
+from zoo.services.weights.hub import HubClient, HubSource, hub_source
 from zoo.services.weights.settings import CACHE_DIR_ENV, OFFLINE_ENV, WeightSettings
-from zoo.services.weights.sources import LocalSource, RemoteSource, resolve_sources
+from zoo.services.weights.sources import LocalSource, RemoteSource, Source, resolve_sources
 
 log = logging.getLogger("zoo.weights")
 
 
 class CachedWeightLoader:
-    """Local files, URLs (http, https, file) and hub ids, through an on-disk cache.
+    """Local files, URLs (http, https, file) through zoo's verified cache, and hub repos through huggingface_hub.
 
-    Unset arguments are read from ZOO_CACHE_DIR, ZOO_HUB_ENDPOINT and ZOO_OFFLINE at each call,
-    so one loader follows the environment it runs in. progress=None shows a bar on a terminal only.
+    Unset arguments are read at each call from ZOO_CACHE_DIR and ZOO_OFFLINE, and for the hub from
+    HF_ENDPOINT, HF_HUB_CACHE (or HF_HOME), HF_HUB_OFFLINE and HF_TOKEN, so one loader follows the
+    environment it runs in. progress=None shows a bar on a terminal only.
     """
 
     def __init__(
@@ -44,23 +47,44 @@ class CachedWeightLoader:
         *,
         cache_dir: str | os.PathLike[str] | None = None,
         hub_endpoint: str | None = None,
+        hub_cache_dir: str | os.PathLike[str] | None = None,
         offline: bool | None = None,
         progress: bool | None = None,
         timeout: float = 60.0,
     ) -> None:
         self._cache_dir = cache_dir
         self._hub_endpoint = hub_endpoint
+        self._hub_cache_dir = hub_cache_dir
         self._offline = offline
         self.progress = progress
         self.timeout = timeout
 
     def settings(self) -> WeightSettings:
         """The settings in force now: explicit arguments, else the environment."""
-        return WeightSettings.resolve(cache_dir=self._cache_dir, hub_endpoint=self._hub_endpoint, offline=self._offline)
+        return WeightSettings.resolve(
+            cache_dir=self._cache_dir,
+            hub_endpoint=self._hub_endpoint,
+            hub_cache_dir=self._hub_cache_dir,
+            offline=self._offline,
+        )
 
     def cache(self) -> WeightCache:
         """The cache in force now."""
         return WeightCache(self.settings().cache_dir)
+
+    def hub(self) -> HubClient:
+        """The hub client in force now."""
+        return self._hub_client(self.settings())
+
+    def _hub_client(self, settings: WeightSettings) -> HubClient:
+        return HubClient(
+            endpoint=settings.hub_endpoint,
+            cache_dir=settings.hub_cache_dir,
+            offline=settings.hub_offline,
+            offline_env=settings.hub_offline_env,
+            token=settings.hub_token,
+            timeout=self.timeout,
+        )
 
     def load_state_dict(self, cfg: DefaultCfg, *, checkpoint_path: str | None = None) -> StateDict:
         """Read the checkpoint for this cfg (or at checkpoint_path), downloading it into the cache if needed."""
@@ -70,34 +94,67 @@ class CachedWeightLoader:
         """Make sure the cfg's checkpoint is in the cache (or on disk) and return its path."""
         return self._first_available(cfg, None, progress if progress is not None else self.progress, read=False)[0]
 
+    def fetch_hub_file(self, hub_id: str, filename: str, *, progress: bool | None = None) -> Path:
+        """One file of a hub repo ('org/name[@revision]'), from the Hugging Face cache or downloaded into it."""
+        source = hub_source(hub_id, filenames=(filename,))
+        hub = self.hub()
+        cached = hub.cached(source, filename)
+        if cached is not None:
+            return cached
+        show = progress_default() if progress is None else progress
+        return hub.download(source, filename, progress=show)
+
     def _first_available(
         self, cfg: DefaultCfg, checkpoint_path: str | None, progress: bool | None, *, read: bool
     ) -> tuple[Path, StateDict]:
         settings = self.settings()
         cache = WeightCache(settings.cache_dir)
+        hub = self._hub_client(settings)
         show = progress_default() if progress is None else progress
-        sources = resolve_sources(cfg, checkpoint_path=checkpoint_path, hub_endpoint=settings.hub_endpoint)
+        sources = resolve_sources(cfg, checkpoint_path=checkpoint_path)
         # every source's cached copy before any network: a slow or hanging earlier source must not
         # delay a checkpoint that is already here
         for source in sources:
             if isinstance(source, RemoteSource) and cache.path(source.cache_key).is_file():
                 return cache.path(source.cache_key), _read_cached(cache, source, read=read)
-        reasons: list[str] = []
+            if isinstance(source, HubSource):
+                for filename in source.filenames:
+                    path = hub.cached(source, filename)
+                    if path is not None:
+                        return path, _read_hub(cache, source, filename, path, read=read)
+        failures: list[WeightsUnavailableError] = []
         for source in sources:
             try:
                 if isinstance(source, LocalSource):
                     return source.path, _read_local(source, read=read)
+                if isinstance(source, HubSource):
+                    path, filename = self._hub_file(source, hub, progress=show)
+                    return path, _read_hub(cache, source, filename, path, read=read)
                 return self._remote(source, cache, offline=settings.offline, progress=show, read=read)
             except WeightsUnavailableError as e:
-                # not found or unreachable here: the next candidate (hub .bin, then the url) may serve it
-                reasons.append(str(e))
-        if settings.offline and all(isinstance(s, RemoteSource) for s in sources):
-            missing = [str(cache.path(s.cache_key)) for s in sources if isinstance(s, RemoteSource)]
+                # not found or unreachable here: the next candidate (the url after the hub) may serve it
+                failures.append(e)
+        if settings.offline and not any(isinstance(s, LocalSource) for s in sources):
+            looked = [_cached_place(s, cache, hub) for s in sources]
             raise WeightsUnavailableError(
-                f"{OFFLINE_ENV}=1 and the checkpoint is not in the cache: looked for {', '.join(missing)}; "
+                f"{OFFLINE_ENV}=1 and the checkpoint is not in the cache: looked for {'; '.join(looked)}; "
                 f"fetch it while online (zoo fetch NAME.TAG), or unset {OFFLINE_ENV}"
             )
-        raise WeightsUnavailableError("no source could serve the checkpoint: " + "; ".join(reasons))
+        first = failures[0]
+        if len(failures) == 1:
+            raise first
+        # the first (preferred) source's kind of failure, with every place tried
+        raise type(first)("no source could serve the checkpoint: " + "; ".join(map(str, failures)))
+
+    def _hub_file(self, source: HubSource, hub: HubClient, *, progress: bool) -> tuple[Path, str]:
+        """The first of source.filenames the repo has, downloaded; a repo or access failure stops at once."""
+        missing: list[str] = []
+        for filename in source.filenames:
+            try:
+                return hub.download(source, filename, progress=progress), filename
+            except HubFileNotFoundError:
+                missing.append(filename)  # the repo is there: its other candidate file may be
+        raise HubFileNotFoundError(f"hub repo {source.describe()} at {hub.endpoint} has none of {', '.join(missing)}")
 
     def _remote(
         self, source: RemoteSource, cache: WeightCache, *, offline: bool, progress: bool, read: bool
@@ -135,6 +192,15 @@ class CachedWeightLoader:
         return state_dict
 
 
+def _cached_place(source: Source, cache: WeightCache, hub: HubClient) -> str:
+    """Where a source's cached copy would be, for messages."""
+    if isinstance(source, RemoteSource):
+        return str(cache.path(source.cache_key))
+    if isinstance(source, HubSource):
+        return f"{', '.join(source.filenames)} of hub repo {source.describe()} in {hub.cache_dir}"
+    return str(source.path)
+
+
 def _read_local(source: LocalSource, *, read: bool) -> StateDict:
     check_file(source.path, str(source.path))
     if source.sha256:
@@ -167,6 +233,25 @@ def _read_cached(cache: WeightCache, source: RemoteSource, *, read: bool) -> Sta
         # A resource error (CheckpointResourceError) says nothing about the bytes and keeps the file.
         cache.remove(source.cache_key)
         raise CheckpointFormatError(f"{e}; the cached copy was removed, so the next load downloads it again") from None
+
+
+def _read_hub(cache: WeightCache, source: HubSource, filename: str, path: Path, *, read: bool) -> StateDict:
+    """A hub file from the Hugging Face cache, checked against the cfg's sha256 when it has one.
+
+    The file stays where it is whatever is wrong with it: that cache is shared with other libraries.
+    """
+    origin = f"hub file {source.describe(filename)} ({path})"
+    if source.sha256:
+        try:
+            sha256 = cache.file_digest(path)
+        except OSError as e:
+            raise resource_error(origin, e) from None
+        if sha256 != source.sha256:
+            raise ChecksumMismatchError(
+                f"{origin}: sha256 is {sha256}, expected {source.sha256} (DefaultCfg.sha256); the file was left in "
+                "the Hugging Face cache. If the repo has changed, update the cfg's sha256"
+            )
+    return read_checkpoint(path, origin=origin) if read else {}
 
 
 class StateDictLoader:

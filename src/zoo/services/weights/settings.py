@@ -1,4 +1,4 @@
-"""Where weights are cached and fetched from: explicit values, else the ZOO_* environment variables."""
+"""Where weights are cached and fetched from: explicit values, else the ZOO_* and HF_* environment variables."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ import attrs
 from zoo.domain.errors import InvalidValueError
 
 CACHE_DIR_ENV = "ZOO_CACHE_DIR"
-HUB_ENDPOINT_ENV = "ZOO_HUB_ENDPOINT"
 OFFLINE_ENV = "ZOO_OFFLINE"
+# huggingface_hub's own variables, read here at each call (it reads them once, at import)
+HUB_ENDPOINT_ENV = "HF_ENDPOINT"
+HUB_OFFLINE_ENV = "HF_HUB_OFFLINE"
 DEFAULT_HUB_ENDPOINT = "https://huggingface.co"
 URL_SCHEMES: tuple[str, ...] = ("http", "https", "file")
 
@@ -30,6 +32,32 @@ def default_cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
         return Path.home() / "Library" / "Caches" / "zoo"
     xdg = environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "zoo"
+
+
+def _hf_path(value: str) -> Path:
+    return Path(os.path.expandvars(os.path.expanduser(value)))
+
+
+def default_hub_cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """The Hugging Face hub cache, resolved as huggingface_hub does: HF_HUB_CACHE, else HF_HOME/hub, else XDG."""
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if environ.get(name):
+            return _hf_path(environ[name])
+    if environ.get("HF_HOME"):
+        return _hf_path(environ["HF_HOME"]) / "hub"
+    xdg = environ.get("XDG_CACHE_HOME")
+    return (_hf_path(xdg) if xdg else Path.home() / ".cache") / "huggingface" / "hub"
+
+
+def hub_token(environ: Mapping[str, str] = os.environ) -> str | None:
+    """HF_TOKEN (or the older HUGGING_FACE_HUB_TOKEN); None lets huggingface_hub use the token file."""
+    token = (environ.get("HF_TOKEN") or environ.get("HUGGING_FACE_HUB_TOKEN") or "").strip()
+    return token or None
+
+
+def _hf_flag(value: str) -> bool:
+    # huggingface_hub's reading of its flags: anything else is false, never an error
+    return value.strip().upper() in ("1", "ON", "YES", "TRUE")
 
 
 def check_url(url: str, what: str) -> str:
@@ -52,11 +80,22 @@ def parse_flag(name: str, value: str) -> bool:
 
 @attrs.frozen(kw_only=True)
 class WeightSettings:
-    """The cache directory, the hub endpoint and whether to stay offline."""
+    """zoo's cache for URL sources, the Hugging Face hub's endpoint, cache and token, and offline modes.
+
+    offline (ZOO_OFFLINE) covers every remote source; hub_offline (offline, or HF_HUB_OFFLINE) the hub.
+    """
 
     cache_dir: Path
     hub_endpoint: str = DEFAULT_HUB_ENDPOINT
+    hub_cache_dir: Path = attrs.field(factory=default_hub_cache_dir)
     offline: bool = False
+    hub_offline: bool = False
+    hub_token: str | None = attrs.field(default=None, repr=False)
+
+    @property
+    def hub_offline_env(self) -> str:
+        """The variable that put the hub offline ('' when online), for messages."""
+        return OFFLINE_ENV if self.offline else HUB_OFFLINE_ENV if self.hub_offline else ""
 
     @classmethod
     def resolve(
@@ -64,10 +103,12 @@ class WeightSettings:
         *,
         cache_dir: str | os.PathLike[str] | None = None,
         hub_endpoint: str | None = None,
+        hub_cache_dir: str | os.PathLike[str] | None = None,
         offline: bool | None = None,
         environ: Mapping[str, str] = os.environ,
     ) -> WeightSettings:
-        """Explicit values win; unset ones come from ZOO_CACHE_DIR, ZOO_HUB_ENDPOINT and ZOO_OFFLINE."""
+        """Explicit values win; unset ones come from ZOO_CACHE_DIR, ZOO_OFFLINE, HF_ENDPOINT, HF_HUB_CACHE
+        (or HF_HOME), HF_HUB_OFFLINE and HF_TOKEN, read now."""
         if cache_dir is None:
             env_dir = environ.get(CACHE_DIR_ENV, "")
             cache_dir = Path(env_dir).expanduser() if env_dir else default_cache_dir(environ)
@@ -75,4 +116,14 @@ class WeightSettings:
         endpoint = check_url(endpoint or DEFAULT_HUB_ENDPOINT, HUB_ENDPOINT_ENV).rstrip("/")
         if offline is None:
             offline = parse_flag(OFFLINE_ENV, environ.get(OFFLINE_ENV, ""))
-        return cls(cache_dir=Path(cache_dir), hub_endpoint=endpoint, offline=offline)
+        hub_offline = offline or _hf_flag(environ.get(HUB_OFFLINE_ENV) or environ.get("TRANSFORMERS_OFFLINE") or "")
+        return cls(
+            cache_dir=Path(cache_dir),
+            hub_endpoint=endpoint,
+            hub_cache_dir=Path(hub_cache_dir).expanduser()
+            if hub_cache_dir is not None
+            else default_hub_cache_dir(environ),
+            offline=offline,
+            hub_offline=hub_offline,
+            hub_token=hub_token(environ),
+        )

@@ -1,4 +1,4 @@
-"""Where a checkpoint comes from: a local file, or a remote file (URL or hub id) with its cache location."""
+"""Where a checkpoint comes from: a local file, a URL with its place in zoo's cache, or a hub repo."""
 
 from __future__ import annotations
 
@@ -12,12 +12,9 @@ import attrs
 
 from zoo.domain.errors import InvalidValueError, WeightsUnavailableError
 from zoo.domain.values import DefaultCfg
+from zoo.services.weights.hub import HubSource, hub_source
 from zoo.services.weights.settings import check_url
 
-# Tried in this order for a hub id: safetensors reads without unpickling and maps without copying.
-HUB_FILENAMES: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin")
-
-_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 _SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # torch.hub's convention: `name-<first hex digits of the sha256>.ext`
 _HASH_PREFIX_RE = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$")
@@ -54,7 +51,7 @@ class RemoteSource:
         return self.url
 
 
-Source: TypeAlias = LocalSource | RemoteSource
+Source: TypeAlias = LocalSource | RemoteSource | HubSource
 
 
 def hash_prefix(filename: str) -> str:
@@ -88,23 +85,6 @@ def url_source(url: str, *, sha256: str = "", check_hash: bool = False) -> Remot
     return RemoteSource(url=url, cache_key=key, sha256=sha256, hash_prefix=prefix, name=name)
 
 
-def hub_sources(hub_id: str, *, endpoint: str, sha256: str = "") -> tuple[RemoteSource, ...]:
-    """The candidate files of a hub repo, safetensors first: {endpoint}/{repo}/resolve/main/{file}."""
-    if not _HUB_ID_RE.match(hub_id) or ".." in hub_id:
-        raise InvalidValueError(
-            f"hf_hub_id={hub_id!r} is invalid: expected 'org/name' (letters, digits, '.', '_', '-')"
-        )
-    folder = hub_id.replace("/", "--")
-    return tuple(
-        RemoteSource(
-            url=f"{endpoint}/{hub_id}/resolve/main/{filename}",
-            cache_key=PurePosixPath("hub", folder, filename),
-            sha256=sha256,
-        )
-        for filename in HUB_FILENAMES
-    )
-
-
 def location_source(location: str, *, sha256: str = "") -> Source:
     """A path, or a URL when it has a scheme (checkpoint_path= and cfg.file accept both)."""
     if "://" in location:
@@ -112,8 +92,8 @@ def location_source(location: str, *, sha256: str = "") -> Source:
     return LocalSource(path=Path(location).expanduser(), sha256=sha256)
 
 
-def resolve_sources(cfg: DefaultCfg, *, checkpoint_path: str | None, hub_endpoint: str) -> tuple[Source, ...]:
-    """Candidate sources in order: checkpoint_path, else cfg.file, else the hub files, then cfg.url."""
+def resolve_sources(cfg: DefaultCfg, *, checkpoint_path: str | None) -> tuple[Source, ...]:
+    """Candidate sources in order: checkpoint_path, else cfg.file, else the hub repo, then cfg.url."""
     if checkpoint_path is not None:
         if not checkpoint_path.strip():
             raise InvalidValueError(
@@ -126,7 +106,7 @@ def resolve_sources(cfg: DefaultCfg, *, checkpoint_path: str | None, hub_endpoin
     # cfg.sha256 describes the file the cfg publishes; whichever remote candidate serves it must match
     sources: list[Source] = []
     if cfg.hf_hub_id:
-        sources.extend(hub_sources(cfg.hf_hub_id, endpoint=hub_endpoint, sha256=cfg.sha256))
+        sources.append(hub_source(cfg.hf_hub_id, sha256=cfg.sha256))
     if cfg.url:
         sources.append(url_source(cfg.url, sha256=cfg.sha256, check_hash=cfg.check_hash))
     if not sources:
