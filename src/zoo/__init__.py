@@ -11,6 +11,7 @@ from zoo.api import (
     list_models,
     list_modules,
     list_pretrained,
+    save_pretrained,
 )
 from zoo.domain.errors import ZooError
 
@@ -24,5 +25,6 @@ __all__ = [
     "list_models",
     "list_modules",
     "list_pretrained",
+    "save_pretrained",
 ]
 __version__ = "0.1.0"

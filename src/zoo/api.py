@@ -14,11 +14,16 @@ from zoo.domain.protocols import FeatureWrapperFactory, Pruner, WeightLoader
 from zoo.domain.values import BuildRequest, DefaultCfg, ModelSpec
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from torch import nn
+
     from zoo.archs.base import ZooModule
     from zoo.domain.prune import PruneSpec
     from zoo.services.builder import Builder, WeightApplier
     from zoo.services.features import FeatureExtractor
     from zoo.services.registry import Registry
+    from zoo.services.saved import SavedModel
 
 __all__ = [
     "ModelZoo",
@@ -31,6 +36,7 @@ __all__ = [
     "list_models",
     "list_modules",
     "list_pretrained",
+    "save_pretrained",
 ]
 
 
@@ -148,10 +154,18 @@ class ModelZoo:
         **model_kwargs: Any,
     ) -> ZooModule | FeatureExtractor:
         """Build a model by name or name.tag; see zoo.api.create_model."""
-        spec, cfg = self.registry.resolve(name)
+        saved = self._read_saved(name)
+        if saved is None:
+            spec, cfg = self.registry.resolve(name)
+            tag = cfg.tag
+        else:
+            spec, tag = self._saved_spec(saved), ""
+            # the saved cfg in full (so nothing of the architecture's default source survives), then the caller's
+            pretrained_cfg_overlay = {**saved.cfg.to_dict(), **_overlay(pretrained_cfg_overlay)}
+            model_kwargs = {**self._saved_model_args(saved, spec), **model_kwargs}
         # a keyword of create_model, not of the constructor: kept in **model_kwargs so every signature stays as is
         request = BuildRequest(
-            tag=cfg.tag,
+            tag=tag,
             pretrained=check_bool("pretrained", pretrained),
             num_classes=None if num_classes is None else check_int("num_classes", num_classes, ge=0, le=MAX_WIDTH),
             in_chans=None if in_chans is None else check_int("in_chans", in_chans, ge=1, le=MAX_WIDTH),
@@ -164,15 +178,54 @@ class ModelZoo:
             prune_spec=_prune_spec(prune_spec),
         )
         model = self.builder.build(spec, request)
+        if saved is not None and saved.label_names:
+            _keep_label_names(model, saved.label_names)
         return _as_extractor(model, spec) if features_only else _as_zoo_module(model, spec)
+
+    def _read_saved(self, name: str) -> SavedModel | None:
+        """The saved model a local-dir:/hf-hub: name points at (hub files through this zoo's loader), else None."""
+        from zoo.services.saved import is_saved_name, read_saved
+
+        if not is_saved_name(name):
+            return None
+        from zoo.services.weights import CachedWeightLoader
+
+        loader = self._weight_loader
+        hub = loader if isinstance(loader, CachedWeightLoader) else CachedWeightLoader()
+        return read_saved(name, fetch_hub_file=lambda hub_id, filename: hub.fetch_hub_file(hub_id, filename))
+
+    def _saved_spec(self, saved: SavedModel) -> ModelSpec:
+        from zoo.domain.errors import SavedModelError, UnknownModelError
+
+        try:
+            return self.registry.get_spec(saved.architecture)
+        except (UnknownModelError, InvalidValueError) as e:
+            raise SavedModelError(
+                f"{saved.location}: architecture {saved.architecture!r} is not available: {e}"
+            ) from None
+
+    def _saved_model_args(self, saved: SavedModel, spec: ModelSpec) -> dict[str, object]:
+        """The saved keywords the constructor takes; num_classes and in_chans come through the saved cfg."""
+        from zoo.services.builder import constructor_params
+
+        args = {k: v for k, v in saved.model_args.items() if k not in ("num_classes", "in_chans")}
+        accepted = constructor_params(spec)
+        bad = sorted(set(args) - set(accepted)) if accepted is not None else []
+        if bad:
+            raise InvalidArgumentError(
+                f"{saved.location}: model_args {', '.join(map(repr, bad))} are not keywords of {spec.name} "
+                f"(it takes: {', '.join(sorted(set(accepted or ()) - {'num_classes', 'in_chans'}))})"
+            )
+        return args
 
     def get_spec(self, name: str) -> ModelSpec:
         """The spec of a registered name."""
         return self.registry.get_spec(name)
 
     def get_default_cfg(self, name: str) -> DefaultCfg:
-        """The DefaultCfg of name or name.tag."""
-        return self.registry.resolve(name)[1]
+        """The DefaultCfg of name or name.tag (or of a local-dir:/hf-hub: saved model)."""
+        saved = self._read_saved(name)
+        return saved.cfg if saved is not None else self.registry.resolve(name)[1]
 
     def get_pretrained_cfg_value(self, name: str, key: str) -> object:
         """One field of the DefaultCfg of name or name.tag; None for a key the cfg has no field for (as timm)."""
@@ -193,6 +246,17 @@ class ModelZoo:
         return self.registry.list_models(
             filter, exclude_filters=exclude_filters, module=module, pretrained=pretrained, include_tags=include_tags
         )
+
+
+def _keep_label_names(model: object, names: tuple[str, ...]) -> None:
+    """Carry a saved model's class names on the built model while its class count still matches them."""
+    import attrs
+
+    from zoo.domain.values import BuildRecord
+
+    record = getattr(model, "build_record", None)
+    if isinstance(record, BuildRecord) and getattr(model, "num_classes", None) == len(names):
+        object.__setattr__(model, "build_record", attrs.evolve(record, label_names=names))
 
 
 def _as_zoo_module(model: object, spec: ModelSpec) -> ZooModule:
@@ -302,6 +366,8 @@ def create_model(
     """Create a registered model by name (or name.tag); features_only=True gives a FeatureExtractor.
 
     prune_spec (a PruneSpec, a spec file path or the spec text) builds the model at that channel layout.
+    A saved model is named `local-dir:PATH` or `hf-hub:org/name[@revision]` (config.json + weights, as
+    save_pretrained or timm write them); as in timm, pretrained=True loads its weights.
     """
     return default_zoo().create_model(
         name,
@@ -316,6 +382,22 @@ def create_model(
         prune_spec=prune_spec,
         **model_kwargs,
     )
+
+
+def save_pretrained(
+    model: nn.Module,
+    directory: str | os.PathLike[str],
+    *,
+    label_names: Sequence[str] | None = None,
+    architecture: str | None = None,
+) -> Path:
+    """Write model.safetensors and config.json (the hub's model-card layout timm reads) into directory.
+
+    `create_model("local-dir:DIR", pretrained=True)` (or `"hf-hub:org/name"` once uploaded) builds it back.
+    """
+    from zoo.services.saved import save_pretrained as save
+
+    return save(model, directory, label_names=label_names, architecture=architecture)
 
 
 def list_models(

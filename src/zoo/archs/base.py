@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from zoo.domain.checks import check_bool
-from zoo.domain.values import DefaultCfg, FeatureInfo
+from zoo.domain.values import BuildRecord, DefaultCfg, FeatureInfo
 
 
 class ZooModule(nn.Module):
@@ -27,6 +27,8 @@ class ZooModule(nn.Module):
         # set by the Builder: the cfg describing the model as built
         default_cfg: DefaultCfg
         pretrained_cfg: DefaultCfg
+        # set by the Builder: the architecture and keywords that rebuild the model (save_pretrained writes them)
+        build_record: BuildRecord
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The unpooled final feature map (or token sequence)."""

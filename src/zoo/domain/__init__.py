@@ -25,6 +25,7 @@ from zoo.domain.errors import (
 from zoo.domain.prune import PruneSpec, parse_prune_spec
 from zoo.domain.values import (
     FEATURE_CLASSES,
+    BuildRecord,
     BuildRequest,
     DefaultCfg,
     FeatureCfg,
@@ -34,6 +35,7 @@ from zoo.domain.values import (
 
 __all__ = [
     "FEATURE_CLASSES",
+    "BuildRecord",
     "BuildRequest",
     "CheckpointFormatError",
     "CheckpointMismatchError",

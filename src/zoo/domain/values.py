@@ -341,3 +341,23 @@ class BuildRequest:
     model_kwargs: Mapping[str, object] = attrs.field(factory=dict, converter=_frozen_mapping)
     # a channel layout (interchange format) replacing the spec's own, from create_model(prune_spec=...)
     prune_spec: str | None = attrs.field(default=None, validator=attrs.validators.optional(_prune_text))
+
+
+def _label_names(inst: object, a: attrs.Attribute[Any], v: object) -> None:
+    if not isinstance(v, tuple) or not all(isinstance(x, str) for x in v):
+        raise _fail(inst, a.name, v, "a tuple of str, one per class")
+
+
+@attrs.frozen(kw_only=True)
+class BuildRecord:
+    """How create_model built a model: its registered architecture, the keywords that rebuild it, its class names.
+
+    save_pretrained writes it to config.json (`architecture`, `model_args`, `label_names`).
+    """
+
+    architecture: str = attrs.field(validator=_matches(_NAME_RE, "lowercase letters, digits and '_'"))
+    # keywords as given to create_model (num_classes and in_chans as built); a fresh dict, so copies stay apart
+    model_args: dict[str, object] = attrs.field(
+        factory=dict, converter=dict, validator=_str_keys("a mapping of keyword names to values"), hash=False
+    )
+    label_names: tuple[str, ...] = attrs.field(default=(), converter=_to_tuple, validator=_label_names)

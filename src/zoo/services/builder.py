@@ -11,7 +11,7 @@ from torch import nn
 
 from zoo.domain.errors import FeatureNotAvailableError, InvalidArgumentError, InvalidValueError
 from zoo.domain.protocols import FeatureWrapperFactory, Pruner, WeightLoader
-from zoo.domain.values import BuildRequest, DefaultCfg, ModelSpec
+from zoo.domain.values import BuildRecord, BuildRequest, DefaultCfg, ModelSpec
 
 # Applies a checkpoint to a model: (model, state_dict, spec, cfg, request, on_meta) -> model.
 WeightApplier = Callable[[nn.Module, dict[str, torch.Tensor], ModelSpec, DefaultCfg, BuildRequest, bool], nn.Module]
@@ -168,6 +168,8 @@ class Builder:
         resolved = adapt_cfg(cfg, num_classes=num_classes, in_chans=in_chans, features_only=request.features_only)
         object.__setattr__(model, "default_cfg", resolved)
         object.__setattr__(model, "pretrained_cfg", resolved)  # the name timm users look for
+        args = {**request.model_kwargs, "num_classes": num_classes, "in_chans": in_chans}
+        object.__setattr__(model, "build_record", BuildRecord(architecture=spec.name, model_args=args))
         return model
 
     def _check_available(self, spec: ModelSpec, request: BuildRequest, wants_weights: bool) -> None:

@@ -1,0 +1,309 @@
+"""Saved models: `config.json` + `model.safetensors` in the hub's model-card layout that timm-style repos use.
+
+config.json holds `architecture`, `num_classes`, `num_features`, `global_pool` (when the model pools),
+`label_names` (when known), `model_args` (the keywords that rebuild the model) and `pretrained_cfg`
+(preprocessing and head names, without any source). A directory or repo written this way by zoo or by
+timm is read by name: `local-dir:PATH` or `hf-hub:org/name[@revision]`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+import attrs
+import torch
+from torch import nn
+
+from zoo.domain.errors import InvalidValueError, SavedModelError, ZooError
+from zoo.domain.values import BuildRecord, DefaultCfg
+
+LOCAL_PREFIX = "local-dir:"
+HUB_PREFIX = "hf-hub:"
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+# what a saved directory may hold its weights in, in order (timm writes pytorch_model.bin by default)
+WEIGHT_FILES: tuple[str, ...] = (WEIGHTS_NAME, "pytorch_model.bin")
+
+# DefaultCfg fields that say where weights come from: a saved cfg describes weights, not a source
+_SOURCE_FIELDS = ("url", "hf_hub_id", "file", "sha256", "check_hash")
+# timm leaves drop rates out of model_args: training settings, not part of what the weights are
+_DROP_RATES = ("drop_rate", "drop_path_rate", "drop_block_rate")
+_CFG_FIELDS = tuple(f.name for f in attrs.fields(DefaultCfg))
+
+
+def is_saved_name(name: object) -> bool:
+    """Whether a model name points at a saved model (local-dir:PATH or hf-hub:org/name)."""
+    return isinstance(name, str) and name.startswith((LOCAL_PREFIX, HUB_PREFIX))
+
+
+@attrs.frozen(kw_only=True)
+class SavedModel:
+    """A saved model's config.json, read and checked: what to build and the cfg its weights come with."""
+
+    location: str  # the config.json read, for messages
+    architecture: str
+    cfg: DefaultCfg  # with the weights' source set: file= for a directory, hf_hub_id= for a repo
+    model_args: Mapping[str, object]
+    label_names: tuple[str, ...] = ()
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+
+def save_pretrained(
+    model: nn.Module,
+    directory: str | os.PathLike[str],
+    *,
+    label_names: Sequence[str] | None = None,
+    architecture: str | None = None,
+) -> Path:
+    """Write model.safetensors and config.json into directory (created if needed); returns the directory.
+
+    architecture defaults to the name the model was created with; label_names to the ones it was loaded with
+    (dropped when the class count changed since). Both files are replaced whole or not at all.
+    """
+    record = getattr(model, "build_record", None)
+    if architecture is None:
+        if not isinstance(record, BuildRecord):
+            raise SavedModelError(
+                f"cannot save {type(model).__qualname__}: it was not built by zoo.create_model, so its architecture "
+                "is unknown; pass architecture='<registered name>'"
+            )
+        architecture = record.architecture
+    config = _config(model, architecture, record if isinstance(record, BuildRecord) else None, label_names)
+    out = Path(directory).expanduser()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tensors = _tensors(model)
+        from safetensors.torch import save_file
+
+        with _staged(out / WEIGHTS_NAME) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": "pt"})
+        with _staged(out / CONFIG_NAME) as tmp:
+            tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    except OSError as e:
+        raise SavedModelError(f"cannot write the model to {out}: {e}") from None
+    return out
+
+
+def _config(
+    model: nn.Module, architecture: str, record: BuildRecord | None, label_names: Sequence[str] | None
+) -> dict[str, object]:
+    num_classes = getattr(model, "num_classes", None)
+    if not isinstance(num_classes, int):
+        raise SavedModelError(f"cannot save {type(model).__qualname__}: it has no num_classes (is it a zoo model?)")
+    cfg = getattr(model, "default_cfg", None)
+    cfg = cfg if isinstance(cfg, DefaultCfg) else DefaultCfg()
+    pretrained_cfg = _cfg_for_saving(cfg, num_classes)
+    pool = _pool_type(model)
+    args = {k: v for k, v in (record.model_args if record else {}).items() if not _is_drop_rate(k)}
+    args["num_classes"] = num_classes
+    if pool is not None:
+        args["global_pool"] = pool
+    for key, value in args.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            raise SavedModelError(
+                f"model keyword {key}={value!r} cannot be written to config.json (not JSON); "
+                "build the model with a JSON value for it"
+            ) from None
+    names = _label_names_to_save(label_names, record, num_classes, cfg)
+    config: dict[str, object] = {"architecture": architecture, "num_classes": num_classes}
+    config["num_features"] = getattr(model, "num_features", None)
+    if pool is not None:
+        config["global_pool"] = pool
+    if names:
+        config["label_names"] = list(names)
+    config["model_args"] = args
+    config["pretrained_cfg"] = pretrained_cfg
+    return config
+
+
+def _cfg_for_saving(cfg: DefaultCfg, num_classes: int) -> dict[str, object]:
+    data = {k: v for k, v in cfg.to_dict().items() if k not in _SOURCE_FIELDS}
+    for key in ("first_conv", "classifier"):
+        data[key] = data[key] or None  # timm's empty value
+    for key in ("license", "tag"):
+        if not data[key]:
+            del data[key]
+    for key in ("test_input_size", "test_crop_pct"):
+        if data[key] is None:
+            del data[key]
+    data["num_classes"] = num_classes
+    data["custom_load"] = False  # a plain state_dict of this architecture, as timm marks its own exports
+    return data
+
+
+def _label_names_to_save(
+    given: Sequence[str] | None, record: BuildRecord | None, num_classes: int, cfg: DefaultCfg
+) -> tuple[str, ...]:
+    if given is not None:
+        if isinstance(given, str) or not all(isinstance(n, str) for n in given):
+            raise InvalidValueError(f"label_names={given!r} is invalid: expected a sequence of str, one per class")
+        if len(given) != num_classes:
+            raise InvalidValueError(
+                f"label_names has {len(given)} names; the model has num_classes={num_classes}: expected one per class"
+            )
+        return tuple(given)
+    known = record.label_names if record else ()
+    # names describe the classifier they came with: a head reset since (or a new class count) makes them wrong
+    return known if len(known) == num_classes == cfg.num_classes else ()
+
+
+def _is_drop_rate(key: str) -> bool:
+    return key in _DROP_RATES or key.endswith("_drop_rate")
+
+
+def _pool_type(model: nn.Module) -> str | None:
+    head = getattr(model, "head", None)
+    for owner in (head, model):
+        pool = getattr(owner, "global_pool", None)
+        pool_type = getattr(pool, "pool_type", pool)
+        if isinstance(pool_type, str):
+            return pool_type
+    return None
+
+
+def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state_dict as safetensors takes it: contiguous, on the CPU, no two entries sharing memory."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[tuple[int, int]] = set()
+    for key, value in model.state_dict().items():
+        t = value.detach().to("cpu").contiguous()
+        where = (t.untyped_storage().data_ptr(), t.storage_offset())
+        if where in seen or t.device.type == "meta":
+            t = t.clone()
+        seen.add(where)
+        out[key] = t
+    return out
+
+
+@contextlib.contextmanager
+def _staged(dest: Path) -> Iterator[Path]:
+    """A temp file beside dest, renamed onto it if the block succeeds: dest is replaced whole or not at all."""
+    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def read_saved(name: str, *, fetch_hub_file: Callable[[str, str], Path]) -> SavedModel:
+    """local-dir:PATH or hf-hub:org/name[@revision] -> its SavedModel; fetch_hub_file(hub_id, filename) -> path."""
+    if name.startswith(LOCAL_PREFIX):
+        directory = Path(name[len(LOCAL_PREFIX) :]).expanduser()
+        config_path = directory / CONFIG_NAME
+        if not directory.is_dir():
+            raise SavedModelError(f"{name!r}: {directory} is not a directory (expected one holding {CONFIG_NAME})")
+        if not config_path.is_file():
+            raise SavedModelError(f"{name!r}: {config_path} does not exist (a saved model directory holds one)")
+        weights = next((directory / f for f in WEIGHT_FILES if (directory / f).is_file()), directory / WEIGHTS_NAME)
+        source: dict[str, object] = {"file": str(weights)}
+    else:
+        hub_id = name[len(HUB_PREFIX) :]
+        from zoo.services.weights.hub import parse_hub_id
+
+        parse_hub_id(hub_id, what="hf-hub name")
+        config_path = fetch_hub_file(hub_id, CONFIG_NAME)
+        source = {"hf_hub_id": hub_id}
+    return parse_config(_load_json(config_path), location=str(config_path), source=source)
+
+
+def _load_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise SavedModelError(f"{path}: cannot read it as JSON ({e})") from None
+
+
+def parse_config(data: object, *, location: str, source: Mapping[str, object]) -> SavedModel:
+    """A config.json's content (zoo's, timm's, or timm's older single-dict form) as a SavedModel."""
+    if not isinstance(data, dict):
+        raise SavedModelError(f"{location}: expected a JSON object with 'architecture' and 'pretrained_cfg'")
+    data = dict(data)
+    if "pretrained_cfg" not in data:  # the older form: one dict, architecture beside the cfg fields
+        data = {"architecture": data.pop("architecture", None), "pretrained_cfg": data, **_labels_of(data)}
+    arch = data.get("architecture")
+    if not isinstance(arch, str) or not arch:
+        raise SavedModelError(f"{location}: 'architecture' is {arch!r}; expected the name of a registered model")
+    raw_cfg = data.get("pretrained_cfg")
+    model_args = data.get("model_args", {})
+    if not isinstance(raw_cfg, dict) or not isinstance(model_args, dict):
+        raise SavedModelError(f"{location}: 'pretrained_cfg' and 'model_args' must be JSON objects")
+    if "num_classes" in data:
+        raw_cfg = {**raw_cfg, "num_classes": data["num_classes"]}
+    label_names = _label_names(data.get("label_names", raw_cfg.get("label_names")), location)
+    cfg = _cfg_from_saved(raw_cfg, model_args, location)
+    cfg = cfg.evolve({**{k: "" for k in _SOURCE_FIELDS if k != "check_hash"}, "check_hash": False, **source})
+    return SavedModel(
+        location=location, architecture=arch, cfg=cfg, model_args=dict(model_args), label_names=label_names
+    )
+
+
+def _labels_of(data: dict[str, object]) -> dict[str, object]:
+    labels = data.pop("labels", None)
+    return {} if labels is None else {"label_names": labels}
+
+
+def _cfg_from_saved(raw: Mapping[str, object], model_args: Mapping[str, object], location: str) -> DefaultCfg:
+    """The DefaultCfg fields the saved cfg sets; a field zoo cannot hold is skipped with a warning."""
+    cfg = DefaultCfg()
+    fields = {k: v for k, v in raw.items() if k in _CFG_FIELDS and k not in _SOURCE_FIELDS}
+    for key in ("first_conv", "classifier"):
+        if isinstance(fields.get(key), (list, tuple)):
+            fields[key] = next(iter(fields[key]), "")  # type: ignore[call-overload]  # checked just above
+    in_chans = model_args.get("in_chans")
+    # channel count and stats move together (DefaultCfg checks one mean/std per channel): set them as one
+    group: dict[str, object] = {
+        k: fields.pop(k) for k in ("input_size", "mean", "std", "test_input_size") if k in fields
+    }
+    skipped: list[str] = []
+    try:
+        cfg = cfg.evolve(group)
+    except ZooError:
+        skipped.extend(group)
+    for key, value in fields.items():
+        try:
+            cfg = cfg.evolve({key: value})
+        except ZooError:
+            skipped.append(f"{key}={value!r}")
+    if isinstance(in_chans, int) and in_chans > 0 and in_chans != cfg.input_size[0]:
+        from zoo.services.builder import adapt_cfg
+
+        cfg = adapt_cfg(cfg, num_classes=cfg.num_classes, in_chans=in_chans, features_only=False)
+    if skipped:
+        warnings.warn(
+            f"{location}: pretrained_cfg value(s) zoo cannot represent were left at zoo's defaults: "
+            f"{', '.join(skipped)}",
+            stacklevel=4,
+        )
+    return cfg
+
+
+def _label_names(value: object, location: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, dict):  # timm's form for class indices with gaps: {"index": name}
+        try:
+            by_index = {int(k): v for k, v in value.items()}
+        except (TypeError, ValueError):
+            by_index = {}
+        if sorted(by_index) == list(range(len(by_index))):
+            value = [by_index[i] for i in range(len(by_index))]
+    if isinstance(value, list) and all(isinstance(n, str) for n in value):
+        return tuple(value)
+    warnings.warn(f"{location}: label_names is not a list of names, one per class; ignored", stacklevel=4)
+    return ()
