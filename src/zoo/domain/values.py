@@ -343,6 +343,11 @@ class BuildRequest:
     prune_spec: str | None = attrs.field(default=None, validator=attrs.validators.optional(_prune_text))
 
 
+def _copied_dict(v: object) -> object:
+    # anything but a mapping is left as given, for the field's validator to name
+    return dict(cast(Mapping[str, object], v)) if isinstance(v, Mapping) else v
+
+
 def _label_names(inst: object, a: attrs.Attribute[Any], v: object) -> None:
     if not isinstance(v, tuple) or not all(isinstance(x, str) for x in v):
         raise _fail(inst, a.name, v, "a tuple of str, one per class")
@@ -358,6 +363,6 @@ class BuildRecord:
     architecture: str = attrs.field(validator=_matches(_NAME_RE, "lowercase letters, digits and '_'"))
     # keywords as given to create_model (num_classes and in_chans as built); a fresh dict, so copies stay apart
     model_args: dict[str, object] = attrs.field(
-        factory=dict, converter=dict, validator=_str_keys("a mapping of keyword names to values"), hash=False
+        factory=dict, converter=_copied_dict, validator=_str_keys("a mapping of keyword names to values"), hash=False
     )
     label_names: tuple[str, ...] = attrs.field(default=(), converter=_to_tuple, validator=_label_names)

@@ -1,0 +1,180 @@
+"""save_pretrained and local-dir:/hf-hub: names: config.json + weights in the hub's model-card layout."""
+
+from __future__ import annotations
+
+import functools
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+import zoo
+from weights_support import CheckpointServer, torch_bytes
+from zoo.archs.base import ZooModule
+from zoo.domain import BuildRecord
+from zoo.domain.errors import (
+    HubRepoNotFoundError,
+    InvalidArgumentError,
+    InvalidValueError,
+    SavedModelError,
+)
+
+X = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+
+
+@functools.cache
+def fine_tuned() -> ZooModule:
+    """resnet18 with a 10-class head, a model keyword, a drop rate, and weights and statistics moved off their init."""
+    torch.manual_seed(1)
+    model = zoo.create_model("resnet18", num_classes=10, output_stride=16, drop_rate=0.25)
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            if t.is_floating_point():
+                t.add_(torch.rand_like(t) * 0.1)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def saved_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return zoo.save_pretrained(fine_tuned(), tmp_path_factory.mktemp("saved") / "r18-ft")
+
+
+def test_config_is_the_hub_model_card_layout(saved_dir: Path) -> None:
+    assert sorted(p.name for p in saved_dir.iterdir()) == ["config.json", "model.safetensors"]
+    config = json.loads((saved_dir / "config.json").read_text())
+    assert config["architecture"] == "resnet18"
+    assert (config["num_classes"], config["num_features"], config["global_pool"]) == (10, 512, "avg")
+    # the keywords that rebuild the model; drop rates are training settings and stay out, as timm has it
+    assert config["model_args"] == {"output_stride": 16, "num_classes": 10, "in_chans": 3, "global_pool": "avg"}
+    cfg = config["pretrained_cfg"]
+    assert cfg["num_classes"] == 10
+    assert (cfg["classifier"], cfg["first_conv"], cfg["custom_load"]) == ("fc", "conv1", False)
+    assert not {"url", "hf_hub_id", "file", "sha256", "check_hash"} & set(cfg)  # weights, not a source
+    assert "label_names" not in config
+
+
+def test_fine_tuned_model_round_trips(saved_dir: Path) -> None:
+    model = zoo.create_model(f"local-dir:{saved_dir}", pretrained=True).eval()
+    assert model.num_classes == 10
+    classifier = model.get_classifier()
+    assert isinstance(classifier, torch.nn.Linear)
+    assert torch.equal(classifier.weight, fine_tuned().get_classifier().weight)  # type: ignore[arg-type]
+    with torch.no_grad():
+        assert torch.equal(model(X), fine_tuned()(X))
+    assert model.build_record.model_args["output_stride"] == 16
+    cfg = zoo.get_default_cfg(f"local-dir:{saved_dir}")
+    assert (cfg.file, cfg.url, cfg.hf_hub_id, cfg.num_classes) == (str(saved_dir / "model.safetensors"), "", "", 10)
+    # as in timm, the name alone builds the architecture; pretrained=True loads the weights
+    fresh = zoo.create_model(f"local-dir:{saved_dir}").eval()
+    assert fresh.num_classes == 10
+    assert not torch.equal(fresh.get_classifier().weight, classifier.weight)  # type: ignore[arg-type]
+
+
+def test_caller_arguments_win_over_saved_ones(saved_dir: Path) -> None:
+    with pytest.warns(UserWarning, match="classifier"):
+        model = zoo.create_model(f"local-dir:{saved_dir}", pretrained=True, num_classes=3, output_stride=32)
+    assert model.num_classes == 3
+    assert model.build_record.model_args["output_stride"] == 32
+
+
+def test_label_names_round_trip_while_the_head_is_unchanged(tmp_path: Path) -> None:
+    names = [f"kind{i}" for i in range(10)]
+    first = zoo.save_pretrained(fine_tuned(), tmp_path / "a", label_names=names)
+    loaded = zoo.create_model(f"local-dir:{first}", pretrained=True)
+    assert loaded.build_record.label_names == tuple(names)
+    second = zoo.save_pretrained(loaded, tmp_path / "b")  # carried by the model, not passed again
+    assert json.loads((second / "config.json").read_text())["label_names"] == names
+    loaded.reset_classifier(4)
+    third = zoo.save_pretrained(loaded, tmp_path / "c")
+    config = json.loads((third / "config.json").read_text())
+    assert "label_names" not in config  # the names described the old head
+    assert config["num_classes"] == config["model_args"]["num_classes"] == 4
+    with pytest.raises(InvalidValueError, match="label_names has 2 names; the model has num_classes=10"):
+        zoo.save_pretrained(fine_tuned(), tmp_path / "d", label_names=["a", "b"])
+    assert not (tmp_path / "d").exists()
+
+
+def test_hf_hub_name_reads_a_repo_from_the_loopback_hub(
+    saved_dir: Path, server: CheckpointServer, cache_dir: Path
+) -> None:
+    files = {p.name: p.read_bytes() for p in saved_dir.iterdir()}
+    server.add_repo("me/r18-ft", files)
+    assert zoo.get_default_cfg("hf-hub:me/r18-ft").hf_hub_id == "me/r18-ft"
+    model = zoo.create_model("hf-hub:me/r18-ft", pretrained=True).eval()
+    with torch.no_grad():
+        assert torch.equal(model(X), fine_tuned()(X))
+    with pytest.raises(HubRepoNotFoundError, match="'me/absent' not found"):
+        zoo.create_model("hf-hub:me/absent")
+
+
+def test_timm_style_directory_with_a_torch_file_loads(tmp_path: Path) -> None:
+    # the layout timm's save_for_hf writes by default: pytorch_model.bin, extra pretrained_cfg keys, labels by index
+    source = fine_tuned()
+    (tmp_path / "pytorch_model.bin").write_bytes(torch_bytes(source.state_dict()))
+    config = {
+        "architecture": "resnet18",
+        "num_classes": 10,
+        "num_features": 512,
+        "global_pool": "avg",
+        "label_names": {str(i): f"n{i}" for i in range(10)},
+        "model_args": {"num_classes": 10, "output_stride": 16, "global_pool": "avg", "in_chans": 3},
+        "pretrained_cfg": {
+            "tag": "a1_in1k",
+            "custom_load": False,
+            "input_size": [3, 224, 224],
+            "interpolation": "bicubic",
+            "crop_pct": 0.95,
+            "mean": [0.485, 0.456, 0.406],
+            "std": [0.229, 0.224, 0.225],
+            "num_classes": 10,
+            "pool_size": None,
+            "first_conv": "conv1",
+            "classifier": "fc",
+            "origin_url": "https://example.invalid",
+            "paper_ids": "arXiv:0000.00000",
+        },
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # keys zoo has no field for are timm's metadata, not a loss
+        model = zoo.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()
+    with torch.no_grad():
+        assert torch.equal(model(X), source(X))
+    assert model.build_record.label_names == tuple(f"n{i}" for i in range(10))
+    assert model.default_cfg.tag == "a1_in1k"
+
+
+def test_unreadable_saved_models_are_typed_errors_naming_the_path(tmp_path: Path) -> None:
+    with pytest.raises(SavedModelError, match=rf"{tmp_path / 'absent'} is not a directory"):
+        zoo.create_model(f"local-dir:{tmp_path / 'absent'}")
+    with pytest.raises(SavedModelError, match=rf"{tmp_path / 'config.json'} does not exist"):
+        zoo.create_model(f"local-dir:{tmp_path}")
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(SavedModelError, match=rf"{tmp_path / 'config.json'}: cannot read it as JSON"):
+        zoo.create_model(f"local-dir:{tmp_path}")
+    (tmp_path / "config.json").write_text(json.dumps({"architecture": "resnet_18", "pretrained_cfg": {}}))
+    with pytest.raises(SavedModelError, match=r"config\.json: architecture 'resnet_18' .*did you mean 'resnet18'"):
+        zoo.create_model(f"local-dir:{tmp_path}")
+    bad_args = {"architecture": "resnet18", "pretrained_cfg": {}, "model_args": {"img_size": 64}}
+    (tmp_path / "config.json").write_text(json.dumps(bad_args))
+    with pytest.raises(InvalidArgumentError, match=r"config\.json: model_args 'img_size' are not keywords of resnet18"):
+        zoo.create_model(f"local-dir:{tmp_path}")
+    odd_cfg = {"architecture": "resnet18", "pretrained_cfg": {"interpolation": "lanczos", "num_classes": 3}}
+    (tmp_path / "config.json").write_text(json.dumps(odd_cfg))
+    with pytest.warns(UserWarning, match=r"left at zoo's defaults: interpolation='lanczos'"):
+        assert zoo.create_model(f"local-dir:{tmp_path}").num_classes == 3
+    with pytest.raises(InvalidValueError, match=r"hf-hub name='\.\./x' is invalid"):
+        zoo.create_model("hf-hub:../x")
+
+
+def test_saving_needs_a_zoo_built_model_and_json_keywords(tmp_path: Path) -> None:
+    with pytest.raises(SavedModelError, match=r"not built by zoo\.create_model.*architecture="):
+        zoo.save_pretrained(torch.nn.Linear(2, 2), tmp_path / "lin")
+    model = zoo.create_model("resnet18", num_classes=2, attn_layer=None)
+    odd = BuildRecord(architecture="resnet18", model_args={"attn_layer": object()})
+    object.__setattr__(model, "build_record", odd)
+    with pytest.raises(SavedModelError, match=r"attn_layer=<object .*> cannot be written to config\.json"):
+        zoo.save_pretrained(model, tmp_path / "odd")
+    assert not (tmp_path / "odd").exists()
