@@ -18,7 +18,6 @@ import sys
 import numpy as np
 import timm  # type: ignore[import-not-found]  # throwaway environment only
 import timm.data  # type: ignore[import-not-found]  # throwaway environment only
-import torch
 from PIL import Image
 
 import zoo
@@ -71,7 +70,7 @@ def main() -> int:
             ours = resolve_data_config(name, use_test_size=test).to_dict()
             try:
                 pcfg = timm.models.get_pretrained_cfg(name)
-            except Exception:  # noqa: BLE001  # a name timm no longer has
+            except Exception:  # a name timm no longer has
                 pcfg = None
             if pcfg is None:
                 continue

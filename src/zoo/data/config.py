@@ -6,8 +6,8 @@ Pure values: importing this module imports neither torch nor torchvision.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast, get_args
+from collections.abc import Mapping, Sequence
+from typing import cast, get_args
 
 import attrs
 
@@ -37,18 +37,22 @@ def _input_size(value: object) -> tuple[int, int, int]:
     return (size[0], size[1], size[2])
 
 
-def _stats(name: str) -> Callable[[object], tuple[float, ...]]:
-    def convert(value: object) -> tuple[float, ...]:
-        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
-            raise InvalidValueError(f"DataConfig.{name}={value!r} is invalid: expected a sequence of numbers")
-        items = cast(Sequence[object], value)
-        low = 0.0 if name == "std" else None
-        out = tuple(check_float(f"DataConfig.{name}", v, ge=low) for v in items)
-        if name == "std" and any(v == 0 for v in out):
-            raise InvalidValueError(f"DataConfig.std={value!r} is invalid: expected positive numbers")
-        return out
+def _stats(name: str, value: object) -> tuple[float, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
+        raise InvalidValueError(f"DataConfig.{name}={value!r} is invalid: expected a sequence of numbers")
+    items = cast(Sequence[object], value)
+    out = tuple(check_float(f"DataConfig.{name}", v, ge=0.0 if name == "std" else None) for v in items)
+    if name == "std" and any(v == 0 for v in out):
+        raise InvalidValueError(f"DataConfig.std={value!r} is invalid: expected positive numbers")
+    return out
 
-    return convert
+
+def _mean(value: object) -> tuple[float, ...]:
+    return _stats("mean", value)
+
+
+def _std(value: object) -> tuple[float, ...]:
+    return _stats("std", value)
 
 
 def _crop_pct(value: object) -> float:
@@ -58,12 +62,12 @@ def _crop_pct(value: object) -> float:
     return v
 
 
-def _choice(name: str, choices: tuple[str, ...]) -> Callable[[object], Any]:
-    # Any: the field is a Literal of these choices, which check_choice has just ensured
-    def convert(value: object) -> Any:  # noqa: ANN401
-        return check_choice(f"DataConfig.{name}", value, choices)
+def _interpolation(value: object) -> Interpolation:
+    return cast(Interpolation, check_choice("DataConfig.interpolation", value, INTERPOLATIONS))
 
-    return convert
+
+def _crop_mode(value: object) -> CropMode:
+    return cast(CropMode, check_choice("DataConfig.crop_mode", value, CROP_MODES))
 
 
 @attrs.frozen(kw_only=True)
@@ -77,11 +81,11 @@ class DataConfig:
     """
 
     input_size: tuple[int, int, int] = attrs.field(converter=_input_size)
-    interpolation: Interpolation = attrs.field(converter=_choice("interpolation", INTERPOLATIONS))
-    mean: tuple[float, ...] = attrs.field(converter=_stats("mean"))
-    std: tuple[float, ...] = attrs.field(converter=_stats("std"))
+    interpolation: Interpolation = attrs.field(converter=_interpolation)
+    mean: tuple[float, ...] = attrs.field(converter=_mean)
+    std: tuple[float, ...] = attrs.field(converter=_std)
     crop_pct: float = attrs.field(converter=_crop_pct)
-    crop_mode: CropMode = attrs.field(converter=_choice("crop_mode", CROP_MODES))
+    crop_mode: CropMode = attrs.field(converter=_crop_mode)
 
     def __attrs_post_init__(self) -> None:
         chans = self.input_size[0]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import nn
@@ -18,8 +18,7 @@ from zoo.domain.checks import check_bool, check_float
 from zoo.domain.errors import InvalidArgumentError, InvalidValueError
 
 try:
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms import v2
+    from torchvision.transforms import InterpolationMode, v2
     from torchvision.transforms.v2 import functional as F
 except ImportError as e:  # the optional extra is missing: say how to get it
     from zoo.domain.errors import FeatureNotAvailableError
@@ -31,7 +30,21 @@ except ImportError as e:  # the optional extra is missing: say how to get it
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-__all__ = ["create_transform", "eval_resize_size"]
+__all__ = ["ImageTransform", "create_transform", "eval_resize_size"]
+
+
+class ImageTransform(Protocol):
+    """What create_transform returns (a torchvision.transforms.v2.Compose): image in, model input out."""
+
+    @property
+    def transforms(self) -> list[nn.Module]:
+        """The steps, in order."""
+        ...
+
+    def __call__(self, img: Image | torch.Tensor) -> torch.Tensor:
+        """The transformed image as a float32 (C, H, W) tensor."""
+        ...
+
 
 _MODES = {
     "bilinear": InterpolationMode.BILINEAR,
@@ -52,7 +65,7 @@ def _size_of(img: Image | torch.Tensor) -> tuple[int, int]:
 
 
 class ResizeKeepRatio(nn.Module):
-    """Resize keeping the aspect ratio so that one side meets its target: the shorter one ("cover") or the longer ("fit").
+    """Resize keeping the aspect ratio so that one side meets its target: the short one ("cover") or the long ("fit").
 
     "cover" leaves both sides at least their target (a centre crop follows); "fit" leaves both at most
     their target (padding follows). New sides are rounded to the nearest pixel.
@@ -70,7 +83,8 @@ class ResizeKeepRatio(nn.Module):
         ratios = (height / self.size[0], width / self.size[1])
         ratio = max(ratios) if self.fit else min(ratios)
         new_size = [round(height / ratio), round(width / ratio)]
-        return F.resize(img, new_size, interpolation=self.interpolation, antialias=True)
+        resized: Image | torch.Tensor = F.resize(img, new_size, interpolation=self.interpolation, antialias=True)
+        return resized
 
     def extra_repr(self) -> str:
         return f"size={self.size}, interpolation={self.interpolation.value}, {'fit' if self.fit else 'cover'}"
@@ -92,7 +106,8 @@ class PadToSize(nn.Module):
             return img
         # the odd pixel goes to the right and bottom
         padding = [pad_w // 2, pad_h // 2, pad_w - pad_w // 2, pad_h - pad_h // 2]
-        return F.pad(img, padding, fill=self.fill)  # type: ignore[arg-type]  # a per-channel list is a valid fill
+        padded: Image | torch.Tensor = F.pad(img, padding, fill=self.fill)
+        return padded
 
     def extra_repr(self) -> str:
         return f"size={self.size}, fill={self.fill}"
@@ -118,7 +133,9 @@ class ToFloatImage(nn.Module):
         if tensor.is_floating_point():
             return tensor.to(torch.float32)
         if tensor.dtype != torch.uint8:
-            raise InvalidValueError(f"image tensors must be uint8 (0..255) or floating point (0..1), got {tensor.dtype}")
+            raise InvalidValueError(
+                f"image tensors must be uint8 (0..255) or floating point (0..1), got {tensor.dtype}"
+            )
         return tensor.to(torch.float32).div(255)
 
     def extra_repr(self) -> str:
@@ -133,7 +150,11 @@ def _eval_steps(cfg: DataConfig) -> list[nn.Module]:
         return [v2.Resize(list(resize), interpolation=mode, antialias=True), v2.CenterCrop(list(size))]
     if cfg.crop_mode == "border":
         fill = [round(255 * m) for m in cfg.mean]  # the mean colour: zero after normalisation
-        return [ResizeKeepRatio(resize, interpolation=mode, fit=True), PadToSize(size, fill=fill), v2.CenterCrop(list(size))]
+        return [
+            ResizeKeepRatio(resize, interpolation=mode, fit=True),
+            PadToSize(size, fill=fill),
+            v2.CenterCrop(list(size)),
+        ]
     if resize[0] == resize[1]:
         # short side to the target, long side scaled and truncated to an int (torchvision's own rule)
         first: nn.Module = v2.Resize(resize[0], interpolation=mode, antialias=True)
@@ -186,7 +207,7 @@ def create_transform(
     ratio: tuple[float, float] | None = None,
     hflip: float | None = None,
     color_jitter: float | None = None,
-) -> v2.Compose:
+) -> ImageTransform:
     """The pipeline data_cfg describes, from a PIL image (or a uint8/float CHW tensor) to a normalised float tensor.
 
     Eval (is_training=False): resize by crop_pct and crop as data_cfg.crop_mode says, to float, normalise.
@@ -217,4 +238,5 @@ def create_transform(
             )
         steps = _eval_steps(data_cfg)
     steps += [ToFloatImage(data_cfg.input_size[0]), v2.Normalize(list(data_cfg.mean), list(data_cfg.std))]
-    return v2.Compose(steps)
+    pipeline: ImageTransform = v2.Compose(steps)
+    return pipeline
