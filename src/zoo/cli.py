@@ -99,6 +99,7 @@ def _info_record(spec: ModelSpec, cfg: DefaultCfg, model: object) -> dict[str, o
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from zoo.data import resolve_data_config
+    from zoo.data.labels import IMAGENET_1K_CLASSES
     from zoo.data.predict import classify, load_image
 
     spec, cfg = api.default_zoo().registry.resolve(args.model)  # an unknown name fails before any image is read
@@ -117,7 +118,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             "model": name,
             "weights": {"source": "checkpoint" if checkpoint else "pretrained", "checkpoint": checkpoint},
             "data_config": data_cfg.to_dict(),
-            "labels": "imagenet-1k" if results and results[0][0].label is not None else None,
+            "labels": "imagenet-1k" if model.num_classes == IMAGENET_1K_CLASSES else None,
             "images": [
                 {"path": path, "predictions": [p.to_dict() for p in preds]}
                 for path, preds in zip(args.images, results, strict=True)
@@ -255,6 +256,8 @@ def _network_problem(urls: Sequence[str], *, timeout: float = 3.0) -> str | None
 
 def _demo_predict() -> None:
     """zoo predict on a picture the demo draws, with the published weights or, offline, a random-weight checkpoint."""
+    import contextlib
+    import io
     import os
     import tempfile
     from pathlib import Path
@@ -297,7 +300,11 @@ def _demo_predict() -> None:
         if checkpoint is not None:
             argv += ["--checkpoint", str(checkpoint)]
         print("  $ zoo " + " ".join(a if a.startswith("-") else Path(a).name for a in argv))
-        code = main(argv)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = main(argv)
+        for line in out.getvalue().splitlines():
+            print(f"  {line}")
         if code != 0:
             raise InvalidValueError(f"zoo predict failed with exit code {code} in the demo")
 

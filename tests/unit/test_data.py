@@ -11,6 +11,8 @@ import attrs
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 from torch import nn
 
@@ -172,6 +174,25 @@ def test_eval_output_size_and_normalisation(mode: str, width: int, height: int) 
     if mode != "border":  # the whole crop is the image's colour
         expected = normalised(colour).view(3, 1, 1).expand(3, 96, 128)
         torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+
+
+@given(
+    width=st.integers(1, 400),
+    height=st.integers(1, 400),
+    target=st.tuples(st.integers(8, 64), st.integers(8, 64)),
+    crop_pct=st.floats(0.5, 1.0),
+    mode=st.sampled_from(["center", "squash", "border"]),
+    interpolation=st.sampled_from(["bilinear", "bicubic", "nearest"]),
+)
+def test_any_image_gives_the_input_size(
+    width: int, height: int, target: tuple[int, int], crop_pct: float, mode: str, interpolation: str
+) -> None:
+    data = cfg(input_size=(3, *target), crop_pct=crop_pct, crop_mode=mode, interpolation=interpolation)
+    out = create_transform(data)(solid(width, height, (40, 90, 250)))
+    assert out.shape == (3, *target)
+    # border mode pads the edges, the odd pixel after the image: this pixel is always the image
+    centre = out[:, (target[0] - 1) // 2, (target[1] - 1) // 2]
+    torch.testing.assert_close(centre, normalised((40, 90, 250)), atol=1e-6, rtol=0)
 
 
 def test_resize_size_is_the_input_over_crop_pct_rounded_down() -> None:

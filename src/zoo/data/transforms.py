@@ -82,7 +82,8 @@ class ResizeKeepRatio(nn.Module):
         height, width = _size_of(img)
         ratios = (height / self.size[0], width / self.size[1])
         ratio = max(ratios) if self.fit else min(ratios)
-        new_size = [round(height / ratio), round(width / ratio)]
+        # at least a pixel: an extreme aspect ratio ("fit" on a 600x1 image) would round a side to nothing
+        new_size = [max(1, round(height / ratio)), max(1, round(width / ratio))]
         resized: Image | torch.Tensor = F.resize(img, new_size, interpolation=self.interpolation, antialias=True)
         return resized
 
