@@ -80,7 +80,7 @@ def main() -> int:
             if ours != theirs:
                 mismatched += 1
                 print(f"DATA CONFIG MISMATCH {name} use_test_size={test}: {ours} vs {theirs}")
-    print(f"data configs: {compared} of {len(names)} pretrained tags x use_test_size compared, {mismatched} mismatched")
+    print(f"data configs: {compared} compared ({len(names)} pretrained tags x use_test_size), {mismatched} mismatched")
     return 1 if worst > 0 or mismatched else 0
 
 

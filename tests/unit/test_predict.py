@@ -19,7 +19,7 @@ from modelcache import built
 from zoo import cli
 from zoo.archs.resnet import ResNet
 from zoo.cli import main
-from zoo.data import create_transform, imagenet_classes, resolve_data_config
+from zoo.data import create_transform, resolve_data_config
 from zoo.data.predict import classify, load_image
 from zoo.data.sample import draw_beach
 from zoo.domain.errors import InvalidValueError
@@ -89,16 +89,6 @@ def test_classify_uses_the_models_own_preprocessing() -> None:
         assert [p.index for p in preds] == probs.argsort(descending=True)[:2].tolist()
         assert [p.probability for p in preds] == pytest.approx(probs.sort(descending=True).values[:2].tolist())
         assert all(p.label is None and p.synset is None for p in preds)  # 3 classes: not ImageNet-1k
-
-
-def test_classify_names_imagenet_classes(checkpoints: dict[str, Path]) -> None:
-    model = zoo.create_model("resnet18", checkpoint_path=checkpoints["in1k"])
-    (preds,) = classify(model, [draw_beach()], top_k=3)
-    expected = softmax_of_bias(1000)
-    assert [p.index for p in preds] == [281, 282, 7]
-    assert [p.probability for p in preds] == pytest.approx([expected[i] for i in (281, 282, 7)], rel=1e-5)
-    names = imagenet_classes()
-    assert [(p.label, p.synset) for p in preds] == [(names[i].name, names[i].synset) for i in (281, 282, 7)]
 
 
 def test_classify_refuses_bad_requests(r18: ResNet) -> None:
