@@ -6,6 +6,7 @@ import json
 import math
 import re
 import socket
+import warnings
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,20 @@ def test_load_image_errors_name_the_file(tmp_path: Path) -> None:
     Image.new("L", (8, 8), 100).save(grey)
     assert load_image(grey).mode == "RGB"
     assert load_image(grey, channels=1).mode == "L"
+
+
+def test_load_image_warns_about_what_conversion_drops(tmp_path: Path) -> None:
+    rgba, deep, rgb = tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png"
+    Image.new("RGBA", (8, 8), (10, 20, 30, 0)).save(rgba)
+    Image.new("I;16", (8, 8), 1000).save(deep)
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(rgb)
+    with pytest.warns(UserWarning, match=r"a\.png' has an alpha channel \(RGBA\)"):
+        assert load_image(rgba).getpixel((0, 0)) == (10, 20, 30)
+    with pytest.warns(UserWarning, match=r"b\.png' has I;16 pixels .* clips values above 255"):
+        load_image(deep)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_image(rgb)  # nothing lost, nothing said
 
 
 # --- zoo predict ---------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -50,12 +51,31 @@ def load_image(path: str | os.PathLike[str], *, channels: int = 3) -> Image:
     try:
         with PILImage.open(path) as img:
             img.load()  # decode now: a truncated file fails here, not half-way through a batch
+            _warn_if_lossy(img, os.fspath(path))
             converted: Image = img.convert(_MODES[channels])
             return converted
     except (OSError, ValueError, PILImage.DecompressionBombError) as e:
         # FileNotFoundError, IsADirectoryError, UnidentifiedImageError and truncated data are all OSErrors
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise InvalidValueError(f"image {os.fspath(path)!r} cannot be read: {reason}") from None
+
+
+def _warn_if_lossy(img: Image, path: str) -> None:
+    # the models were trained on 8-bit colour without transparency; what converting drops can change a prediction
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info):
+        warnings.warn(
+            f"image {path!r} has an alpha channel ({img.mode}); it is dropped and transparent pixels keep "
+            "their stored colour: flatten the image onto a background first if that matters",
+            UserWarning,
+            stacklevel=3,
+        )
+    elif img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        warnings.warn(
+            f"image {path!r} has {img.mode} pixels (more than 8 bits); converting to 8 bits clips values above 255: "
+            "scale it to 0..255 first if that matters",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _class_count(model: nn.Module) -> int:
