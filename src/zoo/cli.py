@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -11,8 +12,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from zoo import api
+from zoo.domain.checks import check_int
 from zoo.domain.errors import InvalidValueError, ZooError
-from zoo.domain.values import FEATURE_CLASSES, BuildRequest
+from zoo.domain.values import FEATURE_CLASSES, BuildRequest, DefaultCfg, ModelSpec
 
 if TYPE_CHECKING:
     import torch
@@ -48,6 +50,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
         model = spec.constructor(**kwargs)
         if spec.prune_spec is not None and zoo.builder.pruner is not None:
             model = zoo.builder.pruner.prune(model, spec.prune_spec)  # taps and widths as the pruned model has them
+    if args.json:
+        print(json.dumps(_info_record(spec, cfg, model), indent=2))
+        return 0
     print(f"name:        {spec.name}")
     print(f"family:      {spec.family}")
     print(f"parameters:  {_count_params(model):,}")
@@ -62,6 +67,75 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"  {'index':>5}  {'module':20} {'channels':>8} {'reduction':>9}")
     for tap in taps:
         print(f"  {tap.index:>5}  {tap.module:20} {tap.num_chs:>8} {tap.reduction:>9}")
+    return 0
+
+
+INFO_SCHEMA = 1
+
+
+def _info_record(spec: ModelSpec, cfg: DefaultCfg, model: object) -> dict[str, object]:
+    """What `zoo info NAME --json` prints; its keys are stable within one INFO_SCHEMA (see the README)."""
+    from zoo.data import resolve_data_config
+
+    features = getattr(model, "num_features", None)
+    return {
+        "schema": INFO_SCHEMA,
+        "name": spec.name,
+        "tag": cfg.tag,
+        "family": spec.family,
+        "parameters": _count_params(model),
+        "num_classes": cfg.num_classes,
+        "num_features": features if isinstance(features, int) else None,
+        "pruned": spec.prune_spec is not None,
+        "tags": list(spec.tags),
+        "default_cfg": cfg.to_dict(),
+        "data_config": resolve_data_config(cfg).to_dict(),
+        "feature_info": [
+            {"index": t.index, "module": t.module, "num_chs": t.num_chs, "reduction": t.reduction}
+            for t in getattr(model, "feature_info", [])
+        ],
+    }
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from zoo.data import resolve_data_config
+    from zoo.data.labels import IMAGENET_1K_CLASSES
+    from zoo.data.predict import classify, load_image
+
+    spec, cfg = api.default_zoo().registry.resolve(args.model)  # an unknown name fails before any image is read
+    name = f"{spec.name}.{cfg.tag}" if cfg.tag else spec.name
+    top_k = check_int("--top-k", args.top_k, ge=1)
+    images = [load_image(path, channels=cfg.input_size[0]) for path in args.images]
+    checkpoint = args.checkpoint
+    model = api.create_model(args.model, pretrained=checkpoint is None, checkpoint_path=checkpoint)
+    if model.num_classes:  # none: classify says the model has no classifier
+        top_k = check_int("--top-k", top_k, ge=1, le=model.num_classes)
+    data_cfg = resolve_data_config(model)
+    results = classify(model, images, top_k=top_k, data_cfg=data_cfg)
+    weights = f"checkpoint {checkpoint}" if checkpoint else "pretrained weights"
+    if args.json:
+        record = {
+            "model": name,
+            "weights": {"source": "checkpoint" if checkpoint else "pretrained", "checkpoint": checkpoint},
+            "data_config": data_cfg.to_dict(),
+            "labels": "imagenet-1k" if model.num_classes == IMAGENET_1K_CLASSES else None,
+            "images": [
+                {"path": path, "predictions": [p.to_dict() for p in preds]}
+                for path, preds in zip(args.images, results, strict=True)
+            ],
+        }
+        print(json.dumps(record, indent=2))
+        return 0
+    height, width = data_cfg.image_size
+    print(
+        f"{name} ({weights}); input {height}x{width}, {data_cfg.interpolation}, "
+        f"crop_pct {data_cfg.crop_pct} ({data_cfg.crop_mode})"
+    )
+    for path, preds in zip(args.images, results, strict=True):
+        print(path)
+        for rank, p in enumerate(preds, 1):
+            label = f"{p.label}  ({p.index}, {p.synset})" if p.label is not None else f"class {p.index}"
+            print(f"  {rank:>2}. {p.probability * 100:6.2f}%  {label}")
     return 0
 
 
@@ -91,6 +165,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"  forward time: {t_forward * 1000:.0f} ms")
     _demo_weights()
     _demo_features()
+    _demo_predict()
     return 0
 
 
@@ -144,6 +219,94 @@ def _demo_weights() -> None:
             logits = model.eval()(torch.rand(1, 1, 64, 64))
         print(f"  first conv:   max |weight - sum of the source's RGB filters| = {error:.1e}")
         print(f"  output:       logits {tuple(logits.shape)} from a 1-channel 64x64 image")
+
+
+DEMO_PREDICT_MODEL = "resnet18.a1_in1k"
+_TRUE = ("1", "true", "yes", "on")
+
+
+def _network_problem(urls: Sequence[str], *, timeout: float = 3.0) -> str | None:
+    """Why none of the urls' hosts can be reached now, or None when one answers (or a proxy is set: it decides).
+
+    A quick connect, so that a machine with no network learns it in seconds instead of after the
+    download's own timeout.
+    """
+    import os
+    import socket
+    from urllib.parse import urlsplit
+
+    for var in ("ZOO_OFFLINE", "HF_HUB_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in _TRUE:
+            return f"{var} is set"
+    if any(os.environ.get(v) for v in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")):
+        return None
+    reasons: list[str] = []
+    for url in urls:
+        parts = urlsplit(url)
+        if not parts.hostname:
+            continue
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            socket.create_connection((parts.hostname, port), timeout=timeout).close()
+            return None
+        except OSError as e:
+            reasons.append(f"{parts.hostname}: {e}")
+    return "; ".join(reasons) or "no remote source"
+
+
+def _demo_predict() -> None:
+    """zoo predict on a picture the demo draws, with the published weights or, offline, a random-weight checkpoint."""
+    import contextlib
+    import io
+    import os
+    import tempfile
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import save_file
+
+    from zoo.data.sample import draw_beach
+    from zoo.domain.errors import WeightsError
+    from zoo.services.weights import CachedWeightLoader
+
+    name = DEMO_PREDICT_MODEL
+    cfg = api.get_default_cfg(name)
+    print(f"zoo demo: predict with {name!r} on a picture the demo draws (a beach at sunset, 320x240)")
+    with tempfile.TemporaryDirectory() as tmp:
+        image = Path(tmp) / "beach.png"
+        draw_beach().save(image)
+        hub = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+        problem = _network_problem([hub, cfg.url])
+        checkpoint: Path | None = None
+        try:
+            if problem is None:
+                print(f"  weights:      {name}'s published weights (downloaded into the cache on first use)")
+                api.create_model(name, pretrained=True)
+            else:  # no network: weights an earlier run left in the cache still serve
+                offline = api.ModelZoo(weight_loader=CachedWeightLoader(offline=True, progress=False))
+                offline.create_model(name, pretrained=True)
+                print(f"  weights:      {name}'s published weights, from the cache (no network: {problem})")
+        except WeightsError as e:
+            checkpoint = Path(tmp) / "resnet18-random-init.safetensors"
+            with torch.random.fork_rng():
+                torch.manual_seed(0)
+                model = api.create_model(name)
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(checkpoint))
+            print(f"  weights:      NOT AVAILABLE ({problem or e})")
+            print(f"                the demo wrote {checkpoint.name}, a RANDOMLY INITIALISED {name.split('.')[0]}:")
+            print("                the classes below are MEANINGLESS; they show the pipeline (preprocessing")
+            print("                from the cfg, ImageNet-1k labels, top-k), not a prediction.")
+        argv = ["predict", str(image), "--model", name, "--top-k", "5"]
+        if checkpoint is not None:
+            argv += ["--checkpoint", str(checkpoint)]
+        print("  $ zoo " + " ".join(a if a.startswith("-") else Path(a).name for a in argv))
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = main(argv)
+        for line in out.getvalue().splitlines():
+            print(f"  {line}")
+        if code != 0:
+            raise InvalidValueError(f"zoo predict failed with exit code {code} in the demo")
 
 
 class _Collect(logging.Handler):
@@ -277,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="describe a model: parameters, default cfg, tags, feature taps")
     p.add_argument("name", help="NAME or NAME.TAG")
+    p.add_argument("--json", action="store_true", help="one JSON object, for tools (keys documented in the README)")
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("fetch", help="download a model's published weights into the cache (hub: the HF cache)")
@@ -303,6 +467,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="SPEC", help="file to write the spec to")
     p.add_argument("--image-size", type=int, default=224, help="input height and width for FLOPs and timing")
     p.set_defaults(func=_cmd_prune)
+
+    p = sub.add_parser("predict", help="classify image files: the top classes and their probabilities")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format Pillow reads)")
+    p.add_argument("--model", required=True, help="NAME or NAME.TAG; its cfg gives the preprocessing")
+    p.add_argument("--checkpoint", metavar="PATH", help="weights to load (default: the tag's published weights)")
+    p.add_argument("--top-k", type=int, default=5, help="classes to show per image (default: 5)")
+    p.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("demo", help="create, describe and run a model on a synthetic image")
     p.add_argument("--name", default="resnet50", help="model to demonstrate (default: resnet50)")
