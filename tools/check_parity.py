@@ -151,7 +151,9 @@ def check(name: str, **kwargs: object) -> str:
         diffs["intermediates"] = max(_max_diff(a, b) for a, b in zip(ref_taps, my_taps, strict=True))
         if name not in DROPPED:
             ref_f = timm.create_model(IABN.get(name, name), features_only=True, **ref_kwargs).eval()
-            mine_f = zoo.create_model(name, features_only=True, **kwargs).eval()
+            # timm's ViT extractor takes the last three blocks by default, zoo's every block
+            last3: dict[str, object] = {"out_indices": (-3, -2, -1)} if name.startswith("vit_") else {}
+            mine_f = zoo.create_model(name, features_only=True, **kwargs, **last3).eval()
             # the extractors name their modules differently (timm flattens 'blocks.0' to 'blocks_0'): pair by order
             mine_keys = list(mine_f.state_dict())
             ref_values = list(_without_counters(ref_f.state_dict(), name).values())

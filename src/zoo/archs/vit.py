@@ -406,10 +406,8 @@ _ARCHS: dict[str, dict[str, object]] = {
     "vit_base_patch16_224": {"patch_size": 16, "embed_dim": 768, "depth": 12, "num_heads": 12},
 }
 
-# timm's default features_only request for ViT is the last three blocks
+# every block by default, as for every zoo model (timm's features_only default is the last three: out_indices=3)
 MODEL_SPECS: tuple[ModelSpec, ...] = tuple(
     attrs.evolve(spec, pretrained_filter=checkpoint_filter)
-    for spec in family_specs(
-        __name__, VisionTransformer, _ARCHS, FeatureCfg(out_indices=(-3, -2, -1), feature_cls="getter")
-    )
+    for spec in family_specs(__name__, VisionTransformer, _ARCHS, FeatureCfg(feature_cls="getter"))
 )
