@@ -47,8 +47,8 @@ def built_as(name: str, cls: type[M]) -> M:
     return model
 
 
-def served(model: nn.Module) -> tuple[str, ...]:
-    """The feature extractor strategies a model serves (a token model: 'getter' only)."""
+def served(model: object) -> tuple[str, ...]:
+    """The feature extractor strategies a model (or its class) serves (a token model: 'getter' only)."""
     kinds: tuple[str, ...] = getattr(model, "feature_classes", FEATURE_CLASSES)
     return kinds
 
