@@ -110,7 +110,9 @@ def _check_pool(global_pool: object, num_classes: int, class_token: bool) -> str
 
 def _init_linear(m: nn.Module) -> None:
     if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
+        # timm's trunc_normal_(std=0.02) cuts at +-2 (absolute), 100 std out: the same as a plain normal_,
+        # which takes half the time (this init is most of a large ViT's build time)
+        nn.init.normal_(m.weight, std=0.02)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
 
