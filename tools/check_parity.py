@@ -14,6 +14,9 @@ the arguments timm 0.4.12 used. The in-place activated batch-norm names (cspresn
 cspdarknet53_iabn) needed a CUDA extension timm never shipped; with that kernel replaced by its math
 (batch norm, then leaky ReLU 0.01 or nothing) timm's model is its plain counterpart (cspresnext50,
 cspdarknet53), which is what they are compared with, less the num_batches_tracked counters.
+ViTs are fed their img_size (224 by default; dynamic_img_size knobs get 96x96, or 88x100 padded to
+whole patches), compared with timm's extractor of the last three blocks (timm's default), and their
+pretrained filter is compared with timm's: a 224 px checkpoint's pos_embed resampled to other grids.
 memory_efficient is a zoo-side knob here: zoo's checkpointed model is compared with timm's plain one,
 since checkpointing must change neither outputs, gradients nor statistics.
 """
