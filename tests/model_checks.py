@@ -16,12 +16,13 @@ from weights_support import CheckpointServer, cache_files, safetensors_bytes
 from zoo.api import default_zoo
 from zoo.archs.cspnet import CspNet
 from zoo.archs.densenet import DenseNet
+from zoo.archs.vit import VisionTransformer
 from zoo.archs.xception import XceptionAligned
 from zoo.domain.values import FeatureCfg
 from zoo.services.features import FeatureFactory
 
 FACTORY = FeatureFactory()
-SurfaceModel = DenseNet | XceptionAligned | CspNet
+SurfaceModel = DenseNet | XceptionAligned | CspNet | VisionTransformer
 
 
 def tap_dicts(model: SurfaceModel) -> list[dict[str, object]]:

@@ -1,24 +1,40 @@
 """Registered models built once per test session, shared by the property modules that only read them.
 
-Building is the slow part of the property suites; a test that changes a model works on a copy.
+Building is the slow part of the property suites; a test that changes a model works on a copy. The
+suites feed 32-64 px inputs: a model built for one image size (ViT) is built to take any size.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
+from torch import nn
 
 import zoo
 from zoo.archs.base import ZooModule
+from zoo.domain.values import FEATURE_CLASSES, FeatureCfg, FeatureInfo
+from zoo.services.builder import constructor_params
+from zoo.services.features import FeatureFactory
+
+
+def small_input_kwargs(name: str) -> dict[str, Any]:
+    """Model keywords that let name run on the suites' small inputs of any size (none for most models).
+
+    A token model built for one image size takes others with dynamic_img_size (position embeddings
+    resampled per input) and dynamic_img_pad (padded to whole patches); its weights keep their shapes.
+    """
+    takes = constructor_params(zoo.api.default_zoo().get_spec(name)) or ()
+    return {"dynamic_img_size": True, "dynamic_img_pad": True} if "dynamic_img_size" in takes else {}
 
 
 @functools.cache
 def built(name: str) -> ZooModule:
-    """The model of a registered name with default arguments, seeded and in eval mode. Do not modify it."""
+    """The model of a registered name (with small_input_kwargs), seeded and in eval mode. Do not modify it."""
     torch.manual_seed(0)
-    return zoo.create_model(name).eval()
+    model: ZooModule = zoo.create_model(name, **small_input_kwargs(name))
+    return model.eval()
 
 
 M = TypeVar("M", bound=ZooModule)
@@ -29,3 +45,47 @@ def built_as(name: str, cls: type[M]) -> M:
     model = built(name)
     assert isinstance(model, cls), f"{name} is a {type(model).__name__}, not a {cls.__name__}"
     return model
+
+
+def served(model: object) -> tuple[str, ...]:
+    """The feature extractor strategies a model (or its class) serves (a token model: 'getter' only)."""
+    kinds: tuple[str, ...] = getattr(model, "feature_classes", FEATURE_CLASSES)
+    return kinds
+
+
+def as_map(model: nn.Module, feats: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """forward_features' output for an height x width input as an NCHW map.
+
+    A convolutional model's map as is; a token model's [B, prefix + h * w, C] tokens with the prefix
+    (its num_prefix_tokens) dropped and the patch tokens laid out on the h x w grid (rounded up: padded).
+    """
+    if feats.ndim == 4:
+        return feats
+    info: list[FeatureInfo] = getattr(model, "feature_info")  # noqa: B009  # every zoo model has it; nn.Module's typing does not say so
+    reduction = info[-1].reduction
+    h, w = -(-height // reduction), -(-width // reduction)
+    prefix = feats.shape[1] - h * w
+    assert prefix == getattr(model, "num_prefix_tokens", 0), (feats.shape, h, w)
+    return feats[:, prefix:].reshape(feats.shape[0], h, w, feats.shape[-1]).permute(0, 3, 1, 2)
+
+
+def taps_without_getter(
+    model: nn.Module, cfg: FeatureCfg, x: torch.Tensor, *, norm: bool = False
+) -> list[torch.Tensor]:
+    """Every tap's output, computed without the model's forward_intermediates.
+
+    The list extractor where the model serves it; otherwise forward hooks on the tap modules during
+    forward_features, each output laid out by as_map (after the model's final norm, with norm).
+    """
+    if "list" in served(model) and not norm:
+        return FeatureFactory().wrap(model, cfg, feature_cls="list").forward_taps(x)
+    seen: list[torch.Tensor] = []
+    modules = [model.get_submodule(t.module) for t in model.feature_info]  # type: ignore[union-attr]  # a zoo model
+    handles = [m.register_forward_hook(lambda _m, _a, out: seen.append(out)) for m in modules]
+    try:
+        model.forward_features(x)  # type: ignore[operator]  # every zoo model has forward_features
+    finally:
+        for h in handles:
+            h.remove()
+    final_norm: nn.Module = model.get_submodule("norm") if norm else nn.Identity()
+    return [as_map(model, final_norm(t), x.shape[-2], x.shape[-1]) for t in seen]

@@ -14,6 +14,9 @@ the arguments timm 0.4.12 used. The in-place activated batch-norm names (cspresn
 cspdarknet53_iabn) needed a CUDA extension timm never shipped; with that kernel replaced by its math
 (batch norm, then leaky ReLU 0.01 or nothing) timm's model is its plain counterpart (cspresnext50,
 cspdarknet53), which is what they are compared with, less the num_batches_tracked counters.
+ViTs are fed their img_size (224 by default; dynamic_img_size knobs get 96x96, or 88x100 padded to
+whole patches), compared with timm's extractor of the last three blocks (timm's default), and their
+pretrained filter is compared with timm's: a 224 px checkpoint's pos_embed resampled to other grids.
 memory_efficient is a zoo-side knob here: zoo's checkpointed model is compared with timm's plain one,
 since checkpointing must change neither outputs, gradients nor statistics.
 """
@@ -36,6 +39,13 @@ KNOBS: dict[str, tuple[dict[str, object], ...]] = {
     "zoo.archs.densenet": ({}, {"memory_efficient": True}, {"global_pool": "catavgmax", "num_classes": 10}),
     "zoo.archs.xception": ({}, {"output_stride": 16}, {"output_stride": 8}),
     "zoo.archs.cspnet": ({}, {"output_stride": 16}, {"output_stride": 8}, {"global_pool": "max", "num_classes": 10}),
+    "zoo.archs.vit": (
+        {},
+        {"img_size": 96},
+        {"img_size": (64, 96), "global_pool": "avg", "num_classes": 10},
+        {"dynamic_img_size": True},
+        {"dynamic_img_size": True, "dynamic_img_pad": True, "global_pool": "avgmax"},
+    ),
 }
 IABN = {"cspresnext50_iabn": "cspresnext50", "cspdarknet53_iabn": "cspdarknet53"}
 ZOO_ONLY = ("memory_efficient",)
@@ -81,10 +91,42 @@ def _train_diffs(ref: nn.Module, mine: nn.Module, x: torch.Tensor) -> dict[str, 
         "train_logits": _max_diff(out_r, out_m),
         "train_input_grad": _max_diff(xr.grad, xm.grad),
         "train_param_grads": max(_max_diff(g, grads_m[k]) for k, g in grads_r.items()),
+        # a model without batch norm (ViT) has no statistics: 0
         "train_bn_stats": max(
-            _max_diff(v, stats_m[k]) for k, v in stats_r.items() if k in stats_m and ("running" in k or "tracked" in k)
+            (
+                _max_diff(v, stats_m[k])
+                for k, v in stats_r.items()
+                if k in stats_m and ("running" in k or "tracked" in k)
+            ),
+            default=0.0,
         ),
     }
+
+
+def _input_size(name: str, kwargs: dict[str, object]) -> tuple[int, int]:
+    """A fixed-size model's img_size (224 unless given), 88x100 for a padding ViT, else 96x96."""
+    if not name.startswith("vit_") or kwargs.get("dynamic_img_size"):
+        return (88, 100) if kwargs.get("dynamic_img_pad") else (96, 96)
+    size = kwargs.get("img_size", 224)
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))  # type: ignore[index]  # a pair
+
+
+def check_pos_embed_filter(name: str) -> str:
+    """A 224-px checkpoint loaded into a model of another grid: zoo's and timm's resampled pos_embed agree."""
+    from timm.models.vision_transformer import checkpoint_filter_fn  # type: ignore[import-not-found]  # throwaway
+
+    from zoo.archs.vit import checkpoint_filter
+
+    torch.manual_seed(0)
+    sd = _timm_model(name).state_dict()
+    worst = 0.0
+    for size in (96, 384, (160, 320)):
+        ref = checkpoint_filter_fn(dict(sd), _timm_model(name, img_size=size))["pos_embed"]
+        mine = checkpoint_filter(dict(sd), zoo.create_model(name, img_size=size))["pos_embed"]
+        assert ref.shape == mine.shape, f"{ref.shape} != {mine.shape}"
+        worst = max(worst, _max_diff(ref, mine))
+    status = "OK " if worst < TOLERANCE else "BAD"
+    return f"{status} {name} pos_embed filter (96, 384, 160x320) pos_embed={worst:.1e}"
 
 
 def check(name: str, **kwargs: object) -> str:
@@ -96,7 +138,7 @@ def check(name: str, **kwargs: object) -> str:
     mine_taps = [(t.module, t.num_chs, t.reduction) for t in mine.feature_info]
     ref_info = [(d["module"], d["num_chs"], d["reduction"]) for d in ref.feature_info]
     assert mine_taps == ref_info, f"feature_info differs: {mine_taps} != {ref_info}"
-    x = torch.randn(2, 3, 96, 96)
+    x = torch.randn(2, 3, *_input_size(name, kwargs))
     with torch.no_grad():
         diffs = {
             "logits": _max_diff(ref(x), mine(x)),
@@ -112,7 +154,9 @@ def check(name: str, **kwargs: object) -> str:
         diffs["intermediates"] = max(_max_diff(a, b) for a, b in zip(ref_taps, my_taps, strict=True))
         if name not in DROPPED:
             ref_f = timm.create_model(IABN.get(name, name), features_only=True, **ref_kwargs).eval()
-            mine_f = zoo.create_model(name, features_only=True, **kwargs).eval()
+            # timm's ViT extractor takes the last three blocks by default, zoo's every block
+            last3: dict[str, object] = {"out_indices": (-3, -2, -1)} if name.startswith("vit_") else {}
+            mine_f = zoo.create_model(name, features_only=True, **kwargs, **last3).eval()
             # the extractors name their modules differently (timm flattens 'blocks.0' to 'blocks_0'): pair by order
             mine_keys = list(mine_f.state_dict())
             ref_values = list(_without_counters(ref_f.state_dict(), name).values())
@@ -132,11 +176,14 @@ def main(patterns: list[str]) -> int:
     for name in zoo.list_models(patterns or ""):
         family = zoo.api.default_zoo().get_spec(name).family
         for kwargs in KNOBS.get(family, ({},)):
-            line = check(name, **kwargs)
-            bad += line.startswith("BAD")
-            values = [float(part.split("=")[1]) for part in line.split() if "=" in part and part[0].isalpha()]
-            worst[family] = max(worst.get(family, 0.0), *values)
-            print(line, flush=True)
+            lines = [check(name, **kwargs)]
+            if family == "zoo.archs.vit" and not kwargs:
+                lines.append(check_pos_embed_filter(name))
+            for line in lines:
+                bad += line.startswith("BAD")
+                values = [float(part.split("=")[1]) for part in line.split() if "=" in part and part[0].isalpha()]
+                worst[family] = max(worst.get(family, 0.0), *values)
+                print(line, flush=True)
     for family, value in worst.items():
         print(f"max |diff| {family}: {value:.2e}")
     print(f"{bad} model setting(s) differ")

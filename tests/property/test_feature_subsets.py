@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 import zoo
-from modelcache import built
+from modelcache import built, served, taps_without_getter
 from zoo.archs.surface import Intermediates, forward_intermediates_by_steps
+from zoo.domain.errors import InvalidFeatureRequestError
 from zoo.domain.values import FEATURE_CLASSES, FeatureCfg, FeatureInfo
 from zoo.services.features import FeatureFactory
 
@@ -131,7 +132,8 @@ def case(request: pytest.FixtureRequest) -> Case:
     model = model.eval().to(device)
     x = torch.randn(BATCH, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1)).to(device)
     with torch.no_grad():
-        reference = FACTORY.wrap(model, cfg, feature_cls="list").forward_taps(x)
+        # the list extractor, or a token model's hooked blocks laid out on the patch grid
+        reference = taps_without_getter(model, cfg, x)
     return Case(model, cfg, x, reference)
 
 
@@ -148,6 +150,11 @@ def check_subset(case: Case, out_indices: Sequence[int]) -> None:
     n = case.num_taps
     selected = sorted(i % n for i in out_indices)
     for kind in FEATURE_CLASSES:
+        if kind not in served(case.model):
+            # a token model's blocks give tokens, not maps: refused, pointing at the getter
+            with pytest.raises(InvalidFeatureRequestError, match="getter"):
+                FACTORY.wrap(case.model, case.cfg, out_indices=out_indices, feature_cls=kind)
+            continue
         extractor = FACTORY.wrap(case.model, case.cfg, out_indices=out_indices, feature_cls=kind)
         with torch.no_grad():
             out = extractor(case.x)

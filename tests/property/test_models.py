@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,12 +13,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import zoo
-from modelcache import built
+from modelcache import as_map, built, small_input_kwargs
 from refdata import reference
 from zoo.archs.layers import POOL_TYPES
 from zoo.services.builder import constructor_params
 
 MODELS = zoo.list_models()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Run this module's forwards on one torch thread (small forwards stall at multi-thread barriers on a busy CI)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_every_model_is_covered() -> None:
@@ -55,8 +65,9 @@ def test_forward_shapes_and_values(name: str, batch: int, size: int) -> None:
         feats = model.forward_features(x)
         logits = model.forward_head(feats)
     stride = model.feature_info[-1].reduction
-    assert feats.shape[:2] == (batch, model.num_features)
-    assert all(abs(s - math.ceil(size / stride)) <= 1 for s in feats.shape[-2:])
+    fmap = as_map(model, feats, size, size)  # a token model's tokens on its patch grid
+    assert fmap.shape[:2] == (batch, model.num_features)
+    assert all(abs(s - math.ceil(size / stride)) <= 1 for s in fmap.shape[-2:])
     assert logits.shape == (batch, model.num_classes)
     assert torch.isfinite(logits).all()
     pre = model.forward_head(feats, pre_logits=True)
@@ -73,21 +84,30 @@ def test_reset_classifier(name: str) -> None:
         assert pooled.shape == (2, model.num_features)
         model.reset_classifier(0, "")
         fmap = model(x)
+        if fmap.ndim == 3:
+            # a token model gives its token sequence; its default pooling reads the class token (ViT's 'token')
+            torch.testing.assert_close(fmap[:, 0], pooled)
+            fmap = as_map(model, fmap, 64, 64)
+        else:
+            torch.testing.assert_close(fmap.mean((2, 3)), pooled)
         assert fmap.ndim == 4
         assert fmap.shape[:2] == (2, model.num_features)
-        torch.testing.assert_close(fmap.mean((2, 3)), pooled)
         assert torch.isfinite(fmap).all()
 
 
 @st.composite
 def build_options(draw: st.DrawFn, name: str) -> tuple[int, int, dict[str, Any]]:
-    """num_classes, in_chans, and the model keywords global_pool and output_stride where the model takes them."""
+    """num_classes, in_chans, and the model keywords global_pool and output_stride where the model takes them.
+
+    The pooling is one of the model class's global_pools where it has them (a token model), else POOL_TYPES.
+    """
     spec = zoo.api.default_zoo().get_spec(name)
     takes = constructor_params(spec) or ()
-    pool = draw(st.sampled_from(POOL_TYPES)) if "global_pool" in takes else "avg"
+    pools: tuple[str, ...] = getattr(spec.constructor, "global_pools", POOL_TYPES)
+    pool = draw(st.sampled_from(pools)) if "global_pool" in takes else "avg"
     num_classes = 0 if pool == "" else draw(st.integers(0, 12))
     in_chans = draw(st.integers(1, 5))
-    extra: dict[str, Any] = {}  # model keywords, typed as create_model forwards them
+    extra: dict[str, Any] = dict(small_input_kwargs(name))  # model keywords, typed as create_model forwards them
     if "global_pool" in takes:
         extra["global_pool"] = pool
     if "output_stride" in takes:
@@ -109,9 +129,11 @@ def test_built_with_drawn_options(name: str, data: st.DataObject) -> None:
         out = model.forward_head(feats)
     stride = extra.get("output_stride", model.feature_info[-1].reduction)
     assert isinstance(stride, int)
-    assert feats.shape[1] == model.num_features
-    assert all(abs(s - math.ceil(64 / stride)) <= 1 for s in feats.shape[-2:])
+    fmap = as_map(model, feats, 64, 64)
+    assert fmap.shape[1] == model.num_features
+    assert all(abs(s - math.ceil(64 / stride)) <= 1 for s in fmap.shape[-2:])
     if extra.get("global_pool") == "":
+        out = as_map(model, out, 64, 64)
         assert out.ndim == 4
         assert out.shape[:2] == (1, model.num_features)
     elif num_classes == 0:

@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 import zoo
-from modelcache import built
+from modelcache import built, served, taps_without_getter
 from zoo.archs.base import ZooModule
+from zoo.archs.layers import POOL_TYPES
 from zoo.domain import FeatureNotAvailableError, InvalidFeatureRequestError, InvalidValueError
 from zoo.services.features import FeatureFactory, FeatureTaps
 
@@ -41,12 +42,27 @@ def image() -> torch.Tensor:
 
 @functools.cache
 def reference(name: str) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-    """forward_features and every tap's output (by the list extractor, which shares no code with the getter)."""
+    """forward_features and every tap's output (by the list extractor, or a token model's hooked blocks laid out
+    on the patch grid: code shared with neither the getter nor forward_intermediates)."""
     model = built(name)
     cfg = zoo.api.default_zoo().get_spec(name).feature_cfg
     with torch.no_grad():
-        taps = FACTORY.wrap(model, cfg, feature_cls="list").forward_taps(image())
+        taps = taps_without_getter(model, cfg, image())
         return model.forward_features(image()), tuple(taps)
+
+
+@functools.cache
+def normed_reference(name: str) -> tuple[torch.Tensor, ...]:
+    """What forward_intermediates(norm=True) gives per tap: a convolutional model applies what follows its last
+    tap (a final norm or activation) to that tap, whose output is then the final map; a token model (features
+    [B, tokens, C]) applies its final norm to every tap, as timm does."""
+    features, taps = reference(name)
+    if features.ndim == 4:
+        return (*taps[:-1], features)
+    model = built(name)
+    cfg = zoo.api.default_zoo().get_spec(name).feature_cfg
+    with torch.no_grad():
+        return tuple(taps_without_getter(model, cfg, image(), norm=True))
 
 
 def shallow(model: ZooModule) -> ZooModule:
@@ -76,12 +92,13 @@ def test_final_output_and_every_intermediate(name: str) -> None:
     for got, expected, info in zip(intermediates, taps, model.feature_info, strict=True):
         assert got.shape[1] == info.num_chs
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
-    if final.ndim == 4:
-        # a convolutional model's last tap is its final feature map once what follows it (a final norm
-        # or activation, as in the pre-activation Xceptions) is applied, which norm=True does
-        with torch.no_grad():
-            _, normed = model.forward_intermediates(image(), norm=True)
-        torch.testing.assert_close(normed[-1], final, rtol=0, atol=0)
+    # a convolutional model's last tap is its final feature map once what follows it (a final norm or
+    # activation, as in the pre-activation Xceptions) is applied, which norm=True does; a token model's
+    # final norm applies to every tap
+    with torch.no_grad():
+        _, normed = model.forward_intermediates(image(), norm=True)
+    for got, expected in zip(normed, normed_reference(name), strict=True):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -117,7 +134,8 @@ def test_drawn_requests(name: str, data: st.DataObject) -> None:
     assert len(got) == len(selected)
     for a, i in zip(got, selected, strict=True):
         # norm applies what follows the last tap in forward_features (a final norm or activation) to that tap
-        tap = features if norm and i == n - 1 and features.ndim == 4 else taps[i]
+        # (a token model's final norm: to every tap)
+        tap = normed_reference(name)[i] if norm else taps[i]
         expected = tap.permute(0, 2, 3, 1) if output_fmt == "NHWC" else tap
         torch.testing.assert_close(a, expected, rtol=0, atol=0)
 
@@ -148,8 +166,16 @@ def test_head_hidden_size_is_the_pre_logits_width(name: str) -> None:
     if isinstance(classifier, nn.Linear):
         assert classifier.in_features == model.head_hidden_size
     clone = shallow(model)
-    clone.reset_classifier(7, "catavgmax")  # doubles the pooled width
-    assert clone.head_hidden_size == 2 * model.head_hidden_size
+    if "catavgmax" not in getattr(model, "global_pools", POOL_TYPES):
+        # a token model (ViT) pools as timm's does: no pooling that changes the width
+        with pytest.raises(InvalidValueError, match="catavgmax"):
+            clone.reset_classifier(7, "catavgmax")
+        assert clone.get_classifier() is classifier  # refused: nothing changed
+        clone.reset_classifier(7, "avgmax")
+        assert clone.head_hidden_size == model.head_hidden_size
+    else:
+        clone.reset_classifier(7, "catavgmax")  # doubles the pooled width
+        assert clone.head_hidden_size == 2 * model.head_hidden_size
     with torch.no_grad():
         assert clone.forward_head(features, pre_logits=True).shape == (BATCH, clone.head_hidden_size)
         assert clone.forward_head(features).shape == (BATCH, 7)
@@ -200,6 +226,11 @@ def test_scripted_model_and_extractors_agree_with_eager(name: str) -> None:
         torch.testing.assert_close(scripted(x), model(x))
     cfg = zoo.api.default_zoo().get_spec(name).feature_cfg
     for kind in ("list", "dict"):
+        if kind not in served(model):
+            # a token model's blocks give tokens, not maps: refused, pointing at the getter
+            with pytest.raises(InvalidFeatureRequestError, match="getter"):
+                FACTORY.wrap(model, cfg, feature_cls=kind)
+            continue
         extractor = FACTORY.wrap(model, cfg, feature_cls=kind)
         if in_block_taps(extractor):
             # taps inside a block are read by forward hooks, which a script cannot hold: refused, clearly
@@ -229,6 +260,8 @@ def test_traced_model_and_extractors_agree_with_eager(name: str) -> None:
     with torch.no_grad():
         torch.testing.assert_close(torch.fx.symbolic_trace(model)(x), model(x), rtol=0, atol=0)
         for kind in ("list", "dict", "getter"):
+            if kind not in served(model):
+                continue  # refused at wrap: test_scripted_model_and_extractors_agree_with_eager checks how
             extractor = FACTORY.wrap(model, cfg, feature_cls=kind)
             if kind != "getter" and in_block_taps(extractor):
                 with pytest.raises(FeatureNotAvailableError, match="inside a block"):
@@ -239,8 +272,12 @@ def test_traced_model_and_extractors_agree_with_eager(name: str) -> None:
             assert len(got) == len(taps), kind
             for a, b in zip(got, taps, strict=True):
                 torch.testing.assert_close(a, b, rtol=0, atol=0)
-    with pytest.raises(FeatureNotAvailableError, match="cannot be traced"):
-        torch.fx.symbolic_trace(FACTORY.wrap(model, cfg, feature_cls="hook"))
+    if "hook" in served(model):
+        with pytest.raises(FeatureNotAvailableError, match="cannot be traced"):
+            torch.fx.symbolic_trace(FACTORY.wrap(model, cfg, feature_cls="hook"))
+    else:
+        with pytest.raises(InvalidFeatureRequestError, match="getter"):
+            FACTORY.wrap(model, cfg, feature_cls="hook")
 
 
 # -- set_grad_checkpointing -------------------------------------------------------------------

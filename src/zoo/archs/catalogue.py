@@ -63,6 +63,11 @@ FAMILIES: dict[str, tuple[str, ...]] = {
         "darknet21",
         "darknet53",
     ),
+    "zoo.archs.vit": (
+        "vit_tiny_patch16_224",
+        "vit_small_patch16_224",
+        "vit_base_patch16_224",
+    ),
 }
 
 

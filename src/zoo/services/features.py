@@ -364,6 +364,7 @@ class FeatureFactory:
             raise InvalidFeatureRequestError(
                 f"feature_cls={kind!r} is invalid: expected one of {', '.join(map(repr, FEATURE_CLASSES))}"
             )
+        _check_served(model, kind)
         available = _feature_info(model)
         taps = FeatureTaps(available, take_indices(available, cfg.out_indices if out_indices is None else out_indices))
         if kind == "list":
@@ -373,6 +374,17 @@ class FeatureFactory:
         if kind == "hook":
             return FeatureHookNet(model, taps)
         return FeatureGetterNet(model, taps)
+
+
+def _check_served(model: nn.Module, kind: str) -> None:
+    """Refuse a strategy the model declares its taps do not serve (its feature_classes; every one by default)."""
+    served: object = getattr(model, "feature_classes", FEATURE_CLASSES)
+    if isinstance(served, tuple) and kind not in served:
+        raise InvalidFeatureRequestError(
+            f"feature_cls={kind!r} is not available for {type(model).__name__}: its tap modules' outputs are not its "
+            f"feature maps (a token model's blocks give token sequences, which its forward_intermediates lays out "
+            f"as maps); use feature_cls={' or '.join(map(repr, served))}"
+        )
 
 
 def _feature_info(model: nn.Module) -> tuple[FeatureInfo, ...]:
@@ -412,9 +424,10 @@ def _resequence(module: nn.Module, prefix: str, taps: Sequence[str], flatten: bo
 
 
 def _backbone(model: nn.Module, out_indices: Sequence[int]) -> nn.Module:
-    """A shallow copy sharing every kept submodule and weight, without the stages after the last tap or the head.
+    """A shallow copy sharing every kept submodule and weight, without the stages after the last tap, the head
+    or the final norm.
 
-    prune_intermediate_layers removes both where the model has it (so the copy holds only the
+    prune_intermediate_layers removes them where the model has it (so the copy holds only the
     parameters a forward uses, as DDP with find_unused_parameters=False requires), else
     reset_classifier(0) the classifier. The caller's model keeps everything; the extractor's
     state_dict has no classifier, as its cfg says.
@@ -427,7 +440,8 @@ def _backbone(model: nn.Module, out_indices: Sequence[int]) -> nn.Module:
     for table in ("_modules", "_parameters", "_buffers"):
         object.__setattr__(clone, table, dict(getattr(model, table)))
     if prunable:
-        cast(_Prunable, clone).prune_intermediate_layers(list(out_indices), prune_head=True)
+        # the extractors never ask for the final norm (taps come unnormalised): it goes, as timm's getter drops it
+        cast(_Prunable, clone).prune_intermediate_layers(list(out_indices), prune_norm=True, prune_head=True)
     else:
         cast(_Classifier, clone).reset_classifier(0)
     return clone

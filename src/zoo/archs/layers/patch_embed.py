@@ -1,0 +1,89 @@
+"""Patch embedding: an image cut into non-overlapping patches, each projected to a token (parameters under proj)."""
+
+from __future__ import annotations
+
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.domain.errors import InvalidValueError
+
+__all__ = ["PatchEmbed", "fit_to_patches"]
+
+
+def fit_to_patches(
+    x: torch.Tensor, img_size: list[int], patch_size: list[int], strict: bool, pad: bool
+) -> torch.Tensor:
+    """x checked against what a patch embedding accepts, zero-padded (right, bottom) to whole patches when pad.
+
+    strict: the size must be img_size; otherwise any size, which must be a whole number of patches
+    unless pad. A size that does not fit raises InvalidValueError (under TorchScript, torch.jit.Error
+    with the same message).
+    """
+    h, w = x.shape[-2], x.shape[-1]
+    if strict:
+        if h != img_size[0] or w != img_size[1]:
+            raise InvalidValueError(
+                f"input size {h}x{w} is invalid: the model was built for img_size={img_size[0]}x{img_size[1]}; "
+                "resize the input to that size, or build with img_size=<your size> or dynamic_img_size=True"
+            )
+        return x
+    ph = (patch_size[0] - h % patch_size[0]) % patch_size[0]
+    pw = (patch_size[1] - w % patch_size[1]) % patch_size[1]
+    if ph == 0 and pw == 0:
+        return x
+    if not pad:
+        raise InvalidValueError(
+            f"input size {h}x{w} is invalid: height and width must be multiples of the patch size "
+            f"{patch_size[0]}x{patch_size[1]}; resize the input, or build with dynamic_img_pad=True to pad it"
+        )
+    return F.pad(x, [0, pw, 0, ph])
+
+
+# a leaf of torch.fx graphs: the size checks run (on real shapes) each time the traced graph runs
+torch.fx.wrap("fit_to_patches")
+
+
+class PatchEmbed(nn.Module):
+    """Conv2d with kernel = stride = patch size; returns the token grid channels-last, [B, H / p, W / p, C].
+
+    strict_img_size refuses inputs other than img_size; without it any size is accepted (a whole number
+    of patches, or zero-padded to one with dynamic_img_pad).
+    """
+
+    def __init__(
+        self,
+        img_size: tuple[int, int],
+        patch_size: int,
+        in_chans: int,
+        embed_dim: int,
+        *,
+        strict_img_size: bool = True,
+        dynamic_img_pad: bool = False,
+    ) -> None:
+        super().__init__()
+        self.img_size = [img_size[0], img_size[1]]
+        self.patch_size = [patch_size, patch_size]
+        self.grid_size = [img_size[0] // patch_size, img_size[1] // patch_size]
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.strict_img_size = strict_img_size
+        self.dynamic_img_pad = dynamic_img_pad
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def feat_size(self, h: int, w: int) -> tuple[int, int]:
+        """The token grid for an h x w input (rounded up where the input is padded to whole patches)."""
+        if self.dynamic_img_pad:
+            return -(-h // self.patch_size[0]), -(-w // self.patch_size[1])
+        return h // self.patch_size[0], w // self.patch_size[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = fit_to_patches(x, self.img_size, self.patch_size, self.strict_img_size, self.dynamic_img_pad)
+        out: torch.Tensor = self.proj(x).permute(0, 2, 3, 1)
+        return out
+
+    def extra_repr(self) -> str:
+        return (
+            f"img_size={self.img_size}, patch_size={self.patch_size}, strict_img_size={self.strict_img_size}, "
+            f"dynamic_img_pad={self.dynamic_img_pad}"
+        )
