@@ -257,7 +257,10 @@ def convert_sync_batchnorm(model: M, process_group: dist.ProcessGroup | None = N
     replacements: dict[int, nn.Module | None] = {}
     swaps: list[tuple[nn.Module, str, nn.Module]] = []
     for parent in model.modules():
-        for name, child in parent.named_children():
+        # every slot, not named_children(): that skips a second slot holding a module it has already seen
+        for name, child in parent._modules.items():
+            if child is None:
+                continue
             if id(child) not in replacements:  # a module shared by two parents gets one replacement
                 replacements[id(child)] = _synced(child, process_group)
             new = replacements[id(child)]
