@@ -172,7 +172,7 @@ class SyncInPlaceAbn(SyncBatchNormAct):
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__(num_features, eps, momentum, True, True, process_group, act=act, device=device)
-        # nn.SyncBatchNorm counts batches in training, so the counter stays, but unsaved as in InPlaceAbn2d
+        # the batch norm base counts batches in training, so the counter stays, but unsaved as in InPlaceAbn2d
         counter = self.num_batches_tracked
         del self.num_batches_tracked
         self.register_buffer("num_batches_tracked", counter, persistent=False)
@@ -197,7 +197,7 @@ def _synced(module: nn.Module, process_group: dist.ProcessGroup | None) -> nn.Mo
     """The synchronised replacement of a norm module, or None for a module that is not one."""
     if isinstance(module, (SyncBatchNormAct, nn.SyncBatchNorm)):
         return None  # synchronised already
-    if isinstance(module, InPlaceAbn2d) and type(module) is InPlaceAbn2d:
+    if type(module) is InPlaceAbn2d:
         iabn = SyncInPlaceAbn(
             module.num_features, module.eps, module.momentum, process_group, act=module.act, device="meta"
         )
@@ -226,7 +226,7 @@ def _synced(module: nn.Module, process_group: dist.ProcessGroup | None) -> nn.Mo
         warnings.warn(
             f"convert_sync_batchnorm left a {type(module).__qualname__} as it is: its forward is its own, and a "
             "synchronised replacement could change what it computes; its statistics stay per process",
-            stacklevel=3,
+            stacklevel=4,  # the caller of zoo.convert_sync_batchnorm
         )
     return None
 
