@@ -270,7 +270,3 @@ def test_sync_batchnorm_on_parts_of_a_batch_equals_batchnorm_on_the_whole(job: J
 
 def test_sync_batchnorm_model_trains_under_ddp_with_shared_statistics(job: Job) -> None:
     job.report.data("sync_bn_ddp")
-
-
-def test_show_timing(job: Job) -> None:
-    print(job.report.log)
