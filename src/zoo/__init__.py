@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from zoo.api import (
     ModelZoo,
+    convert_sync_batchnorm,
     create_model,
     get_default_cfg,
     get_pretrained_cfg_value,
@@ -18,6 +19,7 @@ from zoo.domain.errors import ZooError
 __all__ = [
     "ModelZoo",
     "ZooError",
+    "convert_sync_batchnorm",
     "create_model",
     "get_default_cfg",
     "get_pretrained_cfg_value",

@@ -6,7 +6,7 @@ import functools
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, cast, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 from zoo.domain.checks import MAX_WIDTH, check_bool, check_int
 from zoo.domain.errors import InvalidArgumentError, InvalidValueError
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from torch import nn
+    from torch.distributed import ProcessGroup
 
     from zoo.archs.base import ZooModule
     from zoo.domain.prune import PruneSpec
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ModelZoo",
     "builtin_registry",
+    "convert_sync_batchnorm",
     "create_model",
     "default_zoo",
     "get_default_cfg",
@@ -49,6 +51,19 @@ def builtin_registry() -> Registry:
     for module, names in FAMILIES.items():
         registry.register_lazy(module, names, functools.partial(load_family, module))
     return registry
+
+
+_M = TypeVar("_M", bound="nn.Module")
+
+
+def convert_sync_batchnorm(model: _M, process_group: ProcessGroup | None = None) -> _M:
+    """Make every batch norm in model (fused norm + activation modules included) synchronised across ranks.
+
+    In place, returning model; see zoo.archs.layers.sync_norm.convert_sync_batchnorm.
+    """
+    from zoo.archs.layers.sync_norm import convert_sync_batchnorm as convert
+
+    return convert(model, process_group)
 
 
 class ModelZoo:

@@ -16,6 +16,7 @@ from zoo.archs.layers.norm_act import (
     make_norm_act,
 )
 from zoo.archs.layers.pool import POOL_TYPES, AvgPool2dSame, BlurPool2d, GlobalPool
+from zoo.archs.layers.sync_norm import SyncBatchNormAct, SyncInPlaceAbn, convert_sync_batchnorm
 from zoo.archs.layers.taps import (
     IntermediatesMixin,
     sequential_prefix,
@@ -37,7 +38,10 @@ __all__ = [
     "InPlaceAbn2d",
     "IntermediatesMixin",
     "SEModule",
+    "SyncBatchNormAct",
+    "SyncInPlaceAbn",
     "check_head",
+    "convert_sync_batchnorm",
     "create_attn",
     "drop_path",
     "get_padding",
