@@ -63,6 +63,15 @@ FAMILIES: dict[str, tuple[str, ...]] = {
         "darknet21",
         "darknet53",
     ),
+    "zoo.archs.efficientnet": (
+        "efficientnet_b0",
+        "efficientnet_b1",
+        "efficientnet_b2",
+        "efficientnet_b3",
+        "efficientnet_b1_pruned",
+        "efficientnet_b2_pruned",
+        "efficientnet_b3_pruned",
+    ),
 }
 
 
