@@ -197,9 +197,7 @@ class EfficientNet(IntermediatesMixin, ZooModule):
         return [int(t.module.split(".")[1]) for t in self.feature_info]
 
     def _tap_steps(self) -> list[TapStep]:
-        return stage_steps(
-            nn.Sequential(self.conv_stem, self.bn1), self.blocks, self._tap_stages(), self.grad_checkpointing
-        )
+        return stage_steps([self.conv_stem, self.bn1], self.blocks, self._tap_stages(), self.grad_checkpointing)
 
     def prune_intermediate_layers(
         self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True
