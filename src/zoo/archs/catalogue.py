@@ -72,6 +72,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
         "efficientnet_b2_pruned",
         "efficientnet_b3_pruned",
     ),
+    "zoo.archs.mobilenetv3": ("mobilenetv3_large_100",),
 }
 
 

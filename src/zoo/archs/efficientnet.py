@@ -7,7 +7,6 @@ eps and 'same' padding, as they were trained) rebuilt by the Pruner at the publi
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from importlib import resources
 from typing import cast
@@ -30,52 +29,13 @@ from zoo.archs.layers import (
     make_fc,
     sequential_prefix,
 )
-from zoo.archs.layers.mbconv import BlockDef, SeCfg, build_stages
+from zoo.archs.layers.mbconv import BlockDef, SeCfg, build_stages, check_stages, stage_steps
 from zoo.archs.layers.padding import create_conv2d
-from zoo.archs.surface import TapStep, checkpoint_call, run_stage, take_taps
+from zoo.archs.surface import TapStep, checkpoint_call, take_taps
 from zoo.domain.checks import check_bool, check_choice, check_float, check_int
-from zoo.domain.errors import InvalidValueError
 from zoo.domain.values import FeatureCfg, ModelSpec
 
-__all__ = ["EFFICIENTNET_STAGES", "MODEL_SPECS", "EfficientNet", "check_stages", "stage_steps"]
-
-
-def check_stages(stages: object) -> tuple[tuple[BlockDef, ...], ...]:
-    """stages as a tuple of non-empty tuples of BlockDef, or InvalidValueError naming what was given."""
-    ok = (
-        isinstance(stages, Sequence)
-        and len(stages) > 0
-        and all(isinstance(s, Sequence) and len(s) > 0 and all(isinstance(d, BlockDef) for d in s) for s in stages)
-    )
-    if not ok:
-        raise InvalidValueError(
-            f"stages={stages!r} is invalid: expected a non-empty sequence of non-empty BlockDef runs"
-        )
-    assert isinstance(stages, Sequence)  # for the type checker: checked above
-    return tuple(tuple(s) for s in stages)
-
-
-def _run_stages(stages: Sequence[nn.Module], checkpointed: bool, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    for stage in stages:
-        x = run_stage(stage, x, checkpointed)
-    return x, x
-
-
-def stage_steps(
-    stem: Sequence[nn.Module], blocks: nn.Sequential, tap_stages: Sequence[int], checkpointed: bool
-) -> list[TapStep]:
-    """Tap steps over stem modules + stages: step i runs the stages after tap i-1 up to tap i's (the first: stem too).
-
-    Every module is the model's own (torch.fx traces only calls of installed submodules).
-    """
-    stages = list(blocks)
-    steps: list[TapStep] = []
-    start = 0
-    for end in tap_stages:
-        run = stages[start : end + 1]
-        steps.append(functools.partial(_run_stages, [*stem, *run] if start == 0 else run, checkpointed))
-        start = end + 1
-    return steps
+__all__ = ["EFFICIENTNET_STAGES", "MODEL_SPECS", "EfficientNet"]
 
 
 class EfficientNet(IntermediatesMixin, ZooModule):

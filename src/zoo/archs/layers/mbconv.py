@@ -6,6 +6,7 @@ conv_expand), so the checkpoints published for those families load unchanged.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -17,7 +18,9 @@ from zoo.archs.layers.drop import DropPath
 from zoo.archs.layers.helpers import make_divisible
 from zoo.archs.layers.norm_act import ACT_LAYERS, BatchNormAct2d, make_act
 from zoo.archs.layers.padding import create_conv2d
+from zoo.archs.surface import TapStep, run_stage
 from zoo.domain.checks import check_bool, check_choice, check_float, check_int
+from zoo.domain.errors import InvalidValueError
 from zoo.domain.values import FeatureInfo
 
 __all__ = [
@@ -31,7 +34,9 @@ __all__ = [
     "SeCfg",
     "SqueezeExcite",
     "build_stages",
+    "check_stages",
     "scale_repeats",
+    "stage_steps",
 ]
 
 BLOCK_KINDS: tuple[str, ...] = ("ds", "ir", "cn")
@@ -256,3 +261,41 @@ def _make_block(in_chs: int, d: BlockDef, model_act: str, se: SeCfg, rate: float
     if d.kind == "ds":
         return DepthwiseSeparable(in_chs, d, act, gate, rate, norm)
     return InvertedResidual(in_chs, mid, d, act, gate, rate, norm)
+
+
+def check_stages(stages: object) -> tuple[tuple[BlockDef, ...], ...]:
+    """stages as a tuple of non-empty tuples of BlockDef, or InvalidValueError naming what was given."""
+    ok = (
+        isinstance(stages, Sequence)
+        and len(stages) > 0
+        and all(isinstance(s, Sequence) and len(s) > 0 and all(isinstance(d, BlockDef) for d in s) for s in stages)
+    )
+    if not ok:
+        raise InvalidValueError(
+            f"stages={stages!r} is invalid: expected a non-empty sequence of non-empty BlockDef runs"
+        )
+    assert isinstance(stages, Sequence)  # for the type checker: checked above
+    return tuple(tuple(s) for s in stages)
+
+
+def _run_stages(stages: Sequence[nn.Module], checkpointed: bool, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    for stage in stages:
+        x = run_stage(stage, x, checkpointed)
+    return x, x
+
+
+def stage_steps(
+    stem: Sequence[nn.Module], blocks: nn.Sequential, tap_stages: Sequence[int], checkpointed: bool
+) -> list[TapStep]:
+    """Tap steps over stem modules + stages: step i runs the stages after tap i-1 up to tap i's (the first: stem too).
+
+    Every module is the model's own (torch.fx traces only calls of installed submodules).
+    """
+    stages = list(blocks)
+    steps: list[TapStep] = []
+    start = 0
+    for end in tap_stages:
+        run = stages[start : end + 1]
+        steps.append(functools.partial(_run_stages, [*stem, *run] if start == 0 else run, checkpointed))
+        start = end + 1
+    return steps
