@@ -36,6 +36,8 @@ KNOBS: dict[str, tuple[dict[str, object], ...]] = {
     "zoo.archs.densenet": ({}, {"memory_efficient": True}, {"global_pool": "catavgmax", "num_classes": 10}),
     "zoo.archs.xception": ({}, {"output_stride": 16}, {"output_stride": 8}),
     "zoo.archs.cspnet": ({}, {"output_stride": 16}, {"output_stride": 8}, {"global_pool": "max", "num_classes": 10}),
+    "zoo.archs.efficientnet": ({}, {"global_pool": "max", "num_classes": 10}),
+    "zoo.archs.mobilenetv3": ({}, {"global_pool": "max", "num_classes": 10}),
 }
 IABN = {"cspresnext50_iabn": "cspresnext50", "cspdarknet53_iabn": "cspdarknet53"}
 ZOO_ONLY = ("memory_efficient",)
