@@ -90,6 +90,17 @@ def test_unpooled_head_returns_the_feature_map() -> None:
         assert torch.equal(model(X), model.forward_features(X))
 
 
+def test_a_classifier_after_pruning_reads_the_pooled_tap() -> None:
+    model = small().eval()
+    model.prune_intermediate_layers([0, 1])
+    model.reset_classifier(3)
+    assert model.head_hidden_size == model.num_features == 16
+    with torch.no_grad():
+        feats = model.forward_features(X)
+        torch.testing.assert_close(model.forward_head(feats, pre_logits=True), feats.mean((2, 3)), rtol=0, atol=0)
+        assert model(X).shape == (1, 3)
+
+
 def test_catavgmax_pooling_widens_what_conv_head_reads() -> None:
     model = small(global_pool="catavgmax").eval()
     conv_head = model.conv_head

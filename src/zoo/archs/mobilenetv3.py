@@ -100,7 +100,7 @@ class MobileNetV3(IntermediatesMixin, ZooModule):
         self.global_pool = pool
         self.conv_head: nn.Module = nn.Conv2d(self.num_features * pool.feat_mult(), head_size, 1, bias=True)
         self.act2 = make_act(act_layer)
-        self.use_conv_head = global_pool != ""
+        self.use_conv_head = global_pool != ""  # with the map unpooled (or conv_head pruned) the head skips it
         self.head_hidden_size = self._head_width(pool)
         self.classifier = make_fc(self.head_hidden_size, num_classes)
 
@@ -132,7 +132,7 @@ class MobileNetV3(IntermediatesMixin, ZooModule):
             old = self.conv_head
             self.conv_head = nn.Conv2d(pooled, old.out_channels, 1, bias=True, device=old.weight.device)
         self.global_pool = pool
-        self.use_conv_head = pool_type != ""
+        self.use_conv_head = pool_type != "" and isinstance(self.conv_head, nn.Conv2d)
         self.head_hidden_size = self._head_width(pool)
         self.classifier = make_fc(self.head_hidden_size, num_classes)
         self.num_classes = num_classes
