@@ -93,7 +93,7 @@ def test_unpooled_head_returns_the_feature_map() -> None:
 def test_a_classifier_after_pruning_reads_the_pooled_tap() -> None:
     model = small().eval()
     model.prune_intermediate_layers([0, 1])
-    model.reset_classifier(3)
+    model.reset_classifier(3, "avg")
     assert model.head_hidden_size == model.num_features == 16
     with torch.no_grad():
         feats = model.forward_features(X)
