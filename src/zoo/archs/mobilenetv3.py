@@ -157,7 +157,9 @@ class MobileNetV3(IntermediatesMixin, ZooModule):
         """Pool, conv_head + activation, (pre_logits stops here) dropout and classify."""
         x = self.global_pool(x)
         if self.use_conv_head:
-            x = self.act2(self.conv_head(x)).flatten(1)
+            x = self.act2(self.conv_head(x))
+        if self.global_pool.pool_type != "":
+            x = x.flatten(1)
         if pre_logits:
             return x
         if self.drop_rate > 0.0:
