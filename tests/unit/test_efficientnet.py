@@ -266,3 +266,22 @@ def test_the_pruner_resizes_fused_norms_and_same_padding_convs() -> None:
 
 def test_pretrained_pruned_checkpoint_loads(server: CheckpointServer, cache_dir: Path) -> None:
     check_pretrained("efficientnet_b1_pruned", server, cache_dir)
+
+
+def test_the_pruner_derives_specs_through_fused_norms_and_se() -> None:
+    model = small(same_pad=True).eval()
+    pruner = ChannelPruner()
+    _, whole = pruner.derive(model, 0.0)
+    spec, half = pruner.derive(model, 0.5)
+    with torch.no_grad():
+        assert torch.equal(whole.eval()(X), model(X))  # ratio 0 keeps every channel and weight
+        assert half.eval()(X).shape == (1, 5)
+    assert sum(p.numel() for p in half.parameters()) < 0.5 * sum(p.numel() for p in model.parameters())
+    # the expanded width is one channel space: expansion conv, depthwise conv, its norms and the SE gate agree
+    block = half.get_submodule("blocks.1.0")
+    assert isinstance(block, InvertedResidual)
+    width = spec["blocks.1.0.conv_pw.weight"][0]
+    assert spec["blocks.1.0.conv_dw.weight"] == (width, 1, 3, 3)
+    assert spec["blocks.1.0.se.conv_expand.weight"][0] == width < 24
+    assert isinstance(block.bn2, BatchNormAct2d)
+    assert block.bn2.num_features == width

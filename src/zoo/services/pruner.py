@@ -708,7 +708,10 @@ def _is_width_free_gate(module: nn.Module) -> bool:
 
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return _is_width_free_gate(m) or super().is_leaf_module(m, module_qualified_name)
+        # subclasses of the resizable layers (a norm fused with its activation, a 'same'-padding conv) are
+        # followed as the layer they extend
+        resizable_subclass = isinstance(m, _RESIZABLE) and _resizable(m)
+        return resizable_subclass or _is_width_free_gate(m) or super().is_leaf_module(m, module_qualified_name)
 
 
 def _where(node: fx.Node) -> str:
