@@ -111,7 +111,7 @@ class SqueezeExcite(nn.Module):
 
 @attrs.frozen
 class _Norm:
-    """Batch-norm settings shared by every block of a model."""
+    """Settings every block of a model shares: batch-norm eps, and whether strided convs pad TF-style."""
 
     eps: float
     same_pad: bool
