@@ -16,13 +16,15 @@ from weights_support import CheckpointServer, cache_files, safetensors_bytes
 from zoo.api import default_zoo
 from zoo.archs.cspnet import CspNet
 from zoo.archs.densenet import DenseNet
+from zoo.archs.efficientnet import EfficientNet
+from zoo.archs.mobilenetv3 import MobileNetV3
 from zoo.archs.vit import VisionTransformer
 from zoo.archs.xception import XceptionAligned
 from zoo.domain.values import FeatureCfg
 from zoo.services.features import FeatureFactory
 
 FACTORY = FeatureFactory()
-SurfaceModel = DenseNet | XceptionAligned | CspNet | VisionTransformer
+SurfaceModel = DenseNet | XceptionAligned | CspNet | EfficientNet | MobileNetV3 | VisionTransformer
 
 
 def tap_dicts(model: SurfaceModel) -> list[dict[str, object]]:

@@ -46,6 +46,8 @@ KNOBS: dict[str, tuple[dict[str, object], ...]] = {
         {"dynamic_img_size": True},
         {"dynamic_img_size": True, "dynamic_img_pad": True, "global_pool": "avgmax"},
     ),
+    "zoo.archs.efficientnet": ({}, {"global_pool": "max", "num_classes": 10}),
+    "zoo.archs.mobilenetv3": ({}, {"global_pool": "max", "num_classes": 10}),
 }
 IABN = {"cspresnext50_iabn": "cspresnext50", "cspdarknet53_iabn": "cspdarknet53"}
 ZOO_ONLY = ("memory_efficient",)

@@ -166,12 +166,17 @@ def test_head_hidden_size_is_the_pre_logits_width(name: str) -> None:
     if isinstance(classifier, nn.Linear):
         assert classifier.in_features == model.head_hidden_size
     clone = shallow(model)
+    head_conv = model.head_hidden_size != model.num_features  # a conv after pooling sets the width (MobileNetV3)
     if "catavgmax" not in getattr(model, "global_pools", POOL_TYPES):
         # a token model (ViT) pools as timm's does: no pooling that changes the width
         with pytest.raises(InvalidValueError, match="catavgmax"):
             clone.reset_classifier(7, "catavgmax")
         assert clone.get_classifier() is classifier  # refused: nothing changed
         clone.reset_classifier(7, "avgmax")
+        assert clone.head_hidden_size == model.head_hidden_size
+    elif head_conv:  # such a head conv cannot read the doubled width: it is re-initialised, with a warning
+        with pytest.warns(UserWarning, match="conv_head"):
+            clone.reset_classifier(7, "catavgmax")
         assert clone.head_hidden_size == model.head_hidden_size
     else:
         clone.reset_classifier(7, "catavgmax")  # doubles the pooled width

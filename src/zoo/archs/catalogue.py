@@ -68,6 +68,16 @@ FAMILIES: dict[str, tuple[str, ...]] = {
         "vit_small_patch16_224",
         "vit_base_patch16_224",
     ),
+    "zoo.archs.efficientnet": (
+        "efficientnet_b0",
+        "efficientnet_b1",
+        "efficientnet_b2",
+        "efficientnet_b3",
+        "efficientnet_b1_pruned",
+        "efficientnet_b2_pruned",
+        "efficientnet_b3_pruned",
+    ),
+    "zoo.archs.mobilenetv3": ("mobilenetv3_large_100",),
 }
 
 

@@ -350,6 +350,8 @@ def _conv_factory(name: str, old: nn.Conv1d | nn.Conv2d, shape: tuple[int, ...],
 
 
 def _norm_factory(old: nn.BatchNorm1d | nn.BatchNorm2d, shape: tuple[int, ...]) -> _Factory:
+    if type(old) not in _NORMS:
+        return _norm_subclass_factory(old, shape[0])
     cls = type(old)
     dtype = old.weight.dtype if old.weight is not None else None
 
@@ -362,6 +364,32 @@ def _norm_factory(old: nn.BatchNorm1d | nn.BatchNorm2d, shape: tuple[int, ...]) 
             track_running_stats=old.track_running_stats,
             dtype=dtype,
         )
+
+    return build
+
+
+def _norm_subclass_factory(old: nn.BatchNorm1d | nn.BatchNorm2d, width: int) -> _Factory:
+    """A batch norm subclass (a norm fused with its activation) at a new width, built from a copy of it.
+
+    Its constructor may take other arguments than BatchNorm's, so the copy keeps every setting and child
+    (the activation) and only its per-channel tensors are made afresh, initialised as a new norm's.
+    """
+    own = list(itertools.chain(old.named_parameters(recurse=False), old.named_buffers(recurse=False)))
+    dtype = old.weight.dtype if old.weight is not None else None
+
+    def build() -> nn.Module:
+        # the old tensors are not copied: the memo stands None in for each, replaced below
+        memo: dict[int, object] = {id(t): None for _, t in own}
+        new = copy.deepcopy(old, memo)
+        new.num_features = width
+        for name, t in own:
+            if name == "num_batches_tracked":
+                fresh = torch.zeros((), dtype=t.dtype)
+            else:
+                fresh = torch.empty(width, dtype=dtype if t.is_floating_point() else t.dtype)
+            setattr(new, name, nn.Parameter(fresh, t.requires_grad) if isinstance(t, nn.Parameter) else fresh)
+        new.reset_parameters()
+        return new
 
     return build
 
@@ -421,10 +449,10 @@ def _plan(model: nn.Module, spec: PruneSpec) -> _Plan:
         own = dict(itertools.chain(module.named_parameters(recurse=False), module.named_buffers(recurse=False)))
         if all(tuple(own[t].shape) == s for t, s in shapes.items()):
             continue  # an entry equal to the model's shape leaves the module as it is
-        if type(module) not in _RESIZABLE:
+        if not _resizable(module):
             raise PruneSpecError(
                 f"prune spec resizes layer {path!r} of type {type(module).__name__}; only Conv1d/Conv2d, "
-                "BatchNorm1d/2d and Linear layers can be resized"
+                "BatchNorm1d/2d and Linear layers (and subclasses that keep their constructor) can be resized"
             )
         weight = shapes.get("weight")
         if weight is None:
@@ -466,6 +494,14 @@ def _check_masks(model: nn.Module, spec: PruneSpec, factories: Mapping[str, _Fac
                 f"prune spec residual-group record {mask.layer}_M.weight says {path!r} keeps {mask.kept} of "
                 f"{mask.original} channels, but the model has {weight.shape[0]} and the spec gives it {kept}"
             )
+
+
+def _resizable(module: nn.Module) -> bool:
+    """Exactly a Conv/BatchNorm/Linear; a conv subclass built like its base (a 'same'-padding conv); a norm subclass."""
+    cls = type(module)
+    if cls in _RESIZABLE or isinstance(module, _NORMS):
+        return True
+    return isinstance(module, _CONVS) and any(cls.__init__ is base.__init__ for base in _CONVS)
 
 
 def _out_width(module: nn.Module) -> int:
@@ -672,7 +708,10 @@ def _is_width_free_gate(module: nn.Module) -> bool:
 
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return _is_width_free_gate(m) or super().is_leaf_module(m, module_qualified_name)
+        # subclasses of the resizable layers (a norm fused with its activation, a 'same'-padding conv) are
+        # followed as the layer they extend
+        resizable_subclass = isinstance(m, _RESIZABLE) and _resizable(m)
+        return resizable_subclass or _is_width_free_gate(m) or super().is_leaf_module(m, module_qualified_name)
 
 
 def _where(node: fx.Node) -> str:

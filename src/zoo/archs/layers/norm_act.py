@@ -12,21 +12,25 @@ from zoo.domain.errors import InvalidValueError
 
 __all__ = ["ACT_LAYERS", "NORM_LAYERS", "BatchNormAct2d", "ConvNormAct", "InPlaceAbn2d", "make_act", "make_norm_act"]
 
-ACT_LAYERS: tuple[str, ...] = ("relu", "leaky_relu")
+ACT_LAYERS: tuple[str, ...] = ("relu", "leaky_relu", "silu", "hard_swish")
 NORM_LAYERS: tuple[str, ...] = ("batchnorm", "iabn")
 LEAKY_SLOPE = 0.01
 
 
 def make_act(act_layer: str, inplace: bool = True) -> nn.Module:
-    """An activation by name: 'relu', or 'leaky_relu' (slope 0.01)."""
+    """An activation by name: 'relu', 'leaky_relu' (slope 0.01), 'silu' (swish) or 'hard_swish'."""
     check_choice("act_layer", act_layer, ACT_LAYERS)
     if act_layer == "leaky_relu":
         return nn.LeakyReLU(LEAKY_SLOPE, inplace=inplace)
+    if act_layer == "silu":
+        return nn.SiLU(inplace=inplace)
+    if act_layer == "hard_swish":
+        return nn.Hardswish(inplace=inplace)
     return nn.ReLU(inplace=inplace)
 
 
 class BatchNormAct2d(nn.BatchNorm2d):
-    """Batch norm followed by an activation (ReLU, leaky ReLU, or none), in one module.
+    """Batch norm followed by an activation (one of ACT_LAYERS, or none), in one module.
 
     Its state_dict is a plain BatchNorm2d's (weight, bias, running stats), so the activation adds no keys.
     """

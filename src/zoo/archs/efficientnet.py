@@ -1,0 +1,232 @@
+"""EfficientNet B0-B3 and the pruned B1-B3: compound-scaled stages of mobile inverted-bottleneck blocks.
+
+Parameter names and shapes follow timm 1.0.31 for the same model names, so published checkpoints for
+those names load unchanged. The pruned names are the unpruned architecture (with TensorFlow's batch-norm
+eps and 'same' padding, as they were trained) rebuilt by the Pruner at the published channel layouts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib import resources
+from typing import cast
+
+import attrs
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.archs._cfgs import family_specs
+from zoo.archs.base import ZooModule
+from zoo.archs.layers import (
+    ACT_LAYERS,
+    BatchNormAct2d,
+    GlobalPool,
+    IntermediatesMixin,
+    check_head,
+    is_scripting,
+    make_divisible,
+    make_fc,
+    sequential_prefix,
+)
+from zoo.archs.layers.mbconv import BlockDef, SeCfg, build_stages, check_stages, stage_steps
+from zoo.archs.layers.padding import create_conv2d
+from zoo.archs.surface import TapStep, checkpoint_call, take_taps
+from zoo.domain.checks import check_bool, check_choice, check_float, check_int
+from zoo.domain.values import FeatureCfg, ModelSpec
+
+__all__ = ["EFFICIENTNET_STAGES", "MODEL_SPECS", "EfficientNet"]
+
+
+class EfficientNet(IntermediatesMixin, ZooModule):
+    """EfficientNet: conv_stem + bn1, block stages, conv_head + bn2 (1x1 to num_features), pooling, classifier.
+
+    Widths scale by channel_multiplier (rounded to multiples of 8), depths by depth_multiplier (rounded up).
+    same_pad pads stride-2 convolutions as TensorFlow does (for the TF-trained checkpoints).
+    forward_intermediates' norm=True passes the last tap through the head conv + bn2, as forward_features does.
+    set_grad_checkpointing recomputes each block's activations in backward.
+    """
+
+    def __init__(
+        self,
+        *,
+        stages: Sequence[Sequence[BlockDef]],
+        channel_multiplier: float = 1.0,
+        depth_multiplier: float = 1.0,
+        stem_size: int = 32,
+        num_features: int = 1280,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        act_layer: str = "silu",
+        bn_eps: float = 1e-5,
+        same_pad: bool = False,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        global_pool: str = "avg",
+    ) -> None:
+        super().__init__()
+        defs = check_stages(stages)
+        width = check_float("channel_multiplier", channel_multiplier, ge=0.1, le=8.0)
+        depth = check_float("depth_multiplier", depth_multiplier, ge=0.1, le=8.0)
+        stem_size = check_int("stem_size", stem_size, ge=1)
+        head_chs = check_int("num_features", num_features, ge=1)
+        in_chans = check_int("in_chans", in_chans, ge=1)
+        check_choice("act_layer", act_layer, ACT_LAYERS)
+        eps = check_float("bn_eps", bn_eps, ge=0.0, lt=1.0)
+        same_pad = check_bool("same_pad", same_pad)
+        self.drop_rate = check_float("drop_rate", drop_rate, ge=0.0, lt=1.0)
+        drop_path_rate = check_float("drop_path_rate", drop_path_rate, ge=0.0, lt=1.0)
+        check_head(num_classes, global_pool)
+        pool = GlobalPool(global_pool)  # refuses an unknown pooling before anything is built
+
+        def round_chs(chs: int) -> int:
+            return make_divisible(chs * width, 8)
+
+        self.num_classes = num_classes
+        self.grad_checkpointing = False
+        stem = round_chs(stem_size)
+        self.conv_stem = create_conv2d(in_chans, stem, 3, 2, same_pad=same_pad)
+        self.bn1 = BatchNormAct2d(stem, eps, act_layer=act_layer)
+        built = build_stages(
+            defs,
+            stem,
+            act=act_layer,
+            se=SeCfg(),
+            round_chs=round_chs,
+            depth_multiplier=depth,
+            drop_path_rate=drop_path_rate,
+            bn_eps=eps,
+            same_pad=same_pad,
+        )
+        self.blocks = built.blocks
+        self.feature_info = built.feature_info
+        self.num_features = round_chs(head_chs)
+        self.conv_head: nn.Module = create_conv2d(built.out_chs, self.num_features, 1)
+        self.bn2: nn.Module = BatchNormAct2d(self.num_features, eps, act_layer=act_layer)
+        self.global_pool = pool
+        self.head_hidden_size = self.num_features * pool.feat_mult()
+        self.classifier = make_fc(self.head_hidden_size, num_classes)
+
+    def get_classifier(self) -> nn.Module:
+        """The classifier (Identity when num_classes is 0)."""
+        return self.classifier
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the classifier with a fresh one (0: none); optionally change the pooling."""
+        pool_type = self.global_pool.pool_type if global_pool is None else global_pool
+        check_head(num_classes, pool_type)
+        pool = GlobalPool(pool_type)
+        self.global_pool = pool
+        self.head_hidden_size = self.num_features * pool.feat_mult()
+        self.classifier = make_fc(self.head_hidden_size, num_classes)
+        self.num_classes = num_classes
+
+    @torch.jit.unused
+    def _blocks_checkpointed(self, x: torch.Tensor) -> torch.Tensor:
+        for stage in self.blocks:
+            for block in cast(nn.Sequential, stage):
+                x = checkpoint_call(block, block, x)
+        return x
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The head conv's normalised, activated output (num_features channels, stride 32)."""
+        x = self.bn1(self.conv_stem(x))
+        # is_scripting() must stand in the if itself: TorchScript then drops the branch it cannot compile
+        if self.grad_checkpointing and not is_scripting():  # noqa: SIM108  # a ternary would not be dropped
+            x = self._blocks_checkpointed(x)
+        else:
+            x = self.blocks(x)
+        out: torch.Tensor = self.bn2(self.conv_head(x))
+        return out
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool, drop out and classify; pre_logits stops before the classifier."""
+        x = self.global_pool(x)
+        if self.drop_rate > 0.0:
+            x = F.dropout(x, p=self.drop_rate, training=self.training)
+        if pre_logits:
+            return x
+        out: torch.Tensor = self.classifier(x)
+        return out
+
+    def _finish(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.bn2(self.conv_head(x))
+        return out
+
+    def _tap_stages(self) -> list[int]:
+        return [int(t.module.split(".")[1]) for t in self.feature_info]
+
+    def _tap_steps(self) -> list[TapStep]:
+        return stage_steps([self.conv_stem, self.bn1], self.blocks, self._tap_stages(), self.grad_checkpointing)
+
+    def prune_intermediate_layers(
+        self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Keep only the stages the taps at indices need; returns the kept indices.
+
+        prune_head drops the head conv (and its norm) with the classifier, as does any cut before the last tap:
+        forward then returns the last kept tap's map. prune_norm changes nothing (the only final norm is the
+        head conv's).
+        """
+        kept = take_taps(self.feature_info, indices)
+        check_bool("prune_norm", prune_norm)
+        check_bool("prune_head", prune_head)
+        last = max(kept)
+        if last < len(self.feature_info) - 1:
+            self.blocks = sequential_prefix(self.blocks, self._tap_stages()[last] + 1)
+            self.feature_info = self.feature_info[: last + 1]
+            prune_head = True  # the head conv was sized for the dropped stages
+        if prune_head:
+            self.conv_head = nn.Identity()
+            self.bn2 = nn.Identity()
+            self.num_features = self.feature_info[-1].num_chs
+            self.reset_classifier(0, "")
+        return list(kept)
+
+
+def _ds(k: int, s: int, c: int, *, se: float = 0.0, act: str | None = None) -> BlockDef:
+    return BlockDef("ds", 1, k, s, c, se_ratio=se, act=act)
+
+
+def _ir(r: int, k: int, s: int, e: float, c: int, *, se: float = 0.0, act: str | None = None) -> BlockDef:
+    return BlockDef("ir", r, k, s, c, exp_ratio=e, se_ratio=se, act=act)
+
+
+# EfficientNet-B0 (Tan & Le, 2019): the base network every Bn scales
+EFFICIENTNET_STAGES: tuple[tuple[BlockDef, ...], ...] = (
+    (_ds(3, 1, 16, se=0.25),),
+    (_ir(2, 3, 2, 6, 24, se=0.25),),
+    (_ir(2, 5, 2, 6, 40, se=0.25),),
+    (_ir(3, 3, 2, 6, 80, se=0.25),),
+    (_ir(3, 5, 1, 6, 112, se=0.25),),
+    (_ir(4, 5, 2, 6, 192, se=0.25),),
+    (_ir(1, 3, 1, 6, 320, se=0.25),),
+)
+
+
+def _scaled(width: float, depth: float) -> dict[str, object]:
+    return {"stages": EFFICIENTNET_STAGES, "channel_multiplier": width, "depth_multiplier": depth}
+
+
+# the pruned checkpoints were trained in TensorFlow: its batch-norm eps and 'same' padding
+_TF = {"bn_eps": 1e-3, "same_pad": True}
+_ARCHS: dict[str, dict[str, object]] = {
+    "efficientnet_b0": _scaled(1.0, 1.0),
+    "efficientnet_b1": _scaled(1.0, 1.1),
+    "efficientnet_b2": _scaled(1.1, 1.2),
+    "efficientnet_b3": _scaled(1.2, 1.4),
+    "efficientnet_b1_pruned": {**_scaled(1.0, 1.1), **_TF},
+    "efficientnet_b2_pruned": {**_scaled(1.1, 1.2), **_TF},
+    "efficientnet_b3_pruned": {**_scaled(1.2, 1.4), **_TF},
+}
+
+
+def _pruned_layout(name: str) -> str:
+    """The channel layout a pruned name is built at, shipped as package data (pruned/<name>.txt)."""
+    return resources.files("zoo.archs").joinpath("pruned").joinpath(f"{name}.txt").read_text(encoding="utf-8")
+
+
+MODEL_SPECS: tuple[ModelSpec, ...] = tuple(
+    attrs.evolve(spec, prune_spec=_pruned_layout(spec.name)) if spec.name.endswith("_pruned") else spec
+    for spec in family_specs(__name__, EfficientNet, _ARCHS, FeatureCfg(feature_cls="list", flatten_sequential=True))
+)

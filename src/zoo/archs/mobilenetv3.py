@@ -1,0 +1,223 @@
+"""MobileNetV3-Large: inverted-bottleneck stages with hard-swish, hard-sigmoid SE, and a conv head after pooling.
+
+Parameter names and shapes follow timm 1.0.31 for the same model name, so published checkpoints for it
+load unchanged.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import cast
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.archs._cfgs import family_specs
+from zoo.archs.base import ZooModule
+from zoo.archs.layers import (
+    ACT_LAYERS,
+    BatchNormAct2d,
+    GlobalPool,
+    IntermediatesMixin,
+    check_head,
+    is_scripting,
+    make_act,
+    make_divisible,
+    make_fc,
+    sequential_prefix,
+)
+from zoo.archs.layers.mbconv import BlockDef, SeCfg, build_stages, check_stages, stage_steps
+from zoo.archs.layers.padding import create_conv2d
+from zoo.archs.surface import TapStep, checkpoint_call, take_taps
+from zoo.domain.checks import check_bool, check_choice, check_float, check_int
+from zoo.domain.values import FeatureCfg, ModelSpec
+
+__all__ = ["MOBILENETV3_LARGE_STAGES", "MODEL_SPECS", "MobileNetV3"]
+
+
+class MobileNetV3(IntermediatesMixin, ZooModule):
+    """MobileNetV3: conv_stem + bn1, block stages (ending in a 1x1 conv to num_features), then the head:
+    global pooling, conv_head (1x1, to head_size) + activation, dropout, classifier.
+
+    head_hidden_size is conv_head's width (the pre-logits), num_features the last stage's. With global_pool=''
+    the head keeps the unpooled map and skips conv_head (a per-pixel head conv is no pooled feature).
+    set_grad_checkpointing recomputes each block's activations in backward.
+    """
+
+    def __init__(
+        self,
+        *,
+        stages: Sequence[Sequence[BlockDef]],
+        channel_multiplier: float = 1.0,
+        stem_size: int = 16,
+        head_size: int = 1280,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        act_layer: str = "hard_swish",
+        bn_eps: float = 1e-5,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        global_pool: str = "avg",
+    ) -> None:
+        super().__init__()
+        defs = check_stages(stages)
+        width = check_float("channel_multiplier", channel_multiplier, ge=0.1, le=8.0)
+        stem_size = check_int("stem_size", stem_size, ge=1)
+        head_size = check_int("head_size", head_size, ge=1)
+        in_chans = check_int("in_chans", in_chans, ge=1)
+        check_choice("act_layer", act_layer, ACT_LAYERS)
+        eps = check_float("bn_eps", bn_eps, ge=0.0, lt=1.0)
+        self.drop_rate = check_float("drop_rate", drop_rate, ge=0.0, lt=1.0)
+        drop_path_rate = check_float("drop_path_rate", drop_path_rate, ge=0.0, lt=1.0)
+        check_head(num_classes, global_pool)
+        pool = GlobalPool(global_pool, flatten=False)  # refuses an unknown pooling before anything is built
+
+        def round_chs(chs: int) -> int:
+            return make_divisible(chs * width, 8)
+
+        self.num_classes = num_classes
+        self.grad_checkpointing = False
+        stem = round_chs(stem_size)
+        self.conv_stem = create_conv2d(in_chans, stem, 3, 2)
+        self.bn1 = BatchNormAct2d(stem, eps, act_layer=act_layer)
+        built = build_stages(
+            defs,
+            stem,
+            act=act_layer,
+            # SE width from the expanded width, rounded to 8, with ReLU inside and a hard-sigmoid gate
+            se=SeCfg(from_exp=True, round_to=8, act="relu", gate="hard_sigmoid"),
+            round_chs=round_chs,
+            depth_multiplier=1.0,
+            drop_path_rate=drop_path_rate,
+            bn_eps=eps,
+            same_pad=False,
+        )
+        self.blocks = built.blocks
+        self.feature_info = built.feature_info
+        self.num_features = built.out_chs
+        self.global_pool = pool
+        self.conv_head: nn.Module = nn.Conv2d(self.num_features * pool.feat_mult(), head_size, 1, bias=True)
+        self.act2 = make_act(act_layer)
+        self.use_conv_head = global_pool != ""  # with the map unpooled (or conv_head pruned) the head skips it
+        self.head_hidden_size = self._head_width(pool)
+        self.classifier = make_fc(self.head_hidden_size, num_classes)
+
+    def _head_width(self, pool: GlobalPool) -> int:
+        if pool.pool_type != "" and isinstance(self.conv_head, nn.Conv2d):
+            return self.conv_head.out_channels
+        return self.num_features * pool.feat_mult()
+
+    def get_classifier(self) -> nn.Module:
+        """The classifier (Identity when num_classes is 0)."""
+        return self.classifier
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the classifier with a fresh one (0: none); optionally change the pooling.
+
+        A pooling of another width (catavgmax doubles it) needs a new conv_head: it is initialised afresh,
+        with a warning, since its trained weights no longer fit.
+        """
+        pool_type = self.global_pool.pool_type if global_pool is None else global_pool
+        check_head(num_classes, pool_type)
+        pool = GlobalPool(pool_type, flatten=False)
+        pooled = self.num_features * pool.feat_mult()
+        if pool_type != "" and isinstance(self.conv_head, nn.Conv2d) and self.conv_head.in_channels != pooled:
+            warnings.warn(
+                f"global_pool={pool_type!r} gives conv_head {pooled} input channels instead of "
+                f"{self.conv_head.in_channels}: conv_head is re-initialised and its trained weights are dropped",
+                stacklevel=2,
+            )
+            old = self.conv_head
+            self.conv_head = nn.Conv2d(pooled, old.out_channels, 1, bias=True, device=old.weight.device)
+        self.global_pool = pool
+        self.use_conv_head = pool_type != "" and isinstance(self.conv_head, nn.Conv2d)
+        self.head_hidden_size = self._head_width(pool)
+        self.classifier = make_fc(self.head_hidden_size, num_classes)
+        self.num_classes = num_classes
+
+    @torch.jit.unused
+    def _blocks_checkpointed(self, x: torch.Tensor) -> torch.Tensor:
+        for stage in self.blocks:
+            for block in cast(nn.Sequential, stage):
+                x = checkpoint_call(block, block, x)
+        return x
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's output (num_features channels, stride 32)."""
+        x = self.bn1(self.conv_stem(x))
+        # is_scripting() must stand in the if itself: TorchScript then drops the branch it cannot compile
+        if self.grad_checkpointing and not is_scripting():
+            return self._blocks_checkpointed(x)
+        out: torch.Tensor = self.blocks(x)
+        return out
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool, conv_head + activation, (pre_logits stops here) dropout and classify."""
+        x = self.global_pool(x)
+        if self.use_conv_head:
+            x = self.act2(self.conv_head(x))
+        if self.global_pool.pool_type != "":
+            x = x.flatten(1)
+        if pre_logits:
+            return x
+        if self.drop_rate > 0.0:
+            x = F.dropout(x, p=self.drop_rate, training=self.training)
+        out: torch.Tensor = self.classifier(x)
+        return out
+
+    def _tap_steps(self) -> list[TapStep]:
+        tap_stages = [int(t.module.split(".")[1]) for t in self.feature_info]
+        return stage_steps([self.conv_stem, self.bn1], self.blocks, tap_stages, self.grad_checkpointing)
+
+    def prune_intermediate_layers(
+        self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Keep only the stages the taps at indices need; returns the kept indices.
+
+        prune_head drops conv_head with the classifier (forward then returns the last kept tap's map), as does
+        any cut before the last tap. The model has no final norm: prune_norm changes nothing.
+        """
+        kept = take_taps(self.feature_info, indices)
+        check_bool("prune_norm", prune_norm)
+        check_bool("prune_head", prune_head)
+        last = max(kept)
+        if last < len(self.feature_info) - 1:
+            stage = int(self.feature_info[last].module.split(".")[1])
+            self.blocks = sequential_prefix(self.blocks, stage + 1)
+            self.feature_info = self.feature_info[: last + 1]
+            self.num_features = self.feature_info[-1].num_chs
+            prune_head = True  # conv_head was sized for the dropped stages
+        if prune_head:
+            self.conv_head = nn.Identity()
+            self.reset_classifier(0, "")
+        return list(kept)
+
+
+def _ds(k: int, s: int, c: int, act: str | None = None) -> BlockDef:
+    return BlockDef("ds", 1, k, s, c, act=act)
+
+
+def _ir(r: int, k: int, s: int, e: float, c: int, *, se: float = 0.0, act: str | None = None) -> BlockDef:
+    return BlockDef("ir", r, k, s, c, exp_ratio=e, se_ratio=se, act=act)
+
+
+# MobileNetV3-Large (Howard et al., 2019): ReLU in the first stages, hard-swish (the model's) after
+MOBILENETV3_LARGE_STAGES: tuple[tuple[BlockDef, ...], ...] = (
+    (_ds(3, 1, 16, act="relu"),),
+    (_ir(1, 3, 2, 4, 24, act="relu"), _ir(1, 3, 1, 3, 24, act="relu")),
+    (_ir(3, 5, 2, 3, 40, se=0.25, act="relu"),),
+    (_ir(1, 3, 2, 6, 80), _ir(1, 3, 1, 2.5, 80), _ir(2, 3, 1, 2.3, 80)),
+    (_ir(2, 3, 1, 6, 112, se=0.25),),
+    (_ir(3, 5, 2, 6, 160, se=0.25),),
+    (BlockDef("cn", 1, 1, 1, 960),),
+)
+
+_ARCHS: dict[str, dict[str, object]] = {
+    "mobilenetv3_large_100": {"stages": MOBILENETV3_LARGE_STAGES, "channel_multiplier": 1.0},
+}
+
+MODEL_SPECS: tuple[ModelSpec, ...] = family_specs(
+    __name__, MobileNetV3, _ARCHS, FeatureCfg(feature_cls="list", flatten_sequential=True)
+)

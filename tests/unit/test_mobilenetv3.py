@@ -1,0 +1,176 @@
+"""MobileNetV3-Large: reference taps, the conv head after pooling, SE gates, drop rates, checks, surface."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import zoo
+from model_checks import (
+    check_grad_checkpointing,
+    check_intermediates,
+    check_prune,
+    check_script_and_fx,
+    tap_dicts,
+)
+from modelcache import built_as
+from refdata import reference
+from zoo.archs.layers.mbconv import BlockDef, DepthwiseSeparable, SqueezeExcite
+from zoo.archs.mobilenetv3 import MobileNetV3
+
+NAME = "mobilenetv3_large_100"
+X = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+SMALL_STAGES = (
+    (BlockDef("ds", 1, 3, 1, 8, act="relu"),),
+    (BlockDef("ir", 1, 3, 2, 16, exp_ratio=3, se_ratio=0.25, act="relu"), BlockDef("ir", 1, 5, 1, 16, exp_ratio=2.5)),
+    (BlockDef("ir", 1, 3, 2, 24, exp_ratio=2, se_ratio=0.25),),
+    (BlockDef("cn", 1, 1, 1, 48),),
+)
+
+
+def built() -> MobileNetV3:
+    """The session's one build of the model (tests/modelcache.py)."""
+    return built_as(NAME, MobileNetV3)
+
+
+def small(**kwargs: object) -> MobileNetV3:
+    """Short stages at small widths, ending in a 1x1 conv to 48, with a 64-wide head conv."""
+    torch.manual_seed(0)
+    args: dict[str, object] = {"stages": SMALL_STAGES, "stem_size": 8, "head_size": 64, "num_classes": 5, **kwargs}
+    return MobileNetV3(**args)  # type: ignore[arg-type]  # the checks under test see the real values
+
+
+def test_feature_info_and_widths() -> None:
+    with torch.device("meta"):
+        model = zoo.create_model(NAME)
+    assert isinstance(model, MobileNetV3)
+    assert tap_dicts(model) == reference(NAME)["feature_info"]
+    # the classifier reads conv_head's width, not the last stage's (as the reference reports both)
+    assert (model.num_features, model.head_hidden_size) == (reference(NAME)["num_features"], 1280)
+
+
+def test_surface_forward_intermediates() -> None:
+    check_intermediates(built(), X, later="blocks.3")
+
+
+def test_surface_prune() -> None:
+    check_prune(built(), X)
+
+
+def test_se_gates_and_activations_follow_the_reference() -> None:
+    model = built()
+    gates = [m for m in model.modules() if isinstance(m, SqueezeExcite)]
+    assert gates
+    assert all(isinstance(m.gate, nn.Hardsigmoid) and isinstance(m.act1, nn.ReLU) for m in gates)
+    # ReLU in the first three stages, hard-swish after
+    acts = {s: {type(m) for m in model.blocks[s].modules() if isinstance(m, (nn.ReLU, nn.Hardswish))} for s in (1, 3)}
+    assert acts == {1: {nn.ReLU}, 3: {nn.Hardswish}}
+    assert isinstance(model.get_submodule("blocks.0.0"), DepthwiseSeparable)
+    assert model.get_submodule("blocks.0.0").has_skip
+
+
+def test_head_conv_after_pooling() -> None:
+    model = small().eval()
+    with torch.no_grad():
+        feats = model.forward_features(X)
+        assert feats.shape == (1, 48, 8, 8)
+        pre = model.forward_head(feats, pre_logits=True)
+        conv_head = model.conv_head
+        assert isinstance(conv_head, nn.Conv2d)
+        expected = nn.functional.hardswish(conv_head(feats.mean((2, 3), keepdim=True))).flatten(1)
+        torch.testing.assert_close(pre, expected, rtol=0, atol=0)
+    assert pre.shape == (1, model.head_hidden_size) == (1, 64)
+
+
+def test_unpooled_head_returns_the_feature_map() -> None:
+    model = small(num_classes=0, global_pool="").eval()
+    assert model.head_hidden_size == model.num_features == 48
+    with torch.no_grad():
+        assert torch.equal(model(X), model.forward_features(X))
+
+
+def test_a_classifier_after_pruning_reads_the_pooled_tap() -> None:
+    model = small().eval()
+    model.prune_intermediate_layers([0, 1])
+    model.reset_classifier(3, "avg")
+    assert model.head_hidden_size == model.num_features == 16
+    with torch.no_grad():
+        feats = model.forward_features(X)
+        torch.testing.assert_close(model.forward_head(feats, pre_logits=True), feats.mean((2, 3)), rtol=0, atol=0)
+        assert model(X).shape == (1, 3)
+
+
+def test_catavgmax_pooling_widens_what_conv_head_reads() -> None:
+    model = small(global_pool="catavgmax").eval()
+    conv_head = model.conv_head
+    assert isinstance(conv_head, nn.Conv2d)
+    assert conv_head.in_channels == 96
+    assert model.head_hidden_size == 64
+    with torch.no_grad():
+        assert model(X).shape == (1, 5)
+
+
+def test_reset_to_a_wider_pooling_reinitialises_conv_head_with_a_warning() -> None:
+    model = small().eval()
+    old = model.conv_head
+    with pytest.raises(zoo.ZooError, match="global_pool"):
+        model.reset_classifier(3, "")
+    assert model.conv_head is old  # refused: nothing changed
+    model.reset_classifier(3)  # the same pooling keeps the trained head conv
+    assert model.conv_head is old
+    with pytest.warns(UserWarning, match="conv_head is re-initialised"):
+        model.reset_classifier(3, "catavgmax")
+    assert model.conv_head is not old
+    assert model.head_hidden_size == 64
+    with torch.no_grad():
+        assert model(X).shape == (1, 3)
+
+
+def test_dropout_comes_after_the_pre_logits() -> None:
+    model = small(drop_rate=0.5).train()
+    with torch.no_grad():
+        feats = model.forward_features(X).detach()
+        model.eval()
+        pre = model.forward_head(feats, pre_logits=True)
+        assert torch.equal(model.forward_head(feats), model.forward_head(feats))
+        model.train()
+        assert torch.equal(model.forward_head(feats, pre_logits=True), pre)
+        torch.manual_seed(0)
+        dropped = model.forward_head(feats)
+    classifier = model.get_classifier()
+    assert isinstance(classifier, nn.Linear)
+    assert not torch.allclose(dropped, classifier(pre))
+
+
+def test_surface_script_and_fx() -> None:
+    check_script_and_fx(small(drop_path_rate=0.1), X)
+
+
+def test_grad_checkpointing_changes_nothing_but_memory() -> None:
+    def enable(model: nn.Module) -> None:
+        assert isinstance(model, MobileNetV3)
+        model.set_grad_checkpointing(True)
+
+    check_grad_checkpointing(small(), torch.randn(2, 3, 64, 64), enable)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"channel_multiplier": 10.0}, "channel_multiplier"),
+        ({"stem_size": -1}, "stem_size"),
+        ({"head_size": None}, "head_size"),
+        ({"act_layer": "tanh"}, "act_layer"),
+        ({"bn_eps": 1.0}, "bn_eps"),
+        ({"drop_rate": -0.5}, "drop_rate"),
+        ({"drop_path_rate": True}, "drop_path_rate"),
+        ({"in_chans": 1.5}, "in_chans"),
+        ({"num_classes": -1}, "num_classes"),
+        ({"global_pool": "sum"}, "global_pool"),
+        ({"stages": [[BlockDef("ir", 1, 3, 1, 8)], []]}, "stages"),
+    ],
+)
+def test_invalid_arguments_name_themselves(kwargs: dict[str, object], named: str) -> None:
+    with pytest.raises(zoo.ZooError, match=named):
+        small(**kwargs)
