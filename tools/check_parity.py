@@ -36,6 +36,14 @@ KNOBS: dict[str, tuple[dict[str, object], ...]] = {
     "zoo.archs.densenet": ({}, {"memory_efficient": True}, {"global_pool": "catavgmax", "num_classes": 10}),
     "zoo.archs.xception": ({}, {"output_stride": 16}, {"output_stride": 8}),
     "zoo.archs.cspnet": ({}, {"output_stride": 16}, {"output_stride": 8}, {"global_pool": "max", "num_classes": 10}),
+    "zoo.archs.convnext": (
+        {},
+        {"output_stride": 16},
+        {"output_stride": 8},
+        {"conv_mlp": True, "ls_init_value": 0.5},
+        {"head_norm_first": True, "global_pool": "max", "num_classes": 10},
+        {"head_hidden_size": 64, "num_classes": 10},
+    ),
 }
 IABN = {"cspresnext50_iabn": "cspresnext50", "cspdarknet53_iabn": "cspdarknet53"}
 ZOO_ONLY = ("memory_efficient",)
@@ -81,8 +89,14 @@ def _train_diffs(ref: nn.Module, mine: nn.Module, x: torch.Tensor) -> dict[str, 
         "train_logits": _max_diff(out_r, out_m),
         "train_input_grad": _max_diff(xr.grad, xm.grad),
         "train_param_grads": max(_max_diff(g, grads_m[k]) for k, g in grads_r.items()),
+        # 0 for a model without batch norm (ConvNeXt)
         "train_bn_stats": max(
-            _max_diff(v, stats_m[k]) for k, v in stats_r.items() if k in stats_m and ("running" in k or "tracked" in k)
+            (
+                _max_diff(v, stats_m[k])
+                for k, v in stats_r.items()
+                if k in stats_m and ("running" in k or "tracked" in k)
+            ),
+            default=0.0,
         ),
     }
 

@@ -63,6 +63,10 @@ FAMILIES: dict[str, tuple[str, ...]] = {
         "darknet21",
         "darknet53",
     ),
+    "zoo.archs.convnext": (
+        "convnext_tiny",
+        "convnext_small",
+    ),
 }
 
 
