@@ -44,6 +44,12 @@ KNOBS: dict[str, tuple[dict[str, object], ...]] = {
         {"head_norm_first": True, "global_pool": "max", "num_classes": 10},
         {"head_hidden_size": 64, "num_classes": 10},
     ),
+    "zoo.archs.regnet": (
+        {},
+        {"output_stride": 16},
+        {"output_stride": 8},
+        {"global_pool": "catavgmax", "num_classes": 10, "drop_path_rate": 0.0},
+    ),
 }
 IABN = {"cspresnext50_iabn": "cspresnext50", "cspdarknet53_iabn": "cspdarknet53"}
 ZOO_ONLY = ("memory_efficient",)

@@ -67,6 +67,10 @@ FAMILIES: dict[str, tuple[str, ...]] = {
         "convnext_tiny",
         "convnext_small",
     ),
+    "zoo.archs.regnet": (
+        "regnetx_016",
+        "regnety_016",
+    ),
 }
 
 
