@@ -253,3 +253,39 @@ def test_prune_leaves_the_source_model_whole() -> None:
         assert torch.equal(model(X), expected)
     assert model.state_dict().keys() == before.keys()
     assert model.num_classes == 5
+
+
+def _fb_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state_dict in the original release's names (as its published .pth files hold them), MLPs as Linear."""
+    out = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[0] == "stem":
+            key = "downsample_layers.0." + ".".join(parts[1:])
+        elif parts[0] == "stages" and parts[2] == "downsample":
+            key = f"downsample_layers.{parts[1]}." + ".".join(parts[3:])
+        elif parts[0] == "stages":
+            rest = ".".join(parts[4:]).replace("conv_dw", "dwconv").replace("mlp.fc", "pwconv")
+            key = f"stages.{parts[1]}.{parts[3]}.{rest}"
+        elif key.startswith("head.norm."):
+            key = key.removeprefix("head.")
+        elif key.startswith("head.fc."):
+            key = "head." + parts[-1]
+        out[key] = value.flatten(1) if "pwconv" in key and value.ndim == 4 else value
+    return out
+
+
+@pytest.mark.parametrize("conv_mlp", [False, True])
+def test_original_release_checkpoints_are_renamed(conv_mlp: bool) -> None:
+    model = small(conv_mlp=conv_mlp)
+    state = model.state_dict()
+    fb = _fb_layout(state)
+    assert "downsample_layers.1.1.weight" in fb
+    assert "stages.2.1.pwconv2.weight" in fb
+    spec = zoo.api.default_zoo().get_spec("convnext_tiny")
+    assert spec.pretrained_filter is not None
+    converted = spec.pretrained_filter({"model": fb}, model)  # type: ignore[dict-item]  # the release's nesting
+    assert converted.keys() == state.keys()
+    assert all(torch.equal(converted[k], v) for k, v in state.items())
+    # a checkpoint already in this layout (the hub's) passes as it is
+    assert spec.pretrained_filter(state, model) == state

@@ -6,8 +6,10 @@ those names load unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 
+import attrs
 import torch
 from torch import nn
 
@@ -31,7 +33,7 @@ from zoo.domain.checks import check_bool, check_choice, check_float, check_int, 
 from zoo.domain.errors import InvalidValueError
 from zoo.domain.values import FeatureCfg, FeatureInfo, ModelSpec
 
-__all__ = ["MODEL_SPECS", "OUTPUT_STRIDES", "ConvNeXt", "ConvNeXtBlock", "ConvNeXtStage"]
+__all__ = ["MODEL_SPECS", "OUTPUT_STRIDES", "ConvNeXt", "ConvNeXtBlock", "ConvNeXtStage", "convert_fb_checkpoint"]
 
 OUTPUT_STRIDES: tuple[int, ...] = (8, 16, 32)
 
@@ -354,6 +356,38 @@ class ConvNeXt(IntermediatesMixin, ZooModule):
         return list(kept)
 
 
+_FB_RENAMES: tuple[tuple[str, str], ...] = (
+    (r"^downsample_layers\.0\.", "stem."),
+    (r"^downsample_layers\.(\d+)\.", r"stages.\1.downsample."),
+    (r"^stages\.(\d+)\.(\d+)\.", r"stages.\1.blocks.\2."),
+    (r"\.dwconv\.", ".conv_dw."),
+    (r"\.pwconv(\d)\.", r".mlp.fc\1."),
+    (r"^norm\.", "head.norm."),
+    (r"^head\.(weight|bias)$", r"head.fc.\1"),
+)
+
+
+def convert_fb_checkpoint(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """A checkpoint in the original ConvNeXt release's layout (the fb_* urls), renamed to this model's.
+
+    Checkpoints already in this layout (the hub's) pass unchanged. Linear MLP weights are reshaped
+    to 1x1 convolutions where the model was built with conv_mlp.
+    """
+    if "head.norm.weight" in state_dict or "norm_pre.weight" in state_dict:
+        return dict(state_dict)
+    nested = state_dict.get("model")
+    source: Mapping[str, torch.Tensor] = nested if isinstance(nested, Mapping) else state_dict
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in source.items():
+        for pattern, replacement in _FB_RENAMES:
+            key = re.sub(pattern, replacement, key)
+        if value.ndim == 2 and not key.startswith("head.") and key in shapes:
+            value = value.reshape(shapes[key])
+        out[key] = value
+    return out
+
+
 def _cfg(depths: tuple[int, ...]) -> dict[str, object]:
     return {"depths": depths, "dims": (96, 192, 384, 768)}
 
@@ -363,6 +397,7 @@ _ARCHS: dict[str, dict[str, object]] = {
     "convnext_small": _cfg((3, 3, 27, 3)),
 }
 
-MODEL_SPECS: tuple[ModelSpec, ...] = family_specs(
-    __name__, ConvNeXt, _ARCHS, FeatureCfg(out_indices=(0, 1, 2, 3), flatten_sequential=True)
+MODEL_SPECS: tuple[ModelSpec, ...] = tuple(
+    attrs.evolve(spec, pretrained_filter=convert_fb_checkpoint)
+    for spec in family_specs(__name__, ConvNeXt, _ARCHS, FeatureCfg(out_indices=(0, 1, 2, 3), flatten_sequential=True))
 )
