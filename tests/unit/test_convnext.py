@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -27,6 +28,15 @@ from zoo.archs.layers.norm_head import NormMlpClassifierHead
 
 NAMES = FAMILIES["zoo.archs.convnext"]
 X = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Run this module's small forwards on one torch thread (they stall at multi-thread barriers on a busy CI)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def small(**kwargs: object) -> ConvNeXt:

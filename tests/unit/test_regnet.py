@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
@@ -31,6 +32,15 @@ NAMES = FAMILIES["zoo.archs.regnet"]
 X = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
 # block widths 8, 20, 32, 44, 56, 68 snap to 8, 16, 32, 32, 64, 64: four stages of 1, 1, 2, 2 blocks
 SMALL = RegNetCfg(depth=6, w0=8, wa=12.0, wm=2.0, group_size=8, se_ratio=0.25, stem_width=8)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Run this module's small forwards on one torch thread (they stall at multi-thread barriers on a busy CI)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def small(**kwargs: object) -> RegNet:
