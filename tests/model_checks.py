@@ -14,17 +14,12 @@ from torch import nn
 import zoo
 from weights_support import CheckpointServer, cache_files, safetensors_bytes
 from zoo.api import default_zoo
-from zoo.archs.cspnet import CspNet
-from zoo.archs.densenet import DenseNet
-from zoo.archs.efficientnet import EfficientNet
-from zoo.archs.mobilenetv3 import MobileNetV3
-from zoo.archs.vit import VisionTransformer
-from zoo.archs.xception import XceptionAligned
+from zoo.archs.base import ZooModule
 from zoo.domain.values import FeatureCfg
 from zoo.services.features import FeatureFactory
 
 FACTORY = FeatureFactory()
-SurfaceModel = DenseNet | XceptionAligned | CspNet | EfficientNet | MobileNetV3 | VisionTransformer
+SurfaceModel = ZooModule  # every family's model class
 
 
 def tap_dicts(model: SurfaceModel) -> list[dict[str, object]]:

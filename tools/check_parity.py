@@ -48,6 +48,20 @@ KNOBS: dict[str, tuple[dict[str, object], ...]] = {
     ),
     "zoo.archs.efficientnet": ({}, {"global_pool": "max", "num_classes": 10}),
     "zoo.archs.mobilenetv3": ({}, {"global_pool": "max", "num_classes": 10}),
+    "zoo.archs.convnext": (
+        {},
+        {"output_stride": 16},
+        {"output_stride": 8},
+        {"conv_mlp": True, "ls_init_value": 0.5},
+        {"head_norm_first": True, "global_pool": "max", "num_classes": 10},
+        {"head_hidden_size": 64, "num_classes": 10},
+    ),
+    "zoo.archs.regnet": (
+        {},
+        {"output_stride": 16},
+        {"output_stride": 8},
+        {"global_pool": "catavgmax", "num_classes": 10, "drop_path_rate": 0.0},
+    ),
 }
 IABN = {"cspresnext50_iabn": "cspresnext50", "cspdarknet53_iabn": "cspdarknet53"}
 ZOO_ONLY = ("memory_efficient",)
@@ -93,7 +107,7 @@ def _train_diffs(ref: nn.Module, mine: nn.Module, x: torch.Tensor) -> dict[str, 
         "train_logits": _max_diff(out_r, out_m),
         "train_input_grad": _max_diff(xr.grad, xm.grad),
         "train_param_grads": max(_max_diff(g, grads_m[k]) for k, g in grads_r.items()),
-        # a model without batch norm (ViT) has no statistics: 0
+        # 0 for a model without batch norm (ViT, ConvNeXt)
         "train_bn_stats": max(
             (
                 _max_diff(v, stats_m[k])

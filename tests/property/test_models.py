@@ -11,6 +11,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch import nn
 
 import zoo
 from modelcache import as_map, built, small_input_kwargs
@@ -89,8 +90,16 @@ def test_reset_classifier(name: str) -> None:
             # a token model gives its token sequence; its default pooling reads the class token (ViT's 'token')
             torch.testing.assert_close(fmap[:, 0], pooled)
             fmap = as_map(model, fmap, 64, 64)
-        elif pooled.shape[1] == model.num_features:  # no head conv between pooling and the classifier
-            torch.testing.assert_close(fmap.mean((2, 3)), pooled)
+        else:
+            # a head that normalises after pooling (ConvNeXt's) normalises each position of the unpooled map instead
+            head = getattr(model, "head", None)
+            norm = getattr(head, "norm", None) if isinstance(head, nn.Module) else None
+            if isinstance(norm, nn.Module):
+                feats = model.forward_features(x)
+                torch.testing.assert_close(fmap, norm(feats))
+                torch.testing.assert_close(pooled, norm(feats.mean((2, 3), keepdim=True)).flatten(1))
+            elif pooled.shape[1] == model.num_features:  # no head conv between pooling and the classifier
+                torch.testing.assert_close(fmap.mean((2, 3)), pooled)
         assert fmap.ndim == 4
         assert fmap.shape[:2] == (2, model.num_features)
         assert torch.isfinite(fmap).all()

@@ -78,6 +78,14 @@ FAMILIES: dict[str, tuple[str, ...]] = {
         "efficientnet_b3_pruned",
     ),
     "zoo.archs.mobilenetv3": ("mobilenetv3_large_100",),
+    "zoo.archs.convnext": (
+        "convnext_tiny",
+        "convnext_small",
+    ),
+    "zoo.archs.regnet": (
+        "regnetx_016",
+        "regnety_016",
+    ),
 }
 
 

@@ -16,9 +16,13 @@ __all__ = ["EcaModule", "SEModule", "create_attn"]
 class SEModule(nn.Module):
     """Squeeze-and-excitation with 1x1 convolutions (fc1/fc2), ReLU and a sigmoid gate."""
 
-    def __init__(self, channels: int, rd_ratio: float = 1.0 / 16, rd_divisor: int = 8) -> None:
+    def __init__(
+        self, channels: int, rd_ratio: float = 1.0 / 16, rd_divisor: int = 8, *, rd_channels: int | None = None
+    ) -> None:
         super().__init__()
-        rd_channels = make_divisible(channels * rd_ratio, rd_divisor, round_limit=0.0)
+        # rd_channels, when given, is the squeezed width as is (RegNet sizes it from the block's input)
+        if rd_channels is None:
+            rd_channels = make_divisible(channels * rd_ratio, rd_divisor, round_limit=0.0)
         self.fc1 = nn.Conv2d(channels, rd_channels, kernel_size=1, bias=True)
         self.bn = nn.Identity()
         self.act = nn.ReLU(inplace=True)
