@@ -28,6 +28,18 @@ class ZooModule(nn.Module):
         default_cfg: DefaultCfg
         pretrained_cfg: DefaultCfg
 
+    def init_weights(self) -> None:
+        """Initialise every parameter and persistent buffer afresh, once each, as construction does.
+
+        A family opts in to one-pass creation by defining this in its class (a definition inherited
+        from a parent class does not count, so a subclass that adds layers or init of its own keeps
+        the safe path until it defines its own): the Builder then builds the model's parameters on
+        the meta device, skipping torch's default init, materialises them and calls this. The
+        result must be distributed as construction's (torch's defaults, then the family's own init).
+        A family without it is built the ordinary way, torch's defaults first.
+        """
+        raise NotImplementedError(f"{type(self).__name__} is initialised by its constructor only")
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The unpooled final feature map (or token sequence)."""
         raise NotImplementedError

@@ -25,6 +25,7 @@ from zoo.archs.layers import (
     IntermediatesMixin,
     check_head,
     get_padding,
+    init_each_module,
     is_scripting,
     sequential_prefix,
 )
@@ -270,6 +271,10 @@ class XceptionAligned(IntermediatesMixin, ZooModule):
         self.act: nn.Module = nn.ReLU() if preact else nn.Identity()
         self.head = ClassifierHead(self.num_features, num_classes, global_pool, drop_rate)
         self.head_hidden_size = self.head.num_features
+
+    def init_weights(self) -> None:
+        """Every tensor once, with torch's defaults: the family has no init of its own."""
+        init_each_module(self, lambda m: False)
 
     def get_classifier(self) -> nn.Module:
         """The classifier (Identity when num_classes is 0)."""

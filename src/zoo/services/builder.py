@@ -77,6 +77,25 @@ def _device(meta: bool) -> Iterator[None]:
         yield
 
 
+def initialises_itself(spec: ModelSpec) -> bool:
+    """Whether spec's constructor is a class that defines its own init_weights (see ZooModule.init_weights)."""
+    constructor = spec.constructor
+    # the class's own definition only: an inherited one may not know a subclass's extra layers or init
+    return isinstance(constructor, type) and callable(vars(constructor).get("init_weights"))
+
+
+def _init_once(model: nn.Module) -> None:
+    """Materialise the parameters built on meta and run the model's init_weights over them."""
+    from zoo.services.weights.meta import materialize_parameters, meta_tensors
+
+    materialize_parameters(model)
+    init: Callable[[], object] = getattr(model, "init_weights")  # noqa: B009  # nn.Module's __getattr__ types it as a tensor or module
+    init()
+    left = meta_tensors(model)
+    if left:  # init_weights writes on real storage only; a meta tensor left here is a bug in the family
+        raise RuntimeError(f"{type(model).__name__}: {left[:5]} still on the meta device after init_weights")
+
+
 # What torch says when a tensor cannot be allocated; the allocator reports it as a RuntimeError.
 _ALLOCATION_FAILURES = ("can't allocate memory", "not enough memory", "out of memory")
 
@@ -151,11 +170,15 @@ class Builder:
                 kwargs["num_classes"] = classes
         # the meta device skips random init; the applier materialises what the checkpoint lacks
         on_meta = state_dict is not None
-        with _device(on_meta):
+        # a family that initialises every tensor itself is initialised once, after pruning, on real storage
+        init_once = state_dict is None and initialises_itself(spec)
+        with _device(on_meta or init_once):
             model = _construct(spec, kwargs)
         prune_spec = _prune_spec(spec, request)
         if prune_spec is not None and self.pruner is not None:
             model = self.pruner.prune(model, prune_spec)
+        if init_once:
+            _init_once(model)
         if state_dict is not None and self.weight_applier is not None:
             model = self.weight_applier(model, state_dict, spec, cfg, request, on_meta)
         num_classes = int(kwargs["num_classes"])  # type: ignore[call-overload]  # validated by the constructor
