@@ -13,11 +13,13 @@ from zoo.api import (
     list_pretrained,
 )
 from zoo.domain.errors import ZooError
+from zoo.inference import fuse_for_inference
 
 __all__ = [
     "ModelZoo",
     "ZooError",
     "create_model",
+    "fuse_for_inference",
     "get_default_cfg",
     "get_pretrained_cfg_value",
     "is_model",
