@@ -5,7 +5,7 @@ Usage: python benchmarks/create_time.py [--models NAME ...] [--runs N] [--thread
 Per model, each round times, in an order swapped every round (so machine drift hits both alike):
 - ordinary: the constructor run for real: every Conv2d/Linear/BatchNorm runs torch's default init, then the
   architecture's own init overwrites what it sets (the peer's way, and zoo's before one-pass init);
-- create_model: zoo.create_model(name) with random weights: for a family that defines init_weights, its
+- create_model: zoo.create_model(name) with random weights: for a family that defines init_all_weights, its
   parameters are built on the meta device and initialised once; others take the ordinary path.
 It prints the medians and the median per-round ratio create_model / ordinary. Target: <= 0.6.
 """

@@ -1,9 +1,9 @@
-"""One-pass creation: a family with its own init_weights is built on meta and initialised once, as construction would.
+"""One-pass creation: a family with its own init_all_weights is built on meta and initialised once.
 
 What must hold: every parameter and persistent buffer is written (for every registered model), the
 weights are distributed as the ordinary path's (constructor: torch's defaults, then the family's
 init), seeding reproduces them, pruned / in_chans / num_classes builds work, and a family without
-init_weights keeps the ordinary path.
+init_all_weights keeps the ordinary path.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class _RecordWrites(TorchFunctionMode):
 def test_init_weights_writes_every_parameter_and_buffer(name: str) -> None:
     spec = default_zoo().get_spec(name)
     if not initialises_itself(spec):
-        pytest.skip(f"{name} takes the ordinary path (its class defines no init_weights)")
+        pytest.skip(f"{name} takes the ordinary path (its class defines no init_all_weights)")
     with meta.parameters_on_meta():  # cheap for every model: parameters on meta, buffers real
         model = spec.constructor(**_kwargs(name))
     assert isinstance(model, ZooModule)
@@ -93,16 +93,16 @@ def test_init_weights_writes_every_parameter_and_buffer(name: str) -> None:
         if not t.is_meta:  # buffers: poisoned, so that only a reset clears them
             t.fill_(math.nan if t.is_floating_point() else -7)
     with _RecordWrites() as mode:
-        model.init_weights()
+        model.init_all_weights()
     missed = [f"{p}.{n}" for p, _, n, t in _own_tensors(model) if t.is_meta and id(t) not in mode.written]
     poisoned = [f"{p}.{n}" for p, _, n, t in _own_tensors(model) if not t.is_meta and (t.isnan() | (t == -7)).any()]
-    assert not missed, f"init_weights leaves {missed[:5]} unwritten"
-    assert not poisoned, f"init_weights leaves {poisoned[:5]} as they were"
+    assert not missed, f"init_all_weights leaves {missed[:5]} unwritten"
+    assert not poisoned, f"init_all_weights leaves {poisoned[:5]} as they were"
 
 
 @functools.cache
 def _nan_filled(name: str) -> nn.Module:
-    """create_model(name) on the one-pass path, its parameters NaN until init_weights writes them."""
+    """create_model(name) on the one-pass path, its parameters NaN until init_all_weights writes them."""
     real = meta.materialize_parameters
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(meta, "materialize_parameters", functools.partial(real, fill=math.nan))
@@ -195,7 +195,7 @@ def test_pruned_layers_are_built_small_and_initialised_by_the_family() -> None:
 
 
 class _InheritsInit(ResNet):
-    """A subclass that defines no init_weights of its own: it must take the ordinary path."""
+    """A subclass that defines no init_all_weights of its own: it must take the ordinary path."""
 
 
 def test_a_class_without_its_own_init_weights_is_built_the_ordinary_way(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -205,7 +205,7 @@ def test_a_class_without_its_own_init_weights_is_built_the_ordinary_way(monkeypa
     app = ModelZoo(registry=registry)
     assert not initialises_itself(spec)
     called: list[str] = []
-    monkeypatch.setattr(ResNet, "init_weights", lambda self: called.append("init_weights"))
+    monkeypatch.setattr(ResNet, "init_all_weights", lambda self: called.append("init_all_weights"))
     monkeypatch.setattr(builder_module, "_init_once", lambda model: called.append("_init_once"))
     torch.manual_seed(0)
     model = app.create_model("inherits18")

@@ -28,7 +28,7 @@ class ZooModule(nn.Module):
         default_cfg: DefaultCfg
         pretrained_cfg: DefaultCfg
 
-    def init_weights(self) -> None:
+    def init_all_weights(self) -> None:
         """Initialise every parameter and persistent buffer afresh, once each, as construction does.
 
         A family opts in to one-pass creation by defining this in its class (a definition inherited
@@ -36,7 +36,9 @@ class ZooModule(nn.Module):
         the safe path until it defines its own): the Builder then builds the model's parameters on
         the meta device, skipping torch's default init, materialises them and calls this. The
         result must be distributed as construction's (torch's defaults, then the family's own init).
-        A family without it is built the ordinary way, torch's defaults first.
+        A family without it is built the ordinary way, torch's defaults first. (Not `init_weights`:
+        timm's ViT has a method of that name that initialises only some tensors, and a port keeping
+        it must not opt in by accident.) archs.layers.init_each_module is the usual body.
         """
         raise NotImplementedError(f"{type(self).__name__} is initialised by its constructor only")
 

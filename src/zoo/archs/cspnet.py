@@ -366,7 +366,7 @@ class CspNet(IntermediatesMixin, ZooModule):
             elif zero_init_last and isinstance(m, (BottleneckBlock, DarkBlock)):
                 m.zero_init_last()
 
-    def init_weights(self) -> None:
+    def init_all_weights(self) -> None:
         """Every tensor once: convs Kaiming-normal (fan-out), classifier N(0, 0.01), the rest torch's default."""
 
         def rule(m: nn.Module) -> bool:

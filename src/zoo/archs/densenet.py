@@ -217,7 +217,7 @@ class DenseNet(IntermediatesMixin, ZooModule):
             elif isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
 
-    def init_weights(self) -> None:
+    def init_all_weights(self) -> None:
         """Every tensor once: convolutions Kaiming-normal (fan-in), classifier bias zero, the rest torch's default."""
 
         def rule(m: nn.Module) -> bool:

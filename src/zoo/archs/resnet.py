@@ -313,7 +313,7 @@ class ResNet(ZooModule):
                 if isinstance(m, (BasicBlock, Bottleneck)):
                     m.zero_init_last()
 
-    def init_weights(self) -> None:
+    def init_all_weights(self) -> None:
         """Every tensor once: convolutions Kaiming-normal (fan-out), the rest torch's default; zero_init_last kept."""
 
         def rule(m: nn.Module) -> bool:

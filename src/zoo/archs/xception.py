@@ -272,7 +272,7 @@ class XceptionAligned(IntermediatesMixin, ZooModule):
         self.head = ClassifierHead(self.num_features, num_classes, global_pool, drop_rate)
         self.head_hidden_size = self.head.num_features
 
-    def init_weights(self) -> None:
+    def init_all_weights(self) -> None:
         """Every tensor once, with torch's defaults: the family has no init of its own."""
         init_each_module(self, lambda m: False)
 

@@ -78,22 +78,23 @@ def _device(meta: bool) -> Iterator[None]:
 
 
 def initialises_itself(spec: ModelSpec) -> bool:
-    """Whether spec's constructor is a class that defines its own init_weights (see ZooModule.init_weights)."""
+    """Whether spec's constructor is a class defining its own init_all_weights (see ZooModule.init_all_weights)."""
     constructor = spec.constructor
     # the class's own definition only: an inherited one may not know a subclass's extra layers or init
-    return isinstance(constructor, type) and callable(vars(constructor).get("init_weights"))
+    return isinstance(constructor, type) and callable(vars(constructor).get("init_all_weights"))
 
 
 def _init_once(model: nn.Module) -> None:
-    """Materialise the parameters built on meta and run the model's init_weights over them."""
+    """Materialise the parameters built on meta and run the model's init_all_weights over them."""
     from zoo.services.weights.meta import materialize_parameters, meta_tensors
 
     materialize_parameters(model)
-    init: Callable[[], object] = getattr(model, "init_weights")  # noqa: B009  # nn.Module's __getattr__ types it as a tensor or module
+    # getattr: nn.Module's __getattr__ types the attribute as a tensor or a module
+    init: Callable[[], object] = getattr(model, "init_all_weights")  # noqa: B009
     init()
     left = meta_tensors(model)
-    if left:  # init_weights writes on real storage only; a meta tensor left here is a bug in the family
-        raise RuntimeError(f"{type(model).__name__}: {left[:5]} still on the meta device after init_weights")
+    if left:  # init_all_weights writes on real storage only; a meta tensor left here is a bug in the family
+        raise RuntimeError(f"{type(model).__name__}: {left[:5]} still on the meta device after init_all_weights")
 
 
 # What torch says when a tensor cannot be allocated; the allocator reports it as a RuntimeError.

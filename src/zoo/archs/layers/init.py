@@ -41,7 +41,7 @@ def init_each_module(model: nn.Module, rule: Callable[[nn.Module], bool]) -> Non
         reset = getattr(module, "reset_parameters", None)
         if not callable(reset):
             raise TypeError(
-                f"{type(model).__name__}.init_weights cannot initialise {path or 'the model'} "
+                f"{type(model).__name__}.init_all_weights cannot initialise {path or 'the model'} "
                 f"({type(module).__name__}): it has parameters or buffers, no reset_parameters(), "
                 "and the family's rule does not cover it"
             )
