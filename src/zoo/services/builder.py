@@ -103,8 +103,14 @@ _ALLOCATION_FAILURES = ("can't allocate memory", "not enough memory", "out of me
 
 def _construct(spec: ModelSpec, kwargs: dict[str, object]) -> nn.Module:
     """spec.constructor(**kwargs); a model too large to allocate is the caller's request, so a ZooError."""
-    try:
+    with _allocation_is_the_request(spec, kwargs):
         return spec.constructor(**kwargs)
+
+
+@contextlib.contextmanager
+def _allocation_is_the_request(spec: ModelSpec, kwargs: dict[str, object]) -> Iterator[None]:
+    try:
+        yield
     except (MemoryError, RuntimeError) as e:
         if isinstance(e, RuntimeError) and not any(s in str(e) for s in _ALLOCATION_FAILURES):
             raise  # anything else is a bug in the constructor: let it show as one
@@ -179,7 +185,8 @@ class Builder:
         if prune_spec is not None and self.pruner is not None:
             model = self.pruner.prune(model, prune_spec)
         if init_once:
-            _init_once(model)
+            with _allocation_is_the_request(spec, kwargs):  # the parameters are allocated here, not above
+                _init_once(model)
         if state_dict is not None and self.weight_applier is not None:
             model = self.weight_applier(model, state_dict, spec, cfg, request, on_meta)
         num_classes = int(kwargs["num_classes"])  # type: ignore[call-overload]  # validated by the constructor
