@@ -70,7 +70,7 @@ def fuse_for_inference(model: M, *, strict: bool = False) -> M:
 
     Folds a BatchNorm2d, BatchNormAct2d or InPlaceAbn2d (ConvNormAct's norm included) whose input is
     the output of an nn.Conv2d used nowhere else, called once, and not a feature tap: the convolution
-    takes the norm's scale and shift (computed in float64) and the norm's place holds a FoldedNorm
+    takes the norm's scale and shift (per-channel terms in float64) and the norm's place holds a FoldedNorm
     with the norm's activation. The copy computes what model computes in eval mode, faster; its
     state_dict has no norm entries and a bias for each folded convolution. Its train(True) warns.
 
@@ -180,7 +180,8 @@ def _fold(model: nn.Module, conv_path: str, norm_path: str) -> None:
     eps = float(norm.eps)  # type: ignore[arg-type]  # a float on every foldable norm
     scale = gamma / torch.sqrt(var + eps)
     bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(mean)
-    new_weight = (weight.double() * scale.view(-1, 1, 1, 1)).to(weight.dtype)
+    # the per-channel terms in float64, the weight scaled in its own dtype: one rounding per element
+    new_weight = weight * scale.to(weight.dtype).view(-1, 1, 1, 1)
     if weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous():
         new_weight = new_weight.contiguous(memory_format=torch.channels_last)
     conv.weight = nn.Parameter(new_weight, requires_grad=weight.requires_grad)
