@@ -206,7 +206,7 @@ def test_a_class_without_its_own_init_weights_is_built_the_ordinary_way(monkeypa
     assert not initialises_itself(spec)
     called: list[str] = []
     monkeypatch.setattr(ResNet, "init_all_weights", lambda self: called.append("init_all_weights"))
-    monkeypatch.setattr(builder_module, "_init_once", lambda model: called.append("_init_once"))
+    monkeypatch.setattr(builder_module, "_init_once", lambda model, device: called.append("_init_once"))
     torch.manual_seed(0)
     model = app.create_model("inherits18")
     assert called == []

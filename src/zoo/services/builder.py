@@ -84,11 +84,11 @@ def initialises_itself(spec: ModelSpec) -> bool:
     return isinstance(constructor, type) and callable(vars(constructor).get("init_all_weights"))
 
 
-def _init_once(model: nn.Module) -> None:
-    """Materialise the parameters built on meta and run the model's init_all_weights over them."""
+def _init_once(model: nn.Module, device: torch.device) -> None:
+    """Materialise the parameters built on meta (on device) and run the model's init_all_weights over them."""
     from zoo.services.weights.meta import materialize_parameters, meta_tensors
 
-    materialize_parameters(model)
+    materialize_parameters(model, device)
     # getattr: nn.Module's __getattr__ types the attribute as a tensor or a module
     init: Callable[[], object] = getattr(model, "init_all_weights")  # noqa: B009
     init()
@@ -178,7 +178,9 @@ class Builder:
         # the meta device skips random init; the applier materialises what the checkpoint lacks
         on_meta = state_dict is not None
         # a family that initialises every tensor itself is initialised once, after pruning, on real storage
-        init_once = state_dict is None and initialises_itself(spec)
+        # (not when the caller builds under torch.device("meta"): then nothing is to be initialised)
+        device = torch.get_default_device()
+        init_once = state_dict is None and device.type != "meta" and initialises_itself(spec)
         with _device(on_meta or init_once):
             model = _construct(spec, kwargs)
         prune_spec = _prune_spec(spec, request)
@@ -186,7 +188,7 @@ class Builder:
             model = self.pruner.prune(model, prune_spec)
         if init_once:
             with _allocation_is_the_request(spec, kwargs):  # the parameters are allocated here, not above
-                _init_once(model)
+                _init_once(model, device)
         if state_dict is not None and self.weight_applier is not None:
             model = self.weight_applier(model, state_dict, spec, cfg, request, on_meta)
         num_classes = int(kwargs["num_classes"])  # type: ignore[call-overload]  # validated by the constructor
