@@ -25,7 +25,6 @@ from zoo.archs.layers import (
     IntermediatesMixin,
     check_head,
     get_padding,
-    init_each_module,
     is_scripting,
     sequential_prefix,
 )
@@ -189,7 +188,9 @@ class XceptionBlock(nn.Module):
 class XceptionAligned(IntermediatesMixin, ZooModule):
     """Aligned Xception: a two-conv stem, then Xception blocks; dilation replaces striding past output_stride.
 
-    set_grad_checkpointing recomputes each block's activations in backward.
+    set_grad_checkpointing recomputes each block's activations in backward. It defines no
+    init_all_weights: its init is torch's defaults alone, so one-pass creation has no double work to
+    save, and measured slower (benchmarks/create_time.py, 1.1-1.2x).
     """
 
     def __init__(
@@ -271,10 +272,6 @@ class XceptionAligned(IntermediatesMixin, ZooModule):
         self.act: nn.Module = nn.ReLU() if preact else nn.Identity()
         self.head = ClassifierHead(self.num_features, num_classes, global_pool, drop_rate)
         self.head_hidden_size = self.head.num_features
-
-    def init_all_weights(self) -> None:
-        """Every tensor once, with torch's defaults: the family has no init of its own."""
-        init_each_module(self, lambda m: False)
 
     def get_classifier(self) -> nn.Module:
         """The classifier (Identity when num_classes is 0)."""
