@@ -56,7 +56,7 @@ unit: $(VENV)/.dev
 test: lint typecheck unit
 
 bench: $(VENV)/.installed
-	$(PY) benchmarks/import_time.py
+	$(PY) benchmarks/all.py
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis

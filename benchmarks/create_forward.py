@@ -15,8 +15,9 @@ import argparse
 import functools
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+import attrs
 import torch
 
 import zoo
@@ -31,6 +32,63 @@ def seconds(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+@attrs.frozen
+class CreateForward:
+    """One model: parameters, median create and forward seconds, and their median ratios to the reference."""
+
+    name: str
+    params: int
+    create_s: float
+    create_ratio: float
+    forward_s: float
+    forward_ratio: float
+
+
+def measure(
+    names: Sequence[str], reference: str = "resnet50", runs: int = 7, batch: int = 1, size: int = 224
+) -> list[CreateForward]:
+    """Create and forward times of reference and names, round by round in a rotating order."""
+    names = [reference, *(n for n in names if n != reference)]
+    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    models = {name: zoo.create_model(name).eval() for name in names}  # also warms imports and allocators
+    create: dict[str, list[float]] = {n: [] for n in names}
+    forward: dict[str, list[float]] = {n: [] for n in names}
+    with torch.inference_mode():
+        for model in models.values():
+            model(x)  # warm-up: kernel selection happens on the first call
+        for r in range(runs):
+            for k in range(len(names)):
+                name = names[(k + r) % len(names)]
+                create[name].append(seconds(functools.partial(zoo.create_model, name)))
+                forward[name].append(seconds(functools.partial(models[name], x)))
+
+    def ratio(samples: dict[str, list[float]], name: str) -> float:
+        return statistics.median(a / b for a, b in zip(samples[name], samples[reference], strict=True))
+
+    return [
+        CreateForward(
+            name=name,
+            params=sum(p.numel() for p in models[name].parameters()),
+            create_s=statistics.median(create[name]),
+            create_ratio=ratio(create, name),
+            forward_s=statistics.median(forward[name]),
+            forward_ratio=ratio(forward, name),
+        )
+        for name in names
+    ]
+
+
+def report(rows: Sequence[CreateForward]) -> str:
+    """The rows as a table."""
+    lines = [f"{'model':14} {'params':>8} {'create':>10} {'ratio':>6} {'forward':>10} {'ratio':>6}"]
+    for r in rows:
+        lines.append(
+            f"{r.name:14} {r.params / 1e6:7.1f}M {r.create_s * 1000:7.0f} ms {r.create_ratio:6.2f}"
+            f" {r.forward_s * 1000:7.0f} ms {r.forward_ratio:6.2f}"
+        )
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
@@ -43,34 +101,12 @@ def main() -> int:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    names = [args.reference, *args.models]
-    x = torch.randn(args.batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
-    models = {name: zoo.create_model(name).eval() for name in names}  # also warms imports and allocators
-    create: dict[str, list[float]] = {n: [] for n in names}
-    forward: dict[str, list[float]] = {n: [] for n in names}
-    with torch.inference_mode():
-        for model in models.values():
-            model(x)  # warm-up: kernel selection happens on the first call
-        for r in range(args.runs):
-            for k in range(len(names)):
-                name = names[(k + r) % len(names)]
-                create[name].append(seconds(functools.partial(zoo.create_model, name)))
-                forward[name].append(seconds(functools.partial(models[name], x)))
-
-    def ratio(samples: dict[str, list[float]], name: str) -> float:
-        return statistics.median(a / b for a, b in zip(samples[name], samples[args.reference], strict=True))
-
+    rows = measure(args.models, args.reference, args.runs, args.batch, args.size)
     print(
         f"input ({args.batch}, 3, {args.size}, {args.size}), {args.runs} rounds, {torch.get_num_threads()} thread(s), "
         f"torch {torch.__version__}; medians, and ratio to {args.reference}"
     )
-    print(f"{'model':14} {'params':>8} {'create':>10} {'ratio':>6} {'forward':>10} {'ratio':>6}")
-    for name in names:
-        params = sum(p.numel() for p in models[name].parameters()) / 1e6
-        print(
-            f"{name:14} {params:7.1f}M {statistics.median(create[name]) * 1000:7.0f} ms {ratio(create, name):6.2f}"
-            f" {statistics.median(forward[name]) * 1000:7.0f} ms {ratio(forward, name):6.2f}"
-        )
+    print(report(rows))
     return 0
 
 

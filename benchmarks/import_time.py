@@ -23,17 +23,22 @@ def run_once(code: str) -> float:
     return time.perf_counter() - start
 
 
+def measure(runs: int = 15) -> tuple[float, float]:
+    """Median seconds of BASELINE and of CANDIDATE over runs fresh interpreters each, interleaved."""
+    run_once(CANDIDATE)  # warm the OS file cache for both
+    base: list[float] = []
+    cand: list[float] = []
+    for _ in range(runs):  # interleaved so drift in machine load hits both alike
+        base.append(run_once(BASELINE))
+        cand.append(run_once(CANDIDATE))
+    return statistics.median(base), statistics.median(cand)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=15)
     args = parser.parse_args()
-    run_once(CANDIDATE)  # warm the OS file cache for both
-    base: list[float] = []
-    cand: list[float] = []
-    for _ in range(args.runs):  # interleaved so drift in machine load hits both alike
-        base.append(run_once(BASELINE))
-        cand.append(run_once(CANDIDATE))
-    b, c = statistics.median(base), statistics.median(cand)
+    b, c = measure(args.runs)
     print(f"import torch:                      median {b:.3f} s over {args.runs} runs")
     print(f"import torch, zoo; list_models():  median {c:.3f} s")
     print(f"zoo's own cost:                    {c - b:+.3f} s (target < 0.150 s)")

@@ -23,7 +23,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+
+import attrs
 
 MODES = ("pretrained", "init+load")
 DEFAULT_MODELS = ("resnet50", "wide_resnet101_2")
@@ -120,27 +123,66 @@ def main() -> None:
         f"{'model':18} {'input':>5} {'ckpt MiB':>8} | {'pretrained s':>12} {'init+load s':>11} {'ratio':>6} | "
         f"{'forward s':>9} {'ratio less fwd':>14} | {'pretrained RSS':>14} {'init+load RSS':>13}"
     )
+    for r in measure(args.models, args.sizes, args.repeats, args.threads):
+        print(
+            f"{r.name:18} {r.size:5} {r.checkpoint_bytes / mib:8.1f} | {r.pretrained_s:12.3f} {r.init_load_s:11.3f} "
+            f"{r.ratio:5.2f}x | {r.forward_s:9.3f} {r.ratio_less_forward:13.2f}x | "
+            f"{r.pretrained_rss:13.2f}x {r.init_load_rss:12.2f}x",
+            flush=True,
+        )
+
+
+@attrs.frozen
+class PretrainedLoad:
+    """One model at one input size: medians of both modes, their ratio, and peak RSS growth over the checkpoint."""
+
+    name: str
+    size: int
+    checkpoint_bytes: int
+    pretrained_s: float
+    init_load_s: float
+    ratio: float
+    forward_s: float
+    ratio_less_forward: float
+    pretrained_rss: float
+    init_load_rss: float
+
+
+def measure(
+    names: Sequence[str], sizes: Sequence[int] = (224,), repeats: int = 3, threads: int = 0
+) -> list[PretrainedLoad]:
+    """Time-to-output and peak RSS of both modes, each run in a fresh subprocess, modes alternating."""
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models:
+        for name in names:
             path = _save_checkpoint(name, Path(tmp))
             ckpt = path.stat().st_size
-            for size in args.sizes:
+            for size in sizes:
                 runs: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
-                for _ in range(args.repeats):
+                for _ in range(repeats):
                     for mode in MODES:
-                        runs[mode].append(_measure(mode, name, path, size, args.threads))
+                        runs[mode].append(_measure(mode, name, path, size, threads))
                 t = {m: statistics.median(r["seconds"] for r in runs[m]) for m in MODES}
                 rss = {m: statistics.median(r["peak_growth"] for r in runs[m]) / ckpt for m in MODES}
                 fwd = statistics.median(r["forward"] for m in MODES for r in runs[m])
                 # noise can make a first run faster than the warm second forward; say so rather than print nonsense
                 less_fwd = (t["pretrained"] - fwd) / (t["init+load"] - fwd) if t["pretrained"] > fwd else float("nan")
-                print(
-                    f"{name:18} {size:5} {ckpt / mib:8.1f} | {t['pretrained']:12.3f} {t['init+load']:11.3f} "
-                    f"{t['pretrained'] / t['init+load']:5.2f}x | {fwd:9.3f} {less_fwd:13.2f}x | "
-                    f"{rss['pretrained']:13.2f}x {rss['init+load']:12.2f}x",
-                    flush=True,
+                rows.append(
+                    PretrainedLoad(
+                        name=name,
+                        size=size,
+                        checkpoint_bytes=ckpt,
+                        pretrained_s=t["pretrained"],
+                        init_load_s=t["init+load"],
+                        ratio=t["pretrained"] / t["init+load"],
+                        forward_s=fwd,
+                        ratio_less_forward=less_fwd,
+                        pretrained_rss=rss["pretrained"],
+                        init_load_rss=rss["init+load"],
+                    )
                 )
             path.unlink()
+    return rows
 
 
 if __name__ == "__main__":

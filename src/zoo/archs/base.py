@@ -30,6 +30,20 @@ class ZooModule(nn.Module):
         # set by the Builder: the architecture and keywords that rebuild the model (save_pretrained writes them)
         build_record: BuildRecord
 
+    def init_all_weights(self) -> None:
+        """Initialise every parameter and persistent buffer afresh, once each, as construction does.
+
+        A family opts in to one-pass creation by defining this in its class (a definition inherited
+        from a parent class does not count, so a subclass that adds layers or init of its own keeps
+        the safe path until it defines its own): the Builder then builds the model's parameters on
+        the meta device, skipping torch's default init, materialises them and calls this. The
+        result must be distributed as construction's (torch's defaults, then the family's own init).
+        A family without it is built the ordinary way, torch's defaults first. (Not `init_weights`:
+        timm's ViT has a method of that name that initialises only some tensors, and a port keeping
+        it must not opt in by accident.) archs.layers.init_each_module is the usual body.
+        """
+        raise NotImplementedError(f"{type(self).__name__} is initialised by its constructor only")
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The unpooled final feature map (or token sequence)."""
         raise NotImplementedError

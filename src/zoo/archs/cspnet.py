@@ -23,6 +23,8 @@ from zoo.archs.layers import (
     GlobalPool,
     IntermediatesMixin,
     check_head,
+    default_bias_,
+    init_each_module,
     is_scripting,
     make_act,
     sequential_prefix,
@@ -351,6 +353,7 @@ class CspNet(IntermediatesMixin, ZooModule):
         self.num_features = chs
         self.head = ClassifierHead(chs, num_classes, global_pool, drop_rate)
         self.head_hidden_size = self.head.num_features
+        self._zero_init_last = zero_init_last
         self._init_weights(zero_init_last)
 
     def _init_weights(self, zero_init_last: bool) -> None:
@@ -362,6 +365,26 @@ class CspNet(IntermediatesMixin, ZooModule):
                 nn.init.zeros_(m.bias)
             elif zero_init_last and isinstance(m, (BottleneckBlock, DarkBlock)):
                 m.zero_init_last()
+
+    def init_all_weights(self) -> None:
+        """Every tensor once: convs Kaiming-normal (fan-out), classifier N(0, 0.01), the rest torch's default."""
+
+        def rule(m: nn.Module) -> bool:
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                default_bias_(m)
+                return True
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.01)
+                nn.init.zeros_(m.bias)
+                return True
+            return False
+
+        init_each_module(self, rule)
+        if self._zero_init_last:
+            for m in self.modules():
+                if isinstance(m, (BottleneckBlock, DarkBlock)):
+                    m.zero_init_last()
 
     def get_classifier(self) -> nn.Module:
         """The classifier (Identity when num_classes is 0)."""

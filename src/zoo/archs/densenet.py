@@ -6,6 +6,7 @@ follow timm 0.4.12, which later versions dropped), so published checkpoints for 
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -21,6 +22,8 @@ from zoo.archs.layers import (
     GlobalPool,
     IntermediatesMixin,
     check_head,
+    default_bias_,
+    init_each_module,
     is_scripting,
     make_fc,
     sequential_prefix,
@@ -213,6 +216,22 @@ class DenseNet(IntermediatesMixin, ZooModule):
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
+
+    def init_all_weights(self) -> None:
+        """Every tensor once: convolutions Kaiming-normal (fan-in), classifier bias zero, the rest torch's default."""
+
+        def rule(m: nn.Module) -> bool:
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight)
+                default_bias_(m)
+                return True
+            if isinstance(m, nn.Linear):
+                nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5))  # torch's default for the weight
+                nn.init.zeros_(m.bias)
+                return True
+            return False  # batch norms: torch's default is the family's (unit scale, zero shift)
+
+        init_each_module(self, rule)
 
     def get_classifier(self) -> nn.Module:
         """The classifier (Identity when num_classes is 0)."""

@@ -24,6 +24,8 @@ from zoo.archs.layers import (
     GlobalPool,
     check_head,
     create_attn,
+    default_bias_,
+    init_each_module,
 )
 from zoo.archs.surface import (
     Intermediates,
@@ -294,6 +296,7 @@ class ResNet(ZooModule):
         self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
         self.fc: nn.Module = self._make_fc(num_classes)
         self.grad_checkpointing = False
+        self._zero_init_last = zero_init_last
         self._init_weights(zero_init_last)
 
     def _make_fc(self, num_classes: int) -> nn.Module:
@@ -306,6 +309,22 @@ class ResNet(ZooModule):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         if zero_init_last:
+            for m in self.modules():
+                if isinstance(m, (BasicBlock, Bottleneck)):
+                    m.zero_init_last()
+
+    def init_all_weights(self) -> None:
+        """Every tensor once: convolutions Kaiming-normal (fan-out), the rest torch's default; zero_init_last kept."""
+
+        def rule(m: nn.Module) -> bool:
+            if not isinstance(m, nn.Conv2d):
+                return False
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            default_bias_(m)
+            return True
+
+        init_each_module(self, rule)
+        if self._zero_init_last:
             for m in self.modules():
                 if isinstance(m, (BasicBlock, Bottleneck)):
                     m.zero_init_last()

@@ -188,7 +188,9 @@ class XceptionBlock(nn.Module):
 class XceptionAligned(IntermediatesMixin, ZooModule):
     """Aligned Xception: a two-conv stem, then Xception blocks; dilation replaces striding past output_stride.
 
-    set_grad_checkpointing recomputes each block's activations in backward.
+    set_grad_checkpointing recomputes each block's activations in backward. It defines no
+    init_all_weights: its init is torch's defaults alone, so one-pass creation has no double work to
+    save, and measured slower (benchmarks/create_time.py, 1.1-1.2x).
     """
 
     def __init__(

@@ -77,14 +77,40 @@ def _device(meta: bool) -> Iterator[None]:
         yield
 
 
+def initialises_itself(spec: ModelSpec) -> bool:
+    """Whether spec's constructor is a class defining its own init_all_weights (see ZooModule.init_all_weights)."""
+    constructor = spec.constructor
+    # the class's own definition only: an inherited one may not know a subclass's extra layers or init
+    return isinstance(constructor, type) and callable(vars(constructor).get("init_all_weights"))
+
+
+def _init_once(model: nn.Module, device: torch.device) -> None:
+    """Materialise the parameters built on meta (on device) and run the model's init_all_weights over them."""
+    from zoo.services.weights.meta import materialize_parameters, meta_tensors
+
+    materialize_parameters(model, device)
+    # getattr: nn.Module's __getattr__ types the attribute as a tensor or a module
+    init: Callable[[], object] = getattr(model, "init_all_weights")  # noqa: B009
+    init()
+    left = meta_tensors(model)
+    if left:  # init_all_weights writes on real storage only; a meta tensor left here is a bug in the family
+        raise RuntimeError(f"{type(model).__name__}: {left[:5]} still on the meta device after init_all_weights")
+
+
 # What torch says when a tensor cannot be allocated; the allocator reports it as a RuntimeError.
 _ALLOCATION_FAILURES = ("can't allocate memory", "not enough memory", "out of memory")
 
 
 def _construct(spec: ModelSpec, kwargs: dict[str, object]) -> nn.Module:
     """spec.constructor(**kwargs); a model too large to allocate is the caller's request, so a ZooError."""
-    try:
+    with _allocation_is_the_request(spec, kwargs):
         return spec.constructor(**kwargs)
+
+
+@contextlib.contextmanager
+def _allocation_is_the_request(spec: ModelSpec, kwargs: dict[str, object]) -> Iterator[None]:
+    try:
+        yield
     except (MemoryError, RuntimeError) as e:
         if isinstance(e, RuntimeError) and not any(s in str(e) for s in _ALLOCATION_FAILURES):
             raise  # anything else is a bug in the constructor: let it show as one
@@ -151,11 +177,18 @@ class Builder:
                 kwargs["num_classes"] = classes
         # the meta device skips random init; the applier materialises what the checkpoint lacks
         on_meta = state_dict is not None
-        with _device(on_meta):
+        # a family that initialises every tensor itself is initialised once, after pruning, on real storage
+        # (not when the caller builds under torch.device("meta"): then nothing is to be initialised)
+        device = torch.get_default_device()
+        init_once = state_dict is None and device.type != "meta" and initialises_itself(spec)
+        with _device(on_meta or init_once):
             model = _construct(spec, kwargs)
         prune_spec = _prune_spec(spec, request)
         if prune_spec is not None and self.pruner is not None:
             model = self.pruner.prune(model, prune_spec)
+        if init_once:
+            with _allocation_is_the_request(spec, kwargs):  # the parameters are allocated here, not above
+                _init_once(model, device)
         if state_dict is not None and self.weight_applier is not None:
             model = self.weight_applier(model, state_dict, spec, cfg, request, on_meta)
         num_classes = int(kwargs["num_classes"])  # type: ignore[call-overload]  # validated by the constructor

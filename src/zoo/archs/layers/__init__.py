@@ -6,6 +6,7 @@ from zoo.archs.layers.attention import EcaModule, SEModule, create_attn
 from zoo.archs.layers.classifier import ClassifierHead, check_head, make_fc
 from zoo.archs.layers.drop import DropPath, drop_path
 from zoo.archs.layers.helpers import get_padding, is_scripting, make_divisible
+from zoo.archs.layers.init import default_bias_, init_each_module, owns_state
 from zoo.archs.layers.norm_act import (
     ACT_LAYERS,
     NORM_LAYERS,
@@ -43,13 +44,16 @@ __all__ = [
     "check_head",
     "convert_sync_batchnorm",
     "create_attn",
+    "default_bias_",
     "drop_path",
     "get_padding",
+    "init_each_module",
     "is_scripting",
     "make_act",
     "make_divisible",
     "make_fc",
     "make_norm_act",
+    "owns_state",
     "sequential_prefix",
     "sequential_steps",
 ]

@@ -93,6 +93,13 @@ class InPlaceAbn2d(nn.Module):
         self.register_buffer("running_var", torch.ones(num_features))
         self.act: nn.Module = nn.LeakyReLU(LEAKY_SLOPE, inplace=True) if apply_act else nn.Identity()
 
+    def reset_parameters(self) -> None:
+        """Unit scale, zero shift, and the running statistics of a fresh batch norm."""
+        nn.init.ones_(self.weight)
+        nn.init.zeros_(self.bias)
+        nn.init.zeros_(self.running_mean)
+        nn.init.ones_(self.running_var)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.batch_norm(
             x, self.running_mean, self.running_var, self.weight, self.bias, self.training, self.momentum, self.eps

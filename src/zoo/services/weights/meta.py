@@ -115,3 +115,24 @@ def meta_tensors(model: nn.Module) -> list[tuple[str, str]]:
         for name, t in (*module.named_parameters(recurse=False), *module.named_buffers(recurse=False))
         if t.is_meta
     ]
+
+
+def materialize_parameters(model: nn.Module, device: torch.device | str = "cpu", *, fill: float | None = None) -> None:
+    """Give each parameter still on the meta device real storage on device, uninitialised (or fill).
+
+    Parameters shared between modules stay shared. fill writes a value instead (NaN, say, to check
+    that an init writes every parameter); buffers are left as they are.
+    """
+    memo: dict[int, nn.Parameter] = {}
+    for module in model.modules():
+        for name, param in list(module.named_parameters(recurse=False)):
+            if not param.is_meta:
+                continue
+            new = memo.get(id(param))
+            if new is None:
+                # torch.empty, not empty_like: empty_like of a meta tensor takes a slow Python path
+                data = torch.empty(param.shape, dtype=param.dtype, device=device)
+                if fill is not None:
+                    data.fill_(fill)
+                new = memo[id(param)] = nn.Parameter(data, requires_grad=param.requires_grad)
+            setattr(module, name, new)
