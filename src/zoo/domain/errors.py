@@ -84,3 +84,7 @@ class CheckpointMismatchError(WeightsError):
 
 class PruneSpecError(ZooError, ValueError):
     """A prune spec that is malformed or does not fit the model."""
+
+
+class ExportFailedError(ZooError, RuntimeError):
+    """torch.export (or the ONNX translation after it) could not capture a model as a graph."""
