@@ -47,14 +47,12 @@ def min_dynamic_size(model: nn.Module) -> int:
     so a range reaching it would not hold. Without feature_info, 64.
     """
     info = getattr(model, "feature_info", None)
-    reductions: list[int] = []
-    if info is not None:
-        reduction = getattr(info, "reduction", None)
-        if callable(reduction):  # a feature extractor's FeatureTaps: the selected taps only
-            reductions = [int(r) for r in reduction()]
-        else:
-            reductions = [int(t.reduction) for t in info]
-    return 2 * max(reductions) if reductions else 64
+    if info is None:
+        return 64
+    # a feature extractor's FeatureTaps describes the selected taps only; a classifier's list, every tap
+    reduction = getattr(info, "reduction", None)
+    reductions = [int(r) for r in reduction()] if callable(reduction) else [int(t.reduction) for t in info]
+    return 2 * max(reductions, default=32)
 
 
 def export_program(
