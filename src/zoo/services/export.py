@@ -63,9 +63,11 @@ def export_program(
 ) -> ExportedProgram:
     """model (in its current train/eval mode) captured by torch.export, with a dynamic batch dimension.
 
-    dynamic_size: True makes height and width dynamic (from min_dynamic_size(model) up) and fails if
-    the model fixes them; False keeps the example's; None (the default) tries dynamic and falls back
-    to the example's size with a warning.
+    dynamic_size: True makes height and width dynamic (from min_dynamic_size(model) up); False keeps the
+    example's; None (the default) tries dynamic and falls back to the example's size with a warning where
+    torch.export refuses. A size condition torch cannot prove from the ranges (the output-size check of
+    ceil-mode pooling, true at every size; or a size the model really fixes) is kept as a runtime check
+    in the program: it raises when the program runs at a size that fails it.
     """
     if not isinstance(example, torch.Tensor) or example.ndim != 4:
         raise InvalidValueError(f"example={_describe(example)} is invalid: expected an image batch, a 4-d tensor")
