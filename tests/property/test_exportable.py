@@ -1,11 +1,12 @@
 """torch.export of every registered model: the classifier and a feature extractor, with dynamic batch and size.
 
 Exporting is the slow part (seconds per model, spent in symbolic shape tracing), so each run exports
-every classifier and ONE extractor per model: its kind rotates through list/dict/getter/hook over the
-models from an offset drawn per run, so that every kind is exported every run (on about a quarter of
-the models each) and every model meets every kind over runs. Its out_indices are drawn too. The
-offset and draws come from the Hypothesis seed when one is given (`make unit SEED=...` replays a run),
-and are in each test's id.
+every classifier (dynamic batch; for a quarter of the models, rotating, dynamic height and width too)
+and ONE extractor per model (dynamic batch, height and width). The extractor's kind rotates through
+list/dict/getter/hook over the models from an offset drawn per run, so every kind is exported every
+run (on about a quarter of the models each) and every model meets every kind over runs; its
+out_indices are drawn too (printed with a failure). The draws come from the Hypothesis seed when one
+is given, so `make unit SEED=...` replays a run; each test id names what was drawn.
 """
 
 from __future__ import annotations
@@ -31,17 +32,19 @@ FACTORY = FeatureFactory()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Parametrise the extractor test by (model, kind, seed of its out_indices), drawn for this run."""
-    if "drawn" not in metafunc.fixturenames:
-        return
+    """Parametrise both tests by what is drawn for this run (see the module docstring)."""
     seed = metafunc.config.getoption("hypothesis_seed", default=None)
     rng = random.Random(str(seed) if seed is not None else None)
     offset = rng.randrange(len(KINDS))
-    cases = [
-        pytest.param((name, KINDS[(i + offset) % len(KINDS)], rng.randrange(2**32)), id=name)
-        for i, name in enumerate(MODELS)
-    ]
-    metafunc.parametrize("drawn", cases)
+    if "drawn" in metafunc.fixturenames:
+        kinds = [(name, KINDS[(i + offset) % len(KINDS)]) for i, name in enumerate(MODELS)]
+        cases = [pytest.param((name, kind, rng.randrange(2**32)), id=f"{name}-{kind}") for name, kind in kinds]
+        metafunc.parametrize("drawn", cases)
+    if "sized" in metafunc.fixturenames:
+        # a dynamic height/width costs twice a dynamic batch alone (symbolic shape reasoning); the extractors,
+        # which run the same trunk, have it every time, the classifiers (the head on top) a quarter at a time
+        sized = [(name, (i + offset) % len(KINDS) == 0) for i, name in enumerate(MODELS)]
+        metafunc.parametrize("sized", [pytest.param(c, id=f"{c[0]}-{'nhw' if c[1] else 'n'}") for c in sized])
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -78,10 +81,10 @@ def as_list(out: object) -> list[torch.Tensor]:
     return list(out)
 
 
-def check_export(model: nn.Module) -> None:
+def check_export(model: nn.Module, *, dynamic_size: bool = True) -> None:
     """model exported from a 2-image example; the program equals eager at another batch (and size, if allowed)."""
     low = min_dynamic_size(model)
-    other = other_shape(model)
+    other = other_shape(model) if dynamic_size else None
     size = max(low, SIZE)
     program = export_program(model, images(BATCH, size, size, seed=1), dynamic_size=other is not None)
     dims = {name: (least, most) for name, least, most in input_dims(program)}
@@ -101,9 +104,9 @@ def check_export(model: nn.Module) -> None:
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_classifier_exports_with_dynamic_shapes(name: str) -> None:
-    check_export(built(name))
+def test_classifier_exports_with_dynamic_shapes(sized: tuple[str, bool]) -> None:
+    name, dynamic_size = sized
+    check_export(built(name), dynamic_size=dynamic_size)
 
 
 def test_extractor_exports_with_dynamic_shapes(drawn: tuple[str, str, int]) -> None:
