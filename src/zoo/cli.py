@@ -427,6 +427,21 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from zoo.services.export import export_file, input_dims
+
+    model = api.create_model(args.name, checkpoint_path=args.checkpoint, features_only=args.features)
+    t0 = time.perf_counter()
+    path, program = export_file(model, args.out, fmt=args.format, opset=args.opset)
+    seconds = time.perf_counter() - t0
+    what = f"{args.name} ({type(model).__name__})" if args.features else args.name
+    print(f"{what} exported as {args.format} to {path} ({path.stat().st_size / 2**20:.1f} MiB) in {seconds:.1f} s")
+    for name, low, high in input_dims(program):
+        extent = str(low) if low == high else f"{low} to {'any' if high is None else high} (dynamic)"
+        print(f"  input {name:9} {extent}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `zoo` command."""
     parser = argparse.ArgumentParser(prog="zoo", description="A typed model zoo for PyTorch image models.")
@@ -475,6 +490,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5, help="classes to show per image (default: 5)")
     p.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     p.set_defaults(func=_cmd_predict)
+    p = sub.add_parser("export", help="export a model (or its feature extractor) as ONNX or a torch.export .pt2 file")
+    p.add_argument("name", help="NAME or NAME.TAG")
+    p.add_argument("--checkpoint", metavar="PATH", help="weights to load first (default: random init)")
+    p.add_argument("--features", action="store_true", help="export the feature extractor (features_only=True)")
+    p.add_argument("--format", required=True, choices=("onnx", "pt2"), help="onnx (needs zoo[onnx]) or pt2")
+    p.add_argument("--out", required=True, metavar="FILE", help="file to write")
+    p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("demo", help="create, describe and run a model on a synthetic image")
     p.add_argument("--name", default="resnet50", help="model to demonstrate (default: resnet50)")

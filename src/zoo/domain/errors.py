@@ -100,3 +100,7 @@ class PruneSpecError(ZooError, ValueError):
 
 class SavedModelError(ZooError, ValueError):
     """A saved model directory or hub repo (config.json + weights) that cannot be read or written."""
+
+
+class ExportFailedError(ZooError, RuntimeError):
+    """torch.export (or the ONNX translation after it) could not capture a model as a graph."""

@@ -1,0 +1,70 @@
+"""channels_last memory format and bfloat16 autocast give every registered model's float32 outputs, within tolerance.
+
+Tolerances are relative to the output's scale (its largest magnitude), as random-init logits range
+from 1e-3 to a few units across families:
+- channels_last: 1e-4 of the scale. Only the order of float32 sums changes (other conv kernels);
+  the differences seen are below 2e-6 of the scale.
+- bfloat16 autocast: 5e-2 of the scale, and a cosine similarity of at least 0.999 per image. bfloat16
+  keeps 8 significant bits (a relative rounding error up to 2**-8 = 3.9e-3 per value, convolutions
+  and linears run in it, norms in float32); the differences seen are below 7e-3 of the scale and the
+  cosine similarity above 0.9999.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+import zoo
+from modelcache import built
+
+MODELS = zoo.list_models()
+CHANNELS_LAST_RTOL = 1e-4
+BF16_RTOL = 5e-2
+BF16_MIN_COSINE = 0.999
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Small forwards stall at multi-thread barriers on a busy CI."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@functools.cache
+def image() -> torch.Tensor:
+    return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+
+
+def largest_error(got: torch.Tensor, expected: torch.Tensor) -> float:
+    """max |got - expected| as a fraction of expected's largest magnitude."""
+    return float((got.float() - expected).abs().max() / expected.abs().max())
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_channels_last_and_bfloat16_autocast_agree_with_float32(name: str) -> None:
+    model = built(name)
+    x = image()
+    with torch.no_grad():
+        expected = model(x)
+        try:
+            model.to(memory_format=torch.channels_last)
+            features = model.forward_features(x.to(memory_format=torch.channels_last))
+            channels_last = model.forward_head(features)
+        finally:
+            model.to(memory_format=torch.contiguous_format)  # the shared model goes back as it was
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            autocast = model(x)
+    # the layout carries through the network: no layer converts back to contiguous on the way
+    assert features.is_contiguous(memory_format=torch.channels_last)
+    assert channels_last.dtype == torch.float32
+    assert largest_error(channels_last, expected) <= CHANNELS_LAST_RTOL
+    assert autocast.dtype == torch.bfloat16  # the classifier ran in bfloat16, not silently in float32
+    assert largest_error(autocast, expected) <= BF16_RTOL
+    cosine = torch.nn.functional.cosine_similarity(autocast.float(), expected, dim=1)
+    assert cosine.min() >= BF16_MIN_COSINE
