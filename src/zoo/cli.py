@@ -490,6 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5, help="classes to show per image (default: 5)")
     p.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     p.set_defaults(func=_cmd_predict)
+
     p = sub.add_parser("export", help="export a model (or its feature extractor) as ONNX or a torch.export .pt2 file")
     p.add_argument("name", help="NAME or NAME.TAG")
     p.add_argument("--checkpoint", metavar="PATH", help="weights to load first (default: random init)")

@@ -31,14 +31,15 @@ def fit_to_patches(
         return x
     ph = (patch_size[0] - h % patch_size[0]) % patch_size[0]
     pw = (patch_size[1] - w % patch_size[1]) % patch_size[1]
-    if ph == 0 and pw == 0:
-        return x
-    if not pad:
+    if pad:
+        # padded whether or not it is needed: no branch on the input's size, so torch.export keeps the size dynamic
+        return F.pad(x, [0, pw, 0, ph])
+    if ph != 0 or pw != 0:
         raise InvalidValueError(
             f"input size {h}x{w} is invalid: height and width must be multiples of the patch size "
             f"{patch_size[0]}x{patch_size[1]}; resize the input, or build with dynamic_img_pad=True to pad it"
         )
-    return F.pad(x, [0, pw, 0, ph])
+    return x
 
 
 # a leaf of torch.fx graphs: the size checks run (on real shapes) each time the traced graph runs
