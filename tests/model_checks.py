@@ -156,6 +156,11 @@ def check_grad_checkpointing(model: SurfaceModel, x: torch.Tensor, switch: Calla
     buffers_c = dict(ckpt.named_buffers())
     for k, b in plain.named_buffers():
         assert torch.equal(buffers_c[k], b), k
+    # forward_intermediates checkpoints its steps too, with the same results
+    final_c, taps_c = ckpt.forward_intermediates(x)
+    final_p, taps_p = plain.forward_intermediates(x)
+    assert torch.equal(final_c, final_p)
+    assert all(torch.equal(a, b) for a, b in zip(taps_c, taps_p, strict=True))
 
 
 def check_pretrained(name: str, server: CheckpointServer, cache_dir: Path) -> None:

@@ -94,12 +94,7 @@ def test_grad_checkpointing_changes_nothing_but_memory() -> None:
 
     x = torch.randn(2, 3, 64, 64)
     check_grad_checkpointing(small(), x, enable)
-    model, plain = small(), small()
-    model.set_grad_checkpointing()
-    final, taps = model.forward_intermediates(x)
-    final_p, taps_p = plain.forward_intermediates(x)
-    assert torch.equal(final, final_p)
-    assert all(torch.equal(a, b) for a, b in zip(taps, taps_p, strict=True))
+    model = small()
     with pytest.raises(zoo.ZooError, match="enable"):
         model.set_grad_checkpointing(1)  # type: ignore[arg-type]  # what a caller could pass
 

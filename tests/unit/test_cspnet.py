@@ -106,14 +106,7 @@ def test_grad_checkpointing_changes_nothing_but_memory(norm_layer: str) -> None:
         model.set_grad_checkpointing(True)
 
     check_grad_checkpointing(small(norm_layer=norm_layer), torch.randn(2, 3, 32, 32), enable)
-    # forward_intermediates checkpoints its steps too, with the same results
-    model, plain = small(norm_layer=norm_layer), small(norm_layer=norm_layer)
-    model.set_grad_checkpointing()
-    x = torch.randn(2, 3, 32, 32)
-    final, taps = model.forward_intermediates(x)
-    final_p, taps_p = plain.forward_intermediates(x)
-    assert torch.equal(final, final_p)
-    assert all(torch.equal(a, b) for a, b in zip(taps, taps_p, strict=True))
+    model = small(norm_layer=norm_layer)
     with pytest.raises(zoo.ZooError, match="enable"):
         model.set_grad_checkpointing(None)  # type: ignore[arg-type]  # what a caller could pass
 

@@ -100,13 +100,7 @@ def test_grad_checkpointing_changes_nothing_but_memory() -> None:
         model.set_grad_checkpointing(True)
 
     check_grad_checkpointing(small(), torch.randn(2, 3, 64, 64), enable)
-    model, plain = small(), small()
-    model.set_grad_checkpointing()
-    x = torch.randn(2, 3, 64, 64)
-    final, taps = model.forward_intermediates(x)
-    final_p, taps_p = plain.forward_intermediates(x)
-    assert torch.equal(final, final_p)
-    assert all(torch.equal(a, b) for a, b in zip(taps, taps_p, strict=True))
+    model = small()
     with pytest.raises(zoo.ZooError, match="enable"):
         model.set_grad_checkpointing("yes")  # type: ignore[arg-type]  # what a caller could pass
 

@@ -115,12 +115,6 @@ def test_grad_checkpointing_changes_nothing_but_memory() -> None:
 
     x = torch.randn(2, 3, 64, 64)
     check_grad_checkpointing(small(), x, enable)
-    model, plain = small(), small()
-    model.set_grad_checkpointing()
-    final, taps = model.forward_intermediates(x)
-    final_p, taps_p = plain.forward_intermediates(x)
-    assert torch.equal(final, final_p)
-    assert all(torch.equal(a, b) for a, b in zip(taps, taps_p, strict=True))
 
 
 @pytest.mark.parametrize("downsample", ["conv1x1", "avg"])

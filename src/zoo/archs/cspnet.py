@@ -21,6 +21,7 @@ from zoo.archs.layers import (
     ConvNormAct,
     DropPath,
     GlobalPool,
+    HeadClassifierMixin,
     IntermediatesMixin,
     check_head,
     default_bias_,
@@ -285,7 +286,7 @@ def _stem(in_chans: int, cfg: StemCfg, cargs: _ConvArgs) -> tuple[nn.Sequential,
     return stem, taps, prev
 
 
-class CspNet(IntermediatesMixin, ZooModule):
+class CspNet(HeadClassifierMixin, IntermediatesMixin, ZooModule):
     """Cross-stage-partial network (or plain DarkNet): a stem, then stages of residual blocks; no final norm.
 
     set_grad_checkpointing recomputes the stem's and each stage's activations in backward.
@@ -385,17 +386,6 @@ class CspNet(IntermediatesMixin, ZooModule):
             for m in self.modules():
                 if isinstance(m, (BottleneckBlock, DarkBlock)):
                     m.zero_init_last()
-
-    def get_classifier(self) -> nn.Module:
-        """The classifier (Identity when num_classes is 0)."""
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the classifier with a fresh one (0: none); optionally change the pooling."""
-        pool = self.head.global_pool.pool_type if global_pool is None else global_pool
-        self.head = ClassifierHead(self.num_features, num_classes, pool, self.drop_rate)
-        self.num_classes = num_classes
-        self.head_hidden_size = self.head.num_features
 
     @torch.jit.unused
     def _features_checkpointed(self, x: torch.Tensor) -> torch.Tensor:

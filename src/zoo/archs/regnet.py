@@ -22,6 +22,7 @@ from zoo.archs.layers import (
     ConvNormAct,
     DropPath,
     GlobalPool,
+    HeadClassifierMixin,
     IntermediatesMixin,
     SEModule,
     check_head,
@@ -191,7 +192,7 @@ def _stage(
     return nn.Sequential(blocks)
 
 
-class RegNet(IntermediatesMixin, ZooModule):
+class RegNet(HeadClassifierMixin, IntermediatesMixin, ZooModule):
     """RegNet: a strided 3x3 stem, four stages s1..s4 of bottleneck blocks; dilation past output_stride.
 
     set_grad_checkpointing recomputes the stem's and each block's activations in backward.
@@ -267,17 +268,6 @@ class RegNet(IntermediatesMixin, ZooModule):
                 nn.init.zeros_(m.bias)
             elif zero_init_last and isinstance(m, Bottleneck):
                 m.zero_init_last()
-
-    def get_classifier(self) -> nn.Module:
-        """The classifier (Identity when num_classes is 0)."""
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the classifier with a fresh one (0: none); optionally change the pooling."""
-        pool = self.head.global_pool.pool_type if global_pool is None else global_pool
-        self.head = ClassifierHead(self.num_features, num_classes, pool, self.drop_rate)
-        self.num_classes = num_classes
-        self.head_hidden_size = self.head.num_features
 
     @torch.jit.unused
     def _features_checkpointed(self, x: torch.Tensor) -> torch.Tensor:

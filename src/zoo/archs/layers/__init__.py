@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from zoo.archs.layers.attention import EcaModule, SEModule, create_attn
-from zoo.archs.layers.classifier import ClassifierHead, check_head, make_fc
+from zoo.archs.layers.classifier import ClassifierHead, HeadClassifierMixin, check_head, make_fc
 from zoo.archs.layers.drop import DropPath, drop_path
 from zoo.archs.layers.helpers import get_padding, is_scripting, make_divisible
 from zoo.archs.layers.init import default_bias_, init_each_module, owns_state
@@ -36,6 +36,7 @@ __all__ = [
     "DropPath",
     "EcaModule",
     "GlobalPool",
+    "HeadClassifierMixin",
     "InPlaceAbn2d",
     "IntermediatesMixin",
     "SEModule",
