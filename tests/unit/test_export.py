@@ -107,6 +107,11 @@ def test_cli_onnx_features_and_opset(tmp_path: Path, checkpoint: Path) -> None:
         ("densenetblur121d", {"block_config": (2, 2, 2, 2)}),
         ("xception41", {}),
         ("darknet17", {}),
+        ("vit_tiny_patch16_224", {"depth": 2, "dynamic_img_size": True}),
+        ("convnext_tiny", {"depths": (1, 1, 1, 1)}),
+        ("efficientnet_b0", {}),
+        ("mobilenetv3_large_100", {}),
+        ("regnetx_016", {}),
     ],
 )
 def test_onnx_of_each_family_runs_in_onnxruntime(name: str, kwargs: dict[str, Any], tmp_path: Path) -> None:

@@ -12,14 +12,21 @@ from zoo.archs.layers.helpers import get_padding
 __all__ = ["Conv2dSame", "create_conv2d", "pad_same"]
 
 
+def _same_pad(size: int, kernel: int, stride: int, dilation: int) -> int:
+    """The total 'same' padding of one side length: enough for ceil(size / stride) outputs."""
+    reach = (kernel - 1) * dilation + 1
+    if reach >= stride:
+        # (ceil(size / stride) - 1) * stride + reach - size, written without max() or a branch on size,
+        # so torch.export keeps the size symbolic without a guard per layer
+        return (-size) % stride + reach - stride
+    return max((-(-size // stride) - 1) * stride + reach - size, 0)
+
+
 def pad_same(x: torch.Tensor, kernel_size: list[int], stride: list[int], dilation: list[int]) -> torch.Tensor:
     """Zero-pad x so a convolution gives ceil(size / stride) outputs, the extra pixel going right/bottom as in TF."""
-    ih, iw = x.shape[-2], x.shape[-1]
-    pad_h = max((-(-ih // stride[0]) - 1) * stride[0] + (kernel_size[0] - 1) * dilation[0] + 1 - ih, 0)
-    pad_w = max((-(-iw // stride[1]) - 1) * stride[1] + (kernel_size[1] - 1) * dilation[1] + 1 - iw, 0)
-    if pad_h > 0 or pad_w > 0:
-        x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
-    return x
+    pad_h = _same_pad(x.shape[-2], kernel_size[0], stride[0], dilation[0])
+    pad_w = _same_pad(x.shape[-1], kernel_size[1], stride[1], dilation[1])
+    return F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
 
 
 # the padding is computed from the input's size: fx records the call instead of tracing into it
