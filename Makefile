@@ -49,9 +49,12 @@ typecheck: $(VENV)/.dev
 ifeq ($(origin SEED), undefined)
 SEED := $(shell $(PYTHON) -c "import random; print(random.randrange(2**32))")
 endif
+# two pytest workers (pytest-xdist), a test file each at a time: the suite is CPU-bound and runs each
+# torch op on one thread, so CI's two cores halve its time; WORKERS=0 runs it in one process
+WORKERS ?= 2
 unit: $(VENV)/.dev
 	@echo "hypothesis seed: $(SEED) (replay with: make unit SEED=$(SEED))"
-	$(VENV)/bin/pytest -q --hypothesis-seed=$(SEED)
+	$(VENV)/bin/pytest -q -n $(WORKERS) --dist loadfile --hypothesis-seed=$(SEED) --durations=15
 
 test: lint typecheck unit
 
