@@ -16,6 +16,11 @@ def family_cfgs(family: str) -> dict[str, tuple[DefaultCfg, ...]]:
     return {name: tuple(DefaultCfg.from_dict(c) for c in cfgs) or (DefaultCfg(),) for name, cfgs in data.items()}
 
 
+def pruned_layout(name: str) -> str:
+    """The channel layout a pruned name is built at, shipped as package data (pruned/<name>.txt)."""
+    return resources.files("zoo.archs").joinpath("pruned").joinpath(f"{name}.txt").read_text(encoding="utf-8")
+
+
 def family_specs(
     module: str, constructor: ModelConstructor, archs: Mapping[str, Mapping[str, object]], feature_cfg: FeatureCfg
 ) -> tuple[ModelSpec, ...]:

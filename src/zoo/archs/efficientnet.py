@@ -8,7 +8,6 @@ eps and 'same' padding, as they were trained) rebuilt by the Pruner at the publi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from importlib import resources
 from typing import cast
 
 import attrs
@@ -16,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.archs._cfgs import family_specs
+from zoo.archs._cfgs import family_specs, pruned_layout
 from zoo.archs.base import ZooModule
 from zoo.archs.layers import (
     ACT_LAYERS,
@@ -221,12 +220,7 @@ _ARCHS: dict[str, dict[str, object]] = {
 }
 
 
-def _pruned_layout(name: str) -> str:
-    """The channel layout a pruned name is built at, shipped as package data (pruned/<name>.txt)."""
-    return resources.files("zoo.archs").joinpath("pruned").joinpath(f"{name}.txt").read_text(encoding="utf-8")
-
-
 MODEL_SPECS: tuple[ModelSpec, ...] = tuple(
-    attrs.evolve(spec, prune_spec=_pruned_layout(spec.name)) if spec.name.endswith("_pruned") else spec
+    attrs.evolve(spec, prune_spec=pruned_layout(spec.name)) if spec.name.endswith("_pruned") else spec
     for spec in family_specs(__name__, EfficientNet, _ARCHS, FeatureCfg(feature_cls="list", flatten_sequential=True))
 )

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.archs._cfgs import family_specs
+from zoo.archs._cfgs import family_specs, pruned_layout
 from zoo.archs.base import ZooModule
 from zoo.archs.layers import (
     POOL_TYPES,
@@ -477,13 +477,6 @@ _ARCHS: dict[str, dict[str, object]] = {
 }
 
 
-def _pruned_layout(name: str) -> str:
-    """The channel layout a pruned name is built at, shipped as package data (pruned/<name>.txt)."""
-    from importlib import resources
-
-    return resources.files("zoo.archs").joinpath("pruned").joinpath(f"{name}.txt").read_text(encoding="utf-8")
-
-
 # Pruned ECA-ResNet-D: the unpruned architecture rebuilt at the published checkpoints' channel widths.
 _PRUNED: dict[str, dict[str, object]] = {
     "ecaresnet50d_pruned": _ARCHS["ecaresnet50d"],
@@ -491,6 +484,6 @@ _PRUNED: dict[str, dict[str, object]] = {
 }
 
 MODEL_SPECS: tuple[ModelSpec, ...] = tuple(
-    attrs.evolve(spec, prune_spec=_pruned_layout(spec.name)) if spec.name in _PRUNED else spec
+    attrs.evolve(spec, prune_spec=pruned_layout(spec.name)) if spec.name in _PRUNED else spec
     for spec in family_specs(__name__, ResNet, {**_ARCHS, **_PRUNED}, FeatureCfg(feature_cls="list"))
 )
