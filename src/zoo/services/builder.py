@@ -12,6 +12,7 @@ from torch import nn
 from zoo.domain.errors import FeatureNotAvailableError, InvalidArgumentError, InvalidValueError
 from zoo.domain.protocols import FeatureWrapperFactory, Pruner, WeightLoader
 from zoo.domain.values import BuildRecord, BuildRequest, DefaultCfg, ModelSpec
+from zoo.services.parallel_init import parallel_random_fills
 
 # Applies a checkpoint to a model: (model, state_dict, spec, cfg, request, on_meta) -> model.
 WeightApplier = Callable[[nn.Module, dict[str, torch.Tensor], ModelSpec, DefaultCfg, BuildRequest, bool], nn.Module]
@@ -91,7 +92,9 @@ def _init_once(model: nn.Module, device: torch.device) -> None:
     materialize_parameters(model, device)
     # getattr: nn.Module's __getattr__ types the attribute as a tensor or a module
     init: Callable[[], object] = getattr(model, "init_all_weights")  # noqa: B009
-    init()
+    # drawing the random weights is most of the work; on the CPU it runs on torch's threads
+    with parallel_random_fills() if device.type == "cpu" else contextlib.nullcontext():
+        init()
     left = meta_tensors(model)
     if left:  # init_all_weights writes on real storage only; a meta tensor left here is a bug in the family
         raise RuntimeError(f"{type(model).__name__}: {left[:5]} still on the meta device after init_all_weights")
