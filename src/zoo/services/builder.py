@@ -66,16 +66,15 @@ def checkpoint_classes(state_dict: Mapping[str, torch.Tensor], cfg: DefaultCfg) 
     return int(weight.shape[0]) if weight is not None and weight.ndim >= 1 else None
 
 
-@contextlib.contextmanager
-def _device(meta: bool) -> Iterator[None]:
-    if meta:
-        # parameters only: buffers (some non-persistent, never in a checkpoint) must be computed for real
-        from zoo.services.weights.meta import parameters_on_meta
+def _construction(*, on_meta: bool, init_once: bool) -> contextlib.AbstractContextManager[None]:
+    """Where the constructor's parameters go: meta (a checkpoint will fill them), real but unwritten (the
+    model's init_all_weights writes each once), or real and initialised by the constructor."""
+    from zoo.services.weights.meta import parameters_on_meta, parameters_unwritten
 
-        with parameters_on_meta():
-            yield
-    else:
-        yield
+    if on_meta:
+        # parameters only: buffers (some non-persistent, never in a checkpoint) must be computed for real
+        return parameters_on_meta()
+    return parameters_unwritten() if init_once else contextlib.nullcontext()
 
 
 def initialises_itself(spec: ModelSpec) -> bool:
@@ -86,7 +85,7 @@ def initialises_itself(spec: ModelSpec) -> bool:
 
 
 def _init_once(model: nn.Module, device: torch.device) -> None:
-    """Materialise the parameters built on meta (on device) and run the model's init_all_weights over them."""
+    """Run the model's init_all_weights over its parameters (given storage on device first if on meta)."""
     from zoo.services.weights.meta import materialize_parameters, meta_tensors
 
     materialize_parameters(model, device)
@@ -180,17 +179,18 @@ class Builder:
                 kwargs["num_classes"] = classes
         # the meta device skips random init; the applier materialises what the checkpoint lacks
         on_meta = state_dict is not None
-        # a family that initialises every tensor itself is initialised once, after pruning, on real storage
+        # a family that initialises every tensor itself is initialised once, after pruning
         # (not when the caller builds under torch.device("meta"): then nothing is to be initialised)
         device = torch.get_default_device()
         init_once = state_dict is None and device.type != "meta" and initialises_itself(spec)
-        with _device(on_meta or init_once):
+        prune_spec = _prune_spec(spec, request) if self.pruner is not None else None
+        # a model to be pruned is built on meta either way: pruning there allocates and initialises nothing
+        with _construction(on_meta=on_meta or (init_once and prune_spec is not None), init_once=init_once):
             model = _construct(spec, kwargs)
-        prune_spec = _prune_spec(spec, request)
         if prune_spec is not None and self.pruner is not None:
             model = self.pruner.prune(model, prune_spec)
         if init_once:
-            with _allocation_is_the_request(spec, kwargs):  # the parameters are allocated here, not above
+            with _allocation_is_the_request(spec, kwargs):  # a pruned model's parameters are allocated here
                 _init_once(model, device)
         if state_dict is not None and self.weight_applier is not None:
             model = self.weight_applier(model, state_dict, spec, cfg, request, on_meta)

@@ -65,7 +65,13 @@ def _writes_values(func: Callable[..., object]) -> bool:
     return name in _VALUE_WRITES or (getattr(func, "__module__", None) == "torch.nn.init" and name.endswith("_"))
 
 
-class _SkipWritesToMeta(TorchFunctionMode):
+class _SkipWrites(TorchFunctionMode):
+    """Skips every value write (see _writes_values) to a tensor `skips` picks; runs everything else."""
+
+    def __init__(self, skips: Callable[[torch.Tensor], bool]) -> None:
+        super().__init__()
+        self.skips = skips
+
     def __torch_function__(
         self,
         func: Callable[..., object],
@@ -75,9 +81,17 @@ class _SkipWritesToMeta(TorchFunctionMode):
     ) -> object:
         # torch.nn.init hands its tensor over as a keyword
         target = args[0] if args else (kwargs or {}).get("tensor")
-        if isinstance(target, torch.Tensor) and target.is_meta and _writes_values(func):
+        if isinstance(target, torch.Tensor) and _writes_values(func) and self.skips(target):
             return target
         return func(*args, **(kwargs or {}))
+
+
+def _is_meta(t: torch.Tensor) -> bool:
+    return t.is_meta
+
+
+def _is_parameter(t: torch.Tensor) -> bool:
+    return isinstance(t, nn.Parameter)
 
 
 @contextlib.contextmanager
@@ -92,10 +106,24 @@ def parameters_on_meta() -> Iterator[None]:
     outer = getattr(_local, "moved", None)
     _local.moved = {} if outer is None else outer
     try:
-        with _SkipWritesToMeta():  # torch function modes are per thread, like _local
+        with _SkipWrites(_is_meta):  # torch function modes are per thread, like _local
             yield
     finally:
         _local.moved = outer
+
+
+@contextlib.contextmanager
+def parameters_unwritten() -> Iterator[None]:
+    """Modules constructed inside get real parameters whose values are never written: for an init that writes each once.
+
+    Every in-place write to an nn.Parameter (torch's default init, a family's own init pass) is
+    skipped, so the parameters hold whatever memory held until something writes them; buffers are
+    computed for real. Against parameters_on_meta, nothing is allocated twice: building on meta
+    still allocates each parameter (torch.empty) before moving it, and allocating it again after
+    the build lands on fresh pages, paying a page fault per 4 KiB when the init first writes them.
+    """
+    with _SkipWrites(_is_parameter):
+        yield
 
 
 def _install_hook() -> None:
@@ -120,13 +148,17 @@ def meta_tensors(model: nn.Module) -> list[tuple[str, str]]:
 def materialize_parameters(model: nn.Module, device: torch.device | str = "cpu", *, fill: float | None = None) -> None:
     """Give each parameter still on the meta device real storage on device, uninitialised (or fill).
 
-    Parameters shared between modules stay shared. fill writes a value instead (NaN, say, to check
-    that an init writes every parameter); buffers are left as they are.
+    Parameters shared between modules stay shared. fill writes a value into every parameter, those
+    already real included (NaN, say, to check that an init writes every parameter); buffers are left
+    as they are.
     """
     memo: dict[int, nn.Parameter] = {}
     for module in model.modules():
         for name, param in list(module.named_parameters(recurse=False)):
             if not param.is_meta:
+                if fill is not None:
+                    with torch.no_grad():
+                        param.fill_(fill)
                 continue
             new = memo.get(id(param))
             if new is None:
