@@ -77,7 +77,7 @@ def main() -> int:
     section("import", imports)
     section(
         "create: one-pass init / default init first (target <= 0.6)",
-        lambda: create_time.report(create_time.measure(args.models, runs)),
+        lambda: create_time.report(create_time.measure_threads(args.models, runs, create_time.thread_counts())),
     )
     section("pretrained", pretrained)
     section(

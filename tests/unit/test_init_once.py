@@ -29,7 +29,7 @@ from zoo.services.registry import Registry
 from zoo.services.weights import meta
 
 ALL = zoo.list_models()
-# one per family that opts in (xception does not: its init is torch's defaults alone), and the variants
+# one per family that opts in (xception: torch's defaults alone, no rule of its own), and the variants
 # that bring their own kinds of layer: SE convs with biases, ECA's Conv1d, blur pooling's computed
 # buffer, in-place ABN, a pruned layout
 REPRESENTATIVE = (
@@ -38,6 +38,7 @@ REPRESENTATIVE = (
     "ecaresnet50d_pruned",
     "densenetblur121d",
     "cspresnext50_iabn",
+    "xception41",
 )
 
 

@@ -28,6 +28,7 @@ from zoo.archs.layers import (
     is_scripting,
     sequential_prefix,
 )
+from zoo.archs.layers.init import init_each_module
 from zoo.archs.surface import TapStep, checkpoint_call, take_taps
 from zoo.domain.checks import check_bool, check_choice, check_float, check_int, check_ints
 from zoo.domain.errors import InvalidValueError
@@ -185,12 +186,16 @@ class XceptionBlock(nn.Module):
         return clone
 
 
+def _no_rule(module: nn.Module) -> bool:
+    return False
+
+
 class XceptionAligned(IntermediatesMixin, ZooModule):
     """Aligned Xception: a two-conv stem, then Xception blocks; dilation replaces striding past output_stride.
 
-    set_grad_checkpointing recomputes each block's activations in backward. It defines no
-    init_all_weights: its init is torch's defaults alone, so one-pass creation has no double work to
-    save, and measured slower (benchmarks/create_time.py, 1.1-1.2x).
+    set_grad_checkpointing recomputes each block's activations in backward. Its init is torch's
+    defaults alone, so one-pass creation has no double work to save; it opts in for the random fills
+    running on torch's threads (see zoo.services.parallel_init).
     """
 
     def __init__(
@@ -272,6 +277,10 @@ class XceptionAligned(IntermediatesMixin, ZooModule):
         self.act: nn.Module = nn.ReLU() if preact else nn.Identity()
         self.head = ClassifierHead(self.num_features, num_classes, global_pool, drop_rate)
         self.head_hidden_size = self.head.num_features
+
+    def init_all_weights(self) -> None:
+        """Every tensor once, with torch's default init (the family has no rule of its own)."""
+        init_each_module(self, _no_rule)
 
     def get_classifier(self) -> nn.Module:
         """The classifier (Identity when num_classes is 0)."""
