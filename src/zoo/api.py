@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 from zoo.domain.checks import MAX_WIDTH, check_bool, check_int
-from zoo.domain.errors import InvalidArgumentError, InvalidValueError
+from zoo.domain.errors import FeatureNotAvailableError, InvalidArgumentError, InvalidValueError
 from zoo.domain.protocols import FeatureWrapperFactory, Pruner, WeightLoader
 from zoo.domain.values import BuildRequest, DefaultCfg, ModelSpec
 
@@ -203,11 +203,15 @@ class ModelZoo:
 
         if not is_saved_name(name):
             return None
-        from zoo.services.weights import CachedWeightLoader
-
-        loader = self._weight_loader
-        hub = loader if isinstance(loader, CachedWeightLoader) else CachedWeightLoader()
-        return read_saved(name, fetch_hub_file=lambda hub_id, filename: hub.fetch_hub_file(hub_id, filename))
+        # the zoo's own loader, the injected one when given: a fake or a mirror serves config.json as it serves weights
+        loader = self._weight_loader if self._weight_loader is not None else self.builder.weight_loader
+        fetch = getattr(loader, "fetch_hub_file", None)
+        if not callable(fetch):  # a loader written before fetch_hub_file joined the protocol: say what is missing
+            raise FeatureNotAvailableError(
+                f"{name!r} needs its config.json from the hub, and this ModelZoo's WeightLoader "
+                f"({type(loader).__qualname__}) has no fetch_hub_file(hub_id, filename) -> Path"
+            )
+        return read_saved(name, fetch_hub_file=fetch)
 
     def _saved_spec(self, saved: SavedModel) -> ModelSpec:
         from zoo.domain.errors import SavedModelError, UnknownModelError

@@ -4,22 +4,30 @@ from __future__ import annotations
 
 import functools
 import json
+import socket
 import warnings
 from pathlib import Path
+from typing import cast
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import zoo
 from weights_support import CheckpointServer, torch_bytes
+from zoo.api import ModelZoo
 from zoo.archs.base import ZooModule
-from zoo.domain import BuildRecord
+from zoo.domain import BuildRecord, DefaultCfg
 from zoo.domain.errors import (
+    FeatureNotAvailableError,
     HubRepoNotFoundError,
     InvalidArgumentError,
     InvalidValueError,
     SavedModelError,
+    WeightsUnavailableError,
 )
+from zoo.domain.protocols import WeightLoader
+from zoo.services.weights import StateDictLoader
 
 X = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
 
@@ -178,3 +186,54 @@ def test_saving_needs_a_zoo_built_model_and_json_keywords(tmp_path: Path) -> Non
     with pytest.raises(SavedModelError, match=r"attn_layer=<object .*> cannot be written to config\.json"):
         zoo.save_pretrained(model, tmp_path / "odd")
     assert not (tmp_path / "odd").exists()
+
+
+class FakeHub:
+    """A WeightLoader serving one saved directory as hub repo `repo`: records every call, touches no network."""
+
+    def __init__(self, repo: str, directory: Path) -> None:
+        self.repo, self.directory = repo, directory
+        self.fetched: list[tuple[str, str]] = []
+        self.loaded: list[DefaultCfg] = []
+
+    def load_state_dict(self, cfg: DefaultCfg, *, checkpoint_path: str | None = None) -> dict[str, torch.Tensor]:
+        self.loaded.append(cfg)
+        assert cfg.hf_hub_id == self.repo and checkpoint_path is None
+        return dict(load_file(self.directory / "model.safetensors"))
+
+    def fetch_hub_file(self, hub_id: str, filename: str) -> Path:
+        self.fetched.append((hub_id, filename))
+        if hub_id != self.repo:
+            raise HubRepoNotFoundError(f"{hub_id!r} not found in the fake hub")
+        return self.directory / filename
+
+
+def test_hf_hub_name_is_served_by_the_injected_loader(saved_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an injected loader must serve hf-hub: names without the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    fake = FakeHub("me/r18-ft@v2", saved_dir)
+    app = ModelZoo(weight_loader=fake)
+    model = app.create_model("hf-hub:me/r18-ft@v2", pretrained=True).eval()
+    assert fake.fetched == [("me/r18-ft@v2", "config.json")]
+    assert [cfg.hf_hub_id for cfg in fake.loaded] == ["me/r18-ft@v2"]
+    with torch.no_grad():
+        assert torch.equal(model(X), fine_tuned()(X))
+    assert app.get_default_cfg("hf-hub:me/r18-ft@v2").num_classes == 10
+    with pytest.raises(HubRepoNotFoundError, match="'me/other' not found in the fake hub"):
+        app.create_model("hf-hub:me/other")
+
+
+def test_hf_hub_names_need_a_loader_that_fetches_hub_files(saved_dir: Path) -> None:
+    # an in-memory loader has no hub: it refuses by name; a loader written without the method is named too
+    with pytest.raises(WeightsUnavailableError, match=r"config\.json of hub repo 'me/r18-ft' is not available"):
+        ModelZoo(weight_loader=StateDictLoader({})).create_model("hf-hub:me/r18-ft")
+
+    class OldLoader:
+        def load_state_dict(self, cfg: DefaultCfg, *, checkpoint_path: str | None = None) -> dict[str, torch.Tensor]:
+            raise AssertionError("not reached")
+
+    old = ModelZoo(weight_loader=cast(WeightLoader, OldLoader()))  # as an untyped caller would hand it in
+    with pytest.raises(FeatureNotAvailableError, match=r"OldLoader\) has no fetch_hub_file"):
+        old.create_model("hf-hub:me/r18-ft")
