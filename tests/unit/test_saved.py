@@ -198,7 +198,8 @@ class FakeHub:
 
     def load_state_dict(self, cfg: DefaultCfg, *, checkpoint_path: str | None = None) -> dict[str, torch.Tensor]:
         self.loaded.append(cfg)
-        assert cfg.hf_hub_id == self.repo and checkpoint_path is None
+        assert cfg.hf_hub_id == self.repo
+        assert checkpoint_path is None
         return dict(load_file(self.directory / "model.safetensors"))
 
     def fetch_hub_file(self, hub_id: str, filename: str) -> Path:
