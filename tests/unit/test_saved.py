@@ -238,3 +238,72 @@ def test_hf_hub_names_need_a_loader_that_fetches_hub_files(saved_dir: Path) -> N
     old = ModelZoo(weight_loader=cast(WeightLoader, OldLoader()))  # as an untyped caller would hand it in
     with pytest.raises(FeatureNotAvailableError, match=r"OldLoader\) has no fetch_hub_file"):
         old.create_model("hf-hub:me/r18-ft")
+
+
+# a caller's layout for resnet18: the first block's inner width 64 -> 16, layer2's first block 128 -> 40
+NARROW = (
+    "layer1.0.conv1.weight:[16, 64, 3, 3]***layer1.0.bn1.weight:[16]***layer1.0.conv2.weight:[64, 16, 3, 3]***"
+    "layer2.0.conv1.weight:[40, 64, 3, 3]***layer2.0.bn1.weight:[40]***layer2.0.conv2.weight:[128, 40, 3, 3]"
+)
+
+
+def test_a_custom_prune_spec_round_trips(tmp_path: Path) -> None:
+    torch.manual_seed(2)
+    model = zoo.create_model("resnet18", num_classes=10, prune_spec=NARROW).eval()
+    assert model.build_record.prune_spec == NARROW
+    saved = zoo.save_pretrained(model, tmp_path / "narrow")
+    assert json.loads((saved / "config.json").read_text())["prune_spec"] == NARROW
+    loaded = zoo.create_model(f"local-dir:{saved}", pretrained=True).eval()
+    assert loaded.get_parameter("layer1.0.conv1.weight").shape == (16, 64, 3, 3)
+    with torch.no_grad():
+        assert torch.equal(loaded(X), model(X))
+    assert loaded.build_record.prune_spec == NARROW  # so saving it again keeps the layout
+    assert json.loads((zoo.save_pretrained(loaded, tmp_path / "again") / "config.json").read_text()) == json.loads(
+        (saved / "config.json").read_text()
+    )
+
+
+def test_a_published_pruned_name_round_trips_by_its_name(tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    model = zoo.create_model("efficientnet_b1_pruned", num_classes=5).eval()
+    saved = zoo.save_pretrained(model, tmp_path / "b1p")
+    config = json.loads((saved / "config.json").read_text())
+    assert config["architecture"] == "efficientnet_b1_pruned"
+    assert "prune_spec" not in config  # the name carries its layout, as timm's config.json has it
+    loaded = zoo.create_model(f"local-dir:{saved}", pretrained=True).eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(X), model(X))
+
+
+def test_a_model_changed_after_creation_is_not_saved_unloadable(tmp_path: Path) -> None:
+    from zoo.services.pruner import ChannelPruner
+
+    by_hand = ChannelPruner().apply(zoo.create_model("resnet18", num_classes=10), NARROW)
+    with pytest.raises(
+        SavedModelError,
+        match=r"as 'resnet18' to .*: its layers are not the ones config\.json rebuilds \(model_args and the "
+        r"architecture's own channel layout\): layer1\.0\.conv1\.weight is \(16, 64, 3, 3\), the rebuilt "
+        r"model's is \(64, 64, 3, 3\);.* \(and \d+ more\)\. .*create_model\(name, prune_spec=\.\.\.\)",
+    ):
+        zoo.save_pretrained(by_hand, tmp_path / "by-hand")
+    assert not (tmp_path / "by-hand").exists()
+    # the same layout given to create_model is recorded, so that model saves and loads
+    recorded = zoo.create_model("resnet18", num_classes=10, prune_spec=NARROW)
+    recorded.load_state_dict(by_hand.state_dict())
+    assert zoo.save_pretrained(recorded, tmp_path / "recorded").is_dir()
+    # a layer replaced by hand: keys the architecture does not have
+    extra = zoo.create_model("resnet18", num_classes=10, prune_spec=NARROW)
+    extra.fc = torch.nn.Sequential(torch.nn.Linear(512, 10))  # the edit under test
+    with pytest.raises(SavedModelError, match=r"fc\.weight is missing; .*fc\.0\.weight is not in the rebuilt model"):
+        zoo.save_pretrained(extra, tmp_path / "extra")
+    with pytest.raises(SavedModelError, match=r"config\.json would not build it back: .*'not_a_model'"):
+        zoo.save_pretrained(recorded, tmp_path / "odd", architecture="not_a_model")
+    assert not (tmp_path / "extra").exists()
+    assert not (tmp_path / "odd").exists()
+
+
+def test_a_saved_prune_spec_that_is_not_one_is_named(tmp_path: Path) -> None:
+    config = {"architecture": "resnet18", "pretrained_cfg": {}, "prune_spec": "layer1.0.conv1.weight:[16, x]"}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SavedModelError, match=r"config\.json: prune_spec is invalid: .*layer1\.0\.conv1\.weight"):
+        zoo.create_model(f"local-dir:{tmp_path}")
