@@ -36,7 +36,11 @@ X = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
 def fine_tuned() -> ZooModule:
     """resnet18 with a 10-class head, a model keyword, a drop rate, and weights and statistics moved off their init."""
     torch.manual_seed(1)
-    model = zoo.create_model("resnet18", num_classes=10, output_stride=16, drop_rate=0.25)
+    return moved_off_init(zoo.create_model("resnet18", num_classes=10, output_stride=16, drop_rate=0.25))
+
+
+def moved_off_init(model: ZooModule) -> ZooModule:
+    """model in eval mode with every weight and statistic moved off its init (the zero-init norms included)."""
     with torch.no_grad():
         for t in model.state_dict().values():
             if t.is_floating_point():
@@ -249,7 +253,7 @@ NARROW = (
 
 def test_a_custom_prune_spec_round_trips(tmp_path: Path) -> None:
     torch.manual_seed(2)
-    model = zoo.create_model("resnet18", num_classes=10, prune_spec=NARROW).eval()
+    model = moved_off_init(zoo.create_model("resnet18", num_classes=10, prune_spec=NARROW))
     assert model.build_record.prune_spec == NARROW
     saved = zoo.save_pretrained(model, tmp_path / "narrow")
     assert json.loads((saved / "config.json").read_text())["prune_spec"] == NARROW
@@ -265,7 +269,7 @@ def test_a_custom_prune_spec_round_trips(tmp_path: Path) -> None:
 
 def test_a_published_pruned_name_round_trips_by_its_name(tmp_path: Path) -> None:
     torch.manual_seed(3)
-    model = zoo.create_model("efficientnet_b1_pruned", num_classes=5).eval()
+    model = moved_off_init(zoo.create_model("efficientnet_b1_pruned", num_classes=5))
     saved = zoo.save_pretrained(model, tmp_path / "b1p")
     config = json.loads((saved / "config.json").read_text())
     assert config["architecture"] == "efficientnet_b1_pruned"
