@@ -9,13 +9,14 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 from zoo.domain.checks import MAX_WIDTH, check_bool, check_int
-from zoo.domain.errors import InvalidArgumentError, InvalidValueError
+from zoo.domain.errors import FeatureNotAvailableError, InvalidArgumentError, InvalidValueError
 from zoo.domain.protocols import FeatureWrapperFactory, Pruner, WeightLoader
 from zoo.domain.values import BuildRequest, DefaultCfg, ModelSpec
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    import torch
     from torch import nn
     from torch.distributed import ProcessGroup
 
@@ -178,6 +179,7 @@ class ModelZoo:
             # the saved cfg in full (so nothing of the architecture's default source survives), then the caller's
             pretrained_cfg_overlay = {**saved.cfg.to_dict(), **_overlay(pretrained_cfg_overlay)}
             model_kwargs = {**self._saved_model_args(saved, spec), **model_kwargs}
+            prune_spec = saved.prune_spec if prune_spec is None else prune_spec  # a caller's layout replaces it
         # a keyword of create_model, not of the constructor: kept in **model_kwargs so every signature stays as is
         request = BuildRequest(
             tag=tag,
@@ -193,6 +195,8 @@ class ModelZoo:
             prune_spec=_prune_spec(prune_spec),
         )
         model = self.builder.build(spec, request)
+        if request.prune_spec is not None:  # the layout is part of what rebuilds the model (save_pretrained)
+            _evolve_record(model, prune_spec=request.prune_spec)
         if saved is not None and saved.label_names:
             _keep_label_names(model, saved.label_names)
         return _as_extractor(model, spec) if features_only else _as_zoo_module(model, spec)
@@ -203,11 +207,59 @@ class ModelZoo:
 
         if not is_saved_name(name):
             return None
-        from zoo.services.weights import CachedWeightLoader
+        # the zoo's own loader, the injected one when given: a fake or a mirror serves config.json as it serves weights
+        loader = self._weight_loader if self._weight_loader is not None else self.builder.weight_loader
+        fetch = getattr(loader, "fetch_hub_file", None)
+        if not callable(fetch):  # a loader written before fetch_hub_file joined the protocol: say what is missing
+            raise FeatureNotAvailableError(
+                f"{name!r} needs its config.json from the hub, and this ModelZoo's WeightLoader "
+                f"({type(loader).__qualname__}) has no fetch_hub_file(hub_id, filename) -> Path"
+            )
+        return read_saved(name, fetch_hub_file=fetch)
 
-        loader = self._weight_loader
-        hub = loader if isinstance(loader, CachedWeightLoader) else CachedWeightLoader()
-        return read_saved(name, fetch_hub_file=lambda hub_id, filename: hub.fetch_hub_file(hub_id, filename))
+    def save_pretrained(
+        self,
+        model: nn.Module,
+        directory: str | os.PathLike[str],
+        *,
+        label_names: Sequence[str] | None = None,
+        architecture: str | None = None,
+    ) -> Path:
+        """Write model.safetensors and config.json into directory; see zoo.api.save_pretrained.
+
+        Nothing is written unless this zoo builds config.json back to the model's exact layout.
+        """
+        from zoo.services.saved import save_pretrained as save
+
+        return save(model, directory, label_names=label_names, architecture=architecture, rebuild=self._rebuild_saved)
+
+    def _rebuild_saved(self, saved: SavedModel, tensors: Mapping[str, torch.Tensor]) -> nn.Module:
+        """What create_model(saved name, pretrained=True) builds, its parameters left on the meta device.
+
+        Built as a load is (the tensors stand in for the checkpoint), so no parameter memory or random
+        init is spent; they are not assigned, only the layout is wanted.
+        """
+        from zoo.services.builder import Builder
+        from zoo.services.weights import StateDictLoader
+
+        class Handed(StateDictLoader):
+            def load_state_dict(
+                self, cfg: DefaultCfg, *, checkpoint_path: str | None = None
+            ) -> dict[str, torch.Tensor]:
+                return dict(tensors)  # read for the class count only: no copy needed
+
+        def keep_layout(model: nn.Module, *args: object) -> nn.Module:
+            return model
+
+        spec = self._saved_spec(saved)
+        request = BuildRequest(
+            pretrained=True,
+            cfg_overlay=saved.cfg.to_dict(),
+            model_kwargs=self._saved_model_args(saved, spec),
+            prune_spec=saved.prune_spec,
+        )
+        builder = Builder(weight_loader=Handed({}), weight_applier=keep_layout, pruner=self.builder.pruner)
+        return builder.build(spec, request)
 
     def _saved_spec(self, saved: SavedModel) -> ModelSpec:
         from zoo.domain.errors import SavedModelError, UnknownModelError
@@ -265,13 +317,21 @@ class ModelZoo:
 
 def _keep_label_names(model: object, names: tuple[str, ...]) -> None:
     """Carry a saved model's class names on the built model while its class count still matches them."""
+    if getattr(model, "num_classes", None) == len(names):
+        _evolve_record(model, label_names=names)
+
+
+def _evolve_record(model: object, *, label_names: tuple[str, ...] | None = None, prune_spec: str | None = None) -> None:
+    """Set fields of the model's BuildRecord (a frozen value: a new one is attached); None leaves a field as is."""
     import attrs
 
     from zoo.domain.values import BuildRecord
 
     record = getattr(model, "build_record", None)
-    if isinstance(record, BuildRecord) and getattr(model, "num_classes", None) == len(names):
-        object.__setattr__(model, "build_record", attrs.evolve(record, label_names=names))
+    if isinstance(record, BuildRecord):
+        names = record.label_names if label_names is None else label_names
+        layout = record.prune_spec if prune_spec is None else prune_spec
+        object.__setattr__(model, "build_record", attrs.evolve(record, label_names=names, prune_spec=layout))
 
 
 def _as_zoo_module(model: object, spec: ModelSpec) -> ZooModule:
@@ -408,11 +468,10 @@ def save_pretrained(
 ) -> Path:
     """Write model.safetensors and config.json (the hub's model-card layout timm reads) into directory.
 
-    `create_model("local-dir:DIR", pretrained=True)` (or `"hf-hub:org/name"` once uploaded) builds it back.
+    `create_model("local-dir:DIR", pretrained=True)` (or `"hf-hub:org/name"` once uploaded) builds it back;
+    a model changed after create_model in a way config.json cannot describe raises SavedModelError instead.
     """
-    from zoo.services.saved import save_pretrained as save
-
-    return save(model, directory, label_names=label_names, architecture=architecture)
+    return default_zoo().save_pretrained(model, directory, label_names=label_names, architecture=architecture)
 
 
 def list_models(

@@ -18,7 +18,9 @@ from zoo.domain.values import FEATURE_CLASSES, BuildRequest, DefaultCfg, ModelSp
 
 if TYPE_CHECKING:
     import torch
+    from PIL.Image import Image
 
+    from zoo.archs.base import ZooModule
     from zoo.services.features import FeatureExtractor
 
 
@@ -98,9 +100,7 @@ def _info_record(spec: ModelSpec, cfg: DefaultCfg, model: object) -> dict[str, o
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from zoo.data import resolve_data_config
-    from zoo.data.labels import IMAGENET_1K_CLASSES
-    from zoo.data.predict import classify, load_image
+    from zoo.data.predict import load_image
 
     spec, cfg = api.default_zoo().registry.resolve(args.model)  # an unknown name fails before any image is read
     name = f"{spec.name}.{cfg.tag}" if cfg.tag else spec.name
@@ -108,12 +108,29 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     images = [load_image(path, channels=cfg.input_size[0]) for path in args.images]
     checkpoint = args.checkpoint
     model = api.create_model(args.model, pretrained=checkpoint is None, checkpoint_path=checkpoint)
+    return _predict(model, name, list(zip(args.images, images, strict=True)), top_k, checkpoint, as_json=args.json)
+
+
+def _predict(
+    model: ZooModule,
+    name: str,
+    images: Sequence[tuple[str, Image]],
+    top_k: int,
+    checkpoint: str | None,
+    *,
+    as_json: bool,
+) -> int:
+    """`zoo predict`'s output for a model already built and its (path, image) pairs; checkpoint names the weights."""
+    from zoo.data import resolve_data_config
+    from zoo.data.labels import IMAGENET_1K_CLASSES
+    from zoo.data.predict import classify
+
     if model.num_classes:  # none: classify says the model has no classifier
         top_k = check_int("--top-k", top_k, ge=1, le=model.num_classes)
     data_cfg = resolve_data_config(model)
-    results = classify(model, images, top_k=top_k, data_cfg=data_cfg)
+    results = classify(model, [image for _, image in images], top_k=top_k, data_cfg=data_cfg)
     weights = f"checkpoint {checkpoint}" if checkpoint else "pretrained weights"
-    if args.json:
+    if as_json:
         record = {
             "model": name,
             "weights": {"source": "checkpoint" if checkpoint else "pretrained", "checkpoint": checkpoint},
@@ -121,7 +138,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             "labels": "imagenet-1k" if model.num_classes == IMAGENET_1K_CLASSES else None,
             "images": [
                 {"path": path, "predictions": [p.to_dict() for p in preds]}
-                for path, preds in zip(args.images, results, strict=True)
+                for (path, _), preds in zip(images, results, strict=True)
             ],
         }
         print(json.dumps(record, indent=2))
@@ -131,7 +148,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         f"{name} ({weights}); input {height}x{width}, {data_cfg.interpolation}, "
         f"crop_pct {data_cfg.crop_pct} ({data_cfg.crop_mode})"
     )
-    for path, preds in zip(args.images, results, strict=True):
+    for (path, _), preds in zip(images, results, strict=True):
         print(path)
         for rank, p in enumerate(preds, 1):
             label = f"{p.label}  ({p.index}, {p.synset})" if p.label is not None else f"class {p.index}"
@@ -265,6 +282,7 @@ def _demo_predict() -> None:
     import torch
     from safetensors.torch import save_file
 
+    from zoo.data.predict import load_image
     from zoo.data.sample import draw_beach
     from zoo.domain.errors import WeightsError
     from zoo.services.weights import CachedWeightLoader
@@ -278,19 +296,21 @@ def _demo_predict() -> None:
         hub = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
         problem = _network_problem([hub, cfg.url])
         checkpoint: Path | None = None
+        # the model is built once, here, and handed to predict: loading it again there would double the demo's wait
         try:
             if problem is None:
                 print(f"  weights:      {name}'s published weights (downloaded into the cache on first use)")
-                api.create_model(name, pretrained=True)
+                model = api.create_model(name, pretrained=True)
             else:  # no network: weights an earlier run left in the cache still serve
                 offline = api.ModelZoo(weight_loader=CachedWeightLoader(offline=True, progress=False))
-                offline.create_model(name, pretrained=True)
+                model = offline.create_model(name, pretrained=True)
                 print(f"  weights:      {name}'s published weights, from the cache (no network: {problem})")
         except WeightsError as e:
             checkpoint = Path(tmp) / "resnet18-random-init.safetensors"
             with torch.random.fork_rng():
                 torch.manual_seed(0)
                 model = api.create_model(name)
+            # written so that the command shown below is the one that gives these results
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(checkpoint))
             print(f"  weights:      NOT AVAILABLE ({problem or e})")
             print(f"                the demo wrote {checkpoint.name}, a RANDOMLY INITIALISED {name.split('.')[0]}:")
@@ -300,13 +320,12 @@ def _demo_predict() -> None:
         if checkpoint is not None:
             argv += ["--checkpoint", str(checkpoint)]
         print("  $ zoo " + " ".join(a if a.startswith("-") else Path(a).name for a in argv))
+        pictures = [(str(image), load_image(image, channels=cfg.input_size[0]))]
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            code = main(argv)
+            _predict(model, name, pictures, 5, None if checkpoint is None else str(checkpoint), as_json=False)
         for line in out.getvalue().splitlines():
             print(f"  {line}")
-        if code != 0:
-            raise InvalidValueError(f"zoo predict failed with exit code {code} in the demo")
 
 
 class _Collect(logging.Handler):

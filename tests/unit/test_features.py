@@ -37,6 +37,7 @@ from zoo.services.features import (
     FeatureHookNet,
     FeatureListNet,
 )
+from zoo.services.weights import StateDictLoader
 
 FACTORY = FeatureFactory()
 CFG = FeatureCfg()
@@ -391,10 +392,6 @@ def test_pretrained_weights_load_into_the_classifier_before_wrapping(x: torch.Te
     assert isinstance(source, ResNet)
     seen: list[type[nn.Module]] = []
 
-    class Loader:
-        def load_state_dict(self, cfg: DefaultCfg, *, checkpoint_path: str | None = None) -> dict[str, torch.Tensor]:
-            return source.state_dict()
-
     def apply(
         model: nn.Module,
         state_dict: dict[str, torch.Tensor],
@@ -407,7 +404,7 @@ def test_pretrained_weights_load_into_the_classifier_before_wrapping(x: torch.Te
         model.load_state_dict(state_dict, assign=on_meta)
         return model
 
-    app = ModelZoo(weight_loader=Loader(), weight_applier=apply, feature_factory=FACTORY)
+    app = ModelZoo(weight_loader=StateDictLoader(source.state_dict()), weight_applier=apply, feature_factory=FACTORY)
     extractor = app.create_model("resnet18", pretrained=True, features_only=True, out_indices=(2, 4)).eval()
     assert seen == [ResNet]
     with torch.no_grad():

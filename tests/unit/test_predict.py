@@ -12,19 +12,22 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 import zoo
 from modelcache import built
-from zoo import cli
+from zoo import api, cli
+from zoo.api import ModelZoo
 from zoo.archs.resnet import ResNet
 from zoo.cli import main
 from zoo.data import create_transform, resolve_data_config
 from zoo.data.predict import classify, load_image
 from zoo.data.sample import draw_beach
 from zoo.domain.errors import InvalidValueError
-from zoo.domain.values import DefaultCfg
+from zoo.domain.values import BuildRequest, DefaultCfg, ModelSpec
+from zoo.services.builder import Builder
+from zoo.services.weights import StateDictLoader
 
 # a classifier whose logits are its bias (zero weights): the ranking and probabilities are known up front
 BIAS = {281: 5.0, 282: 4.0, 7: 3.0}
@@ -241,11 +244,58 @@ def test_info_json_of_a_pruned_model(capsys: pytest.CaptureFixture[str]) -> None
 # --- the demo ------------------------------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The name of every model a Builder finishes building while the test runs."""
+    done: list[str] = []
+    build = Builder.build
+
+    def counted(self: Builder, spec: ModelSpec, request: BuildRequest) -> nn.Module:
+        model = build(self, spec, request)
+        done.append(spec.name)
+        return model
+
+    monkeypatch.setattr(Builder, "build", counted)
+    return done
+
+
+class CountingLoader(StateDictLoader):
+    """Serves one checkpoint for every cfg, counting the loads."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(load_file(path))
+        self.loads = 0
+
+    def load_state_dict(self, cfg: DefaultCfg, *, checkpoint_path: str | None = None) -> dict[str, torch.Tensor]:
+        self.loads += 1
+        return super().load_state_dict(cfg, checkpoint_path=checkpoint_path)
+
+
+def test_demo_predict_builds_the_pretrained_model_once(
+    checkpoints: dict[str, Path],
+    builds: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    loader = CountingLoader(checkpoints["in1k"])  # the "published weights", served with no network
+    monkeypatch.setattr(api, "_default", ModelZoo(weight_loader=loader))
+    monkeypatch.setattr(cli, "_network_problem", lambda urls, timeout=3.0: None)
+    cli._demo_predict()
+    out = capsys.readouterr().out
+    assert (loader.loads, builds) == (1, ["resnet18"])  # the model that predicts is the one whose weights were probed
+    assert "resnet18.a1_in1k's published weights (downloaded" in out
+    assert "$ zoo predict beach.png --model resnet18.a1_in1k --top-k 5\n" in out
+    assert "resnet18.a1_in1k (pretrained weights); input" in out
+    p = softmax_of_bias(1000)
+    assert f"   1. {p[281] * 100:6.2f}%  tabby  (281, n02123045)" in out  # the served checkpoint's answer
+
+
 def test_demo_predict_offline_says_its_weights_are_random(
-    cache_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    cache_dir: Path, builds: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(cli, "_network_problem", lambda urls, timeout=3.0: "no network in this test")
     cli._demo_predict()
+    assert builds == ["resnet18"]  # the random-init model predicts itself: its checkpoint is not loaded back
     out = capsys.readouterr().out
     assert "NOT AVAILABLE (no network in this test)" in out
     assert "RANDOMLY INITIALISED resnet18" in out

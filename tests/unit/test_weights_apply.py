@@ -123,10 +123,11 @@ def test_num_classes_zero_means_no_classifier() -> None:
 # -- the meta fast path ------------------------------------------------------------------------
 
 
-class PassThroughLoader:
+class PassThroughLoader(StateDictLoader):
     """Returns the very tensors it holds, as a file-mapping loader returns mapped ones."""
 
     def __init__(self, state_dict: StateDict) -> None:
+        super().__init__({})
         self.state_dict = state_dict
 
     def load_state_dict(self, cfg: DefaultCfg, *, checkpoint_path: str | None = None) -> StateDict:
@@ -243,10 +244,11 @@ def test_failed_apply_leaves_the_model_as_it_was(bad: Callable[[StateDict], Stat
 # -- injection ---------------------------------------------------------------------------------
 
 
-class RecordingLoader:
-    """A fake WeightLoader: records each call and returns a generated state_dict."""
+class RecordingLoader(StateDictLoader):
+    """A fake WeightLoader: records each call and returns a generated state_dict (and has no hub files)."""
 
     def __init__(self, make: Callable[[], StateDict]) -> None:
+        super().__init__({})
         self.make = make
         self.calls: list[tuple[DefaultCfg, str | None]] = []
 

@@ -8,15 +8,26 @@ from typing import TYPE_CHECKING, Protocol
 from zoo.domain.values import DefaultCfg, FeatureCfg
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
     from torch import nn
 
 
 class WeightLoader(Protocol):
-    """Finds and reads a checkpoint: a cfg (or explicit path) in, a flat state_dict out."""
+    """Finds and reads a checkpoint: a cfg (or explicit path) in, a flat state_dict out; and single hub files."""
 
     def load_state_dict(self, cfg: DefaultCfg, *, checkpoint_path: str | None = None) -> dict[str, torch.Tensor]:
         """Read the checkpoint for this cfg, or the file at checkpoint_path when given."""
+        ...
+
+    def fetch_hub_file(self, hub_id: str, filename: str) -> Path:
+        """A local path to one file of hub repo hub_id ('org/name' or 'org/name@revision').
+
+        An `hf-hub:` saved model's config.json is read through this, so a loader that serves weights
+        from elsewhere (a mirror, a fake in a test) serves the config too. A loader without hub access
+        raises a WeightsError subclass naming the repo and file.
+        """
         ...
 
 

@@ -357,7 +357,7 @@ def _label_names(inst: object, a: attrs.Attribute[Any], v: object) -> None:
 class BuildRecord:
     """How create_model built a model: its registered architecture, the keywords that rebuild it, its class names.
 
-    save_pretrained writes it to config.json (`architecture`, `model_args`, `label_names`).
+    save_pretrained writes it to config.json (`architecture`, `model_args`, `label_names`, `prune_spec`).
     """
 
     architecture: str = attrs.field(validator=_matches(_NAME_RE, "lowercase letters, digits and '_'"))
@@ -366,3 +366,5 @@ class BuildRecord:
         factory=dict, converter=_copied_dict, validator=_str_keys("a mapping of keyword names to values"), hash=False
     )
     label_names: tuple[str, ...] = attrs.field(default=(), converter=_to_tuple, validator=_label_names)
+    # the caller's channel layout (create_model's prune_spec, interchange text); None: the architecture's own
+    prune_spec: str | None = attrs.field(default=None, validator=attrs.validators.optional(_prune_text))

@@ -1,8 +1,9 @@
 """Saved models: `config.json` + `model.safetensors` in the hub's model-card layout that timm-style repos use.
 
 config.json holds `architecture`, `num_classes`, `num_features`, `global_pool` (when the model pools),
-`label_names` (when known), `model_args` (the keywords that rebuild the model) and `pretrained_cfg`
-(preprocessing and head names, without any source). A directory or repo written this way by zoo or by
+`label_names` (when known), `model_args` (the keywords that rebuild the model), `prune_spec` (zoo's own
+key, only for a model created with a prune_spec: its channel layout, in the interchange format) and
+`pretrained_cfg` (preprocessing and head names, without any source). A directory or repo written this way by zoo or by
 timm is read by name: `local-dir:PATH` or `hf-hub:org/name[@revision]`.
 """
 
@@ -20,7 +21,7 @@ import attrs
 import torch
 from torch import nn
 
-from zoo.domain.errors import InvalidValueError, SavedModelError, ZooError
+from zoo.domain.errors import InvalidValueError, PruneSpecError, SavedModelError, ZooError
 from zoo.domain.values import BuildRecord, DefaultCfg
 
 LOCAL_PREFIX = "local-dir:"
@@ -51,6 +52,7 @@ class SavedModel:
     cfg: DefaultCfg  # with the weights' source set: file= for a directory, hf_hub_id= for a repo
     model_args: Mapping[str, object]
     label_names: tuple[str, ...] = ()
+    prune_spec: str | None = None  # the channel layout to build (interchange text); None: the architecture's own
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -62,11 +64,14 @@ def save_pretrained(
     *,
     label_names: Sequence[str] | None = None,
     architecture: str | None = None,
+    rebuild: Callable[[SavedModel, Mapping[str, torch.Tensor]], nn.Module] | None = None,
 ) -> Path:
     """Write model.safetensors and config.json into directory (created if needed); returns the directory.
 
     architecture defaults to the name the model was created with; label_names to the ones it was loaded with
-    (dropped when the class count changed since). Both files are replaced whole or not at all.
+    (dropped when the class count changed since). Both files are replaced whole or not at all. rebuild, when
+    given, builds what config.json and the tensors load as (its tensors may be on the meta device): unless its
+    state_dict has the model's keys and shapes, SavedModelError is raised and nothing is written.
     """
     record = getattr(model, "build_record", None)
     if architecture is None:
@@ -78,9 +83,11 @@ def save_pretrained(
         architecture = record.architecture
     config = _config(model, architecture, record if isinstance(record, BuildRecord) else None, label_names)
     out = Path(directory).expanduser()
+    tensors = _tensors(model)
+    if rebuild is not None:
+        _check_rebuilds(model, config, tensors, rebuild, out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        tensors = _tensors(model)
         from safetensors.torch import save_file
 
         with _staged(out / WEIGHTS_NAME) as tmp:
@@ -122,8 +129,41 @@ def _config(
     if names:
         config["label_names"] = list(names)
     config["model_args"] = args
+    if record is not None and record.prune_spec is not None:
+        config["prune_spec"] = record.prune_spec
     config["pretrained_cfg"] = pretrained_cfg
     return config
+
+
+def _check_rebuilds(
+    model: nn.Module,
+    config: Mapping[str, object],
+    tensors: Mapping[str, torch.Tensor],
+    rebuild: Callable[[SavedModel, Mapping[str, torch.Tensor]], nn.Module],
+    out: Path,
+) -> None:
+    """Raise SavedModelError unless what config describes has exactly the keys and shapes of tensors."""
+    what = f"cannot save {type(model).__qualname__} as {config['architecture']!r} to {out}"
+    saved = parse_config(dict(config), location=str(out / CONFIG_NAME), source={"file": str(out / WEIGHTS_NAME)})
+    try:
+        rebuilt = rebuild(saved, tensors)
+    except ZooError as e:
+        raise SavedModelError(f"{what}: config.json would not build it back: {e}") from None
+    want = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in tensors.items()}
+    if want == have:
+        return
+    problems = [f"{k} is {have[k]}, the rebuilt model's is {want[k]}" for k in have if k in want and have[k] != want[k]]
+    problems += [f"{k} is missing" for k in want if k not in have]
+    problems += [f"{k} is not in the rebuilt model" for k in have if k not in want]
+    layout = "its recorded prune_spec" if saved.prune_spec is not None else "the architecture's own channel layout"
+    raise SavedModelError(
+        f"{what}: its layers are not the ones config.json rebuilds (model_args and {layout}): "
+        f"{'; '.join(problems[:4])}{f' (and {len(problems) - 4} more)' if len(problems) > 4 else ''}. "
+        "It was changed after create_model (pruned or edited by hand?) in a way its build record cannot describe: "
+        "build it with create_model(name, prune_spec=...) (ChannelPruner.derive returns the spec of the copy it "
+        "prunes), load its state_dict into that, and save that model"
+    )
 
 
 def _cfg_for_saving(cfg: DefaultCfg, num_classes: int) -> dict[str, object]:
@@ -246,11 +286,30 @@ def parse_config(data: object, *, location: str, source: Mapping[str, object]) -
     if "num_classes" in data:
         raw_cfg = {**raw_cfg, "num_classes": data["num_classes"]}
     label_names = _label_names(data.get("label_names", raw_cfg.get("label_names")), location)
+    prune_spec = _prune_spec(data.get("prune_spec"), location)
     cfg = _cfg_from_saved(raw_cfg, model_args, location)
     cfg = cfg.evolve({**{k: "" for k in _SOURCE_FIELDS if k != "check_hash"}, "check_hash": False, **source})
     return SavedModel(
-        location=location, architecture=arch, cfg=cfg, model_args=dict(model_args), label_names=label_names
+        location=location,
+        architecture=arch,
+        cfg=cfg,
+        model_args=dict(model_args),
+        label_names=label_names,
+        prune_spec=prune_spec,
     )
+
+
+def _prune_spec(value: object, location: str) -> str | None:
+    if value is None:
+        return None
+    from zoo.domain.prune import parse_prune_spec
+
+    try:
+        if not isinstance(value, str):
+            raise PruneSpecError(f"expected the `name:[d0, d1, ...]***...` text, not {type(value).__name__}")
+        return parse_prune_spec(value).to_text()
+    except PruneSpecError as e:
+        raise SavedModelError(f"{location}: prune_spec is invalid: {e}") from None
 
 
 def _labels_of(data: dict[str, object]) -> dict[str, object]:

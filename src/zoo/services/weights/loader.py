@@ -269,3 +269,10 @@ class StateDictLoader:
         # the fast path assigns these tensors into the model: each model needs storage of its own,
         # or training one would change the held weights and every other model built from them
         return {k: v.detach().clone() for k, v in self._state_dict.items()}
+
+    def fetch_hub_file(self, hub_id: str, filename: str) -> Path:
+        """The WeightLoader protocol: this loader holds one state_dict and no hub files, so always refused."""
+        raise WeightsUnavailableError(
+            f"{filename} of hub repo {hub_id!r} is not available: a StateDictLoader serves one in-memory "
+            "state_dict and no hub files; give the ModelZoo a CachedWeightLoader (or a loader with hub access)"
+        )
