@@ -15,7 +15,6 @@ drawn.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -71,13 +70,7 @@ def test_draws_are_reproducible_and_rotate() -> None:
     assert len({run[0][2] for run in runs}) == len(runs)  # the extractors' own draws follow the seed too
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Small forwards stall at multi-thread barriers on a busy CI; tracing is single-threaded anyway."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: small forwards on one torch thread
 
 
 def images(batch: int, height: int, width: int, seed: int) -> torch.Tensor:
