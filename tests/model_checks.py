@@ -47,8 +47,11 @@ def meta_model(name: str, cls: type[M], output_stride: int | None = None) -> M:
     return model
 
 
-def check_reference_taps(model: SurfaceModel, name: str, *, output_stride: int = 32) -> None:
-    """feature_info and num_features are the reference's for name (model built with output_stride).
+def check_reference_taps(
+    model: SurfaceModel, name: str, *, output_stride: int = 32, head_hidden_size: int | None = None
+) -> None:
+    """feature_info and num_features are the reference's for name (model built with output_stride), and
+    head_hidden_size is num_features (or head_hidden_size, for a head that widens the pooled features).
 
     Past output_stride a network dilates instead of striding: the taps stay, their strides stop growing.
     """
@@ -56,6 +59,7 @@ def check_reference_taps(model: SurfaceModel, name: str, *, output_stride: int =
     expected = [{**tap, "reduction": min(tap["reduction"], output_stride)} for tap in facts["feature_info"]]
     assert tap_dicts(model) == expected
     assert model.num_features == facts["num_features"]
+    assert model.head_hidden_size == (facts["num_features"] if head_hidden_size is None else head_hidden_size)
 
 
 def tap_dicts(model: SurfaceModel) -> list[dict[str, object]]:
