@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 import zoo
+from model_checks import images
 from modelcache import built
 from zoo.domain import ZooError
 from zoo.services.export import export_program, input_dims, min_dynamic_size
@@ -33,6 +34,8 @@ SIZE = 64  # the example's height and width (or twice the deepest selected strid
 BATCH = 2  # the example's batch: torch.export specialises a batch of 1
 FACTORY = FeatureFactory()
 FALLBACK_SEED = 0  # the draws' seed without --hypothesis-seed (see the module docstring)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: small forwards on one torch thread
 
 
 def _served(name: str) -> tuple[str, ...]:
@@ -55,26 +58,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     seed = metafunc.config.getoption("hypothesis_seed", default=None)
     cases = [pytest.param(case, id=f"{case[0]}-{case[1]}") for case in draws(seed)]
     metafunc.parametrize("drawn", cases)
-
-
-def test_draws_are_reproducible_and_rotate() -> None:
-    # without a seed every process must draw alike (an unseeded generator would not); with one, the
-    # seed decides, each run covers every slot, and over seeds each model meets every slot
-    assert draws(None) == draws(None) == draws(FALLBACK_SEED)
-    assert draws(12345) == draws("12345")
-    runs = [draws(seed) for seed in range(40)]
-    for run in runs:
-        assert [name for name, _, _ in run] == MODELS
-        assert {slot for _, slot, _ in run} == set(SLOTS)
-    assert all({run[i][1] for run in runs} == set(SLOTS) for i in range(len(MODELS)))
-    assert len({run[0][2] for run in runs}) == len(runs)  # the extractors' own draws follow the seed too
-
-
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: small forwards on one torch thread
-
-
-def images(batch: int, height: int, width: int, seed: int) -> torch.Tensor:
-    return torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
 
 
 def other_shape(model: nn.Module) -> tuple[int, int, int] | None:
@@ -137,3 +120,16 @@ def test_model_exports_with_dynamic_shapes(drawn: tuple[str, str, int]) -> None:
     cfg = zoo.api.default_zoo().get_spec(name).feature_cfg
     extractor = FACTORY.wrap(model, cfg, out_indices=out_indices, feature_cls=kind).eval()
     check_export(extractor)
+
+
+def test_draws_are_reproducible_and_rotate() -> None:
+    # without a seed every process must draw alike (an unseeded generator would not); with one, the
+    # seed decides, each run covers every slot, and over seeds each model meets every slot
+    assert draws(None) == draws(None) == draws(FALLBACK_SEED)
+    assert draws(12345) == draws("12345")
+    runs = [draws(seed) for seed in range(40)]
+    for run in runs:
+        assert [name for name, _, _ in run] == MODELS
+        assert {slot for _, slot, _ in run} == set(SLOTS)
+    assert all({run[i][1] for run in runs} == set(SLOTS) for i in range(len(MODELS)))
+    assert len({run[0][2] for run in runs}) == len(runs)  # the extractors' own draws follow the seed too
