@@ -15,7 +15,6 @@ Sections, each from its own benchmark module (run one alone for more rounds and 
 
 from __future__ import annotations
 
-import argparse
 import platform
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ import features_overhead
 import import_time
 import inference
 import pretrained_load
+from harness import parser, set_threads
 
 
 def section(title: str, body: Callable[[], str]) -> None:
@@ -38,14 +38,12 @@ def section(title: str, body: Callable[[], str]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=create_time.default_models())
-    parser.add_argument("--runs", type=int, default=7, help="rounds per in-process figure (default 7)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1; 0: torch's choice)")
-    parser.add_argument("--quick", action="store_true", help="3 rounds, fewer subprocesses: a smoke run")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    options = parser(__doc__)
+    options.add_argument("--models", nargs="+", default=create_time.default_models())
+    options.add_argument("--runs", type=int, default=7, help="rounds per in-process figure (default 7)")
+    options.add_argument("--quick", action="store_true", help="3 rounds, fewer subprocesses: a smoke run")
+    args = options.parse_args()
+    set_threads(args.threads)
     runs = 3 if args.quick else args.runs
     reference = args.models[0]
     print(

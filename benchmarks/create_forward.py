@@ -11,25 +11,17 @@ It prints the medians and each model's median per-round ratio to the reference m
 
 from __future__ import annotations
 
-import argparse
 import functools
 import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import attrs
 import torch
 
 import zoo
+from harness import images, median_ratio, parser, rotated, seconds, set_threads
 
 DEFAULT_MODELS = ("densenet121", "xception41")
-
-
-def seconds(fn: Callable[[], object]) -> float:
-    """Wall time of one call."""
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 @attrs.frozen
@@ -49,7 +41,7 @@ def measure(
 ) -> list[CreateForward]:
     """Create and forward times of reference and names, round by round in a rotating order."""
     names = [reference, *(n for n in names if n != reference)]
-    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    x = images(batch, size)
     models = {name: zoo.create_model(name).eval() for name in names}  # also warms imports and allocators
     create: dict[str, list[float]] = {n: [] for n in names}
     forward: dict[str, list[float]] = {n: [] for n in names}
@@ -57,22 +49,18 @@ def measure(
         for model in models.values():
             model(x)  # warm-up: kernel selection happens on the first call
         for r in range(runs):
-            for k in range(len(names)):
-                name = names[(k + r) % len(names)]
+            for name in rotated(names, r):
                 create[name].append(seconds(functools.partial(zoo.create_model, name)))
                 forward[name].append(seconds(functools.partial(models[name], x)))
-
-    def ratio(samples: dict[str, list[float]], name: str) -> float:
-        return statistics.median(a / b for a, b in zip(samples[name], samples[reference], strict=True))
 
     return [
         CreateForward(
             name=name,
             params=sum(p.numel() for p in models[name].parameters()),
             create_s=statistics.median(create[name]),
-            create_ratio=ratio(create, name),
+            create_ratio=median_ratio(create[name], create[reference]),
             forward_s=statistics.median(forward[name]),
-            forward_ratio=ratio(forward, name),
+            forward_ratio=median_ratio(forward[name], forward[reference]),
         )
         for name in names
     ]
@@ -90,17 +78,14 @@ def report(rows: Sequence[CreateForward]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
-    parser.add_argument("--reference", default="resnet50")
-    parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--size", type=int, default=224)
-    # one thread by default: a busy neighbour core stalls multi-threaded kernels at every barrier
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1; 0: torch's choice)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    options = parser(__doc__)
+    options.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
+    options.add_argument("--reference", default="resnet50")
+    options.add_argument("--runs", type=int, default=7)
+    options.add_argument("--batch", type=int, default=1)
+    options.add_argument("--size", type=int, default=224)
+    args = options.parse_args()
+    set_threads(args.threads)
     rows = measure(args.models, args.reference, args.runs, args.batch, args.size)
     print(
         f"input ({args.batch}, 3, {args.size}, {args.size}), {args.runs} rounds, {torch.get_num_threads()} thread(s), "

@@ -17,26 +17,18 @@ extractor (run with MALLOC_MMAP_THRESHOLD_=1000000000 MALLOC_TRIM_THRESHOLD_=100
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
 
 import zoo
+from harness import images, median_ratio, parser, set_threads, timed_rounds
 from zoo.services.features import FeatureFactory
 
 # one model per block/stem/attention variant registered so far (BasicBlock, Bottleneck, deep stem, grouped, SE, ECA)
 DEFAULT_MODELS = ("resnet18", "resnet50", "resnet50d", "resnext50_32x4d", "seresnet50", "ecaresnet50d")
 COLUMNS = ("list, all taps", "list, last tap", "getter, all taps")
-
-
-def seconds(fn: Callable[[], object]) -> float:
-    """Wall time of one call."""
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def measure(name: str, runs: int, batch: int, size: int) -> tuple[float, list[float]]:
@@ -49,39 +41,26 @@ def measure(name: str, runs: int, batch: int, size: int) -> tuple[float, list[fl
     every = factory.wrap(model, cfg, feature_cls="list")
     last = factory.wrap(model, cfg, out_indices=(-1,), feature_cls="list")
     getter = factory.wrap(model, cfg, feature_cls="getter")
-    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    x = images(batch, size)
     calls: list[Callable[[], object]] = [
         lambda: model.forward_features(x),
         lambda: every(x),
         lambda: last(x),
         lambda: getter(x),
     ]
-    times: list[list[float]] = [[] for _ in calls]
     with torch.inference_mode():
-        for _ in range(5):  # warm-up: kernel selection and allocator growth happen on the first calls
-            for call in calls:
-                call()
-        for r in range(runs):
-            for k in range(len(calls)):
-                j = (k + r) % len(calls)
-                times[j].append(seconds(calls[j]))
-    base = times[0]
-    ratios = [statistics.median(t / b for t, b in zip(ts, base, strict=True)) for ts in times[1:]]
-    return statistics.median(base), ratios
+        times = timed_rounds(calls, runs, warmup=5)  # the allocator takes a few calls to reach its size
+    return statistics.median(times[0]), [median_ratio(ts, times[0]) for ts in times[1:]]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
-    parser.add_argument("--runs", type=int, default=21)
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--size", type=int, default=224)
-    # one thread by default: on a shared machine a busy core stalls a multi-threaded forward at every barrier,
-    # which swamps a 2% effect; 0 keeps torch's own choice
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1; 0: torch's choice)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    options = parser(__doc__)
+    options.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
+    options.add_argument("--runs", type=int, default=21)
+    options.add_argument("--batch", type=int, default=1)
+    options.add_argument("--size", type=int, default=224)
+    args = options.parse_args()
+    set_threads(args.threads)
     print(
         f"input ({args.batch}, 3, {args.size}, {args.size}), {args.runs} rounds, "
         f"{torch.get_num_threads()} thread(s), torch {torch.__version__}; median ratio to forward_features"

@@ -10,12 +10,10 @@ and each variant's median per-round ratio to it: below 1 is faster.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import statistics
-import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import attrs
 import torch
@@ -23,15 +21,9 @@ from torch import nn
 
 import zoo
 from create_time import default_models
+from harness import images, median_ratio, parser, set_threads, timed_rounds
 
 VARIANTS = ("fused", "channels_last", "fused, channels_last")
-
-
-def seconds(fn: Callable[[], object]) -> float:
-    """Wall time of one call."""
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 @attrs.frozen
@@ -59,21 +51,14 @@ def measure(
         folded = sum(type(m).__name__ == "FoldedNorm" for m in fused.modules())
         models: list[nn.Module] = [model, fused, _channels_last(model), _channels_last(fused)]
         for batch in batches:
-            x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+            x = images(batch, size)
             x_cl = x.contiguous(memory_format=torch.channels_last)
             inputs = [x, x, x_cl, x_cl]
             calls = [lambda m=m, i=i: m(i) for m, i in zip(models, inputs, strict=True)]
-            times: list[list[float]] = [[] for _ in calls]
             with torch.inference_mode():
-                for call in calls:  # warm-up: kernel selection happens on the first call
-                    call()
-                for r in range(runs):
-                    for k in range(len(calls)):
-                        j = (k + r) % len(calls)
-                        times[j].append(seconds(calls[j]))
-            ref = times[0]
-            ratios = tuple(statistics.median(t / b for t, b in zip(ts, ref, strict=True)) for ts in times[1:])
-            rows.append(InferenceTime(name, batch, folded, statistics.median(ref), ratios))
+                times = timed_rounds(calls, runs)
+            ratios = tuple(median_ratio(ts, times[0]) for ts in times[1:])
+            rows.append(InferenceTime(name, batch, folded, statistics.median(times[0]), ratios))
     return rows
 
 
@@ -94,15 +79,13 @@ def report(rows: Sequence[InferenceTime]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=default_models())
-    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
-    parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1; 0: torch's choice)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    options = parser(__doc__)
+    options.add_argument("--models", nargs="+", default=default_models())
+    options.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    options.add_argument("--runs", type=int, default=7)
+    options.add_argument("--size", type=int, default=224)
+    args = options.parse_args()
+    set_threads(args.threads)
     print(
         f"eval forward at {args.size} px, {args.runs} rounds, {torch.get_num_threads()} thread(s), "
         f"torch {torch.__version__}; ratios to the unfused contiguous model (below 1: faster)"

@@ -11,7 +11,6 @@ per-round ratio of that time to the ratio-0 copy's in the same round.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 import zoo
+from harness import images, median_ratio, parser, rotated, set_threads
 from zoo.services.pruner import ChannelPruner, count_flops
 
 
@@ -35,17 +35,15 @@ def timed(model: nn.Module, x: torch.Tensor) -> float:
 
 def main() -> None:
     """Run the benchmark and print one row per ratio."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="resnet50")
-    parser.add_argument("--ratios", type=float, nargs="+", default=[0.0, 0.25, 0.5])
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    options = parser(__doc__, threads=0)
+    options.add_argument("--model", default="resnet50")
+    options.add_argument("--ratios", type=float, nargs="+", default=[0.0, 0.25, 0.5])
+    options.add_argument("--runs", type=int, default=20)
+    options.add_argument("--batch", type=int, default=8)
+    options.add_argument("--size", type=int, default=224)
+    options.add_argument("--device", default="cpu")
+    args = options.parse_args()
+    set_threads(args.threads)
     ratios = sorted({0.0, *args.ratios})
     torch.manual_seed(0)
     base = zoo.create_model(args.model).eval()
@@ -56,30 +54,26 @@ def main() -> None:
         _, pruned = pruner.derive(base, r)
         print(f"derived ratio {r}: {time.perf_counter() - start:.1f} s")
         models.append(pruned.eval().to(args.device))
-    x = torch.randn(args.batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(0)).to(args.device)
+    x = images(args.batch, args.size).to(args.device)
     times: list[list[float]] = [[] for _ in models]
-    rel: list[list[float]] = [[] for _ in models]
     with torch.inference_mode():
         for m in models:
             m(x)  # warm-up
         for round_idx in range(args.runs):
-            order = [(round_idx + i) % len(models) for i in range(len(models))]
-            this = {i: timed(models[i], x) for i in order}
-            for i, t in this.items():
-                times[i].append(t)
-                rel[i].append(t / this[0])
+            for i in rotated(range(len(models)), round_idx):
+                times[i].append(timed(models[i], x))
     print(
         f"{args.model}, batch {args.batch} x 3 x {args.size} x {args.size}, {args.device}, "
         f"{torch.get_num_threads()} threads, {args.runs} rounds"
     )
     print(f"{'ratio':>6} {'params':>12} {'params/orig':>11} {'GMACs/img':>10} {'ms (median)':>12} {'time/orig':>10}")
     p0 = sum(p.numel() for p in models[0].parameters())
-    for r, m, t, q in zip(ratios, models, times, rel, strict=True):
+    for r, m, t in zip(ratios, models, times, strict=True):
         params = sum(p.numel() for p in m.parameters())
         macs = count_flops(m.cpu(), args.size) / 1e9
         print(
             f"{r:>6.2f} {params:>12,} {params / p0:>11.3f} {macs:>10.2f} "
-            f"{statistics.median(t) * 1000:>12.1f} {statistics.median(q):>10.3f}"
+            f"{statistics.median(t) * 1000:>12.1f} {median_ratio(t, times[0]):>10.3f}"
         )
 
 

@@ -51,6 +51,18 @@ def r18() -> ResNet:
     return model.eval()
 
 
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch thread for a test module (`pytestmark = pytest.mark.usefixtures("one_thread")`).
+
+    Small forwards stall at multi-thread barriers on a busy CI; torch.export's tracing is single-threaded anyway.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def release_built_models() -> Iterator[None]:
     """Drop the models a test module built (modelcache.built) when it ends.

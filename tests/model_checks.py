@@ -1,10 +1,11 @@
-"""Checks of the model surface shared by the per-family unit tests (one model at a time)."""
+"""Checks of the model surface shared by the per-family unit tests (one model at a time), and their inputs."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ import torch.fx
 from torch import nn
 
 import zoo
+from refdata import reference
 from weights_support import CheckpointServer, cache_files, safetensors_bytes
 from zoo.api import default_zoo
 from zoo.archs.base import ZooModule
@@ -20,6 +22,44 @@ from zoo.services.features import FeatureFactory
 
 FACTORY = FeatureFactory()
 SurfaceModel = ZooModule  # every family's model class
+M = TypeVar("M", bound=ZooModule)
+
+
+def images(batch: int = 1, height: int = 64, width: int = 64, *, seed: int = 0) -> torch.Tensor:
+    """A batch of random RGB images, the same for the same arguments (a family test's input X)."""
+    return torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
+
+
+def small_model(cls: Callable[..., M], defaults: Mapping[str, object], kwargs: Mapping[str, object]) -> M:
+    """A family's small test model: cls(**defaults, **kwargs) (kwargs win), built after torch.manual_seed(0).
+
+    cls takes any keywords here: a test passes wrong values on purpose, for the model's checks to refuse.
+    """
+    torch.manual_seed(0)
+    return cls(**{**defaults, **kwargs})
+
+
+def meta_model(name: str, cls: type[M], output_stride: int | None = None) -> M:
+    """The model of name (at output_stride, if given) on the meta device: structure only, no weights initialised."""
+    with torch.device("meta"):
+        model = zoo.create_model(name) if output_stride is None else zoo.create_model(name, output_stride=output_stride)
+    assert isinstance(model, cls), f"{name} is a {type(model).__name__}, not a {cls.__name__}"
+    return model
+
+
+def check_reference_taps(
+    model: SurfaceModel, name: str, *, output_stride: int = 32, head_hidden_size: int | None = None
+) -> None:
+    """feature_info and num_features are the reference's for name (model built with output_stride), and
+    head_hidden_size is num_features (or head_hidden_size, for a head that widens the pooled features).
+
+    Past output_stride a network dilates instead of striding: the taps stay, their strides stop growing.
+    """
+    facts = reference(name)
+    expected = [{**tap, "reduction": min(tap["reduction"], output_stride)} for tap in facts["feature_info"]]
+    assert tap_dicts(model) == expected
+    assert model.num_features == facts["num_features"]
+    assert model.head_hidden_size == (facts["num_features"] if head_hidden_size is None else head_hidden_size)
 
 
 def tap_dicts(model: SurfaceModel) -> list[dict[str, object]]:
@@ -140,11 +180,16 @@ def _train_step(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[s
     return out.detach(), grads, x.grad
 
 
-def check_grad_checkpointing(model: SurfaceModel, x: torch.Tensor, switch: Callable[[nn.Module], None]) -> None:
-    """Two copies, one with its checkpointing switched (by switch): one training step gives the same outputs,
-    gradients and BN statistics."""
+def check_grad_checkpointing(
+    model: SurfaceModel, x: torch.Tensor, switch: Callable[[SurfaceModel], None] | None = None
+) -> None:
+    """Two copies, one with its checkpointing switched (by switch; set_grad_checkpointing(True) without one):
+    one training step gives the same outputs, gradients and BN statistics."""
     plain, ckpt = copy.deepcopy(model).train(), copy.deepcopy(model).train()
-    switch(ckpt)
+    if switch is None:
+        ckpt.set_grad_checkpointing(True)
+    else:
+        switch(ckpt)
     out_p, grads_p, xg_p = _train_step(plain, x)
     out_c, grads_c, xg_c = _train_step(ckpt, x)
     torch.testing.assert_close(out_c, out_p, rtol=0, atol=0)

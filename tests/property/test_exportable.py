@@ -5,20 +5,23 @@ every model ONCE, with dynamic batch, height and width: as its classifier or as 
 (list, dict, getter, hook; a token model serves the getter only). What each model gets rotates over
 the five from an offset drawn per run, so every run exports every model and every kind (each on about
 a fifth of the models), and over runs every model meets every kind; the extractor's out_indices are
-drawn too (printed with a failure). The draws come from the Hypothesis seed when one is given, so
-`make unit SEED=...` replays a run; each test id names what was drawn.
+drawn too (printed with a failure). The draws come from the Hypothesis seed when one is given (`make unit`
+passes a new one each run; `make unit SEED=...` replays a run), and from the fixed FALLBACK_SEED when
+none is: every process that collects the file must draw the same tests (pytest-xdist refuses a run whose
+workers collected different ones), so a bare `pytest` always draws the same. Each test id names what was
+drawn.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 
 import pytest
 import torch
 from torch import nn
 
 import zoo
+from model_checks import images
 from modelcache import built
 from zoo.domain import ZooError
 from zoo.services.export import export_program, input_dims, min_dynamic_size
@@ -30,6 +33,9 @@ SLOTS = ("classifier", *KINDS)
 SIZE = 64  # the example's height and width (or twice the deepest selected stride, if larger)
 BATCH = 2  # the example's batch: torch.export specialises a batch of 1
 FACTORY = FeatureFactory()
+FALLBACK_SEED = 0  # the draws' seed without --hypothesis-seed (see the module docstring)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: small forwards on one torch thread
 
 
 def _served(name: str) -> tuple[str, ...]:
@@ -38,31 +44,20 @@ def _served(name: str) -> tuple[str, ...]:
     return served
 
 
+def draws(seed: object) -> list[tuple[str, str, int]]:
+    """What each model gets for a run with the Hypothesis seed seed (None: FALLBACK_SEED): (name, slot, seed)."""
+    rng = random.Random(str(FALLBACK_SEED if seed is None else seed))
+    offset = rng.randrange(len(SLOTS))
+    return [(name, SLOTS[(i + offset) % len(SLOTS)], rng.randrange(2**32)) for i, name in enumerate(MODELS)]
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Parametrise the test by what is drawn for this run (see the module docstring)."""
     if "drawn" not in metafunc.fixturenames:
         return
     seed = metafunc.config.getoption("hypothesis_seed", default=None)
-    rng = random.Random(str(seed) if seed is not None else None)
-    offset = rng.randrange(len(SLOTS))
-    cases = []
-    for i, name in enumerate(MODELS):
-        slot = SLOTS[(i + offset) % len(SLOTS)]
-        cases.append(pytest.param((name, slot, rng.randrange(2**32)), id=f"{name}-{slot}"))
+    cases = [pytest.param(case, id=f"{case[0]}-{case[1]}") for case in draws(seed)]
     metafunc.parametrize("drawn", cases)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Small forwards stall at multi-thread barriers on a busy CI; tracing is single-threaded anyway."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def images(batch: int, height: int, width: int, seed: int) -> torch.Tensor:
-    return torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
 
 
 def other_shape(model: nn.Module) -> tuple[int, int, int] | None:
@@ -125,3 +120,16 @@ def test_model_exports_with_dynamic_shapes(drawn: tuple[str, str, int]) -> None:
     cfg = zoo.api.default_zoo().get_spec(name).feature_cfg
     extractor = FACTORY.wrap(model, cfg, out_indices=out_indices, feature_cls=kind).eval()
     check_export(extractor)
+
+
+def test_draws_are_reproducible_and_rotate() -> None:
+    # without a seed every process must draw alike (an unseeded generator would not); with one, the
+    # seed decides, each run covers every slot, and over seeds each model meets every slot
+    assert draws(None) == draws(None) == draws(FALLBACK_SEED)
+    assert draws(12345) == draws("12345")
+    runs = [draws(seed) for seed in range(40)]
+    for run in runs:
+        assert [name for name, _, _ in run] == MODELS
+        assert {slot for _, slot, _ in run} == set(SLOTS)
+    assert all({run[i][1] for run in runs} == set(SLOTS) for i in range(len(MODELS)))
+    assert len({run[0][2] for run in runs}) == len(runs)  # the extractors' own draws follow the seed too

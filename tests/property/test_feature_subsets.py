@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import attrs
 import pytest
@@ -88,15 +88,9 @@ TAP_CHAIN = "tap_chain (test model)"
 NAMES = [*zoo.list_models(), TAP_CHAIN]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Run this module's forwards on one torch thread."""
-    # thousands of small forwards: with a core busy elsewhere (a neighbour, an xdist worker) every multi-threaded
-    # one stalls at its barriers, which stretched this module from two minutes to a quarter of an hour
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# thousands of small forwards: with a core busy elsewhere (a neighbour, an xdist worker) every multi-threaded
+# one stalls at its barriers, which stretched this module from two minutes to a quarter of an hour
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: small forwards on one torch thread
 
 
 @attrs.frozen

@@ -13,7 +13,6 @@ from 1e-3 to a few units across families:
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -27,13 +26,7 @@ BF16_RTOL = 5e-2
 BF16_MIN_COSINE = 0.999
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Small forwards stall at multi-thread barriers on a busy CI."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: small forwards on one torch thread
 
 
 @functools.cache

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -26,13 +25,7 @@ BATCH = 1  # batch coupling (BatchNorm) is covered by tests/property/test_models
 FACTORY = FeatureFactory()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Run this module's forwards on one torch thread (small forwards stall at multi-thread barriers on a busy CI)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: small forwards on one torch thread
 
 
 @functools.cache

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -16,10 +15,12 @@ from model_checks import (
     check_grad_checkpointing,
     check_intermediates,
     check_prune,
+    check_reference_taps,
     check_script_and_fx,
-    tap_dicts,
+    images,
+    meta_model,
+    small_model,
 )
-from refdata import reference
 from zoo.archs.catalogue import FAMILIES
 from zoo.archs.convnext import ConvNeXt, ConvNeXtBlock
 from zoo.archs.layers import DropPath
@@ -27,23 +28,15 @@ from zoo.archs.layers.norm import LayerNorm2d
 from zoo.archs.layers.norm_head import NormMlpClassifierHead
 
 NAMES = FAMILIES["zoo.archs.convnext"]
-X = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+X = images()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Run this module's small forwards on one torch thread (they stall at multi-thread barriers on a busy CI)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: small forwards on one torch thread
 
 
 def small(**kwargs: object) -> ConvNeXt:
     """Four stages at small widths: a training step in milliseconds."""
-    torch.manual_seed(0)
-    args: dict[str, object] = {"depths": (1, 1, 2, 1), "dims": (8, 16, 24, 32), "num_classes": 5, **kwargs}
-    model = ConvNeXt(**args)  # type: ignore[arg-type]  # the checks under test see the real values
+    model = small_model(ConvNeXt, {"depths": (1, 1, 2, 1), "dims": (8, 16, 24, 32), "num_classes": 5}, kwargs)
     with torch.no_grad():  # a visible residual branch and head norm (the defaults start at 1e-6 and identity)
         for name, p in model.named_parameters():
             if name.endswith("gamma") or (name.startswith("head.norm") and name.endswith("weight")):
@@ -54,15 +47,8 @@ def small(**kwargs: object) -> ConvNeXt:
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("output_stride", [32, 16, 8])
 def test_feature_info(name: str, output_stride: int) -> None:
-    with torch.device("meta"):  # only the structure matters here: skip initialising real weights
-        model = zoo.create_model(name, output_stride=output_stride)
-    assert isinstance(model, ConvNeXt)
-    expected = reference(name)["feature_info"]
-    # past output_stride the network dilates instead of striding: the taps stay, their strides stop growing
-    for tap in expected:
-        tap["reduction"] = min(tap["reduction"], output_stride)
-    assert tap_dicts(model) == expected
-    assert model.head_hidden_size == model.num_features == reference(name)["num_features"]
+    model = meta_model(name, ConvNeXt, output_stride=output_stride)
+    check_reference_taps(model, name, output_stride=output_stride)
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"head_norm_first": True}], ids=["norm_after_pool", "norm_first"])
@@ -88,12 +74,7 @@ def test_surface_script_and_fx(kwargs: dict[str, object]) -> None:
 
 
 def test_grad_checkpointing_changes_nothing_but_memory() -> None:
-    def enable(model: nn.Module) -> None:
-        assert isinstance(model, ConvNeXt)
-        model.set_grad_checkpointing(True)
-
-    x = torch.randn(2, 3, 64, 64)
-    check_grad_checkpointing(small(), x, enable)
+    check_grad_checkpointing(small(), images(2))
     model = small()
     with pytest.raises(zoo.ZooError, match="enable"):
         model.set_grad_checkpointing(1)  # type: ignore[arg-type]  # what a caller could pass

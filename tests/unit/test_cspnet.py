@@ -18,12 +18,14 @@ from model_checks import (
     check_intermediates,
     check_pretrained,
     check_prune,
+    check_reference_taps,
     check_script_and_fx,
-    tap_dicts,
+    images,
+    meta_model,
+    small_model,
     taps_by_hooks,
 )
 from modelcache import built_as
-from refdata import reference
 from weights_support import CheckpointServer
 from zoo.archs.catalogue import FAMILIES
 from zoo.archs.cspnet import CspNet, StageCfg, StemCfg
@@ -31,7 +33,7 @@ from zoo.archs.layers import BatchNormAct2d, DropPath, InPlaceAbn2d, make_norm_a
 from zoo.domain.values import FeatureCfg
 
 NAMES = FAMILIES["zoo.archs.cspnet"]
-X = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+X = images()
 
 
 def built(name: str) -> CspNet:
@@ -41,7 +43,6 @@ def built(name: str) -> CspNet:
 
 def small(kind: str = "csp", /, **kwargs: object) -> CspNet:
     """Three narrow stages of the kind asked for ('csp', 'dark', or 'resnet' behind a pooled stem)."""
-    torch.manual_seed(0)
     stem = StemCfg(out_chs=(8,), kernel_size=3, stride=1)
     if kind == "dark":
         stages = tuple(StageCfg(1, c, stage_type="dark", block_type="dark", bottle_ratio=0.5) for c in (8, 16, 32))
@@ -55,20 +56,14 @@ def small(kind: str = "csp", /, **kwargs: object) -> CspNet:
         stages = tuple(
             StageCfg(2, c, expand_ratio=2.0, bottle_ratio=0.5, down_growth=True, block_type="dark") for c in (8, 16, 32)
         )
-    args: dict[str, object] = {"stem_cfg": stem, "stage_cfgs": stages, "num_classes": 5, **kwargs}
-    return CspNet(**args)  # type: ignore[arg-type]  # the checks under test see the real values
+    return small_model(CspNet, {"stem_cfg": stem, "stage_cfgs": stages, "num_classes": 5}, kwargs)
 
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("output_stride", [32, 16, 8])
 def test_feature_info(name: str, output_stride: int) -> None:
-    with torch.device("meta"):  # only the structure matters here: skip initialising real weights
-        model = zoo.create_model(name, output_stride=output_stride)
-    assert isinstance(model, CspNet)
-    # past output_stride the network dilates instead of striding: the taps stay, their strides stop growing
-    expected = [{**tap, "reduction": min(tap["reduction"], output_stride)} for tap in reference(name)["feature_info"]]
-    assert tap_dicts(model) == expected
-    assert model.head_hidden_size == model.num_features == reference(name)["num_features"]
+    model = meta_model(name, CspNet, output_stride=output_stride)
+    check_reference_taps(model, name, output_stride=output_stride)
 
 
 def test_surface_forward_intermediates() -> None:
@@ -101,11 +96,7 @@ def test_surface_script_and_fx(kind: str) -> None:
 
 @pytest.mark.parametrize("norm_layer", ["batchnorm", "iabn"])
 def test_grad_checkpointing_changes_nothing_but_memory(norm_layer: str) -> None:
-    def enable(model: nn.Module) -> None:
-        assert isinstance(model, CspNet)
-        model.set_grad_checkpointing(True)
-
-    check_grad_checkpointing(small(norm_layer=norm_layer), torch.randn(2, 3, 32, 32), enable)
+    check_grad_checkpointing(small(norm_layer=norm_layer), images(2, 32, 32))
     model = small(norm_layer=norm_layer)
     with pytest.raises(zoo.ZooError, match="enable"):
         model.set_grad_checkpointing(None)  # type: ignore[arg-type]  # what a caller could pass

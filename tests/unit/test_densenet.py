@@ -14,19 +14,20 @@ from model_checks import (
     check_intermediates,
     check_pretrained,
     check_prune,
+    check_reference_taps,
     check_script_and_fx,
-    tap_dicts,
+    images,
+    meta_model,
+    small_model,
 )
 from modelcache import built_as
-from refdata import reference
 from weights_support import CheckpointServer
 from zoo.archs.catalogue import FAMILIES
 from zoo.archs.densenet import DenseLayer, DenseNet
 from zoo.archs.layers import BlurPool2d
-from zoo.archs.xception import XceptionAligned
 
 NAMES = FAMILIES["zoo.archs.densenet"]
-X = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+X = images(2)
 X1 = X[:1]  # the full-size models run on one image
 
 
@@ -37,19 +38,13 @@ def built(name: str) -> DenseNet:
 
 def small(**kwargs: object) -> DenseNet:
     """A two-block DenseNet small enough to train a step in milliseconds."""
-    torch.manual_seed(0)
-    args: dict[str, object] = {"growth_rate": 8, "block_config": (2, 3), "num_classes": 5, **kwargs}
-    return DenseNet(**args)  # type: ignore[arg-type]  # the checks under test see the real values
+    return small_model(DenseNet, {"growth_rate": 8, "block_config": (2, 3), "num_classes": 5}, kwargs)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_feature_info_matches_reference(name: str) -> None:
-    with torch.device("meta"):  # only the structure matters here: skip initialising real weights
-        model = zoo.create_model(name)
-    assert isinstance(model, (DenseNet, XceptionAligned))
-    taps = tap_dicts(model)
-    assert taps == reference(name)["feature_info"]
-    assert model.head_hidden_size == model.num_features == reference(name)["num_features"]
+    model = meta_model(name, DenseNet)
+    check_reference_taps(model, name)
 
 
 def test_surface_forward_intermediates() -> None:
@@ -65,20 +60,12 @@ def test_surface_script_and_fx() -> None:
 
 
 def test_memory_efficient_changes_nothing_but_memory() -> None:
-    def enable(model: nn.Module) -> None:
-        assert isinstance(model, DenseNet)
-        model.set_grad_checkpointing(True)
-
-    check_grad_checkpointing(small(), X, enable)
+    check_grad_checkpointing(small(), X)
     # the constructor argument is the same switch
     efficient = small(memory_efficient=True)
     assert all(m.grad_checkpointing for m in efficient.modules() if isinstance(m, DenseLayer))
 
-    def disable(model: nn.Module) -> None:
-        assert isinstance(model, DenseNet)
-        model.set_grad_checkpointing(False)
-
-    check_grad_checkpointing(efficient, X, disable)
+    check_grad_checkpointing(efficient, X, lambda model: model.set_grad_checkpointing(False))
     with pytest.raises(zoo.ZooError, match="enable"):
         efficient.set_grad_checkpointing("yes")  # type: ignore[arg-type]  # what a caller could pass
 

@@ -16,8 +16,11 @@ from model_checks import (
     check_intermediates,
     check_pretrained,
     check_prune,
+    check_reference_taps,
     check_script_and_fx,
-    tap_dicts,
+    images,
+    meta_model,
+    small_model,
 )
 from modelcache import built_as
 from refdata import pruned_layout, reference
@@ -31,7 +34,7 @@ from zoo.domain.prune import parse_prune_spec
 from zoo.services.pruner import ChannelPruner
 
 NAMES = FAMILIES["zoo.archs.efficientnet"]
-X = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+X = images()
 SMALL_STAGES = (
     (BlockDef("ds", 1, 3, 1, 8, se_ratio=0.25),),
     (BlockDef("ir", 2, 3, 2, 16, exp_ratio=3, se_ratio=0.25),),
@@ -47,18 +50,14 @@ def built(name: str) -> EfficientNet:
 
 def small(**kwargs: object) -> EfficientNet:
     """Four short stages at small widths: a training step in milliseconds."""
-    torch.manual_seed(0)
-    args: dict[str, object] = {"stages": SMALL_STAGES, "stem_size": 8, "num_features": 32, "num_classes": 5, **kwargs}
-    return EfficientNet(**args)  # type: ignore[arg-type]  # the checks under test see the real values
+    defaults = {"stages": SMALL_STAGES, "stem_size": 8, "num_features": 32, "num_classes": 5}
+    return small_model(EfficientNet, defaults, kwargs)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_feature_info(name: str) -> None:
-    with torch.device("meta"):  # only the structure matters here: skip initialising real weights
-        model = zoo.create_model(name)
-    assert isinstance(model, EfficientNet)
-    assert tap_dicts(model) == reference(name)["feature_info"]
-    assert model.head_hidden_size == model.num_features == reference(name)["num_features"]
+    model = meta_model(name, EfficientNet)
+    check_reference_taps(model, name)
 
 
 def test_surface_forward_intermediates() -> None:
@@ -95,11 +94,7 @@ def test_surface_script_and_fx(same_pad: bool) -> None:
 
 
 def test_grad_checkpointing_changes_nothing_but_memory() -> None:
-    def enable(model: nn.Module) -> None:
-        assert isinstance(model, EfficientNet)
-        model.set_grad_checkpointing(True)
-
-    check_grad_checkpointing(small(), torch.randn(2, 3, 64, 64), enable)
+    check_grad_checkpointing(small(), images(2))
     model = small()
     with pytest.raises(zoo.ZooError, match="enable"):
         model.set_grad_checkpointing("yes")  # type: ignore[arg-type]  # what a caller could pass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +21,7 @@ from zoo.services.export import MAX_OPSET, MIN_OPSET, export_file, export_progra
 ort = pytest.importorskip("onnxruntime")  # the zoo[onnx] extra, in the dev extra CI installs
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tracing is single-threaded; small forwards stall at multi-thread barriers on a busy CI."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: small forwards on one torch thread
 
 
 def images(batch: int, height: int, width: int) -> torch.Tensor:

@@ -11,16 +11,18 @@ from model_checks import (
     check_grad_checkpointing,
     check_intermediates,
     check_prune,
+    check_reference_taps,
     check_script_and_fx,
-    tap_dicts,
+    images,
+    meta_model,
+    small_model,
 )
 from modelcache import built_as
-from refdata import reference
 from zoo.archs.layers.mbconv import BlockDef, DepthwiseSeparable, SqueezeExcite
 from zoo.archs.mobilenetv3 import MobileNetV3
 
 NAME = "mobilenetv3_large_100"
-X = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+X = images()
 SMALL_STAGES = (
     (BlockDef("ds", 1, 3, 1, 8, act="relu"),),
     (BlockDef("ir", 1, 3, 2, 16, exp_ratio=3, se_ratio=0.25, act="relu"), BlockDef("ir", 1, 5, 1, 16, exp_ratio=2.5)),
@@ -36,18 +38,14 @@ def built() -> MobileNetV3:
 
 def small(**kwargs: object) -> MobileNetV3:
     """Short stages at small widths, ending in a 1x1 conv to 48, with a 64-wide head conv."""
-    torch.manual_seed(0)
-    args: dict[str, object] = {"stages": SMALL_STAGES, "stem_size": 8, "head_size": 64, "num_classes": 5, **kwargs}
-    return MobileNetV3(**args)  # type: ignore[arg-type]  # the checks under test see the real values
+    defaults = {"stages": SMALL_STAGES, "stem_size": 8, "head_size": 64, "num_classes": 5}
+    return small_model(MobileNetV3, defaults, kwargs)
 
 
 def test_feature_info_and_widths() -> None:
-    with torch.device("meta"):
-        model = zoo.create_model(NAME)
-    assert isinstance(model, MobileNetV3)
-    assert tap_dicts(model) == reference(NAME)["feature_info"]
+    model = meta_model(NAME, MobileNetV3)
     # the classifier reads conv_head's width, not the last stage's (as the reference reports both)
-    assert (model.num_features, model.head_hidden_size) == (reference(NAME)["num_features"], 1280)
+    check_reference_taps(model, NAME, head_hidden_size=1280)
 
 
 def test_surface_forward_intermediates() -> None:
@@ -148,11 +146,7 @@ def test_surface_script_and_fx() -> None:
 
 
 def test_grad_checkpointing_changes_nothing_but_memory() -> None:
-    def enable(model: nn.Module) -> None:
-        assert isinstance(model, MobileNetV3)
-        model.set_grad_checkpointing(True)
-
-    check_grad_checkpointing(small(), torch.randn(2, 3, 64, 64), enable)
+    check_grad_checkpointing(small(), images(2))
 
 
 @pytest.mark.parametrize(

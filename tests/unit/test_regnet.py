@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
@@ -19,8 +18,11 @@ from model_checks import (
     check_intermediates,
     check_pretrained,
     check_prune,
+    check_reference_taps,
     check_script_and_fx,
-    tap_dicts,
+    images,
+    meta_model,
+    small_model,
 )
 from refdata import reference
 from weights_support import CheckpointServer
@@ -29,25 +31,17 @@ from zoo.archs.layers import DropPath, SEModule
 from zoo.archs.regnet import Bottleneck, RegNet, RegNetCfg, StageLayout, stage_layouts
 
 NAMES = FAMILIES["zoo.archs.regnet"]
-X = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+X = images()
 # block widths 8, 20, 32, 44, 56, 68 snap to 8, 16, 32, 32, 64, 64: four stages of 1, 1, 2, 2 blocks
 SMALL = RegNetCfg(depth=6, w0=8, wa=12.0, wm=2.0, group_size=8, se_ratio=0.25, stem_width=8)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Run this module's small forwards on one torch thread (they stall at multi-thread barriers on a busy CI)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: small forwards on one torch thread
 
 
 def small(**kwargs: object) -> RegNet:
     """Four stages at small widths (SMALL unless cfg is given): a training step in milliseconds."""
-    torch.manual_seed(0)
-    args: dict[str, object] = {"cfg": SMALL, "num_classes": 5, "zero_init_last": False, **kwargs}
-    return RegNet(**args)  # type: ignore[arg-type]  # the checks under test see the real values
+    return small_model(RegNet, {"cfg": SMALL, "num_classes": 5, "zero_init_last": False}, kwargs)
 
 
 def test_small_layout() -> None:
@@ -76,14 +70,8 @@ def test_width_rule_gives_the_reference_layout(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("output_stride", [32, 16, 8])
 def test_feature_info(name: str, output_stride: int) -> None:
-    with torch.device("meta"):  # only the structure matters here: skip initialising real weights
-        model = zoo.create_model(name, output_stride=output_stride)
-    assert isinstance(model, RegNet)
-    expected = reference(name)["feature_info"]
-    for tap in expected:
-        tap["reduction"] = min(tap["reduction"], output_stride)
-    assert tap_dicts(model) == expected
-    assert model.head_hidden_size == model.num_features == reference(name)["num_features"]
+    model = meta_model(name, RegNet, output_stride=output_stride)
+    check_reference_taps(model, name, output_stride=output_stride)
     assert any(isinstance(m, SEModule) for m in model.modules()) == (name == "regnety_016")
 
 
@@ -109,12 +97,7 @@ def test_surface_script_and_fx(kwargs: dict[str, object]) -> None:
 
 
 def test_grad_checkpointing_changes_nothing_but_memory() -> None:
-    def enable(model: nn.Module) -> None:
-        assert isinstance(model, RegNet)
-        model.set_grad_checkpointing(True)
-
-    x = torch.randn(2, 3, 64, 64)
-    check_grad_checkpointing(small(), x, enable)
+    check_grad_checkpointing(small(), images(2))
 
 
 @pytest.mark.parametrize("downsample", ["conv1x1", "avg"])

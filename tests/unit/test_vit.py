@@ -11,8 +11,15 @@ import torch.fx
 from torch import nn
 
 import zoo
-from model_checks import check_drop_rate_only_in_training, check_grad_checkpointing, check_script_and_fx, tap_dicts
-from refdata import reference
+from model_checks import (
+    check_drop_rate_only_in_training,
+    check_grad_checkpointing,
+    check_reference_taps,
+    check_script_and_fx,
+    images,
+    meta_model,
+    small_model,
+)
 from weights_support import CheckpointServer, safetensors_bytes
 from zoo.api import default_zoo
 from zoo.archs.catalogue import FAMILIES
@@ -25,22 +32,13 @@ from zoo.services.features import FeatureFactory, FeatureGetterNet
 
 NAMES = FAMILIES["zoo.archs.vit"]
 # 32 x 48 px in 8 px patches: a 4 x 6 grid, so a transposed layout would show
-X = torch.randn(2, 3, 32, 48, generator=torch.Generator().manual_seed(0))
+X = images(2, 32, 48)
 
 
 def small(**kwargs: object) -> VisionTransformer:
     """Three blocks 32 wide on a 4 x 6 grid of 8 px patches: a training step in milliseconds."""
-    torch.manual_seed(0)
-    args: dict[str, object] = {
-        "img_size": (32, 48),
-        "patch_size": 8,
-        "embed_dim": 32,
-        "depth": 3,
-        "num_heads": 2,
-        "num_classes": 5,
-        **kwargs,
-    }
-    return VisionTransformer(**args)  # type: ignore[arg-type]  # the checks under test see the real values
+    defaults = {"img_size": (32, 48), "patch_size": 8, "embed_dim": 32, "depth": 3, "num_heads": 2, "num_classes": 5}
+    return small_model(VisionTransformer, defaults, kwargs)
 
 
 def hooked_blocks(model: VisionTransformer, x: torch.Tensor) -> list[torch.Tensor]:
@@ -68,12 +66,8 @@ def on_grid(tokens: torch.Tensor, h: int, w: int, prefix: int = 1) -> torch.Tens
 
 @pytest.mark.parametrize("name", NAMES)
 def test_feature_info_and_widths_follow_the_reference(name: str) -> None:
-    with torch.device("meta"):  # only the structure matters here
-        model = zoo.create_model(name)
-    assert isinstance(model, VisionTransformer)
-    facts = reference(name)
-    assert tap_dicts(model) == facts["feature_info"]
-    assert model.head_hidden_size == model.num_features == facts["num_features"]
+    model = meta_model(name, VisionTransformer)
+    check_reference_taps(model, name)
     assert zoo.api.default_zoo().get_spec(name).feature_cfg.feature_cls == "getter"
 
 
@@ -303,11 +297,7 @@ def test_script_and_fx() -> None:
 
 
 def test_grad_checkpointing_changes_nothing_but_memory() -> None:
-    def enable(model: nn.Module) -> None:
-        assert isinstance(model, VisionTransformer)
-        model.set_grad_checkpointing(True)
-
-    check_grad_checkpointing(small(), X, enable)
+    check_grad_checkpointing(small(), X)
     model, plain = small(), small()
     model.set_grad_checkpointing()
     final, taps = model.forward_intermediates(X)

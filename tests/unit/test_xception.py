@@ -17,21 +17,22 @@ from model_checks import (
     check_intermediates,
     check_pretrained,
     check_prune,
+    check_reference_taps,
     check_script_and_fx,
-    tap_dicts,
+    images,
+    meta_model,
+    small_model,
     taps_by_hooks,
 )
 from modelcache import built_as
-from refdata import reference
 from weights_support import CheckpointServer
 from zoo.archs.catalogue import FAMILIES
-from zoo.archs.densenet import DenseNet
 from zoo.archs.layers import BatchNormAct2d, DropPath
 from zoo.archs.xception import BlockCfg, XceptionAligned
 from zoo.domain.values import FeatureCfg
 
 NAMES = FAMILIES["zoo.archs.xception"]
-X = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+X = images()
 
 
 def built(name: str) -> XceptionAligned:
@@ -41,30 +42,20 @@ def built(name: str) -> XceptionAligned:
 
 def small(**kwargs: object) -> XceptionAligned:
     """Entry, one middle and exit-like blocks at small widths: a training step in milliseconds."""
-    torch.manual_seed(0)
     cfg = (
         BlockCfg(64, (16, 16, 16), 2),
         BlockCfg(16, (16, 16, 16)),
         BlockCfg(16, (24, 32, 32), 2),
         BlockCfg(32, (32, 32, 48), 1, no_skip=True, start_with_relu=False),
     )
-    args: dict[str, object] = {"block_cfg": cfg, "num_classes": 5, **kwargs}
-    return XceptionAligned(**args)  # type: ignore[arg-type]  # the checks under test see the real values
+    return small_model(XceptionAligned, {"block_cfg": cfg, "num_classes": 5}, kwargs)
 
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("output_stride", [32, 16, 8])
 def test_feature_info(name: str, output_stride: int) -> None:
-    with torch.device("meta"):  # only the structure matters here: skip initialising real weights
-        model = zoo.create_model(name, output_stride=output_stride)
-    assert isinstance(model, (DenseNet, XceptionAligned))
-    taps = tap_dicts(model)
-    expected = reference(name)["feature_info"]
-    # past output_stride the network dilates instead of striding: the taps stay, their strides stop growing
-    for tap in expected:
-        tap["reduction"] = min(tap["reduction"], output_stride)
-    assert taps == expected
-    assert model.head_hidden_size == model.num_features == reference(name)["num_features"]
+    model = meta_model(name, XceptionAligned, output_stride=output_stride)
+    check_reference_taps(model, name, output_stride=output_stride)
 
 
 @pytest.mark.parametrize("name", ["xception41", "xception41p"])
@@ -103,11 +94,7 @@ def test_surface_script_and_fx(preact: bool) -> None:
 
 @pytest.mark.parametrize("preact", [False, True])
 def test_grad_checkpointing_changes_nothing_but_memory(preact: bool) -> None:
-    def enable(model: nn.Module) -> None:
-        assert isinstance(model, XceptionAligned)
-        model.set_grad_checkpointing(True)
-
-    check_grad_checkpointing(small(preact=preact), torch.randn(2, 3, 64, 64), enable)
+    check_grad_checkpointing(small(preact=preact), images(2))
     model = small(preact=preact)
     with pytest.raises(zoo.ZooError, match="enable"):
         model.set_grad_checkpointing(None)  # type: ignore[arg-type]  # what a caller could pass
