@@ -43,7 +43,7 @@ lint: $(VENV)/.dev
 	$(VENV)/bin/ruff format --check src tests benchmarks tools
 
 typecheck: $(VENV)/.dev
-	$(VENV)/bin/mypy --strict src tests
+	$(VENV)/bin/mypy --strict src tests benchmarks tools
 
 # a new Hypothesis seed each run, printed first so that a failure can be replayed: make unit SEED=...
 ifeq ($(origin SEED), undefined)

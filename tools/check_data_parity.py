@@ -67,7 +67,7 @@ def main() -> int:
     names = zoo.list_models(pretrained=True, include_tags=True)
     for name in names:
         for test in (False, True):
-            ours = resolve_data_config(name, use_test_size=test).to_dict()
+            our_cfg = resolve_data_config(name, use_test_size=test).to_dict()
             try:
                 pcfg = timm.models.get_pretrained_cfg(name)
             except Exception:  # a name timm no longer has
@@ -75,11 +75,11 @@ def main() -> int:
             if pcfg is None:
                 continue
             compared += 1
-            theirs = timm.data.resolve_data_config(pretrained_cfg=pcfg.to_dict(), use_test_size=test)
-            theirs = {k: list(v) if isinstance(v, tuple) else v for k, v in theirs.items()}
-            if ours != theirs:
+            resolved = timm.data.resolve_data_config(pretrained_cfg=pcfg.to_dict(), use_test_size=test)
+            their_cfg = {k: list(v) if isinstance(v, tuple) else v for k, v in resolved.items()}
+            if our_cfg != their_cfg:
                 mismatched += 1
-                print(f"DATA CONFIG MISMATCH {name} use_test_size={test}: {ours} vs {theirs}")
+                print(f"DATA CONFIG MISMATCH {name} use_test_size={test}: {our_cfg} vs {their_cfg}")
     print(f"data configs: {compared} compared ({len(names)} pretrained tags x use_test_size), {mismatched} mismatched")
     return 1 if worst > 0 or mismatched else 0
 

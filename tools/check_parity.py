@@ -26,12 +26,15 @@ from __future__ import annotations
 import copy
 import inspect
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import timm  # type: ignore[import-not-found]  # throwaway environment only
 import torch
 from torch import nn
 
 import zoo
+from zoo.domain.values import FeatureInfo
 
 # knob settings checked per family (the first, no knobs, is the default model)
 KNOBS: dict[str, tuple[dict[str, object], ...]] = {
@@ -72,7 +75,7 @@ DROPPED: dict[str, dict[str, object]] = {
 TOLERANCE = 1e-4
 
 
-def _timm_model(name: str, **kwargs: object) -> nn.Module:
+def _timm_model(name: str, **kwargs: object) -> Any:  # a timm model: timm is untyped here
     if name in DROPPED:
         from timm.models.densenet import DenseNet  # type: ignore[import-not-found]  # throwaway environment only
 
@@ -145,13 +148,14 @@ def check_pos_embed_filter(name: str) -> str:
     return f"{status} {name} pos_embed filter (96, 384, 160x320) pos_embed={worst:.1e}"
 
 
-def check(name: str, **kwargs: object) -> str:
+def check(name: str, **kwargs: Any) -> str:  # any model keyword of the family
     torch.manual_seed(0)
     ref_kwargs = {k: v for k, v in kwargs.items() if k not in ZOO_ONLY}
     ref = _timm_model(name, **ref_kwargs).eval()
-    mine = zoo.create_model(name, **kwargs).eval()
+    mine = zoo.create_model(name, features_only=False, **kwargs).eval()
     mine.load_state_dict(_without_counters(ref.state_dict(), name), strict=True)
-    mine_taps = [(t.module, t.num_chs, t.reduction) for t in mine.feature_info]
+    info: list[FeatureInfo] = getattr(mine, "feature_info")  # noqa: B009  # nn.Module types attributes as tensors
+    mine_taps = [(t.module, t.num_chs, t.reduction) for t in info]
     ref_info = [(d["module"], d["num_chs"], d["reduction"]) for d in ref.feature_info]
     assert mine_taps == ref_info, f"feature_info differs: {mine_taps} != {ref_info}"
     x = torch.randn(2, 3, *_input_size(name, kwargs))
@@ -161,17 +165,16 @@ def check(name: str, **kwargs: object) -> str:
             "features": _max_diff(ref.forward_features(x), mine.forward_features(x)),
         }
         # families still on the older surface answer forward_intermediates(x) with the taps alone
-        full_surface = "intermediates_only" in inspect.signature(mine.forward_intermediates).parameters
+        intermediates: Callable[..., list[torch.Tensor]] = getattr(mine, "forward_intermediates")  # noqa: B009
+        full_surface = "intermediates_only" in inspect.signature(intermediates).parameters
         ref_taps = ref.forward_intermediates(x, intermediates_only=True)
-        my_taps = (
-            mine.forward_intermediates(x, intermediates_only=True) if full_surface else mine.forward_intermediates(x)
-        )
+        my_taps = intermediates(x, intermediates_only=True) if full_surface else intermediates(x)
         assert len(ref_taps) == len(my_taps), "different number of taps"
         diffs["intermediates"] = max(_max_diff(a, b) for a, b in zip(ref_taps, my_taps, strict=True))
         if name not in DROPPED:
             ref_f = timm.create_model(IABN.get(name, name), features_only=True, **ref_kwargs).eval()
             # timm's ViT extractor takes the last three blocks by default, zoo's every block
-            last3: dict[str, object] = {"out_indices": (-3, -2, -1)} if name.startswith("vit_") else {}
+            last3: dict[str, Any] = {"out_indices": (-3, -2, -1)} if name.startswith("vit_") else {}
             mine_f = zoo.create_model(name, features_only=True, **kwargs, **last3).eval()
             # the extractors name their modules differently (timm flattens 'blocks.0' to 'blocks_0'): pair by order
             mine_keys = list(mine_f.state_dict())
