@@ -21,6 +21,7 @@ from zoo.archs.layers import (
     GlobalPool,
     IntermediatesMixin,
     check_head,
+    init_each_module,
     is_scripting,
     sequential_prefix,
 )
@@ -63,10 +64,16 @@ class ConvNeXtBlock(nn.Module):
         self.conv_dw = nn.Conv2d(chs, chs, kernel_size, 1, padding, dilation, groups=chs, bias=conv_bias)
         self.norm: nn.Module = LayerNorm2d(chs, eps) if conv_mlp else LayerNorm(chs, eps)
         self.mlp = PointwiseMlp(chs, int(mlp_ratio * chs), use_conv=conv_mlp)
+        self.ls_init_value = ls_init_value
         self.gamma: nn.Parameter | None = (
             nn.Parameter(torch.full((chs,), ls_init_value)) if ls_init_value is not None else None
         )
         self.drop_path: nn.Module = DropPath(drop_path_rate) if drop_path_rate > 0.0 else nn.Identity()
+
+    def reset_parameters(self) -> None:
+        """Layer scale back to ls_init_value (the block's own tensor: its layers reset themselves)."""
+        if self.gamma is not None and self.ls_init_value is not None:
+            nn.init.constant_(self.gamma, self.ls_init_value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
@@ -244,18 +251,33 @@ class ConvNeXt(IntermediatesMixin, ZooModule):
             else NormMlpClassifierHead(chs, num_classes, global_pool, drop_rate, hidden_size=head_hidden_size, eps=eps)
         )
         self.head_hidden_size = self.head.num_features
-        self._init_weights(head_init_scale)
+        self._head_init_scale = head_init_scale
+        self._init_weights()
 
-    def _init_weights(self, head_init_scale: float) -> None:
-        for name, m in self.named_modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-                if name.startswith("head.") and isinstance(m, nn.Linear):
-                    with torch.no_grad():
-                        m.weight.mul_(head_init_scale)
-                        m.bias.mul_(head_init_scale)
+    def _init_layer(self, m: nn.Module, head: set[nn.Module]) -> bool:
+        """A conv or linear layer's truncated N(0, 0.02) weight (the head's scaled) and zero bias; False for others."""
+        if not isinstance(m, (nn.Conv2d, nn.Linear)):
+            return False
+        # the head's linears: N(0, 0.02) cut at +-2, times head_init_scale, drawn as one truncated normal
+        # (a negative scale flips a symmetric law onto itself)
+        scale = abs(self._head_init_scale) if isinstance(m, nn.Linear) and m in head else 1.0
+        if scale > 0.0:
+            nn.init.trunc_normal_(m.weight, std=0.02 * scale, a=-2.0 * scale, b=2.0 * scale)
+        else:
+            nn.init.zeros_(m.weight)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+        return True
+
+    def _init_weights(self) -> None:
+        head = set(self.head.modules())
+        for m in self.modules():
+            self._init_layer(m, head)
+
+    def init_all_weights(self) -> None:
+        """Every tensor once: convs/linears truncated N(0, 0.02), zero bias, the head's scaled; the rest as built."""
+        head = set(self.head.modules())
+        init_each_module(self, lambda m: self._init_layer(m, head))
 
     def get_classifier(self) -> nn.Module:
         """The classifier (Identity when num_classes is 0)."""

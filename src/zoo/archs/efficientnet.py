@@ -23,6 +23,7 @@ from zoo.archs.layers import (
     GlobalPool,
     IntermediatesMixin,
     check_head,
+    init_each_module,
     is_scripting,
     make_divisible,
     make_fc,
@@ -105,6 +106,10 @@ class EfficientNet(IntermediatesMixin, ZooModule):
         self.global_pool = pool
         self.head_hidden_size = self.num_features * pool.feat_mult()
         self.classifier = make_fc(self.head_hidden_size, num_classes)
+
+    def init_all_weights(self) -> None:
+        """Every tensor once, torch's default (the family adds no init of its own); pruned layers included."""
+        init_each_module(self, lambda m: False)
 
     def get_classifier(self) -> nn.Module:
         """The classifier (Identity when num_classes is 0)."""

@@ -22,6 +22,7 @@ from zoo.archs.layers import (
     GlobalPool,
     IntermediatesMixin,
     check_head,
+    init_each_module,
     is_scripting,
     make_act,
     make_divisible,
@@ -103,6 +104,10 @@ class MobileNetV3(IntermediatesMixin, ZooModule):
         self.use_conv_head = global_pool != ""  # with the map unpooled (or conv_head pruned) the head skips it
         self.head_hidden_size = self._head_width(pool)
         self.classifier = make_fc(self.head_hidden_size, num_classes)
+
+    def init_all_weights(self) -> None:
+        """Every tensor once, torch's default (the family adds no init of its own); pruned layers included."""
+        init_each_module(self, lambda m: False)
 
     def _head_width(self, pool: GlobalPool) -> int:
         if pool.pool_type != "" and isinstance(self.conv_head, nn.Conv2d):
