@@ -281,7 +281,9 @@ class RegNet(HeadClassifierMixin, IntermediatesMixin, ZooModule):
     def init_all_weights(self) -> None:
         """Every tensor once: convs N(0, 2 / fan-out), zero bias, classifier N(0, 0.01); zero_init_last kept."""
         # each residual branch's last norm starts at zero scale: written so at once, not reset and then zeroed
-        last_norms = {m.conv3.bn for m in self.modules() if isinstance(m, Bottleneck)} if self._zero_init_last else set()
+        last_norms = (
+            {m.conv3.bn for m in self.modules() if isinstance(m, Bottleneck)} if self._zero_init_last else set()
+        )
 
         def rule(m: nn.Module) -> bool:
             if isinstance(m, nn.BatchNorm2d) and m in last_norms:
