@@ -232,19 +232,20 @@ class VisionTransformer(ZooModule):
         self.head_drop = nn.Dropout(drop_rate)
         self.head = self._make_head(num_classes)
 
+        self._init_tokens()
+        self.blocks.apply(_init_linear)
+
+    def _init_tokens(self) -> None:
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=1e-6)
-        self.blocks.apply(_init_linear)
 
     def init_all_weights(self) -> None:
         """Every tensor once: linears N(0, 0.02) with zero bias, pos_embed and cls_token as built, the rest torch's."""
 
         def rule(m: nn.Module) -> bool:
             if m is self:  # the model's own tensors: the position embeddings and the class token
-                nn.init.trunc_normal_(self.pos_embed, std=0.02)
-                if self.cls_token is not None:
-                    nn.init.normal_(self.cls_token, std=1e-6)
+                self._init_tokens()
                 return True
             if isinstance(m, nn.Linear):
                 _init_linear(m)
