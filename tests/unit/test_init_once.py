@@ -21,7 +21,10 @@ from torch.overrides import TorchFunctionMode
 import zoo
 from zoo.api import ModelZoo, default_zoo
 from zoo.archs.base import ZooModule
+from zoo.archs.convnext import ConvNeXt
+from zoo.archs.regnet import RegNet, RegNetCfg
 from zoo.archs.resnet import ResNet
+from zoo.archs.vit import VisionTransformer
 from zoo.domain.values import BuildRequest
 from zoo.services import builder as builder_module
 from zoo.services.builder import Builder, initialises_itself
@@ -29,9 +32,9 @@ from zoo.services.registry import Registry
 from zoo.services.weights import meta
 
 ALL = zoo.list_models()
-# one per family that opts in (xception: torch's defaults alone, no rule of its own), and the variants
-# that bring their own kinds of layer: SE convs with biases, ECA's Conv1d, blur pooling's computed
-# buffer, in-place ABN, a pruned layout
+# one per family that opts in (xception, efficientnet and mobilenetv3 with torch's defaults and Google's
+# init), and the variants that bring their own kinds of layer: SE convs with biases, ECA's Conv1d, blur
+# pooling's computed buffer, in-place ABN, a pruned layout, a class token and position embeddings, layer scale
 REPRESENTATIVE = (
     "resnet18",
     "seresnet50",
@@ -39,6 +42,9 @@ REPRESENTATIVE = (
     "densenetblur121d",
     "cspresnext50_iabn",
     "xception41",
+    "vit_tiny_patch16_224",
+    "convnext_tiny",
+    "regnety_016",
 )
 
 
@@ -82,6 +88,31 @@ class _RecordWrites(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+def _recorded_writes(init: Callable[[], object]) -> set[int]:
+    """ids of the meta tensors init writes (see _RecordWrites); nothing is written."""
+    mode = _RecordWrites()
+    real = nn.init.trunc_normal_
+
+    def trunc_normal_(
+        tensor: torch.Tensor,
+        mean: float = 0.0,
+        std: float = 1.0,
+        a: float = -2.0,
+        b: float = 2.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        # torch's trunc_normal_ returns a meta tensor before any op the mode could see
+        if tensor.is_meta:
+            mode.written.add(id(tensor))
+            return tensor
+        return real(tensor, mean, std, a, b, generator)
+
+    with pytest.MonkeyPatch.context() as mp, mode:
+        mp.setattr(nn.init, "trunc_normal_", trunc_normal_)
+        init()
+    return mode.written
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_init_weights_writes_every_parameter_and_buffer(name: str) -> None:
     spec = default_zoo().get_spec(name)
@@ -93,9 +124,8 @@ def test_init_weights_writes_every_parameter_and_buffer(name: str) -> None:
     for _, _, _, t in _own_tensors(model):
         if not t.is_meta:  # buffers: poisoned, so that only a reset clears them
             t.fill_(math.nan if t.is_floating_point() else -7)
-    with _RecordWrites() as mode:
-        model.init_all_weights()
-    missed = [f"{p}.{n}" for p, _, n, t in _own_tensors(model) if t.is_meta and id(t) not in mode.written]
+    written = _recorded_writes(model.init_all_weights)
+    missed = [f"{p}.{n}" for p, _, n, t in _own_tensors(model) if t.is_meta and id(t) not in written]
     poisoned = [f"{p}.{n}" for p, _, n, t in _own_tensors(model) if not t.is_meta and (t.isnan() | (t == -7)).any()]
     assert not missed, f"init_all_weights leaves {missed[:5]} unwritten"
     assert not poisoned, f"init_all_weights leaves {poisoned[:5]} as they were"
@@ -132,10 +162,7 @@ def _moments(t: torch.Tensor) -> tuple[float, float, float]:
 
 # the pruned name is left out: the ordinary path builds its pruned layers with torch's defaults, where the
 # one-pass path gives them the family's init (test_pruned_layers_are_built_small_and_initialised_by_the_family)
-@pytest.mark.parametrize("name", [n for n in REPRESENTATIVE if not n.endswith("_pruned")])
-def test_init_distributions_match_the_ordinary_path(name: str) -> None:
-    ordinary = _constructed(name, seed=1).state_dict()
-    once = _nan_filled(name).state_dict()
+def _assert_distributed_alike(ordinary: Mapping[str, torch.Tensor], once: Mapping[str, torch.Tensor]) -> None:
     assert ordinary.keys() == once.keys()
     for key, a in ordinary.items():
         b = once[key]
@@ -151,6 +178,59 @@ def test_init_distributions_match_the_ordinary_path(name: str) -> None:
         assert abs(ma - mb) <= 6 * sa * math.sqrt(2 / n), f"{key}: mean {ma} vs {mb}"
         assert abs(sa - sb) <= 6 * sa / math.sqrt(n), f"{key}: std {sa} vs {sb}"
         assert abs(ka - kb) <= 6 * math.sqrt(48 / n), f"{key}: kurtosis {ka} vs {kb}"
+
+
+@pytest.mark.parametrize("name", [n for n in REPRESENTATIVE if not n.endswith("_pruned")])
+def test_init_distributions_match_the_ordinary_path(name: str) -> None:
+    _assert_distributed_alike(_constructed(name, seed=1).state_dict(), _nan_filled(name).state_dict())
+
+
+# options no registered name uses, each changing what the family's init writes
+_OPTIONS: dict[str, tuple[type[ZooModule], dict[str, object]]] = {
+    "vit-layer-scale-no-class-token": (
+        VisionTransformer,
+        {
+            "img_size": 32,
+            "patch_size": 8,
+            "embed_dim": 64,
+            "depth": 2,
+            "num_heads": 2,
+            "init_values": 0.1,
+            "class_token": False,
+            "global_pool": "avg",
+        },
+    ),
+    "convnext-head-scale-hidden-layer": (
+        ConvNeXt,
+        {
+            "depths": (1, 1, 1, 1),
+            "dims": (16, 32, 32, 64),
+            "head_init_scale": -0.25,
+            "ls_init_value": 0.5,
+            "head_hidden_size": 64,
+        },
+    ),
+    "convnext-head-scale-zero-conv-mlp": (
+        ConvNeXt,
+        {"depths": (1, 1), "dims": (16, 32), "head_init_scale": 0.0, "conv_mlp": True, "ls_init_value": None},
+    ),
+    "regnet-se-no-zero-init-last": (
+        RegNet,
+        {"cfg": RegNetCfg(depth=6, w0=8, wa=30, wm=2, group_size=8, se_ratio=0.25), "zero_init_last": False},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_OPTIONS))
+def test_family_options_are_initialised_as_the_ordinary_path_does(case: str) -> None:
+    cls, kwargs = _OPTIONS[case]
+    torch.manual_seed(1)
+    ordinary = cls(**kwargs)
+    with meta.parameters_on_meta():
+        once = cls(**kwargs)
+    meta.materialize_parameters(once, fill=math.nan)
+    once.init_all_weights()
+    _assert_distributed_alike(ordinary.state_dict(), once.state_dict())
 
 
 def test_a_seed_reproduces_the_weights() -> None:

@@ -24,11 +24,10 @@ from zoo.archs.layers import (
     IntermediatesMixin,
     check_head,
     is_scripting,
-    make_divisible,
     make_fc,
     sequential_prefix,
 )
-from zoo.archs.layers.mbconv import BlockDef, SeCfg, build_stages, check_stages, stage_steps
+from zoo.archs.layers.mbconv import BlockDef, SeCfg, build_body, check_stages, scale_width, stage_steps
 from zoo.archs.layers.padding import create_conv2d
 from zoo.archs.surface import TapStep, checkpoint_call, take_taps
 from zoo.domain.checks import check_bool, check_choice, check_float, check_int
@@ -43,7 +42,9 @@ class EfficientNet(IntermediatesMixin, ZooModule):
     Widths scale by channel_multiplier (rounded to multiples of 8), depths by depth_multiplier (rounded up).
     same_pad pads stride-2 convolutions as TensorFlow does (for the TF-trained checkpoints).
     forward_intermediates' norm=True passes the last tap through the head conv + bn2, as forward_features does.
-    set_grad_checkpointing recomputes each block's activations in backward.
+    set_grad_checkpointing recomputes each block's activations in backward. It defines no init_all_weights:
+    its init is torch's defaults alone, so one-pass creation has no double work to save; it measured 1.4-1.5x
+    slower for efficientnet_b0 and no faster for the pruned names, whose pruning dominates (benchmarks/create_time.py).
     """
 
     def __init__(
@@ -78,29 +79,26 @@ class EfficientNet(IntermediatesMixin, ZooModule):
         check_head(num_classes, global_pool)
         pool = GlobalPool(global_pool)  # refuses an unknown pooling before anything is built
 
-        def round_chs(chs: int) -> int:
-            return make_divisible(chs * width, 8)
-
         self.num_classes = num_classes
         self.grad_checkpointing = False
-        stem = round_chs(stem_size)
-        self.conv_stem = create_conv2d(in_chans, stem, 3, 2, same_pad=same_pad)
-        self.bn1 = BatchNormAct2d(stem, eps, act_layer=act_layer)
-        built = build_stages(
+        body = build_body(
             defs,
-            stem,
+            in_chans,
+            stem_size,
+            channel_multiplier=width,
             act=act_layer,
             se=SeCfg(),
-            round_chs=round_chs,
             depth_multiplier=depth,
             drop_path_rate=drop_path_rate,
             bn_eps=eps,
             same_pad=same_pad,
         )
-        self.blocks = built.blocks
-        self.feature_info = built.feature_info
-        self.num_features = round_chs(head_chs)
-        self.conv_head: nn.Module = create_conv2d(built.out_chs, self.num_features, 1)
+        self.conv_stem = body.conv_stem
+        self.bn1 = body.bn1
+        self.blocks = body.stages.blocks
+        self.feature_info = body.stages.feature_info
+        self.num_features = scale_width(head_chs, width)
+        self.conv_head: nn.Module = create_conv2d(body.stages.out_chs, self.num_features, 1)
         self.bn2: nn.Module = BatchNormAct2d(self.num_features, eps, act_layer=act_layer)
         self.global_pool = pool
         self.head_hidden_size = self.num_features * pool.feat_mult()
@@ -183,23 +181,15 @@ class EfficientNet(IntermediatesMixin, ZooModule):
         return list(kept)
 
 
-def _ds(k: int, s: int, c: int, *, se: float = 0.0, act: str | None = None) -> BlockDef:
-    return BlockDef("ds", 1, k, s, c, se_ratio=se, act=act)
-
-
-def _ir(r: int, k: int, s: int, e: float, c: int, *, se: float = 0.0, act: str | None = None) -> BlockDef:
-    return BlockDef("ir", r, k, s, c, exp_ratio=e, se_ratio=se, act=act)
-
-
 # EfficientNet-B0 (Tan & Le, 2019): the base network every Bn scales
 EFFICIENTNET_STAGES: tuple[tuple[BlockDef, ...], ...] = (
-    (_ds(3, 1, 16, se=0.25),),
-    (_ir(2, 3, 2, 6, 24, se=0.25),),
-    (_ir(2, 5, 2, 6, 40, se=0.25),),
-    (_ir(3, 3, 2, 6, 80, se=0.25),),
-    (_ir(3, 5, 1, 6, 112, se=0.25),),
-    (_ir(4, 5, 2, 6, 192, se=0.25),),
-    (_ir(1, 3, 1, 6, 320, se=0.25),),
+    (BlockDef.ds(3, 1, 16, se=0.25),),
+    (BlockDef.ir(2, 3, 2, 6, 24, se=0.25),),
+    (BlockDef.ir(2, 5, 2, 6, 40, se=0.25),),
+    (BlockDef.ir(3, 3, 2, 6, 80, se=0.25),),
+    (BlockDef.ir(3, 5, 1, 6, 112, se=0.25),),
+    (BlockDef.ir(4, 5, 2, 6, 192, se=0.25),),
+    (BlockDef.ir(1, 3, 1, 6, 320, se=0.25),),
 )
 
 

@@ -18,18 +18,15 @@ from zoo.archs._cfgs import family_specs
 from zoo.archs.base import ZooModule
 from zoo.archs.layers import (
     ACT_LAYERS,
-    BatchNormAct2d,
     GlobalPool,
     IntermediatesMixin,
     check_head,
     is_scripting,
     make_act,
-    make_divisible,
     make_fc,
     sequential_prefix,
 )
-from zoo.archs.layers.mbconv import BlockDef, SeCfg, build_stages, check_stages, stage_steps
-from zoo.archs.layers.padding import create_conv2d
+from zoo.archs.layers.mbconv import BlockDef, SeCfg, build_body, check_stages, stage_steps
 from zoo.archs.surface import TapStep, checkpoint_call, take_taps
 from zoo.domain.checks import check_bool, check_choice, check_float, check_int
 from zoo.domain.values import FeatureCfg, ModelSpec
@@ -43,7 +40,9 @@ class MobileNetV3(IntermediatesMixin, ZooModule):
 
     head_hidden_size is conv_head's width (the pre-logits), num_features the last stage's. With global_pool=''
     the head keeps the unpooled map and skips conv_head (a per-pixel head conv is no pooled feature).
-    set_grad_checkpointing recomputes each block's activations in backward.
+    set_grad_checkpointing recomputes each block's activations in backward. It defines no init_all_weights:
+    its init is torch's defaults alone, so one-pass creation has no double work to save, and measured 1.4x slower
+    (benchmarks/create_time.py).
     """
 
     def __init__(
@@ -74,29 +73,26 @@ class MobileNetV3(IntermediatesMixin, ZooModule):
         check_head(num_classes, global_pool)
         pool = GlobalPool(global_pool, flatten=False)  # refuses an unknown pooling before anything is built
 
-        def round_chs(chs: int) -> int:
-            return make_divisible(chs * width, 8)
-
         self.num_classes = num_classes
         self.grad_checkpointing = False
-        stem = round_chs(stem_size)
-        self.conv_stem = create_conv2d(in_chans, stem, 3, 2)
-        self.bn1 = BatchNormAct2d(stem, eps, act_layer=act_layer)
-        built = build_stages(
+        body = build_body(
             defs,
-            stem,
+            in_chans,
+            stem_size,
+            channel_multiplier=width,
             act=act_layer,
             # SE width from the expanded width, rounded to 8, with ReLU inside and a hard-sigmoid gate
             se=SeCfg(from_exp=True, round_to=8, act="relu", gate="hard_sigmoid"),
-            round_chs=round_chs,
             depth_multiplier=1.0,
             drop_path_rate=drop_path_rate,
             bn_eps=eps,
             same_pad=False,
         )
-        self.blocks = built.blocks
-        self.feature_info = built.feature_info
-        self.num_features = built.out_chs
+        self.conv_stem = body.conv_stem
+        self.bn1 = body.bn1
+        self.blocks = body.stages.blocks
+        self.feature_info = body.stages.feature_info
+        self.num_features = body.stages.out_chs
         self.global_pool = pool
         self.conv_head: nn.Module = nn.Conv2d(self.num_features * pool.feat_mult(), head_size, 1, bias=True)
         self.act2 = make_act(act_layer)
@@ -195,22 +191,14 @@ class MobileNetV3(IntermediatesMixin, ZooModule):
         return list(kept)
 
 
-def _ds(k: int, s: int, c: int, act: str | None = None) -> BlockDef:
-    return BlockDef("ds", 1, k, s, c, act=act)
-
-
-def _ir(r: int, k: int, s: int, e: float, c: int, *, se: float = 0.0, act: str | None = None) -> BlockDef:
-    return BlockDef("ir", r, k, s, c, exp_ratio=e, se_ratio=se, act=act)
-
-
 # MobileNetV3-Large (Howard et al., 2019): ReLU in the first stages, hard-swish (the model's) after
 MOBILENETV3_LARGE_STAGES: tuple[tuple[BlockDef, ...], ...] = (
-    (_ds(3, 1, 16, act="relu"),),
-    (_ir(1, 3, 2, 4, 24, act="relu"), _ir(1, 3, 1, 3, 24, act="relu")),
-    (_ir(3, 5, 2, 3, 40, se=0.25, act="relu"),),
-    (_ir(1, 3, 2, 6, 80), _ir(1, 3, 1, 2.5, 80), _ir(2, 3, 1, 2.3, 80)),
-    (_ir(2, 3, 1, 6, 112, se=0.25),),
-    (_ir(3, 5, 2, 6, 160, se=0.25),),
+    (BlockDef.ds(3, 1, 16, act="relu"),),
+    (BlockDef.ir(1, 3, 2, 4, 24, act="relu"), BlockDef.ir(1, 3, 1, 3, 24, act="relu")),
+    (BlockDef.ir(3, 5, 2, 3, 40, se=0.25, act="relu"),),
+    (BlockDef.ir(1, 3, 2, 6, 80), BlockDef.ir(1, 3, 1, 2.5, 80), BlockDef.ir(2, 3, 1, 2.3, 80)),
+    (BlockDef.ir(2, 3, 1, 6, 112, se=0.25),),
+    (BlockDef.ir(3, 5, 2, 6, 160, se=0.25),),
     (BlockDef("cn", 1, 1, 1, 960),),
 )
 

@@ -26,6 +26,7 @@ from zoo.archs.layers import (
     IntermediatesMixin,
     SEModule,
     check_head,
+    init_each_module,
     is_scripting,
     make_divisible,
 )
@@ -192,6 +193,21 @@ def _stage(
     return nn.Sequential(blocks)
 
 
+def _init_layer(m: nn.Module) -> bool:
+    """RegNet's init of a conv (N(0, 2 / fan-out)) or linear (N(0, 0.01)) layer, zero bias; False for others."""
+    if isinstance(m, nn.Conv2d):
+        # fan-out per group, which kaiming_normal_ (fan-out over all groups) does not give
+        fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+        nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+    elif isinstance(m, nn.Linear):
+        nn.init.normal_(m.weight, 0.0, 0.01)
+    else:
+        return False
+    if m.bias is not None:
+        nn.init.zeros_(m.bias)
+    return True
+
+
 class RegNet(HeadClassifierMixin, IntermediatesMixin, ZooModule):
     """RegNet: a strided 3x3 stem, four stages s1..s4 of bottleneck blocks; dilation past output_stride.
 
@@ -254,20 +270,30 @@ class RegNet(HeadClassifierMixin, IntermediatesMixin, ZooModule):
         self.num_features = chs
         self.head = ClassifierHead(chs, num_classes, global_pool, drop_rate)
         self.head_hidden_size = self.head.num_features
+        self._zero_init_last = zero_init_last
         self._init_weights(zero_init_last)
 
     def _init_weights(self, zero_init_last: bool) -> None:
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
-            elif zero_init_last and isinstance(m, Bottleneck):
+            if not _init_layer(m) and zero_init_last and isinstance(m, Bottleneck):
                 m.zero_init_last()
+
+    def init_all_weights(self) -> None:
+        """Every tensor once: convs N(0, 2 / fan-out), zero bias, classifier N(0, 0.01); zero_init_last kept."""
+        # each residual branch's last norm starts at zero scale: written so at once, not reset and then zeroed
+        last_norms = (
+            {m.conv3.bn for m in self.modules() if isinstance(m, Bottleneck)} if self._zero_init_last else set()
+        )
+
+        def rule(m: nn.Module) -> bool:
+            if isinstance(m, nn.BatchNorm2d) and m in last_norms:
+                m.reset_running_stats()
+                nn.init.zeros_(m.weight)
+                nn.init.zeros_(m.bias)
+                return True
+            return _init_layer(m)  # batch norms: torch's default is the family's
+
+        init_each_module(self, rule)
 
     @torch.jit.unused
     def _features_checkpointed(self, x: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ from torch import nn
 
 from zoo.archs._cfgs import family_specs
 from zoo.archs.base import ZooModule
-from zoo.archs.layers import DropPath, is_scripting, sequential_prefix
+from zoo.archs.layers import DropPath, init_each_module, is_scripting, sequential_prefix
 from zoo.archs.layers.layer_scale import LayerScale
 from zoo.archs.layers.mlp import Mlp
 from zoo.archs.layers.patch_embed import PatchEmbed
@@ -232,10 +232,27 @@ class VisionTransformer(ZooModule):
         self.head_drop = nn.Dropout(drop_rate)
         self.head = self._make_head(num_classes)
 
+        self._init_tokens()
+        self.blocks.apply(_init_linear)
+
+    def _init_tokens(self) -> None:
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=1e-6)
-        self.blocks.apply(_init_linear)
+
+    def init_all_weights(self) -> None:
+        """Every tensor once: linears N(0, 0.02) with zero bias, pos_embed and cls_token as built, the rest torch's."""
+
+        def rule(m: nn.Module) -> bool:
+            if m is self:  # the model's own tensors: the position embeddings and the class token
+                self._init_tokens()
+                return True
+            if isinstance(m, nn.Linear):
+                _init_linear(m)
+                return True
+            return False  # the patch conv and the norms: torch's defaults; layer scale: init_values
+
+        init_each_module(self, rule)
 
     def _make_head(self, num_classes: int) -> nn.Module:
         if num_classes == 0:

@@ -30,12 +30,15 @@ __all__ = [
     "ConvBnAct",
     "DepthwiseSeparable",
     "InvertedResidual",
+    "MbBody",
     "MbStages",
     "SeCfg",
     "SqueezeExcite",
+    "build_body",
     "build_stages",
     "check_stages",
     "scale_repeats",
+    "scale_width",
     "stage_steps",
 ]
 
@@ -69,6 +72,26 @@ class BlockDef:
     )
     act: str | None = attrs.field(default=None, validator=_opt_act)
     noskip: bool = attrs.field(default=False, validator=lambda i, a, v: check_bool("BlockDef.noskip", v))
+
+    @classmethod
+    def ds(cls, kernel: int, stride: int, out_chs: int, *, se: float = 0.0, act: str | None = None) -> BlockDef:
+        """One depthwise-separable block."""
+        return cls("ds", 1, kernel, stride, out_chs, se_ratio=se, act=act)
+
+    @classmethod
+    def ir(
+        cls,
+        repeats: int,
+        kernel: int,
+        stride: int,
+        exp_ratio: float,
+        out_chs: int,
+        *,
+        se: float = 0.0,
+        act: str | None = None,
+    ) -> BlockDef:
+        """A run of inverted-residual blocks."""
+        return cls("ir", repeats, kernel, stride, out_chs, exp_ratio=exp_ratio, se_ratio=se, act=act)
 
 
 @attrs.frozen
@@ -248,6 +271,51 @@ def build_stages(
                 FeatureInfo(index=len(feature_info), module=f"blocks.{s}", num_chs=chs, reduction=reduction)
             )
     return MbStages(blocks=blocks, feature_info=feature_info, out_chs=chs)
+
+
+def scale_width(chs: int, channel_multiplier: float) -> int:
+    """A width scaled by channel_multiplier, rounded to a multiple of 8 (as every width of a body is)."""
+    return make_divisible(chs * channel_multiplier, 8)
+
+
+@attrs.frozen
+class MbBody:
+    """What build_body made: the stem (conv_stem, a strided 3x3 conv, and bn1) and the stages."""
+
+    conv_stem: nn.Conv2d
+    bn1: BatchNormAct2d
+    stages: MbStages
+
+
+def build_body(
+    stages: Sequence[Sequence[BlockDef]],
+    in_chans: int,
+    stem_size: int,
+    *,
+    channel_multiplier: float,
+    act: str,
+    se: SeCfg,
+    depth_multiplier: float,
+    drop_path_rate: float,
+    bn_eps: float,
+    same_pad: bool,
+) -> MbBody:
+    """The stem and stages of an EfficientNet or MobileNetV3, every width scaled by channel_multiplier."""
+    stem = scale_width(stem_size, channel_multiplier)
+    conv_stem = create_conv2d(in_chans, stem, 3, 2, same_pad=same_pad)
+    bn1 = BatchNormAct2d(stem, bn_eps, act_layer=act)
+    built = build_stages(
+        stages,
+        stem,
+        act=act,
+        se=se,
+        round_chs=functools.partial(scale_width, channel_multiplier=channel_multiplier),
+        depth_multiplier=depth_multiplier,
+        drop_path_rate=drop_path_rate,
+        bn_eps=bn_eps,
+        same_pad=same_pad,
+    )
+    return MbBody(conv_stem=conv_stem, bn1=bn1, stages=built)
 
 
 def _make_block(in_chs: int, d: BlockDef, model_act: str, se: SeCfg, rate: float, norm: _Norm) -> nn.Module:
