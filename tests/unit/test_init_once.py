@@ -45,6 +45,8 @@ REPRESENTATIVE = (
     "vit_tiny_patch16_224",
     "convnext_tiny",
     "regnety_016",
+    "efficientnet_b0",
+    "mobilenetv3_large_100",
 )
 
 
@@ -295,3 +297,22 @@ def test_a_class_without_its_own_init_weights_is_built_the_ordinary_way(monkeypa
     assert not conv1.is_meta
     assert torch.isfinite(conv1).all()
     assert float(conv1.detach().std()) > 0
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "mobilenetv3_large_100"])
+def test_mobile_families_draw_as_tensorflow_does(name: str) -> None:
+    model = _nan_filled(name)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.weight.numel() >= 4096]
+    assert convs
+    for conv in convs:  # depthwise, pointwise and SE convs alike: N(0, 2 / fan_out), fan_out per group
+        fan_out = conv.kernel_size[0] * conv.kernel_size[1] * conv.out_channels // conv.groups
+        expected = math.sqrt(2.0 / fan_out)
+        assert abs(float(conv.weight.detach().std()) - expected) < 0.1 * expected, conv
+        if conv.bias is not None:
+            assert not conv.bias.detach().any()
+    head = model.get_classifier()
+    assert isinstance(head, nn.Linear)
+    bound = 1.0 / math.sqrt(head.out_features)
+    assert float(head.weight.detach().abs().max()) <= bound
+    assert float(head.weight.detach().abs().max()) > 0.9 * bound  # uniform over the whole range
+    assert not head.bias.detach().any()

@@ -27,7 +27,16 @@ from zoo.archs.layers import (
     make_fc,
     sequential_prefix,
 )
-from zoo.archs.layers.mbconv import BlockDef, SeCfg, build_body, check_stages, scale_width, stage_steps
+from zoo.archs.layers.init import init_each_module
+from zoo.archs.layers.mbconv import (
+    BlockDef,
+    SeCfg,
+    build_body,
+    check_stages,
+    google_init_,
+    scale_width,
+    stage_steps,
+)
 from zoo.archs.layers.padding import create_conv2d
 from zoo.archs.surface import TapStep, checkpoint_call, take_taps
 from zoo.domain.checks import check_bool, check_choice, check_float, check_int
@@ -42,9 +51,8 @@ class EfficientNet(IntermediatesMixin, ZooModule):
     Widths scale by channel_multiplier (rounded to multiples of 8), depths by depth_multiplier (rounded up).
     same_pad pads stride-2 convolutions as TensorFlow does (for the TF-trained checkpoints).
     forward_intermediates' norm=True passes the last tap through the head conv + bn2, as forward_features does.
-    set_grad_checkpointing recomputes each block's activations in backward. It defines no init_all_weights:
-    its init is torch's defaults alone, so one-pass creation has no double work to save; it measured 1.4-1.5x
-    slower for efficientnet_b0 and no faster for the pruned names, whose pruning dominates (benchmarks/create_time.py).
+    set_grad_checkpointing recomputes each block's activations in backward. Random weights are drawn as
+    TensorFlow's reference does (layers.mbconv.google_init_), as timm's are.
     """
 
     def __init__(
@@ -103,6 +111,12 @@ class EfficientNet(IntermediatesMixin, ZooModule):
         self.global_pool = pool
         self.head_hidden_size = self.num_features * pool.feat_mult()
         self.classifier = make_fc(self.head_hidden_size, num_classes)
+        for m in self.modules():
+            google_init_(m)
+
+    def init_all_weights(self) -> None:
+        """Every tensor once: convolutions and linears by google_init_, the rest torch's default."""
+        init_each_module(self, google_init_)
 
     def get_classifier(self) -> nn.Module:
         """The classifier (Identity when num_classes is 0)."""

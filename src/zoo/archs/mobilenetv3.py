@@ -26,7 +26,8 @@ from zoo.archs.layers import (
     make_fc,
     sequential_prefix,
 )
-from zoo.archs.layers.mbconv import BlockDef, SeCfg, build_body, check_stages, stage_steps
+from zoo.archs.layers.init import init_each_module
+from zoo.archs.layers.mbconv import BlockDef, SeCfg, build_body, check_stages, google_init_, stage_steps
 from zoo.archs.surface import TapStep, checkpoint_call, take_taps
 from zoo.domain.checks import check_bool, check_choice, check_float, check_int
 from zoo.domain.values import FeatureCfg, ModelSpec
@@ -40,9 +41,8 @@ class MobileNetV3(IntermediatesMixin, ZooModule):
 
     head_hidden_size is conv_head's width (the pre-logits), num_features the last stage's. With global_pool=''
     the head keeps the unpooled map and skips conv_head (a per-pixel head conv is no pooled feature).
-    set_grad_checkpointing recomputes each block's activations in backward. It defines no init_all_weights:
-    its init is torch's defaults alone, so one-pass creation has no double work to save, and measured 1.4x slower
-    (benchmarks/create_time.py).
+    set_grad_checkpointing recomputes each block's activations in backward. Random weights are drawn as
+    TensorFlow's reference does (layers.mbconv.google_init_), as timm's are.
     """
 
     def __init__(
@@ -99,11 +99,17 @@ class MobileNetV3(IntermediatesMixin, ZooModule):
         self.use_conv_head = global_pool != ""  # with the map unpooled (or conv_head pruned) the head skips it
         self.head_hidden_size = self._head_width(pool)
         self.classifier = make_fc(self.head_hidden_size, num_classes)
+        for m in self.modules():
+            google_init_(m)
 
     def _head_width(self, pool: GlobalPool) -> int:
         if pool.pool_type != "" and isinstance(self.conv_head, nn.Conv2d):
             return self.conv_head.out_channels
         return self.num_features * pool.feat_mult()
+
+    def init_all_weights(self) -> None:
+        """Every tensor once: convolutions and linears by google_init_, the rest torch's default."""
+        init_each_module(self, google_init_)
 
     def get_classifier(self) -> nn.Module:
         """The classifier (Identity when num_classes is 0)."""

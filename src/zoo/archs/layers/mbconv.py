@@ -37,6 +37,7 @@ __all__ = [
     "build_body",
     "build_stages",
     "check_stages",
+    "google_init_",
     "scale_repeats",
     "scale_width",
     "stage_steps",
@@ -271,6 +272,26 @@ def build_stages(
                 FeatureInfo(index=len(feature_info), module=f"blocks.{s}", num_chs=chs, reduction=reduction)
             )
     return MbStages(blocks=blocks, feature_info=feature_info, out_chs=chs)
+
+
+def google_init_(module: nn.Module) -> bool:
+    """The init of TensorFlow's EfficientNet and MobileNet for one module; False for a module it leaves alone.
+
+    A convolution is drawn from N(0, 2 / fan_out), fan_out its kernel area times its output channels per
+    group; a linear layer from U(-1/sqrt(out_features), 1/sqrt(out_features)); biases are zero. Batch norms
+    keep torch's reset (ones, zeros), which is TensorFlow's. A rule for archs.layers.init.init_each_module.
+    """
+    if isinstance(module, nn.Conv2d):
+        fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
+        nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
+    elif isinstance(module, nn.Linear):
+        bound = 1.0 / math.sqrt(module.out_features)
+        nn.init.uniform_(module.weight, -bound, bound)
+    else:
+        return False
+    if module.bias is not None:
+        nn.init.zeros_(module.bias)
+    return True
 
 
 def scale_width(chs: int, channel_multiplier: float) -> int:
