@@ -310,7 +310,7 @@ def test_mobile_families_draw_as_tensorflow_does(name: str) -> None:
         assert abs(float(conv.weight.detach().std()) - expected) < 0.1 * expected, conv
         if conv.bias is not None:
             assert not conv.bias.detach().any()
-    head = model.get_classifier()
+    head = model.get_submodule("classifier")
     assert isinstance(head, nn.Linear)
     bound = 1.0 / math.sqrt(head.out_features)
     assert float(head.weight.detach().abs().max()) <= bound
