@@ -289,7 +289,7 @@ def test_a_class_without_its_own_init_weights_is_built_the_ordinary_way(monkeypa
     assert not initialises_itself(spec)
     called: list[str] = []
     monkeypatch.setattr(ResNet, "init_all_weights", lambda self: called.append("init_all_weights"))
-    monkeypatch.setattr(builder_module, "_init_once", lambda model, device: called.append("_init_once"))
+    monkeypatch.setattr(builder_module, "_init_once", lambda model, device, kept: called.append("_init_once"))
     torch.manual_seed(0)
     model = app.create_model("inherits18")
     assert called == []
@@ -316,3 +316,47 @@ def test_mobile_families_draw_as_tensorflow_does(name: str) -> None:
     assert float(head.weight.detach().abs().max()) <= bound
     assert float(head.weight.detach().abs().max()) > 0.9 * bound  # uniform over the whole range
     assert not head.bias.detach().any()
+
+
+class _CountEmpty(TorchFunctionMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(
+        self,
+        func: Callable[..., object],
+        types: object,
+        args: Sequence[object] = (),
+        kwargs: Mapping[str, object] | None = None,
+    ) -> object:
+        self.calls += func is torch.empty
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_materialising_reuses_the_memory_construction_allocated(keep: bool) -> None:
+    spec = default_zoo().get_spec("resnet18")
+    with meta.parameters_on_meta(keep_storage=keep) as kept:
+        model = spec.constructor(**_kwargs("resnet18"))
+    params = sum(1 for _ in model.parameters())
+    with _CountEmpty() as counter:
+        meta.materialize_parameters(model, "cpu", kept=kept)
+    assert not meta.meta_tensors(model)
+    # kept: every parameter lands in the memory its layer allocated; else each is allocated again
+    assert counter.calls == (0 if keep else params)
+
+
+def test_kept_memory_of_another_shape_is_not_reused() -> None:
+    spec = default_zoo().get_spec("resnet18")
+    with meta.parameters_on_meta(keep_storage=True) as kept:
+        model = spec.constructor(**_kwargs("resnet18"))
+    weight = model.get_submodule("conv1").get_parameter("weight")
+    narrower = nn.Parameter(torch.empty(32, 3, 7, 7, device="meta"))
+    # a pruned layer's new parameter is another object: nothing is kept for it
+    assert kept.take(narrower) is None
+    taken = kept.take(weight)
+    assert taken is not None
+    assert taken.shape == weight.shape
+    assert not taken.is_meta
+    assert kept.take(weight) is None  # handed out once

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -13,6 +14,9 @@ from zoo.domain.errors import FeatureNotAvailableError, InvalidArgumentError, In
 from zoo.domain.protocols import FeatureWrapperFactory, Pruner, WeightLoader
 from zoo.domain.values import BuildRecord, BuildRequest, DefaultCfg, ModelSpec
 from zoo.services.parallel_init import parallel_random_fills
+
+if TYPE_CHECKING:
+    from zoo.services.weights.meta import KeptStorage
 
 # Applies a checkpoint to a model: (model, state_dict, spec, cfg, request, on_meta) -> model.
 WeightApplier = Callable[[nn.Module, dict[str, torch.Tensor], ModelSpec, DefaultCfg, BuildRequest, bool], nn.Module]
@@ -66,15 +70,15 @@ def checkpoint_classes(state_dict: Mapping[str, torch.Tensor], cfg: DefaultCfg) 
     return int(weight.shape[0]) if weight is not None and weight.ndim >= 1 else None
 
 
-def _construction(*, on_meta: bool, init_once: bool) -> contextlib.AbstractContextManager[None]:
-    """Where the constructor's parameters go: meta (a checkpoint will fill them), real but unwritten (the
-    model's init_all_weights writes each once), or real and initialised by the constructor."""
-    from zoo.services.weights.meta import parameters_on_meta, parameters_unwritten
+def _construction(*, on_meta: bool, init_once: bool) -> contextlib.AbstractContextManager[KeptStorage | None]:
+    """Where the constructor's parameters go: meta, for a checkpoint to fill or for the model's init_all_weights
+    to write each once (their memory kept for it), or real and initialised by the constructor."""
+    from zoo.services.weights.meta import parameters_on_meta
 
-    if on_meta:
+    if on_meta or init_once:
         # parameters only: buffers (some non-persistent, never in a checkpoint) must be computed for real
-        return parameters_on_meta()
-    return parameters_unwritten() if init_once else contextlib.nullcontext()
+        return parameters_on_meta(keep_storage=init_once)
+    return contextlib.nullcontext()
 
 
 def initialises_itself(spec: ModelSpec) -> bool:
@@ -84,11 +88,12 @@ def initialises_itself(spec: ModelSpec) -> bool:
     return isinstance(constructor, type) and callable(vars(constructor).get("init_all_weights"))
 
 
-def _init_once(model: nn.Module, device: torch.device) -> None:
-    """Run the model's init_all_weights over its parameters (given storage on device first if on meta)."""
+def _init_once(model: nn.Module, device: torch.device, kept: KeptStorage | None) -> None:
+    """Materialise the parameters built on meta (on device, in the memory kept for them) and run the model's
+    init_all_weights over them."""
     from zoo.services.weights.meta import materialize_parameters, meta_tensors
 
-    materialize_parameters(model, device)
+    materialize_parameters(model, device, kept=kept)
     # getattr: nn.Module's __getattr__ types the attribute as a tensor or a module
     init: Callable[[], object] = getattr(model, "init_all_weights")  # noqa: B009
     # drawing the random weights is most of the work; on the CPU it runs on torch's threads
@@ -183,15 +188,14 @@ class Builder:
         # (not when the caller builds under torch.device("meta"): then nothing is to be initialised)
         device = torch.get_default_device()
         init_once = state_dict is None and device.type != "meta" and initialises_itself(spec)
-        prune_spec = _prune_spec(spec, request) if self.pruner is not None else None
-        # a model to be pruned is built on meta either way: pruning there allocates and initialises nothing
-        with _construction(on_meta=on_meta or (init_once and prune_spec is not None), init_once=init_once):
+        with _construction(on_meta=on_meta, init_once=init_once) as kept:
             model = _construct(spec, kwargs)
+        prune_spec = _prune_spec(spec, request)
         if prune_spec is not None and self.pruner is not None:
             model = self.pruner.prune(model, prune_spec)
         if init_once:
-            with _allocation_is_the_request(spec, kwargs):  # a pruned model's parameters are allocated here
-                _init_once(model, device)
+            with _allocation_is_the_request(spec, kwargs):  # pruned layers' parameters are allocated here
+                _init_once(model, device, kept)
         if state_dict is not None and self.weight_applier is not None:
             model = self.weight_applier(model, state_dict, spec, cfg, request, on_meta)
         num_classes = int(kwargs["num_classes"])  # type: ignore[call-overload]  # validated by the constructor

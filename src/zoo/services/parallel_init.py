@@ -2,9 +2,9 @@
 
 torch fills a CPU tensor with random numbers on one thread (its generator is serial), so for a model
 of tens of millions of weights, drawing them is most of the time create_model takes. Inside
-`parallel_random_fills()`, each call of a random fill (torch.nn.init's normal_, trunc_normal_,
-kaiming_normal_, ... and Tensor.normal_ / uniform_) is recorded instead of run, with a seed drawn
-from torch's global generator in the order of the calls. The recorded fills then run on
+`parallel_random_fills()`, each normal or uniform fill of a tensor (Tensor.normal_ / uniform_ and
+torch.nn.init's normal_, uniform_, kaiming_* and xavier_*, which come down to them) is recorded
+instead of run, with a seed drawn from torch's global generator in the order of the calls. The recorded fills then run on
 torch.get_num_threads() threads, each from its own generator seeded with its seed. So:
 
 - torch.manual_seed(s) before the build reproduces the weights, whatever the number of threads;
@@ -15,6 +15,8 @@ A fill only writes: it never reads what the tensor held. Any other operation on 
 pending (reading it, scaling it, zeroing a part) first runs every pending fill, so code inside sees
 the values it would have seen without this. Operations that only look at a tensor's shape or make a
 view of it do not wait. Only CPU tensors are deferred; on other devices the fills run as called.
+So torch.nn.init.trunc_normal_, which reads its draw to reject values out of bounds, runs at once:
+an init that wants its fills spread uses normal_ where the bounds are out of reach (as ConvNeXt's).
 """
 
 from __future__ import annotations

@@ -60,8 +60,10 @@ _VALUE_WRITES = frozenset(
 
 def _writes_values(func: Callable[..., object]) -> bool:
     name = getattr(func, "__name__", "")
-    # torch.nn.init's public initialisers (kaiming_uniform_, trunc_normal_, ...) are in-place and end in '_';
-    # they reach the mode whole, and the ops they call inside do not pass through it again
+    # torch.nn.init's public initialisers are in-place and end in '_'. Some reach the mode whole (normal_,
+    # uniform_, constant_, kaiming_uniform_ in torch 2.14), and the ops they call inside do not pass through
+    # it again; the others reach it as those ops (kaiming_normal_ as Tensor.normal_, ones_ as fill_).
+    # trunc_normal_ returns at once for a meta tensor, before any op.
     return name in _VALUE_WRITES or (getattr(func, "__module__", None) == "torch.nn.init" and name.endswith("_"))
 
 
@@ -90,40 +92,52 @@ def _is_meta(t: torch.Tensor) -> bool:
     return t.is_meta
 
 
-def _is_parameter(t: torch.Tensor) -> bool:
-    return isinstance(t, nn.Parameter)
+class KeptStorage:
+    """The real tensors parameters_on_meta(keep_storage=True) moved parameters off, by the meta parameter taking over.
+
+    Building on meta still allocates each parameter (the layer's torch.empty) before the move. Handing that
+    memory back at materialisation, instead of allocating anew, allocates the model as an ordinary build
+    does: the fresh memory a second allocation got cost a page fault per 4 KiB when the init wrote it.
+    """
+
+    def __init__(self) -> None:
+        self._by_meta: dict[int, tuple[nn.Parameter, torch.Tensor]] = {}
+
+    def _keep(self, moved: Mapping[int, tuple[nn.Parameter, nn.Parameter]]) -> None:
+        for original, on_meta in moved.values():
+            self._by_meta[id(on_meta)] = (on_meta, original.detach())
+
+    def take(self, param: nn.Parameter) -> torch.Tensor | None:
+        """The storage param was moved off (once), or None: none kept, or not of param's shape and dtype (pruned)."""
+        entry = self._by_meta.pop(id(param), None)
+        if entry is None or entry[0] is not param:  # the meta parameter itself, not another with its id
+            return None
+        data = entry[1]
+        return data if data.shape == param.shape and data.dtype == param.dtype else None
 
 
 @contextlib.contextmanager
-def parameters_on_meta() -> Iterator[None]:
+def parameters_on_meta(*, keep_storage: bool = False) -> Iterator[KeptStorage]:
     """Modules constructed inside put their parameters on the meta device; buffers stay real.
 
     Parameters are what a checkpoint replaces, so their random init is skipped. Buffers are small
     and some are non-persistent (computed in __init__, never in a checkpoint), so building them for
-    real is what makes them right without a per-module hook.
+    real is what makes them right without a per-module hook. With keep_storage, the memory each
+    parameter was allocated in is kept in the KeptStorage yielded, for materialize_parameters to use
+    (for a model to be initialised next; a checkpoint brings memory of its own).
     """
     _install_hook()
     outer = getattr(_local, "moved", None)
-    _local.moved = {} if outer is None else outer
+    moved: dict[int, tuple[nn.Parameter, nn.Parameter]] = {} if outer is None else outer
+    _local.moved = moved
+    kept = KeptStorage()
     try:
         with _SkipWrites(_is_meta):  # torch function modes are per thread, like _local
-            yield
+            yield kept
     finally:
         _local.moved = outer
-
-
-@contextlib.contextmanager
-def parameters_unwritten() -> Iterator[None]:
-    """Modules constructed inside get real parameters whose values are never written: for an init that writes each once.
-
-    Every in-place write to an nn.Parameter (torch's default init, a family's own init pass) is
-    skipped, so the parameters hold whatever memory held until something writes them; buffers are
-    computed for real. Against parameters_on_meta, nothing is allocated twice: building on meta
-    still allocates each parameter (torch.empty) before moving it, and allocating it again after
-    the build lands on fresh pages, paying a page fault per 4 KiB when the init first writes them.
-    """
-    with _SkipWrites(_is_parameter):
-        yield
+    if keep_storage:
+        kept._keep(moved)
 
 
 def _install_hook() -> None:
@@ -145,13 +159,24 @@ def meta_tensors(model: nn.Module) -> list[tuple[str, str]]:
     ]
 
 
-def materialize_parameters(model: nn.Module, device: torch.device | str = "cpu", *, fill: float | None = None) -> None:
+def _on(t: torch.Tensor, device: torch.device) -> bool:
+    return t.device.type == device.type and (device.index is None or t.device.index == device.index)
+
+
+def materialize_parameters(
+    model: nn.Module,
+    device: torch.device | str = "cpu",
+    *,
+    fill: float | None = None,
+    kept: KeptStorage | None = None,
+) -> None:
     """Give each parameter still on the meta device real storage on device, uninitialised (or fill).
 
-    Parameters shared between modules stay shared. fill writes a value into every parameter, those
-    already real included (NaN, say, to check that an init writes every parameter); buffers are left
-    as they are.
+    The storage kept for it (see KeptStorage) when there is one on device, else new. Parameters shared
+    between modules stay shared. fill writes a value into every parameter, those already real included
+    (NaN, say, to check that an init writes every parameter); buffers are left as they are.
     """
+    target = torch.device(device)
     memo: dict[int, nn.Parameter] = {}
     for module in model.modules():
         for name, param in list(module.named_parameters(recurse=False)):
@@ -162,8 +187,10 @@ def materialize_parameters(model: nn.Module, device: torch.device | str = "cpu",
                 continue
             new = memo.get(id(param))
             if new is None:
-                # torch.empty, not empty_like: empty_like of a meta tensor takes a slow Python path
-                data = torch.empty(param.shape, dtype=param.dtype, device=device)
+                data = kept.take(param) if kept is not None else None
+                if data is None or not _on(data, target):
+                    # torch.empty, not empty_like: empty_like of a meta tensor takes a slow Python path
+                    data = torch.empty(param.shape, dtype=param.dtype, device=target)
                 if fill is not None:
                     data.fill_(fill)
                 new = memo[id(param)] = nn.Parameter(data, requires_grad=param.requires_grad)
