@@ -4,8 +4,9 @@ torch fills a CPU tensor with random numbers on one thread (its generator is ser
 of tens of millions of weights, drawing them is most of the time create_model takes. Inside
 `parallel_random_fills()`, each normal or uniform fill of a tensor (Tensor.normal_ / uniform_ and
 torch.nn.init's normal_, uniform_, kaiming_* and xavier_*, which come down to them) is recorded
-instead of run, with a seed drawn from torch's global generator in the order of the calls. The recorded fills then run on
-torch.get_num_threads() threads, each from its own generator seeded with its seed. So:
+instead of run, with a seed drawn from torch's global generator in the order of the calls. The
+recorded fills then run on torch.get_num_threads() threads, each from its own generator seeded with
+its seed. So:
 
 - torch.manual_seed(s) before the build reproduces the weights, whatever the number of threads;
 - each tensor is drawn from the same distribution as before (the same function, another generator);
