@@ -367,3 +367,24 @@ def test_img_size_reaches_the_model_through_create_model() -> None:
     assert model.pos_embed.shape == (1, 1 + 6 * 8, 384)
     with pytest.raises(zoo.ZooError, match="img_size"):
         zoo.create_model("vit_small_patch16_224", img_size=8)
+
+
+def test_the_cfg_describes_the_img_size_built_for_so_preprocessing_feeds_it() -> None:
+    from PIL import Image
+
+    from zoo.data import create_transform, resolve_data_config
+
+    model = zoo.create_model("vit_tiny_patch16_224", img_size=(64, 96), depth=1).eval()
+    assert model.pretrained_cfg.input_size == (3, 64, 96)
+    assert model.pretrained_cfg.test_input_size is None
+    data_cfg = resolve_data_config(model)
+    assert data_cfg.input_size == (3, 64, 96)
+    # what zoo's own preprocessing makes of a picture, the model (not built for dynamic sizes) takes
+    x = create_transform(data_cfg)(Image.new("RGB", (300, 200), (120, 80, 40))).unsqueeze(0)
+    assert tuple(x.shape) == (1, 3, 64, 96)
+    assert model(x).shape == (1, 1000)
+    assert zoo.create_model("vit_tiny_patch16_224", depth=1).pretrained_cfg.input_size == (3, 224, 224)
+    assert (
+        zoo.create_model("resnet18").pretrained_cfg.input_size
+        == default_zoo().get_spec("resnet18").get_cfg("").input_size
+    )

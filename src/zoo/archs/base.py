@@ -44,6 +44,13 @@ class ZooModule(nn.Module):
         """
         raise NotImplementedError(f"{type(self).__name__} is initialised by its constructor only")
 
+    @torch.jit.unused
+    def image_size_built_for(self) -> tuple[int, int] | None:
+        """The (height, width) of input the model was built for, when its constructor took an image size
+        (ViT's img_size); None for a model that takes any size. The Builder makes the cfg's input_size follow
+        it, so preprocessing resolved from the model (zoo.data.resolve_data_config) feeds that size."""
+        return None
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The unpooled final feature map (or token sequence)."""
         raise NotImplementedError

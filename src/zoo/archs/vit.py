@@ -235,6 +235,12 @@ class VisionTransformer(ZooModule):
         self._init_tokens()
         self.blocks.apply(_init_linear)
 
+    @torch.jit.unused
+    def image_size_built_for(self) -> tuple[int, int] | None:
+        """img_size: the size the position embeddings were made for (and, unless dynamic_img_size, the one taken)."""
+        h, w = self.patch_embed.img_size
+        return (h, w)
+
     def _init_tokens(self) -> None:
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         if self.cls_token is not None:

@@ -39,9 +39,22 @@ def resolve_cfg(spec: ModelSpec, request: BuildRequest) -> DefaultCfg:
     return cfg.evolve(request.cfg_overlay) if request.cfg_overlay else cfg
 
 
-def adapt_cfg(cfg: DefaultCfg, *, num_classes: int, in_chans: int, features_only: bool) -> DefaultCfg:
-    """The cfg describing the model as built: its classes, its input channels, its head."""
+def adapt_cfg(
+    cfg: DefaultCfg,
+    *,
+    num_classes: int,
+    in_chans: int,
+    features_only: bool,
+    image_size: tuple[int, int] | None = None,
+) -> DefaultCfg:
+    """The cfg describing the model as built: its classes, its input channels and size, its head.
+
+    image_size: the (height, width) the model was built for, when its constructor took one (ViT's
+    img_size); the cfg's input_size follows it, and a test_input_size chosen for the other size goes.
+    """
     changes: dict[str, object] = {}
+    if image_size is not None and tuple(image_size) != tuple(cfg.input_size[1:]):
+        cfg = cfg.evolve({"input_size": (cfg.input_size[0], *image_size), "test_input_size": None})
     if num_classes != cfg.num_classes:
         changes["num_classes"] = num_classes
     if in_chans != cfg.input_size[0]:
@@ -200,12 +213,15 @@ class Builder:
             model = self.weight_applier(model, state_dict, spec, cfg, request, on_meta)
         num_classes = int(kwargs["num_classes"])  # type: ignore[call-overload]  # validated by the constructor
         in_chans = int(kwargs["in_chans"])  # type: ignore[call-overload]  # validated by the constructor
+        image_size = _image_size_built_for(model)
         if request.features_only:
             assert self.feature_factory is not None  # narrowed by _check_available
             model = self.feature_factory.wrap(
                 model, spec.feature_cfg, out_indices=request.out_indices, feature_cls=request.feature_cls
             )
-        resolved = adapt_cfg(cfg, num_classes=num_classes, in_chans=in_chans, features_only=request.features_only)
+        resolved = adapt_cfg(
+            cfg, num_classes=num_classes, in_chans=in_chans, features_only=request.features_only, image_size=image_size
+        )
         object.__setattr__(model, "default_cfg", resolved)
         object.__setattr__(model, "pretrained_cfg", resolved)  # the name timm users look for
         args = {**request.model_kwargs, "num_classes": num_classes, "in_chans": in_chans}
@@ -224,6 +240,13 @@ class Builder:
             raise InvalidValueError("out_indices and feature_cls need features_only=True")
         if _prune_spec(spec, request) is not None and self.pruner is None:
             raise FeatureNotAvailableError(f"{spec.name} would be pruned, and this ModelZoo has no Pruner")
+
+
+def _image_size_built_for(model: nn.Module) -> tuple[int, int] | None:
+    """ZooModule.image_size_built_for() of a zoo model; None for a model that does not say."""
+    method = getattr(model, "image_size_built_for", None)
+    size = method() if callable(method) else None
+    return (int(size[0]), int(size[1])) if isinstance(size, (tuple, list)) and len(size) == 2 else None
 
 
 def _prune_spec(spec: ModelSpec, request: BuildRequest) -> str | None:
