@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import attrs
@@ -82,11 +82,19 @@ def _storage_key(t: torch.Tensor) -> int:
     return int(t.untyped_storage().data_ptr())
 
 
-def _tensors_in(args: Sequence[object], kwargs: Mapping[str, object]) -> Iterator[torch.Tensor]:
-    for value in (*args, *kwargs.values()):
+def _reads_pending(values: Iterable[object], storages: set[int]) -> bool:
+    """Whether any tensor among values (or in a list or tuple among them) lies in one of the pending storages."""
+    for value in values:
         for v in value if isinstance(value, (list, tuple)) else (value,):
-            if _deferrable(v):
-                yield v
+            # (a meta or empty tensor's storage is at 0, which no pending fill's is)
+            cpu = isinstance(v, torch.Tensor) and v.device.type == "cpu" and v.layout == torch.strided
+            if cpu and int(v.untyped_storage().data_ptr()) in storages:
+                return True
+    return False
+
+
+# Ops every init makes that take no tensor: they pass straight through
+_NO_TENSORS = frozenset({torch._C._set_grad_enabled})
 
 
 @attrs.frozen
@@ -171,8 +179,12 @@ class _DeferRandomFills(TorchFunctionMode):
             self.pending.append(_Fill(func, tuple(args), call, seed, torch.is_grad_enabled(), size))
             self.storages.add(key)
             return target
-        reads = self.storages and getattr(func, "__name__", "") not in _METADATA_ONLY
-        if reads and any(_storage_key(t) in self.storages for t in _tensors_in(args, kwargs)):
+        if (
+            self.storages
+            and func not in _NO_TENSORS
+            and getattr(func, "__name__", "") not in _METADATA_ONLY
+            and _reads_pending((*args, *kwargs.values()), self.storages)
+        ):
             self.flush()
         return func(*args, **kwargs)
 
