@@ -131,3 +131,42 @@ def test_an_in_place_fill_of_a_leaf_that_needs_grad_fails_as_without() -> None:
     with torch.no_grad(), parallel_random_fills(threads=2):
         p.normal_()
     assert not p.isnan().any()
+
+
+def test_a_model_created_in_inference_mode_is_initialised() -> None:
+    # its parameters are inference tensors, which only inference mode may write: the fills on other
+    # threads must run in it too
+    with torch.inference_mode():
+        torch.manual_seed(0)
+        model = zoo.create_model("resnet18")
+        weight = model.get_submodule("conv1").get_parameter("weight")
+        assert weight.is_inference()
+        assert float(weight.std()) > 0
+    torch.manual_seed(0)
+    again = zoo.create_model("resnet18").get_submodule("conv1").get_parameter("weight")
+    with torch.inference_mode():
+        assert torch.equal(weight, again)  # the same weights as outside inference mode
+
+
+def test_grad_and_inference_modes_reach_the_threads() -> None:
+    big = 1 << 17  # handed to another thread
+    with torch.inference_mode():
+        a = torch.empty(big)
+    with torch.inference_mode(), parallel_random_fills(threads=2):
+        nn.init.normal_(a)
+        nn.init.normal_(torch.empty(big))  # two lanes busy, so one fill surely runs off the calling thread
+    assert a.std().item() == pytest.approx(1.0, rel=0.05)
+
+
+class _Traced(torch.Tensor):
+    """A tensor subclass, as a tracing or fake tensor is: its fills stay on the caller's thread."""
+
+
+def test_a_tensor_subclass_is_filled_as_called() -> None:
+    torch.manual_seed(0)
+    expected = nn.init.normal_(_nan(1 << 17))
+    sub = _nan(1 << 17).as_subclass(_Traced)
+    torch.manual_seed(0)
+    with parallel_random_fills(threads=2):
+        nn.init.normal_(sub)  # from the global generator, as without the layer (a deferred fill has its own)
+    assert torch.equal(sub.as_subclass(torch.Tensor), expected)

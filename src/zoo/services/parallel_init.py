@@ -75,7 +75,10 @@ _SMALL = 1 << 16
 
 
 def _deferrable(t: object) -> bool:
-    return isinstance(t, torch.Tensor) and t.device.type == "cpu" and t.layout == torch.strided and t.numel() > 0
+    # plain tensors and parameters only: a subclass (a fake or traced tensor) may need the caller's thread
+    if not isinstance(t, torch.Tensor) or type(t) not in (torch.Tensor, nn.Parameter):
+        return False
+    return t.device.type == "cpu" and t.layout == torch.strided and t.numel() > 0
 
 
 def _storage_key(t: torch.Tensor) -> int:
@@ -99,19 +102,24 @@ _NO_TENSORS = frozenset({torch._C._set_grad_enabled})
 
 @attrs.frozen
 class _Fill:
-    """One recorded random fill: the call, its seed, and the grad mode it was made under."""
+    """One recorded random fill: the call, its seed, and the autograd modes it was made under.
+
+    Grad mode and inference mode are per thread: a fill run on another thread runs under the caller's
+    (a model created inside torch.inference_mode() holds inference tensors, writable only there).
+    """
 
     func: Callable[..., object]
     args: tuple[object, ...]
     kwargs: Mapping[str, object]
     seed: int
     grad_enabled: bool
+    inference_mode: bool
     size: int
 
     def run(self) -> None:
         generator = torch.Generator()
         generator.manual_seed(self.seed)
-        with torch.set_grad_enabled(self.grad_enabled):
+        with torch.inference_mode(self.inference_mode), torch.set_grad_enabled(self.grad_enabled):
             self.func(*self.args, **self.kwargs, generator=generator)
 
 
@@ -176,7 +184,8 @@ class _DeferRandomFills(TorchFunctionMode):
             seed = int(torch.randint(0, 2**62, ()).item())
             size = target.numel()
             call = {k: v for k, v in kwargs.items() if k != "generator"}
-            self.pending.append(_Fill(func, tuple(args), call, seed, torch.is_grad_enabled(), size))
+            modes = (torch.is_grad_enabled(), torch.is_inference_mode_enabled())
+            self.pending.append(_Fill(func, tuple(args), call, seed, *modes, size))
             self.storages.add(key)
             return target
         if (
