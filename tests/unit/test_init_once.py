@@ -8,6 +8,7 @@ init_all_weights keeps the ordinary path.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -360,3 +361,20 @@ def test_kept_memory_of_another_shape_is_not_reused() -> None:
     assert taken.shape == weight.shape
     assert not taken.is_meta
     assert kept.take(weight) is None  # handed out once
+
+
+@pytest.mark.parametrize(("name", "keeps"), [("resnet18", True), ("ecaresnet50d_pruned", False)])
+def test_memory_is_kept_through_the_build_unless_the_model_is_pruned(
+    name: str, keeps: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[bool] = []
+    real = meta.parameters_on_meta
+
+    def spy(*, keep_storage: bool = False) -> contextlib.AbstractContextManager[meta.KeptStorage]:
+        asked.append(keep_storage)
+        return real(keep_storage=keep_storage)
+
+    monkeypatch.setattr(meta, "parameters_on_meta", spy)
+    zoo.create_model(name)
+    # a pruned model's layers change shape: the full model's memory would only raise the peak
+    assert asked[:1] == [keeps]

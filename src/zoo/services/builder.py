@@ -83,14 +83,18 @@ def checkpoint_classes(state_dict: Mapping[str, torch.Tensor], cfg: DefaultCfg) 
     return int(weight.shape[0]) if weight is not None and weight.ndim >= 1 else None
 
 
-def _construction(*, on_meta: bool, init_once: bool) -> contextlib.AbstractContextManager[KeptStorage | None]:
+def _construction(
+    *, on_meta: bool, init_once: bool, pruned: bool
+) -> contextlib.AbstractContextManager[KeptStorage | None]:
     """Where the constructor's parameters go: meta, for a checkpoint to fill or for the model's init_all_weights
-    to write each once (their memory kept for it), or real and initialised by the constructor."""
+    to write each once, or real and initialised by the constructor. For an init in one pass the memory each
+    parameter was allocated in is kept for it, unless the model is to be pruned (its layers change shape:
+    keeping the full model's memory through pruning would only add to the peak)."""
     from zoo.services.weights.meta import parameters_on_meta
 
     if on_meta or init_once:
         # parameters only: buffers (some non-persistent, never in a checkpoint) must be computed for real
-        return parameters_on_meta(keep_storage=init_once)
+        return parameters_on_meta(keep_storage=init_once and not pruned)
     return contextlib.nullcontext()
 
 
@@ -201,9 +205,9 @@ class Builder:
         # (not when the caller builds under torch.device("meta"): then nothing is to be initialised)
         device = torch.get_default_device()
         init_once = state_dict is None and device.type != "meta" and initialises_itself(spec)
-        with _construction(on_meta=on_meta, init_once=init_once) as kept:
+        prune_spec = _prune_spec(spec, request) if self.pruner is not None else None
+        with _construction(on_meta=on_meta, init_once=init_once, pruned=prune_spec is not None) as kept:
             model = _construct(spec, kwargs)
-        prune_spec = _prune_spec(spec, request)
         if prune_spec is not None and self.pruner is not None:
             model = self.pruner.prune(model, prune_spec)
         if init_once:
