@@ -12,7 +12,7 @@ import torch
 from hypothesis import HealthCheck, settings
 
 import zoo
-from modelcache import built
+from modelcache import forget_built
 from weights_support import CheckpointServer, isolated_cache
 from zoo.archs.resnet import ResNet
 
@@ -65,11 +65,29 @@ def one_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module", autouse=True)
 def release_built_models() -> Iterator[None]:
-    """Drop the models a test module built (modelcache.built) when it ends.
-
-    Each pytest worker would otherwise hold every model it ever built: about 10 GB for 58 models, twice
-    with two workers. A module builds each model it uses once; the next module builds its own.
-    """
+    """Drop the models a test module built (modelcache.built) when it ends: the next module builds its own."""
     yield
-    built.cache_clear()
+    forget_built()
     gc.collect()
+
+
+_MODEL_RANK = {name: i for i, name in enumerate(zoo.list_models())}
+
+
+def _model_rank(item: pytest.Item) -> int:
+    """The registered model a parametrised test is for (the first part of its id: 'resnet18-cpu'), else -1."""
+    callspec = getattr(item, "callspec", None)
+    return -1 if callspec is None else _MODEL_RANK.get(str(callspec.id).split("-")[0], -1)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Within each test module, the tests of one model run one after another (the rest keep their order).
+
+    So modelcache.built holds the models of the tests running now, not every model a module visits.
+    The order is a function of the collected items alone, so every pytest-xdist worker agrees on it.
+    """
+    first: dict[str, int] = {}
+    for i, item in enumerate(items):
+        first.setdefault(item.nodeid.split("::")[0], i)
+    position = {id(item): i for i, item in enumerate(items)}
+    items.sort(key=lambda it: (first[it.nodeid.split("::")[0]], _model_rank(it), position[id(it)]))

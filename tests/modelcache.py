@@ -6,7 +6,7 @@ suites feed 32-64 px inputs: a model built for one image size (ViT) is built to 
 
 from __future__ import annotations
 
-import functools
+import collections
 from typing import Any, TypeVar
 
 import torch
@@ -29,12 +29,38 @@ def small_input_kwargs(name: str) -> dict[str, Any]:
     return {"dynamic_img_size": True, "dynamic_img_pad": True} if "dynamic_img_size" in takes else {}
 
 
-@functools.cache
+# What the models kept built may hold at once, in bytes of parameters and buffers. The test modules that
+# visit every model run one model's tests together (conftest orders them so), so the models a module
+# is done with go first, and a worker holds a few models, not all 58 (about 10 GB, twice with two).
+BUDGET = 2 * 1024**3
+_built: collections.OrderedDict[str, ZooModule] = collections.OrderedDict()
+
+
+def _size(model: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+
+
 def built(name: str) -> ZooModule:
-    """The model of a registered name (with small_input_kwargs), seeded and in eval mode. Do not modify it."""
+    """The model of a registered name (with small_input_kwargs), seeded and in eval mode. Do not modify it.
+
+    Built once and kept while the models kept stay within BUDGET, the least recently used going first.
+    """
+    kept = _built.get(name)
+    if kept is not None:
+        _built.move_to_end(name)
+        return kept
     torch.manual_seed(0)
-    model: ZooModule = zoo.create_model(name, **small_input_kwargs(name))
-    return model.eval()
+    made: ZooModule = zoo.create_model(name, **small_input_kwargs(name))
+    model = made.eval()
+    _built[name] = model
+    while len(_built) > 1 and sum(_size(m) for m in _built.values()) > BUDGET:
+        _built.popitem(last=False)
+    return model
+
+
+def forget_built() -> None:
+    """Drop every model built() keeps."""
+    _built.clear()
 
 
 M = TypeVar("M", bound=ZooModule)
