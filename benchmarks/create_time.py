@@ -1,16 +1,20 @@
 """Create time with one-pass init against the same architecture built with torch's default init first.
 
-Usage: python benchmarks/create_time.py [--models NAME ...] [--runs N] [--threads T ...]
+Usage: python benchmarks/create_time.py [--models NAME ...] [--runs N] [--threads T ...] [--phases]
 
 Per model, each round times, in an order swapped every round (so machine drift hits both alike):
 - ordinary: the constructor run for real: every Conv2d/Linear/BatchNorm runs torch's default init, then the
   architecture's own init overwrites what it sets (the peer's way, and zoo's before one-pass init);
 - create_model: zoo.create_model(name) with random weights: for a family that defines init_all_weights, its
-  parameters are built unwritten and initialised once, the random fills spread over torch's threads;
-  others take the ordinary path.
+  parameters are built on meta, given back the memory their layers allocated and initialised once, the
+  random fills spread over torch's threads; others take the ordinary path.
 It prints the medians and the median per-round ratio create_model / ordinary. Target: <= 0.6.
 Both are timed at each thread count given (default: 1, and torch's default for this machine): torch draws
 random numbers on one thread, so only create_model gains from more.
+--phases also splits create_model's one-pass path: the build on meta, materialising, init_all_weights with
+the fills spread (zoo.services.parallel_init) and without (serial, torch's global generator, run second on
+the same tensors, so without their first-touch page faults), and the minor page faults one create_model
+takes (each the median over the rounds).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import gc
+import resource
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -27,10 +31,13 @@ import attrs
 import torch
 
 import zoo
+from harness import median_ratio, seconds, timed_rounds
 from zoo.api import default_zoo
 from zoo.archs.catalogue import FAMILIES
 from zoo.domain.values import BuildRequest
 from zoo.services.builder import Builder, initialises_itself
+from zoo.services.parallel_init import parallel_random_fills
+from zoo.services.weights.meta import materialize_parameters, parameters_on_meta
 
 # torch's own choice for this machine, read before a caller sets another
 DEFAULT_THREADS = torch.get_num_threads()
@@ -39,15 +46,6 @@ DEFAULT_THREADS = torch.get_num_threads()
 def default_models() -> list[str]:
     """resnet50 and the first registered name of every other family."""
     return ["resnet50", *(names[0] for module, names in FAMILIES.items() if module != "zoo.archs.resnet")]
-
-
-def seconds(fn: Callable[[], object]) -> float:
-    """Wall time of one call (the result dropped outside the timing)."""
-    start = time.perf_counter()
-    result = fn()
-    elapsed = time.perf_counter() - start
-    del result
-    return elapsed
 
 
 @attrs.frozen
@@ -87,21 +85,15 @@ def _measure_one(name: str, runs: int, threads: int) -> CreateTime:
     ordinary = functools.partial(spec.constructor, **kwargs)
     create = functools.partial(zoo.create_model, name)
     params = sum(p.numel() for p in create().parameters())  # also warms imports and the allocator
-    ordinary()
-    times: dict[str, list[float]] = {"ordinary": [], "create": []}
-    for r in range(runs):
-        order: list[tuple[str, Callable[[], object]]] = [("ordinary", ordinary), ("create", create)]
-        for key, fn in order if r % 2 == 0 else order[::-1]:
-            gc.collect()
-            times[key].append(seconds(fn))
+    ordinary_times, create_times = timed_rounds([ordinary, create], runs)
     return CreateTime(
         name=name,
         params=params,
         one_pass=initialises_itself(spec),
         threads=threads,
-        ordinary_s=statistics.median(times["ordinary"]),
-        create_s=statistics.median(times["create"]),
-        ratio=statistics.median(c / o for c, o in zip(times["create"], times["ordinary"], strict=True)),
+        ordinary_s=statistics.median(ordinary_times),
+        create_s=statistics.median(create_times),
+        ratio=median_ratio(create_times, ordinary_times),
     )
 
 
@@ -114,6 +106,66 @@ def thread_counts(asked: Sequence[int] = ()) -> list[int]:
 def measure_threads(names: Sequence[str], runs: int, threads: Sequence[int]) -> list[CreateTime]:
     """measure() at each thread count, rows grouped by count."""
     return [row for t in threads for row in measure(names, runs, t)]
+
+
+@attrs.frozen
+class Phases:
+    """Median milliseconds of each step of one-pass creation, and minor page faults per create_model."""
+
+    name: str
+    threads: int
+    build_ms: float
+    materialize_ms: float
+    init_ms: float
+    serial_init_ms: float
+    faults: float
+
+
+def _millis(fn: Callable[[], object]) -> float:
+    return seconds(fn) * 1000
+
+
+def phases(name: str, runs: int, threads: int) -> Phases:
+    """create_model(name)'s one-pass steps, each timed over runs rounds on threads torch threads."""
+    spec = default_zoo().get_spec(name)
+    kwargs = Builder().model_kwargs(spec, BuildRequest(), spec.get_cfg(""))
+    rows: list[tuple[float, ...]] = []
+    with torch_threads(threads):
+        zoo.create_model(name)  # warm imports and the allocator
+        for _ in range(runs):
+            start = time.perf_counter()
+            with parameters_on_meta(keep_storage=True) as kept:
+                model = spec.constructor(**kwargs)
+            built = time.perf_counter()
+            materialize_parameters(model, "cpu", kept=kept)
+            materialized = time.perf_counter()
+            init: Callable[[], object] = getattr(model, "init_all_weights")  # noqa: B009
+            with parallel_random_fills():
+                init()
+            spread = time.perf_counter()
+            serial = _millis(init)  # the same tensors again, on the calling thread
+            del model
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            zoo.create_model(name)
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+            rows.append(
+                ((built - start) * 1000, (materialized - built) * 1000, (spread - materialized) * 1000, serial, faults)
+            )
+    medians = [statistics.median(column) for column in zip(*rows, strict=True)]
+    return Phases(name, threads, *medians)
+
+
+def report_phases(rows: Sequence[Phases]) -> str:
+    """The phases as a table."""
+    lines = [
+        f"{'model':16} {'threads':>7} {'meta build':>10} {'materialise':>11} {'init':>8} {'serial':>8} {'faults':>7}"
+    ]
+    for r in rows:
+        lines.append(
+            f"{r.name:16} {r.threads:7d} {r.build_ms:7.1f} ms {r.materialize_ms:8.1f} ms {r.init_ms:5.1f} ms "
+            f"{r.serial_init_ms:5.1f} ms {r.faults:7.0f}"
+        )
+    return "\n".join(lines)
 
 
 def report(rows: Sequence[CreateTime]) -> str:
@@ -134,9 +186,13 @@ def main() -> int:
     parser.add_argument(
         "--threads", type=int, nargs="+", default=[], help=f"torch thread counts (default: 1 and {DEFAULT_THREADS})"
     )
+    parser.add_argument("--phases", action="store_true", help="also time the steps of one-pass creation")
     args = parser.parse_args()
     print(f"create time, {args.runs} rounds, torch {torch.__version__}")
     print(report(measure_threads(args.models, args.runs, thread_counts(args.threads))))
+    if args.phases:
+        one_pass = [n for n in args.models if initialises_itself(default_zoo().get_spec(n))]
+        print(report_phases([phases(n, args.runs, t) for t in thread_counts(args.threads) for n in one_pass]))
     return 0
 
 
