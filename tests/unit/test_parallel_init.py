@@ -43,14 +43,6 @@ def test_weights_are_the_same_on_any_number_of_threads(threads: int) -> None:
     assert not torch.equal(one["conv1.weight"], other_seed["conv1.weight"])
 
 
-def test_create_model_is_reproducible_under_manual_seed() -> None:
-    torch.manual_seed(11)
-    a = zoo.create_model("resnet18").state_dict()
-    torch.manual_seed(11)
-    b = zoo.create_model("resnet18").state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
-
-
 def test_a_read_inside_sees_the_fill() -> None:
     a = _nan(4000)
     with parallel_random_fills(threads=2):

@@ -324,8 +324,7 @@ class ConvNeXt(IntermediatesMixin, ZooModule):
             x = self._stages_checkpointed(x)
         else:
             x = self.stages(x)
-        out: torch.Tensor = self.norm_pre(x)
-        return out
+        return self._finish(x)  # forward_intermediates ends the same way
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool, normalise (default head), drop out and classify; pre_logits stops before the classifier."""

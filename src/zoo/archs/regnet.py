@@ -308,8 +308,7 @@ class RegNet(HeadClassifierMixin, IntermediatesMixin, ZooModule):
             x = self._features_checkpointed(x)
         else:
             x = self.s4(self.s3(self.s2(self.s1(self.stem(x)))))
-        out: torch.Tensor = self.final_conv(x)
-        return out
+        return self._finish(x)  # forward_intermediates ends the same way
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool, drop out and classify; pre_logits stops before the classifier."""

@@ -307,8 +307,7 @@ class XceptionAligned(IntermediatesMixin, ZooModule):
             x = self._blocks_checkpointed(x)
         else:
             x = self.blocks(x)
-        out: torch.Tensor = self.act(x)
-        return out
+        return self._finish(x)  # forward_intermediates ends the same way
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool, drop out and classify; pre_logits stops before the classifier."""

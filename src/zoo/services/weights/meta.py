@@ -173,17 +173,14 @@ def materialize_parameters(
     """Give each parameter still on the meta device real storage on device, uninitialised (or fill).
 
     The storage kept for it (see KeptStorage) when there is one on device, else new. Parameters shared
-    between modules stay shared. fill writes a value into every parameter, those already real included
-    (NaN, say, to check that an init writes every parameter); buffers are left as they are.
+    between modules stay shared. fill writes a value into each (NaN, say, to check that an init writes
+    every parameter); buffers are left as they are.
     """
     target = torch.device(device)
     memo: dict[int, nn.Parameter] = {}
     for module in model.modules():
         for name, param in list(module.named_parameters(recurse=False)):
             if not param.is_meta:
-                if fill is not None:
-                    with torch.no_grad():
-                        param.fill_(fill)
                 continue
             new = memo.get(id(param))
             if new is None:
