@@ -15,7 +15,15 @@ from zoo.domain.checks import check_bool, check_choice, check_float, check_int, 
 from zoo.domain.errors import InvalidArgumentError, InvalidValueError
 from zoo.domain.values import CropMode, Interpolation
 
-__all__ = ["CROP_MODES", "INTERPOLATIONS", "OVERRIDES", "DataConfig", "resolve_data_config"]
+__all__ = [
+    "CROP_MODES",
+    "INTERPOLATIONS",
+    "MAX_IMAGE_SIDE",
+    "MIN_CROP_PCT",
+    "OVERRIDES",
+    "DataConfig",
+    "resolve_data_config",
+]
 
 INTERPOLATIONS: tuple[str, ...] = get_args(Interpolation)
 CROP_MODES: tuple[str, ...] = get_args(CropMode)
@@ -31,10 +39,27 @@ _DEFAULTS: Mapping[str, object] = {
 }
 OVERRIDES: tuple[str, ...] = tuple(_DEFAULTS)
 
+# The bounds of a DataConfig, wide around what published cfgs use (sides 106 to 896 pixels, crop_pct 0.875 to
+# 1.0) and tight enough that a pipeline always runs: the eval resize, a side over crop_pct, is at most 8192
+# pixels a side. A crop_pct of 1e-4 or a side of 200000 would resize to millions of pixels a side and only
+# fail, out of memory, when the first image arrives.
+MAX_IMAGE_SIDE = 4096
+"""The largest height or width of a model input, in pixels."""
+MIN_CROP_PCT = 0.5
+"""The smallest crop_pct: the eval crop keeps at least half of each side of the resized image."""
+
+
+def _check_sides(name: str, value: object, sides: Sequence[int]) -> None:
+    if max(sides) > MAX_IMAGE_SIDE:
+        raise InvalidValueError(
+            f"{name}={value!r} is invalid: height and width must be in [1, {MAX_IMAGE_SIDE}] pixels"
+        )
+
 
 def _input_size(value: object) -> tuple[int, int, int]:
-    size = check_ints("DataConfig.input_size", value, length=3, ge=1)
-    return (size[0], size[1], size[2])
+    chans, height, width = check_ints("DataConfig.input_size", value, length=3, ge=1)
+    _check_sides("DataConfig.input_size", value, (height, width))
+    return (chans, height, width)
 
 
 def _stats(name: str, value: object) -> tuple[float, ...]:
@@ -56,10 +81,13 @@ def _std(value: object) -> tuple[float, ...]:
 
 
 def _crop_pct(value: object) -> float:
-    v = check_float("DataConfig.crop_pct", value, ge=0.0, le=1.0)
-    if v == 0.0:
-        raise InvalidValueError(f"DataConfig.crop_pct={value!r} is invalid: expected a finite number in (0, 1]")
-    return v
+    bad = not isinstance(value, numbers.Real) or isinstance(value, bool)
+    if bad or not MIN_CROP_PCT <= float(cast(numbers.Real, value)) <= 1.0:  # False for nan
+        raise InvalidValueError(
+            f"DataConfig.crop_pct={value!r} is invalid: expected a number in [{MIN_CROP_PCT}, 1.0], the fraction of "
+            "each side of the resized image that the eval crop keeps (published cfgs use 0.875 to 1.0)"
+        )
+    return float(cast(numbers.Real, value))
 
 
 def _interpolation(value: object) -> Interpolation:
@@ -75,9 +103,11 @@ class DataConfig:
     """How an image becomes a model input: size, resize interpolation, crop, and normalisation.
 
     input_size is (channels, height, width); mean and std have one value per channel; crop_pct is
-    the fraction of the resized image the eval crop keeps; crop_mode is how the eval crop is taken
-    ("center": resize the short side, crop the centre; "squash": resize both sides, ignoring the
-    aspect ratio; "border": resize the long side and pad with the mean colour).
+    the fraction of each side of the resized image the eval crop keeps; crop_mode is how the eval crop
+    is taken ("center": resize the short side, crop the centre; "squash": resize both sides, ignoring
+    the aspect ratio; "border": resize the long side and pad with the mean colour). Height and width
+    are at most MAX_IMAGE_SIDE (4096) pixels and crop_pct is in [MIN_CROP_PCT, 1] ([0.5, 1]), so
+    that the eval resize stays within 8192 pixels a side.
     """
 
     input_size: tuple[int, int, int] = attrs.field(converter=_input_size)
@@ -172,15 +202,19 @@ def _source_cfg(source: object) -> Mapping[str, object]:
 def _override_size(value: object, current: tuple[int, ...]) -> tuple[int, ...]:
     if is_int(value):
         side = check_int("input_size", value, ge=1)
+        _check_sides("input_size", value, (side,))
         return (current[0], side, side)
     if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) and len(value) == 2:
         height, width = check_ints("input_size", value, length=2, ge=1)
+        _check_sides("input_size", value, (height, width))
         return (current[0], height, width)
     if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) and len(value) == 3:
-        return check_ints("input_size", value, length=3, ge=1)
+        size = check_ints("input_size", value, length=3, ge=1)
+        _check_sides("input_size", value, size[1:])
+        return size
     raise InvalidValueError(
         f"input_size={value!r} is invalid: expected an int (a square image), (height, width) "
-        "or (channels, height, width) of positive ints"
+        f"or (channels, height, width) of positive ints, height and width at most {MAX_IMAGE_SIDE}"
     )
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
+import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 
@@ -18,6 +20,7 @@ from zoo.domain.checks import check_bool, check_float
 from zoo.domain.errors import InvalidArgumentError, InvalidValueError
 
 try:
+    from PIL.Image import Image
     from torchvision.transforms import InterpolationMode, v2
     from torchvision.transforms.v2 import functional as F
 except ImportError as e:  # the optional extra is missing: say how to get it
@@ -26,9 +29,6 @@ except ImportError as e:  # the optional extra is missing: say how to get it
     raise FeatureNotAvailableError(
         f"image transforms need torchvision and Pillow, the optional extra of zoo: pip install 'zoo[data]' ({e})"
     ) from e
-
-if TYPE_CHECKING:
-    from PIL.Image import Image
 
 __all__ = ["ImageTransform", "create_transform", "eval_resize_size"]
 
@@ -41,8 +41,8 @@ class ImageTransform(Protocol):
         """The steps, in order."""
         ...
 
-    def __call__(self, img: Image | torch.Tensor) -> torch.Tensor:
-        """The transformed image as a float32 (C, H, W) tensor."""
+    def __call__(self, img: Image | torch.Tensor | npt.NDArray[np.uint8]) -> torch.Tensor:
+        """The transformed image as a float32 (C, H, W) tensor ((B, C, H, W) for a batch)."""
         ...
 
 
@@ -114,6 +114,83 @@ class PadToSize(nn.Module):
         return f"size={self.size}, fill={self.fill}"
 
 
+def _channel_error(img: object, chans: int, expected: int, *, hint: str = "") -> InvalidValueError:
+    return InvalidValueError(
+        f"the image has {chans or 'no'} channel(s) ({_described(img)}) but the data config expects "
+        f"{expected}; convert it first (a PIL image: image.convert('RGB') for 3 channels, 'L' for 1){hint}"
+    )
+
+
+def _described(img: object) -> str:
+    if img is None:
+        return "None"
+    if isinstance(img, Image):
+        return f"a {img.width}x{img.height} (width x height) PIL image, mode {img.mode!r}"
+    if isinstance(img, torch.Tensor):
+        return f"a {img.ndim}-D tensor of shape {tuple(img.shape)} and dtype {img.dtype}"
+    if isinstance(img, np.ndarray):
+        return f"a {img.ndim}-D numpy array of shape {img.shape} and dtype {img.dtype}"
+    kind = type(img)
+    return f"a {kind.__qualname__ if kind.__module__ == 'builtins' else f'{kind.__module__}.{kind.__qualname__}'}"
+
+
+class CheckImage(nn.Module):
+    """The first step: refuse what the pipeline cannot transform, naming it; a numpy array becomes a tensor.
+
+    Accepted: a PIL image; a uint8 (0..255) or floating-point (0..1) tensor [C, H, W], or a batch of them
+    ([B, C, H, W], any leading dimensions); a numpy uint8 array [H, W, C] (as np.asarray(pil_image) gives),
+    transformed as the same image in a uint8 tensor. C must be the data config's channel count, and the
+    height and width at least one pixel.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+
+    def _refuse(self, img: object, why: str) -> InvalidValueError:
+        return InvalidValueError(
+            f"cannot transform {_described(img)}: {why}; expected a PIL image, a uint8 or floating-point tensor "
+            f"[C, H, W] (or a batch [B, C, H, W]), or a numpy uint8 array [H, W, C], with C={self.channels}"
+        )
+
+    def forward(self, img: object) -> Image | torch.Tensor:
+        """img, checked; a numpy array as a uint8 [C, H, W] tensor."""
+        if isinstance(img, Image):
+            if not img.width or not img.height:
+                raise self._refuse(img, "it is empty")
+            bands = len(img.getbands())
+            if bands != self.channels:
+                raise _channel_error(img, bands, self.channels)
+            return img
+        if isinstance(img, torch.Tensor):
+            if img.ndim < 3:
+                raise self._refuse(img, "a tensor needs a channel dimension (one channel is [1, H, W])")
+            if img.dtype != torch.uint8 and not img.is_floating_point():
+                raise self._refuse(img, "image tensors must be uint8 (0..255) or floating point (0..1)")
+            if not img.shape[-1] or not img.shape[-2]:
+                raise self._refuse(img, "it is empty")
+            if img.shape[-3] != self.channels:
+                raise _channel_error(img, img.shape[-3], self.channels)
+            return img
+        if isinstance(img, np.ndarray):
+            if img.ndim != 3:
+                raise self._refuse(img, "a numpy array must be [H, W, C] (one channel is array[..., None])")
+            if img.dtype != np.uint8:
+                raise self._refuse(
+                    img, "a numpy array must be uint8 (0..255); pass floating-point data as a [C, H, W] tensor"
+                )
+            if not img.shape[0] or not img.shape[1]:
+                raise self._refuse(img, "it is empty")
+            if img.shape[2] != self.channels:
+                raise _channel_error(img, img.shape[2], self.channels, hint="; a numpy array is read as [H, W, C]")
+            # a copy only where torch cannot share the array: read-only (np.asarray of a PIL image) or strided
+            return torch.from_numpy(np.require(img, requirements=["C", "W"])).permute(2, 0, 1)
+        raise self._refuse(img, "not an image")
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}"
+
+
 class ToFloatImage(nn.Module):
     """A PIL image or uint8 tensor as a float32 (C, H, W) tensor in [0, 1]; checks the channel count."""
 
@@ -127,10 +204,7 @@ class ToFloatImage(nn.Module):
         tensor = tensor.as_subclass(torch.Tensor)  # a plain tensor: the output is a model input, not a tv_tensor
         chans = tensor.shape[-3] if tensor.ndim >= 3 else 0
         if chans != self.channels:
-            raise InvalidValueError(
-                f"the image has {chans or 'no'} channel(s) (shape {tuple(tensor.shape)}) but the data config expects "
-                f"{self.channels}; convert it first (a PIL image: image.convert('RGB') for 3 channels, 'L' for 1)"
-            )
+            raise _channel_error(tensor, chans, self.channels)
         if tensor.is_floating_point():
             return tensor.to(torch.float32)
         if tensor.dtype != torch.uint8:
@@ -209,7 +283,11 @@ def create_transform(
     hflip: float | None = None,
     color_jitter: float | None = None,
 ) -> ImageTransform:
-    """The pipeline data_cfg describes, from a PIL image (or a uint8/float CHW tensor) to a normalised float tensor.
+    """The pipeline data_cfg describes, from an image to a normalised float tensor.
+
+    The image: a PIL image, a uint8 (0..255) or floating-point (0..1) tensor [C, H, W] or a batch
+    [B, C, H, W], or a numpy uint8 array [H, W, C]; anything else (a 2-D tensor, a list, an empty
+    image, the wrong channel count) is refused with an InvalidValueError naming it.
 
     Eval (is_training=False): resize by crop_pct and crop as data_cfg.crop_mode says, to float, normalise.
     Training: random resized crop (scale=(0.08, 1.0) of the area, ratio=(3/4, 4/3)), horizontal flip
@@ -238,6 +316,7 @@ def create_transform(
                 f"{', '.join(given)} only apply to a training pipeline: pass is_training=True, or leave them unset"
             )
         steps = _eval_steps(data_cfg)
-    steps += [ToFloatImage(data_cfg.input_size[0]), v2.Normalize(list(data_cfg.mean), list(data_cfg.std))]
+    chans = data_cfg.input_size[0]
+    steps = [CheckImage(chans), *steps, ToFloatImage(chans), v2.Normalize(list(data_cfg.mean), list(data_cfg.std))]
     pipeline: ImageTransform = v2.Compose(steps)
     return pipeline
