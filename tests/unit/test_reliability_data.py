@@ -15,7 +15,7 @@ from PIL import Image
 import zoo
 from refdata import REFERENCE_DIR
 from zoo.data import DataConfig, create_transform, resolve_data_config
-from zoo.data.config import MAX_IMAGE_SIDE, MIN_CROP_PCT
+from zoo.data.config import MAX_IMAGE_SIDE, MAX_RESIZE_SIDE
 from zoo.data.transforms import eval_resize_size
 from zoo.domain.errors import InvalidValueError, ZooError
 from zoo.domain.values import DefaultCfg
@@ -161,19 +161,41 @@ def test_a_numpy_array_matching_a_one_channel_config() -> None:
 # --- item 2: DataConfig bounds -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("crop_pct", [1e-4, 5e-324, 0.49, MIN_CROP_PCT - 1e-9, -0.5, float("inf"), 1.01])
+@pytest.mark.parametrize("crop_pct", [0.0, -0.5, float("inf"), float("nan"), 1.01])
 def test_crop_pct_outside_its_range_is_refused(crop_pct: float) -> None:
-    # today 1e-4 builds, and the first image asks for a 2240000-pixel-a-side resize
     # as an override, and in a DataConfig made directly
     for make in (partial(resolve_data_config, DefaultCfg(), crop_pct=crop_pct), partial(small, crop_pct=crop_pct)):
         with pytest.raises(InvalidValueError) as info:
             make()
         assert f"crop_pct={crop_pct!r}" in str(info.value)
-        assert f"[{MIN_CROP_PCT}, 1.0]" in str(info.value)
+        assert "(0, 1]" in str(info.value)
+
+
+@pytest.mark.parametrize("crop_pct", [1e-4, 5e-324, 0.02])
+def test_a_crop_pct_whose_resize_cannot_run_is_refused(crop_pct: float) -> None:
+    # today 1e-4 builds, and the first image asks for a 2240000-pixel-a-side resize
+    size = (3, 224, 224)
+    for make in (
+        partial(resolve_data_config, DefaultCfg(), crop_pct=crop_pct),
+        partial(small, input_size=size, crop_pct=crop_pct),
+    ):
+        with pytest.raises(InvalidValueError) as info:
+            make()
+        message = str(info.value)
+        assert f"crop_pct={crop_pct!r}" in message
+        assert str(MAX_RESIZE_SIDE) in message
+        assert "[0.02734, 1]" in message  # the lowest crop_pct a 224 px input can resize from
     with pytest.raises(InvalidValueError, match=r"crop_pct=1e-05"):
-        resolve_data_config({"crop_pct": 1e-5})  # a dict cfg is held to the same range
-    with pytest.raises(InvalidValueError, match=r"crop_pct=0.1"):
-        resolve_data_config(DefaultCfg(test_crop_pct=0.1), use_test_size=True)
+        resolve_data_config({"crop_pct": 1e-5})  # a dict cfg is held to the same bound
+    with pytest.raises(InvalidValueError, match=r"crop_pct=0.01"):
+        resolve_data_config(DefaultCfg(test_crop_pct=0.01), use_test_size=True)
+
+
+def test_a_low_crop_pct_that_can_run_is_kept() -> None:
+    # the bound is the resize, not crop_pct itself: a small input may crop a small centre of its resize
+    data = resolve_data_config(DefaultCfg(), input_size=64, crop_pct=0.1)
+    assert data.crop_pct == 0.1
+    assert create_transform(data)(Image.new("RGB", (50, 40))).shape == (3, 64, 64)
 
 
 @pytest.mark.parametrize(
@@ -199,12 +221,12 @@ def test_input_size_past_the_largest_side_is_refused(override: object, named: st
 
 
 def test_the_bounds_themselves_build_and_stay_within_the_largest_resize() -> None:
-    # the largest input at the smallest crop_pct: the eval resize is at most twice the largest side
-    edge = small(input_size=(3, MAX_IMAGE_SIDE, MAX_IMAGE_SIDE), crop_pct=MIN_CROP_PCT)
-    assert eval_resize_size(edge) == (2 * MAX_IMAGE_SIDE, 2 * MAX_IMAGE_SIDE)
+    # the largest input at the lowest crop_pct it allows: the eval resize is the largest allowed
+    edge = small(input_size=(3, MAX_IMAGE_SIDE, MAX_IMAGE_SIDE), crop_pct=MAX_IMAGE_SIDE / MAX_RESIZE_SIDE)
+    assert eval_resize_size(edge) == (MAX_RESIZE_SIDE, MAX_RESIZE_SIDE)
     create_transform(edge)
     # and the smallest input still runs end to end
-    out = create_transform(small(input_size=(3, 1, 1), crop_pct=MIN_CROP_PCT))(Image.new("RGB", (5, 3)))
+    out = create_transform(small(input_size=(3, 1, 1), crop_pct=0.5))(Image.new("RGB", (5, 3)))
     assert out.shape == (3, 1, 1)
     with pytest.raises(InvalidValueError, match=r"crop_pct=0.4"):
         resolve_data_config(edge, crop_pct=0.4)  # refused since the bounds exist; built a DataConfig before
@@ -226,7 +248,7 @@ def test_every_published_cfg_builds_a_transform() -> None:
     for name, cfg in cfgs:
         for use_test_size in (False, True):
             data = resolve_data_config(cfg, use_test_size=use_test_size)
-            assert MIN_CROP_PCT <= data.crop_pct <= 1.0, name
+            assert max(data.image_size) / data.crop_pct <= MAX_RESIZE_SIDE, name
             assert max(data.image_size) <= MAX_IMAGE_SIDE, name
             create_transform(data)
             create_transform(data, is_training=True)

@@ -19,7 +19,7 @@ __all__ = [
     "CROP_MODES",
     "INTERPOLATIONS",
     "MAX_IMAGE_SIDE",
-    "MIN_CROP_PCT",
+    "MAX_RESIZE_SIDE",
     "OVERRIDES",
     "DataConfig",
     "resolve_data_config",
@@ -40,13 +40,13 @@ _DEFAULTS: Mapping[str, object] = {
 OVERRIDES: tuple[str, ...] = tuple(_DEFAULTS)
 
 # The bounds of a DataConfig, wide around what published cfgs use (sides 106 to 896 pixels, crop_pct 0.875 to
-# 1.0) and tight enough that a pipeline always runs: the eval resize, a side over crop_pct, is at most 8192
-# pixels a side. A crop_pct of 1e-4 or a side of 200000 would resize to millions of pixels a side and only
-# fail, out of memory, when the first image arrives.
+# 1.0) and tight enough that a pipeline always runs. What cannot run is a resize too large to allocate: the eval
+# resize is a side over crop_pct, so a crop_pct of 1e-4 or a side of 200000 would ask for millions of pixels a
+# side and fail, out of memory, only when the first image arrives. The bound is on that resize, not on crop_pct.
 MAX_IMAGE_SIDE = 4096
 """The largest height or width of a model input, in pixels."""
-MIN_CROP_PCT = 0.5
-"""The smallest crop_pct: the eval crop keeps at least half of each side of the resized image."""
+MAX_RESIZE_SIDE = 8192
+"""The largest side of the eval resize (the input's side over crop_pct), in pixels."""
 
 
 def _check_sides(name: str, value: object, sides: Sequence[int]) -> None:
@@ -82,10 +82,10 @@ def _std(value: object) -> tuple[float, ...]:
 
 def _crop_pct(value: object) -> float:
     bad = not isinstance(value, numbers.Real) or isinstance(value, bool)
-    if bad or not MIN_CROP_PCT <= float(cast(numbers.Real, value)) <= 1.0:  # False for nan
+    if bad or not 0.0 < float(cast(numbers.Real, value)) <= 1.0:  # False for nan
         raise InvalidValueError(
-            f"DataConfig.crop_pct={value!r} is invalid: expected a number in [{MIN_CROP_PCT}, 1.0], the fraction of "
-            "each side of the resized image that the eval crop keeps (published cfgs use 0.875 to 1.0)"
+            f"DataConfig.crop_pct={value!r} is invalid: expected a number in (0, 1], the fraction of each side of "
+            "the resized image that the eval crop keeps (published cfgs use 0.875 to 1.0)"
         )
     return float(cast(numbers.Real, value))
 
@@ -106,8 +106,8 @@ class DataConfig:
     the fraction of each side of the resized image the eval crop keeps; crop_mode is how the eval crop
     is taken ("center": resize the short side, crop the centre; "squash": resize both sides, ignoring
     the aspect ratio; "border": resize the long side and pad with the mean colour). Height and width
-    are at most MAX_IMAGE_SIDE (4096) pixels and crop_pct is in [MIN_CROP_PCT, 1] ([0.5, 1]), so
-    that the eval resize stays within 8192 pixels a side.
+    are at most MAX_IMAGE_SIDE (4096) pixels, and crop_pct is in (0, 1] with the eval resize (the
+    longer side over crop_pct) at most MAX_RESIZE_SIDE (8192) pixels.
     """
 
     input_size: tuple[int, int, int] = attrs.field(converter=_input_size)
@@ -118,6 +118,14 @@ class DataConfig:
     crop_mode: CropMode = attrs.field(converter=_crop_mode)
 
     def __attrs_post_init__(self) -> None:
+        longest = max(self.image_size)
+        if longest / self.crop_pct > MAX_RESIZE_SIDE:
+            lowest = longest / MAX_RESIZE_SIDE
+            raise InvalidValueError(
+                f"DataConfig.crop_pct={self.crop_pct!r} is invalid for input_size={self.input_size}: the eval resize "
+                f"would be {longest / self.crop_pct:.0f} pixels a side, over {MAX_RESIZE_SIDE}; expected crop_pct in "
+                f"[{lowest:.4g}, 1] for this size (published cfgs use 0.875 to 1.0)"
+            )
         chans = self.input_size[0]
         for name, stats in (("mean", self.mean), ("std", self.std)):
             if len(stats) != chans:
