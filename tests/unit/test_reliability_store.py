@@ -129,7 +129,7 @@ def test_an_overlaid_url_does_not_inherit_check_hash(server: CheckpointServer, c
     model = app.create_model("tiny_net", pretrained=True, pretrained_cfg_overlay={"url": mine})
     assert_same(model.state_dict(), tiny_checkpoint())
     assert model.default_cfg.check_hash is False
-    with pytest.raises(ChecksumMismatchError, match="torch.hub file-name rule"):  # set with the url: it applies
+    with pytest.raises(ChecksumMismatchError, match=r"torch\.hub file-name rule"):  # set with the url: it applies
         app.create_model("tiny_net", pretrained=True, pretrained_cfg_overlay={"url": mine, "check_hash": True})
 
 

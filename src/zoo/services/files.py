@@ -38,15 +38,20 @@ def _commit(staged: Sequence[tuple[Path, Path]]) -> None:
     placed: list[tuple[Path, Path | None]] = []  # (destination, its old file's backup or None: it had none)
     try:
         for tmp, dest in staged:
-            backup = _backup(dest)
+            backup, linked = _backup(dest)
+            try:
+                os.replace(tmp, dest)
+            except BaseException:
+                if backup is not None:  # a failed rename leaves dest as it was, unless it was moved to backup
+                    _undo(backup, dest, dest_intact=linked)
+                raise
             placed.append((dest, backup))
-            os.replace(tmp, dest)
     except BaseException:
         for dest, backup in reversed(placed):
-            with contextlib.suppress(OSError):  # a backup that cannot go back stays beside, never deleted
-                if backup is not None:
-                    os.replace(backup, dest)
-                else:
+            if backup is not None:
+                _undo(backup, dest, dest_intact=False)
+            else:
+                with contextlib.suppress(OSError):
                     dest.unlink(missing_ok=True)
         raise
     for _, backup in placed:
@@ -55,19 +60,29 @@ def _commit(staged: Sequence[tuple[Path, Path]]) -> None:
                 backup.unlink()
 
 
-def _backup(dest: Path) -> Path | None:
-    """A second name for dest's current file (a hard link; a rename where links are not supported), or None."""
+def _undo(backup: Path, dest: Path, *, dest_intact: bool) -> None:
+    """Put the old file (backup) back at dest; when dest still is the old file, just drop the second name."""
+    with contextlib.suppress(OSError):  # a backup that cannot go back stays beside, never deleted
+        if dest_intact:
+            backup.unlink()
+        else:
+            os.replace(backup, dest)
+
+
+def _backup(dest: Path) -> tuple[Path | None, bool]:
+    """A second name for dest's current file and whether it is a hard link (else dest was renamed to it)."""
     if not dest.is_file():
-        return None
+        return None, False
     for _ in range(3):
         backup = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.old{PART}")
         try:
             os.link(dest, backup)
         except FileExistsError:
             continue
-        except OSError:
+        except OSError:  # a file system without hard links
             os.replace(dest, backup)  # dest is missing until the new file takes its place, a moment later
-        return backup
+            return backup, False
+        return backup, True
     raise FileExistsError(f"cannot find a free name beside {dest} to keep its old file")
 
 

@@ -13,7 +13,7 @@ import contextlib
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import cast
 
@@ -63,7 +63,7 @@ def save_pretrained(
     model: nn.Module,
     directory: str | os.PathLike[str],
     *,
-    label_names: Sequence[str] | None = None,
+    label_names: Iterable[str] | None = None,
     architecture: str | None = None,
     rebuild: Callable[[SavedModel, Mapping[str, torch.Tensor]], nn.Module] | None = None,
 ) -> Path:
