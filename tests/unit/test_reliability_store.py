@@ -42,7 +42,7 @@ def tree(root: Path) -> dict[str, bytes | str]:
     return out
 
 
-@pytest.mark.parametrize("shared", ["HF_HOME", "HF_HUB_CACHE"])
+@pytest.mark.parametrize("shared", ["HF_HOME", "HF_HUB_CACHE", "HF_HUB_CACHE inside"])
 def test_cache_list_and_clear_leave_the_hugging_face_cache_alone(
     server: CheckpointServer,
     cache_dir: Path,
@@ -51,17 +51,18 @@ def test_cache_list_and_clear_leave_the_hugging_face_cache_alone(
     capsys: pytest.CaptureFixture[str],
     shared: str,
 ) -> None:
-    # ZOO_CACHE_DIR set to HF_HOME (whose hub/ is the Hugging Face cache) or to the Hugging Face cache itself
+    # ZOO_CACHE_DIR set to HF_HOME (whose hub/ is the Hugging Face cache), to the Hugging Face cache itself, or
+    # to a folder holding it where zoo keeps its downloads (urls/)
     root = tmp_path / "shared"
-    hub_cache = root / "hub" if shared == "HF_HOME" else root
+    hub_cache = {"HF_HOME": root / "hub", "HF_HUB_CACHE": root, "HF_HUB_CACHE inside": root / "urls"}[shared]
     monkeypatch.delenv("HF_HUB_CACHE")
-    monkeypatch.setenv(shared, str(root))
+    monkeypatch.setenv(shared.split()[0], str(root if shared == "HF_HOME" else hub_cache))
     monkeypatch.setenv("ZOO_CACHE_DIR", str(root))
     repo = server.add_repo("org/net", {"model.safetensors": safetensors_bytes(small_state_dict(1))})
     from huggingface_hub import hf_hub_download
 
     hf_hub_download("org/net", "model.safetensors", cache_dir=hub_cache, endpoint=server.base)  # another library's
-    (root / "urls").mkdir()
+    (root / "urls").mkdir(exist_ok=True)
     (root / "urls" / "notes.txt").write_text("the user's")  # not a place zoo writes its files
     before = tree(root)
     assert any(".locks/" in p for p in before)  # the hub's own lock folder, which zoo's shares a name with

@@ -155,11 +155,8 @@ class HubClient:
         if isinstance(e, hf.LocalEntryNotFoundError) and isinstance(cause, hf.HfHubHTTPError):
             # the hub answered, with an error huggingface_hub reports as "cannot find the file": say what it said
             status = _status(cause)
-            advice = (
-                "the server failed; try again later"
-                if isinstance(status, int) and status >= 500
-                else "check HF_ENDPOINT"
-            )
+            retry = isinstance(status, int) and (status >= 500 or status in (408, 429))
+            advice = "the server is failing or busy; try again later" if retry else "check HF_ENDPOINT"
             return WeightsUnavailableError(
                 f"{where}: the hub answered HTTP {status} ({_reason(cause)}), and the file is not in the Hugging Face "
                 f"cache {self.cache_dir}; {advice}"
