@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 from zoo.domain.checks import MAX_WIDTH, check_bool, check_int
@@ -222,7 +222,7 @@ class ModelZoo:
         model: nn.Module,
         directory: str | os.PathLike[str],
         *,
-        label_names: Sequence[str] | None = None,
+        label_names: Iterable[str] | None = None,
         architecture: str | None = None,
     ) -> Path:
         """Write model.safetensors and config.json into directory; see zoo.api.save_pretrained.
@@ -463,7 +463,7 @@ def save_pretrained(
     model: nn.Module,
     directory: str | os.PathLike[str],
     *,
-    label_names: Sequence[str] | None = None,
+    label_names: Iterable[str] | None = None,
     architecture: str | None = None,
 ) -> Path:
     """Write model.safetensors and config.json (the hub's model-card layout timm reads) into directory.

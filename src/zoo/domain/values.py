@@ -207,8 +207,14 @@ class DefaultCfg(Mapping[str, object]):
         return cls(**data)  # type: ignore[arg-type]  # values are checked by the field validators
 
     def evolve(self, overlay: Mapping[str, object]) -> DefaultCfg:
-        """A copy with the overlay's fields replaced; unknown keys are refused."""
+        """A copy with the overlay's fields replaced; unknown keys are refused.
+
+        check_hash describes the url it was set for: an overlay that changes url without setting
+        check_hash gets check_hash=False (the new file's name need not follow torch.hub's rule).
+        """
         _check_keys(type(self), overlay)
+        if "url" in overlay and "check_hash" not in overlay and _to_str_or_unset(overlay["url"]) != self.url:
+            overlay = {**overlay, "check_hash": False}
         return attrs.evolve(self, **overlay)  # type: ignore[arg-type]  # values are checked by the field validators
 
 
@@ -345,7 +351,18 @@ class BuildRequest:
 
 def _copied_dict(v: object) -> object:
     # anything but a mapping is left as given, for the field's validator to name
-    return dict(cast(Mapping[str, object], v)) if isinstance(v, Mapping) else v
+    return {k: _plain(x) for k, x in cast(Mapping[str, object], v).items()} if isinstance(v, Mapping) else v
+
+
+def _plain(v: object) -> object:
+    """numpy/torch number scalars (in lists and tuples too) as plain ints and floats: what JSON can write."""
+    if type(v) is list:
+        return [_plain(x) for x in cast(list[object], v)]
+    if type(v) is tuple:
+        return tuple(_plain(x) for x in cast(tuple[object, ...], v))
+    if isinstance(v, numbers.Real) and not isinstance(v, (bool, int, float)):
+        return _to_int(v) if is_int(v) else float(v)
+    return v
 
 
 def _label_names(inst: object, a: attrs.Attribute[Any], v: object) -> None:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import cast
 
 import attrs
 import torch
@@ -23,6 +23,7 @@ from torch import nn
 
 from zoo.domain.errors import InvalidValueError, PruneSpecError, SavedModelError, ZooError
 from zoo.domain.values import BuildRecord, DefaultCfg
+from zoo.services.files import replace_together
 
 LOCAL_PREFIX = "local-dir:"
 HUB_PREFIX = "hf-hub:"
@@ -62,7 +63,7 @@ def save_pretrained(
     model: nn.Module,
     directory: str | os.PathLike[str],
     *,
-    label_names: Sequence[str] | None = None,
+    label_names: Iterable[str] | None = None,
     architecture: str | None = None,
     rebuild: Callable[[SavedModel, Mapping[str, torch.Tensor]], nn.Module] | None = None,
 ) -> Path:
@@ -73,6 +74,9 @@ def save_pretrained(
     given, builds what config.json and the tensors load as (its tensors may be on the meta device): unless its
     state_dict has the model's keys and shapes, SavedModelError is raised and nothing is written.
     """
+    out = _directory(directory)
+    names = _label_names_given(label_names)
+    model = _unwrapped(model)
     record = getattr(model, "build_record", None)
     if architecture is None:
         if not isinstance(record, BuildRecord):
@@ -81,26 +85,124 @@ def save_pretrained(
                 "is unknown; pass architecture='<registered name>'"
             )
         architecture = record.architecture
-    config = _config(model, architecture, record if isinstance(record, BuildRecord) else None, label_names)
-    out = Path(directory).expanduser()
+    config = _config(model, architecture, record if isinstance(record, BuildRecord) else None, names)
     tensors = _tensors(model)
     if rebuild is not None:
         _check_rebuilds(model, config, tensors, rebuild, out)
+    _check_replaceable(out)
+    from safetensors.torch import save_file
+
+    def write_weights(tmp: Path) -> None:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+
+    def write_config(tmp: Path) -> None:
+        tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+    created = _missing_folders(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        from safetensors.torch import save_file
-
-        with _staged(out / WEIGHTS_NAME) as tmp:
-            save_file(tensors, str(tmp), metadata={"format": "pt"})
-        with _staged(out / CONFIG_NAME) as tmp:
-            tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        replace_together(out, [(WEIGHTS_NAME, write_weights), (CONFIG_NAME, write_config)])
     except OSError as e:
-        raise SavedModelError(f"cannot write the model to {out}: {e}") from None
+        for folder in created:  # the folders this call made, deepest first: a failed save leaves no trace
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise SavedModelError(f"cannot write the model to {out}: {e}; nothing there was changed") from None
     return out
 
 
+def _directory(directory: object) -> Path:
+    """The directory to save into, as a Path; '' and values that are not paths are refused."""
+    path = os.fspath(directory) if isinstance(directory, (str, os.PathLike)) else None
+    if not isinstance(path, str):
+        raise InvalidValueError(
+            f"directory={directory!r} is invalid: expected the path of a folder (a str or os.PathLike of str)"
+        )
+    if not path.strip():
+        raise InvalidValueError(
+            f"directory={directory!r} is invalid: expected the path of a folder; an empty path would save into the "
+            "current directory: pass '.' to mean it"
+        )
+    return Path(path).expanduser()
+
+
+def _label_names_given(given: object) -> tuple[str, ...] | None:
+    """label_names as a tuple (any iterable of str, a generator included, in order); None: not given."""
+    if given is None:
+        return None
+    unordered = isinstance(given, (set, frozenset, Mapping))
+    if isinstance(given, (str, bytes)) or unordered or not isinstance(given, Iterable):
+        why = "a set or mapping has no order" if unordered else f"not {type(given).__name__}"
+        raise InvalidValueError(
+            f"label_names={given!r} is invalid: expected a sequence of str, one per class in class order ({why})"
+        )
+    names = tuple(cast(Iterable[object], given))
+    bad = [n for n in names if not isinstance(n, str)]
+    if bad:
+        raise InvalidValueError(
+            f"label_names is invalid: {bad[0]!r} is not a str; expected a sequence of str, one per class"
+        )
+    return cast(tuple[str, ...], names)
+
+
+def _unwrapped(model: object) -> nn.Module:
+    """The model to save: torch.compile's wrapper gives way to the model it compiled; an extractor is refused."""
+    while isinstance(getattr(model, "_orig_mod", None), nn.Module):
+        model = getattr(model, "_orig_mod")  # noqa: B009  # the name is torch.compile's, not an attribute of ours
+    from zoo.services.features import FeatureExtractor
+
+    if isinstance(model, FeatureExtractor):
+        raise SavedModelError(
+            f"cannot save {type(model).__qualname__}: a feature extractor (features_only=True) has no classifier "
+            "for config.json to describe, so it cannot be saved; save the classifier (create_model without "
+            "features_only) and build the extractor from it: create_model('local-dir:DIR', features_only=True)"
+        )
+    if not isinstance(model, nn.Module):
+        raise InvalidValueError(f"model={model!r} is invalid: expected a torch.nn.Module built by zoo.create_model")
+    return model
+
+
+def _check_replaceable(out: Path) -> None:
+    """Refuse a directory whose config.json or weights zoo did not write (a saved model's may be replaced)."""
+    config = out / CONFIG_NAME
+    weights = out / WEIGHTS_NAME
+    keep = "zoo replaces only a saved model's files; choose another directory, or move the file away"
+    if config.exists() or config.is_symlink():
+        if not config.is_file():
+            raise SavedModelError(f"cannot save to {out}: {config} is not a file; {keep}")
+        if not _is_model_config(config):
+            raise SavedModelError(
+                f"cannot save to {out}: {config} is not a zoo or timm model config (a JSON object naming an "
+                f"'architecture'), and would be overwritten; {keep}"
+            )
+    elif weights.exists() or weights.is_symlink():
+        raise SavedModelError(
+            f"cannot save to {out}: it holds {WEIGHTS_NAME} but no {CONFIG_NAME}, so the file is not a saved "
+            f"model's, and would be overwritten; {keep}"
+        )
+    if weights.exists() and not weights.is_file():
+        raise SavedModelError(f"cannot save to {out}: {weights} is not a file; {keep}")
+
+
+def _is_model_config(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("architecture"), str)
+
+
+def _missing_folders(out: Path) -> list[Path]:
+    """out and its parents that do not exist yet, deepest first."""
+    missing: list[Path] = []
+    folder = out
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
 def _config(
-    model: nn.Module, architecture: str, record: BuildRecord | None, label_names: Sequence[str] | None
+    model: nn.Module, architecture: str, record: BuildRecord | None, label_names: tuple[str, ...] | None
 ) -> dict[str, object]:
     num_classes = getattr(model, "num_classes", None)
     if not isinstance(num_classes, int):
@@ -116,7 +218,7 @@ def _config(
     for key, value in args.items():
         try:
             json.dumps(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
             raise SavedModelError(
                 f"model keyword {key}={value!r} cannot be written to config.json (not JSON); "
                 "build the model with a JSON value for it"
@@ -182,16 +284,14 @@ def _cfg_for_saving(cfg: DefaultCfg, num_classes: int) -> dict[str, object]:
 
 
 def _label_names_to_save(
-    given: Sequence[str] | None, record: BuildRecord | None, num_classes: int, cfg: DefaultCfg
+    given: tuple[str, ...] | None, record: BuildRecord | None, num_classes: int, cfg: DefaultCfg
 ) -> tuple[str, ...]:
     if given is not None:
-        if isinstance(given, str) or not all(isinstance(n, str) for n in given):
-            raise InvalidValueError(f"label_names={given!r} is invalid: expected a sequence of str, one per class")
         if len(given) != num_classes:
             raise InvalidValueError(
                 f"label_names has {len(given)} names; the model has num_classes={num_classes}: expected one per class"
             )
-        return tuple(given)
+        return given
     known = record.label_names if record else ()
     # names describe the classifier they came with: a head reset since (or a new class count) makes them wrong
     return known if len(known) == num_classes == cfg.num_classes else ()
@@ -225,19 +325,6 @@ def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-@contextlib.contextmanager
-def _staged(dest: Path) -> Iterator[Path]:
-    """A temp file beside dest, renamed onto it if the block succeeds: dest is replaced whole or not at all."""
-    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 # -- reading ------------------------------------------------------------------------------------
 
 
@@ -267,6 +354,10 @@ def _load_json(path: Path) -> object:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise SavedModelError(f"{path}: cannot read it as JSON ({e})") from None
+    except RecursionError:
+        raise SavedModelError(
+            f"{path}: cannot read it as JSON: it is nested too deeply (a saved model's config.json nests a few levels)"
+        ) from None
 
 
 def parse_config(data: object, *, location: str, source: Mapping[str, object]) -> SavedModel:

@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -17,13 +16,18 @@ from typing import BinaryIO
 import attrs
 from filelock import FileLock
 
-# The folders zoo owns under the cache root; `clear` touches nothing else, so a mistyped
-# ZOO_CACHE_DIR can never cost the user unrelated files.
-_LOCKS = ".locks"
-_DIGESTS = ".digests"  # the verified sha256 of each file, so a cache hit need not re-hash it
-# "hub" held hub files before they moved to the Hugging Face cache; clear still removes what it holds
-_OWNED = ("urls", "hub", _LOCKS, _DIGESTS)
+# What zoo writes under the cache root, recognised by its layout: `list` shows and `clear` deletes
+# nothing else. ZOO_CACHE_DIR may be mistyped, or be HF_HOME or the Hugging Face cache itself (which
+# has a `hub` folder and a `.locks` folder of its own): the user's and the hub's files must survive.
+_URLS = "urls"  # urls/<16 hex digits of the url's sha256>/<file name>
+_LOCKS = ".locks"  # <record name>.lock, one file a key
+_DIGESTS = ".digests"  # <record name>.json, the verified sha256 of each file, so a cache hit need not re-hash it
 _PART = ".part"
+_URL_DIR_RE = re.compile(r"^[0-9a-f]{16}$")
+_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # the names sources.url_source gives files
+_STAGED_RE = re.compile(r"^\.[A-Za-z0-9][A-Za-z0-9._-]*\.[A-Za-z0-9_]+\.part$")  # tempfile.mkstemp's, beside one
+# record names: a key's parts joined by "--" (keys start urls/ or files/), or the sha256 of a long one
+_RECORD_RE = re.compile(r"^(?:(?:urls|files)--[A-Za-z0-9._-]+|[0-9a-f]{64})$")
 _CHUNK = 1 << 20
 _MAX_RECORD_NAME = 200  # lock and digest records are named after the key; far below the usual 255
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -164,14 +168,25 @@ class WeightCache:
         real = path.resolve()
         return self._digest(PurePosixPath("files", hashlib.sha256(str(real).encode()).hexdigest()[:32]), real)
 
-    def _digest(self, key: PurePosixPath, path: Path) -> str:
-        st = path.stat()
+    def remembered_digest(self, key: PurePosixPath) -> str | None:
+        """The sha256 recorded for key's file when it was verified, while the file is unchanged since; else None."""
+        try:
+            return self._remembered(key, self.path(key).stat())
+        except OSError:
+            return None
+
+    def _remembered(self, key: PurePosixPath, st: os.stat_result) -> str | None:
         try:
             data = json.loads(self._digest_record(key).read_text(encoding="utf-8"))
             remembered = data["sha256"] if data.get("stamp") == _stamp(st) else None
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            remembered = None  # no record, or one that is not zoo's: hash the file
-        if isinstance(remembered, str) and _SHA256_RE.match(remembered):
+            return None  # no record, or one that is not zoo's
+        return remembered if isinstance(remembered, str) and _SHA256_RE.match(remembered) else None
+
+    def _digest(self, key: PurePosixPath, path: Path) -> str:
+        st = path.stat()
+        remembered = self._remembered(key, st)
+        if remembered is not None:
             return remembered
         sha256 = file_sha256(path)
         self._write_record(key, sha256, st)
@@ -190,23 +205,69 @@ class WeightCache:
                 tmp.unlink(missing_ok=True)
 
     def entries(self) -> list[CacheEntry]:
-        """Every complete cached file, sorted by key."""
-        found: list[CacheEntry] = []
-        for top in _OWNED:
-            if top in (_LOCKS, _DIGESTS) or not (self.root / top).is_dir():
-                continue
-            for path in (self.root / top).rglob("*"):
-                if path.is_file() and not path.name.endswith(_PART):
-                    key = PurePosixPath(*path.relative_to(self.root).parts)
-                    found.append(CacheEntry(key=key, path=path, size=path.stat().st_size))
+        """Every complete cached file zoo wrote, sorted by key."""
+        found = [
+            CacheEntry(key=PurePosixPath(_URLS, path.parent.name, path.name), path=path, size=size)
+            for path, size in self._owned_files(_URLS)
+            if not path.name.endswith(_PART)
+        ]
         return sorted(found, key=lambda e: str(e.key))
 
     def clear(self) -> tuple[int, int]:
-        """Delete every cached file (and partial downloads and locks); returns (files, bytes) removed."""
+        """Delete every file zoo wrote here (downloads, partial ones, locks, digest records) and nothing else.
+
+        Returns the (files, bytes) of the complete downloads removed. zoo's folders go once empty.
+        """
         entries = self.entries()
-        for top in _OWNED:
-            shutil.rmtree(self.root / top, ignore_errors=True)
+        for top in (_URLS, _LOCKS, _DIGESTS):
+            for path, _ in self._owned_files(top):
+                with contextlib.suppress(OSError):  # gone meanwhile, or a Windows file still open: it stays
+                    path.unlink()
+            for folder in _url_folders(self.root / top) if top == _URLS else ():
+                _remove_if_empty(folder)
+            _remove_if_empty(self.root / top)
         return len(entries), sum(e.size for e in entries)
+
+    def _owned_files(self, top: str) -> list[tuple[Path, int]]:
+        """The plain files under top with the names and places zoo gives its files, and their sizes."""
+        base = self.root / top
+        out: list[tuple[Path, int]] = []
+        for folder in _url_folders(base) if top == _URLS else [base]:
+            for path in _plain_files(folder):
+                if _is_owned_name(top, path.name):
+                    with contextlib.suppress(OSError):  # removed meanwhile
+                        out.append((path, path.lstat().st_size))
+        return out
+
+
+def _url_folders(base: Path) -> list[Path]:
+    """The urls/<16 hex digits> folders (real ones: a link leads to files zoo did not write)."""
+    try:
+        children = list(base.iterdir()) if base.is_dir() and not base.is_symlink() else []
+    except OSError:
+        return []
+    return [p for p in children if _URL_DIR_RE.match(p.name) and p.is_dir() and not p.is_symlink()]
+
+
+def _plain_files(folder: Path) -> list[Path]:
+    """The regular files directly in folder (no links: the Hugging Face cache's snapshots are links)."""
+    try:
+        if not folder.is_dir() or folder.is_symlink():
+            return []
+        return [p for p in folder.iterdir() if p.is_file() and not p.is_symlink()]
+    except OSError:
+        return []
+
+
+def _is_owned_name(top: str, name: str) -> bool:
+    """Whether a file in top has a name zoo gives: a download or a staged one, a lock, a digest record."""
+    if top == _URLS:
+        return bool(_FILE_RE.match(name) or _STAGED_RE.match(name))
+    ext = ".lock" if top == _LOCKS else ".json"
+    if name.startswith(".") and name.endswith(_PART):  # a record being written: .<record>.<pid>.<thread>.part
+        record = name[1:].rsplit(".", 3)[0]
+        return record.endswith(ext) and bool(_RECORD_RE.match(record[: -len(ext)]))
+    return name.endswith(ext) and bool(_RECORD_RE.match(name[: -len(ext)]))
 
 
 def _remove_if_empty(folder: Path) -> None:

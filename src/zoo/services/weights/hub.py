@@ -24,6 +24,7 @@ from zoo.domain.errors import (
     WeightsUnavailableError,
     ZooError,
 )
+from zoo.services.weights.settings import check_token
 
 # Tried in this order for a hub id: safetensors reads without unpickling and maps without copying.
 HUB_FILENAMES: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin")
@@ -74,6 +75,7 @@ class HubClient:
     offline: bool
     offline_env: str = ""  # the variable that made it offline, for messages
     token: str | None = attrs.field(default=None, repr=False)
+    token_env: str = "HF_TOKEN"  # the variable the token came from, for messages
     timeout: float = 60.0
 
     def cached(self, source: HubSource, filename: str) -> Path | None:
@@ -94,6 +96,8 @@ class HubClient:
                 f"{self.offline_env}=1 and hub file {source.describe(filename)} is not in the Hugging Face cache "
                 f"{self.cache_dir}; fetch it while online (zoo fetch NAME.TAG), or unset {self.offline_env}"
             )
+        if self.token is not None:  # checked here, not when settings are read: only requests to the hub send it
+            check_token(self.token, self.token_env)
         try:
             path = hf_hub_download(
                 source.repo_id,
@@ -147,6 +151,16 @@ class HubClient:
             return WeightsUnavailableError(
                 f"{where}: the answer lacks the hub's headers (X-Repo-Commit, ETag): is HF_ENDPOINT a hub?"
             )
+        cause = e.__cause__
+        if isinstance(e, hf.LocalEntryNotFoundError) and isinstance(cause, hf.HfHubHTTPError):
+            # the hub answered, with an error huggingface_hub reports as "cannot find the file": say what it said
+            status = _status(cause)
+            retry = isinstance(status, int) and (status >= 500 or status in (408, 429))
+            advice = "the server is failing or busy; try again later" if retry else "check HF_ENDPOINT"
+            return WeightsUnavailableError(
+                f"{where}: the hub answered HTTP {status} ({_reason(cause)}), and the file is not in the Hugging Face "
+                f"cache {self.cache_dir}; {advice}"
+            )
         if isinstance(e, hf.LocalEntryNotFoundError):
             return WeightsUnavailableError(
                 f"{where}: cannot reach the hub, and the file is not in the Hugging Face cache {self.cache_dir} "
@@ -171,6 +185,12 @@ def _status(e: Exception) -> int | str:
     response = getattr(e, "response", None)
     code = getattr(response, "status_code", None)
     return code if isinstance(code, int) else "?"
+
+
+def _reason(e: Exception) -> str:
+    response = getattr(e, "response", None)
+    phrase = getattr(response, "reason_phrase", None)
+    return phrase if isinstance(phrase, str) and phrase else "no reason given"
 
 
 @functools.cache

@@ -83,6 +83,7 @@ class CachedWeightLoader:
             offline=settings.hub_offline,
             offline_env=settings.hub_offline_env,
             token=settings.hub_token,
+            token_env=settings.hub_token_env,
             timeout=self.timeout,
         )
 
@@ -215,14 +216,18 @@ def _read_local(source: LocalSource, *, read: bool) -> StateDict:
 def _read_cached(cache: WeightCache, source: RemoteSource, *, read: bool) -> StateDict:
     """A cache hit, verified like a download (by the digest remembered while the file is unchanged)."""
     if source.sha256 or source.hash_prefix:
+        # a digest recorded when the file was downloaded (and checked) says its bytes are the ones the url served
+        verified = cache.remembered_digest(source.cache_key)
         try:
-            sha256 = cache.digest(source.cache_key)
+            sha256 = verified or cache.digest(source.cache_key)
         except OSError as e:  # hashing could not read the file: nothing is known about its bytes
             raise resource_error(source.url, e) from None
+        if verified is not None:
+            _check_request_digest(source, verified, cache)
         try:
             verify_checksum(source, sha256, outcome="the cached copy was removed, so the next load downloads it again")
         except ChecksumMismatchError:
-            cache.remove(source.cache_key)
+            cache.remove(source.cache_key)  # bytes changed since they were cached: a new download may mend them
             raise
     if not read:
         return {}
@@ -233,6 +238,25 @@ def _read_cached(cache: WeightCache, source: RemoteSource, *, read: bool) -> Sta
         # A resource error (CheckpointResourceError) says nothing about the bytes and keeps the file.
         cache.remove(source.cache_key)
         raise CheckpointFormatError(f"{e}; the cached copy was removed, so the next load downloads it again") from None
+
+
+def _check_request_digest(source: RemoteSource, sha256: str, cache: WeightCache) -> None:
+    """Refuse a request whose digest disagrees with a cached file's verified one; the file stays, being good."""
+    if source.sha256 and sha256 != source.sha256:
+        expected = f"expected {source.sha256} (DefaultCfg.sha256) as its sha256, from the cfg or pretrained_cfg_overlay"
+    elif source.hash_prefix and not sha256.startswith(source.hash_prefix):
+        expected = (
+            f"expected it to start with {source.hash_prefix} by the torch.hub file-name rule "
+            f"(DefaultCfg.check_hash=True: {source.name!r} ends in -<sha256 prefix>)"
+        )
+    else:
+        return
+    raise ChecksumMismatchError(
+        f"{source.url}: the cached copy {cache.path(source.cache_key)} has sha256 {sha256}, verified when it was "
+        f"downloaded and unchanged since; the request {expected}. The request's hash is the one that disagrees: "
+        "the cached file was kept. Correct the sha256 (or check_hash) of the request, or, if the url now serves "
+        "other bytes, delete that file and load again"
+    )
 
 
 def _read_hub(cache: WeightCache, source: HubSource, filename: str, path: Path, *, read: bool) -> StateDict:

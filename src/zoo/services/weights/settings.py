@@ -49,10 +49,32 @@ def default_hub_cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
     return (_hf_path(xdg) if xdg else Path.home() / ".cache") / "huggingface" / "hub"
 
 
+TOKEN_ENVS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+
+
+def hub_token_env(environ: Mapping[str, str] = os.environ) -> str:
+    """The variable the hub token comes from: HF_TOKEN, else the older HUGGING_FACE_HUB_TOKEN ('' if neither)."""
+    return next((name for name in TOKEN_ENVS if environ.get(name)), "")
+
+
 def hub_token(environ: Mapping[str, str] = os.environ) -> str | None:
     """HF_TOKEN (or the older HUGGING_FACE_HUB_TOKEN); None lets huggingface_hub use the token file."""
-    token = (environ.get("HF_TOKEN") or environ.get("HUGGING_FACE_HUB_TOKEN") or "").strip()
+    name = hub_token_env(environ)
+    token = environ[name].strip() if name else ""
     return token or None
+
+
+def check_token(token: str, variable: str) -> str:
+    """The token, if it can go in an HTTP header; else InvalidValueError naming the variable (never the secret)."""
+    bad = next((i for i, c in enumerate(token) if not (c.isascii() and c.isprintable()) or c.isspace()), None)
+    if bad is not None:
+        char = token[bad]
+        what = "a line break (CR/LF)" if char in "\r\n" else f"the character {char.encode('unicode_escape').decode()!r}"
+        raise InvalidValueError(
+            f"{variable or 'the hub token'} is invalid: it holds {what} at position {bad}; expected the token alone, "
+            "one line of printable ASCII without spaces (hf_...). Set it to the token only"
+        )
+    return token
 
 
 def _hf_flag(value: str) -> bool:
@@ -62,9 +84,14 @@ def _hf_flag(value: str) -> bool:
 
 def check_url(url: str, what: str) -> str:
     """The url, if its scheme is one zoo can fetch; else InvalidValueError naming the valid schemes."""
-    parts = urlsplit(url)
+    expected = f"expected a URL with scheme {', '.join(URL_SCHEMES)}"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # parsed on access: a port out of range or not a number raises here
+    except ValueError as e:  # an unclosed [IPv6 host, a bad port
+        raise InvalidValueError(f"{what}={url!r} is invalid: {e}; {expected}") from None
     if parts.scheme not in URL_SCHEMES or (parts.scheme != "file" and not parts.netloc):
-        raise InvalidValueError(f"{what}={url!r} is invalid: expected a URL with scheme {', '.join(URL_SCHEMES)}")
+        raise InvalidValueError(f"{what}={url!r} is invalid: {expected}")
     return url
 
 
@@ -91,6 +118,7 @@ class WeightSettings:
     offline: bool = False
     hub_offline: bool = False
     hub_token: str | None = attrs.field(default=None, repr=False)
+    hub_token_env: str = "HF_TOKEN"  # the variable hub_token came from, for messages
 
     @property
     def hub_offline_env(self) -> str:
@@ -126,4 +154,5 @@ class WeightSettings:
             offline=offline,
             hub_offline=hub_offline,
             hub_token=hub_token(environ),
+            hub_token_env=hub_token_env(environ) or "HF_TOKEN",
         )
