@@ -3,8 +3,10 @@ pruning probes at the model's own size and refuses absurd widths, numpy integers
 
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import torch
@@ -12,10 +14,16 @@ from torch import nn
 
 import zoo
 from model_checks import images
-from zoo.domain.errors import ExportFailedError
+from zoo.archs.fuse import FoldedNorm
+from zoo.archs.layers.norm_act import BatchNormAct2d, InPlaceAbn2d
+from zoo.archs.layers.sync_norm import SyncBatchNormAct, SyncInPlaceAbn
+from zoo.archs.resnet import ResNet
+from zoo.domain.errors import ExportFailedError, InvalidValueError
 from zoo.services.export import export_file, export_program, input_dims
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: small forwards on one torch thread
+
+M = TypeVar("M", bound=nn.Module)
 
 
 # -- 1. export_file leaves the caller's train/eval mode -----------------------------------------
@@ -85,3 +93,121 @@ def test_dynamic_vit_exported_at_a_small_size_runs_at_224(dynamic_vit: nn.Module
     x = images(2, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(program.module()(x), dynamic_vit(x), rtol=1e-4, atol=1e-4)
+
+
+# -- 3. fuse_for_inference keeps hooks (the pair they sit on stays unfolded) and names them ----------------------
+
+
+def _trained_norms(model: M, seed: int = 0) -> M:
+    """model (in place, in eval) with norms holding statistics and affine values unlike the init's 0/1."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.modules.batchnorm._BatchNorm, InPlaceAbn2d)):
+                n = m.get_buffer("running_mean").numel()
+                m.get_buffer("running_mean").copy_(torch.randn(n, generator=g) * 0.2)
+                m.get_buffer("running_var").copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
+                m.get_parameter("weight").copy_(torch.rand(n, generator=g) + 0.5)
+                m.get_parameter("bias").copy_(torch.randn(n, generator=g) * 0.2)
+    return model.eval()
+
+
+class _Recorder:
+    """A hook recording what it sees (the first argument or the output), by call."""
+
+    def __init__(self) -> None:
+        self.seen: list[torch.Tensor] = []
+
+    def pre(self, module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        self.seen.append(args[0].detach().clone())
+
+    def post(self, module: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        self.seen.append(out.detach().clone())
+
+
+def _two_conv_bn() -> nn.Sequential:
+    torch.manual_seed(0)
+    return _trained_norms(
+        nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 5, 3), nn.BatchNorm2d(5))
+    )
+
+
+def test_fuse_keeps_hooks_on_norms_and_convs_and_names_them() -> None:
+    model = _two_conv_bn()
+    on_norm, on_conv = _Recorder(), _Recorder()
+    model[1].register_forward_hook(on_norm.post)
+    model[3].register_forward_pre_hook(on_conv.pre)
+    x = images(2, 16, 16)
+    with torch.no_grad():
+        expected = model(x)
+    with pytest.warns(UserWarning, match=r"2 batch norm\(s\) left unfolded to keep the hooks.*") as caught:
+        fused = zoo.fuse_for_inference(model)
+    message = str(caught[0].message)
+    assert "forward hook _Recorder.post on '1'" in message
+    assert "forward pre-hook _Recorder.pre on '3'" in message
+    # the hooked pairs stay: the copy's hooks fire and see what the model's saw
+    assert isinstance(fused[1], nn.BatchNorm2d)
+    assert isinstance(fused[4], nn.BatchNorm2d)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), expected)
+    assert len(on_norm.seen) == len(on_conv.seen) == 2  # once in the model, once in the copy
+    torch.testing.assert_close(on_norm.seen[1], on_norm.seen[0])
+    torch.testing.assert_close(on_conv.seen[1], on_conv.seen[0])
+    with pytest.raises(InvalidValueError, match=r"strict=True.*forward hook _Recorder\.post on '1'"):
+        zoo.fuse_for_inference(model, strict=True)
+
+
+def test_fuse_still_folds_the_pairs_without_hooks() -> None:
+    model = _two_conv_bn()
+    seen = _Recorder()
+    model[4].register_forward_hook(seen.post)
+    with pytest.warns(UserWarning, match=r"1 batch norm\(s\) left unfolded to keep the hooks.*'4'"):
+        fused = zoo.fuse_for_inference(model)
+    assert isinstance(fused[1], FoldedNorm)
+    assert isinstance(fused[4], nn.BatchNorm2d)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(images(2, 16, 16)), model(images(2, 16, 16)), rtol=1e-5, atol=1e-5)
+    assert len(seen.seen) == 2
+
+
+# -- 7. synchronised batch norms fold as the batch norms they are in eval -----------------------------------------
+
+
+def test_fuse_folds_convert_sync_batchnorms(r18: ResNet) -> None:
+    model = _trained_norms(copy.deepcopy(r18))
+    x = images(2, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+    zoo.convert_sync_batchnorm(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # every norm folds: nothing left to name
+        fused = zoo.fuse_for_inference(model)
+    assert not [m for m in fused.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_fuse_folds_synced_norm_act_modules_and_torchs_sync_batchnorm() -> None:
+    torch.manual_seed(0)
+    model = _trained_norms(
+        nn.Sequential(
+            nn.Conv2d(3, 4, 3),
+            BatchNormAct2d(4, act_layer="relu"),
+            nn.Conv2d(4, 4, 3),
+            InPlaceAbn2d(4),
+            nn.Conv2d(4, 4, 3),
+            nn.BatchNorm2d(4),
+        )
+    )
+    x = images(2, 16, 16)
+    zoo.convert_sync_batchnorm(model)
+    model[5] = _trained_norms(nn.Sequential(nn.SyncBatchNorm(4)))[0]  # torch's own, as its converter makes
+    assert [type(model[i]) for i in (1, 3, 5)] == [SyncBatchNormAct, SyncInPlaceAbn, nn.SyncBatchNorm]
+    with torch.no_grad():
+        expected = model(x)
+    fused = zoo.fuse_for_inference(model)
+    assert all(isinstance(fused[i], FoldedNorm) for i in (1, 3, 5))
+    assert isinstance(fused[1].act, nn.ReLU)
+    assert isinstance(fused[3].act, nn.LeakyReLU)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), expected, rtol=1e-5, atol=1e-5)
