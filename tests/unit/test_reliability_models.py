@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -13,13 +14,16 @@ import torch
 from torch import nn
 
 import zoo
+import zoo.services.pruner as pruner_module
 from model_checks import images
 from zoo.archs.fuse import FoldedNorm
 from zoo.archs.layers.norm_act import BatchNormAct2d, InPlaceAbn2d
 from zoo.archs.layers.sync_norm import SyncBatchNormAct, SyncInPlaceAbn
 from zoo.archs.resnet import ResNet
-from zoo.domain.errors import ExportFailedError, InvalidValueError
+from zoo.domain.errors import ExportFailedError, InvalidValueError, PruneSpecError
+from zoo.domain.prune import SEPARATOR, PruneSpec, parse_prune_spec
 from zoo.services.export import export_file, export_program, input_dims
+from zoo.services.pruner import ChannelPruner
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: small forwards on one torch thread
 
@@ -211,3 +215,103 @@ def test_fuse_folds_synced_norm_act_modules_and_torchs_sync_batchnorm() -> None:
     assert isinstance(fused[3].act, nn.LeakyReLU)
     with torch.no_grad():
         torch.testing.assert_close(fused(x), expected, rtol=1e-5, atol=1e-5)
+
+
+# -- 4. a ViT built for another image size is pruned (the probe runs at its own size) ------------------------------
+
+_VIT_MLP = "blocks.0.mlp.fc1.weight:[50, 32]***blocks.0.mlp.fc1.bias:[50]***blocks.0.mlp.fc2.weight:[32, 50]"
+
+
+def test_a_vit_built_for_another_size_takes_a_prune_spec() -> None:
+    model = zoo.create_model(
+        "vit_tiny_patch16_224",
+        depth=1,
+        embed_dim=32,
+        num_heads=2,
+        num_classes=5,
+        img_size=(64, 96),
+        prune_spec=_VIT_MLP,
+    )
+    fc1 = model.get_submodule("blocks.0.mlp.fc1")
+    assert isinstance(fc1, nn.Linear)
+    assert (fc1.in_features, fc1.out_features) == (32, 50)
+    with torch.no_grad():
+        assert model(images(2, 64, 96)).shape == (2, 5)
+
+
+def test_the_pruner_probes_a_built_vit_at_its_own_size() -> None:
+    torch.manual_seed(0)
+    model = zoo.create_model("vit_tiny_patch16_224", depth=1, embed_dim=32, num_heads=2, num_classes=5, img_size=96)
+    ChannelPruner().apply(model, _VIT_MLP)
+    assert model.get_submodule("blocks.0.mlp.fc2").weight.shape == (32, 50)
+    with torch.no_grad():
+        assert model(images(1, 96, 96)).shape == (1, 5)
+
+
+# -- 5. absurd widths are refused as PruneSpecError naming the entry and the valid range -------------------------
+
+
+@pytest.mark.parametrize("width", ["9" * 5000, str(10**13)])
+def test_a_width_past_any_layers_is_refused_when_parsed(width: str) -> None:
+    text = f"conv1.weight:[64, 3, 7, 7]***layer1.0.conv1.weight:[{width}, 64, 3, 3]"
+    with pytest.raises(PruneSpecError, match=r"entry 'layer1\.0\.conv1\.weight'.*expected ints in \[1, 2147483647\]"):
+        parse_prune_spec(text)
+    with pytest.raises(PruneSpecError, match=r"'layer1\.0\.conv1\.weight'.*\[1, 2147483647\]"):
+        zoo.create_model("resnet18", prune_spec=text)
+    with pytest.raises(PruneSpecError, match=r"'a\.weight'.*at most 2147483647"):
+        PruneSpec({"a.weight": (10**13,)})
+
+
+def test_a_width_past_the_layers_own_is_refused_and_the_model_untouched(r18: ResNet) -> None:
+    model = copy.deepcopy(r18)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    wide = 2**31 - 1  # parses, but no resnet18 layer has that many channels
+    text = SEPARATOR.join(
+        [
+            f"layer1.0.conv1.weight:[{wide}, 64, 3, 3]",
+            f"layer1.0.bn1.weight:[{wide}]",
+            f"layer1.0.conv2.weight:[64, {wide}, 3, 3]",
+        ]
+    )
+    with pytest.raises(
+        PruneSpecError, match=r"'layer1\.0\.conv1\.weight' gives 2147483647 output channels: expected 1 to 64"
+    ):
+        ChannelPruner().apply(model, text)
+    with pytest.raises(PruneSpecError, match=r"'layer1\.0\.bn1\.bias' gives 65 output channels: expected 1 to 64"):
+        ChannelPruner().apply(model, "layer1.0.bn1.bias:[65]")
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_layer_that_fails_to_build_leaves_every_layer_as_it_was(r18: ResNet, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = copy.deepcopy(r18)
+    layers = dict(model.named_modules())
+    built: list[nn.Module] = []
+    real = pruner_module._build_real
+
+    def fail_second(old: nn.Module, factory: Callable[[], nn.Module]) -> nn.Module:
+        if built:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
+        built.append(real(old, factory))
+        return built[-1]
+
+    monkeypatch.setattr(pruner_module, "_build_real", fail_second)
+    with pytest.raises(RuntimeError, match="allocate"):
+        ChannelPruner().apply(
+            model,
+            "layer1.0.conv1.weight:[32, 64, 3, 3]***layer1.0.bn1.weight:[32]***layer1.0.conv2.weight:[64, 32, 3, 3]",
+        )
+    assert all(m is layers[path] for path, m in model.named_modules())
+
+
+# -- 6. a prune error names the user's layer class and the entries to change, not an internal stand-in ----------
+
+
+def test_a_width_conflict_names_the_norm_class_and_the_entries(r18: ResNet) -> None:
+    with pytest.raises(PruneSpecError) as caught:
+        ChannelPruner().apply(copy.deepcopy(r18), "conv1.weight:[32, 3, 7, 7]")
+    message = str(caught.value)
+    assert "_NormWidth" not in message
+    assert "layer 'bn1' (BatchNorm2d): it takes 64 channels but receives 32 from 'conv1'" in message
+    assert "(bn1.weight and conv1.weight)" in message
