@@ -7,8 +7,9 @@ import copy
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -19,7 +20,8 @@ from model_checks import images
 from zoo.archs.fuse import FoldedNorm
 from zoo.archs.layers.norm_act import BatchNormAct2d, InPlaceAbn2d
 from zoo.archs.layers.sync_norm import SyncBatchNormAct, SyncInPlaceAbn
-from zoo.archs.resnet import ResNet
+from zoo.archs.resnet import BasicBlock, ResNet
+from zoo.domain.checks import check_choice
 from zoo.domain.errors import ExportFailedError, InvalidValueError, PruneSpecError
 from zoo.domain.prune import SEPARATOR, PruneSpec, parse_prune_spec
 from zoo.services.export import export_file, export_program, input_dims
@@ -315,3 +317,42 @@ def test_a_width_conflict_names_the_norm_class_and_the_entries(r18: ResNet) -> N
     assert "_NormWidth" not in message
     assert "layer 'bn1' (BatchNorm2d): it takes 64 channels but receives 32 from 'conv1'" in message
     assert "(bn1.weight and conv1.weight)" in message
+
+
+# -- 8. numpy integers pass every integer keyword, and are kept as plain ints ------------------------------------
+
+
+@pytest.mark.parametrize("name", ["resnet18", "cspdarknet53", "convnext_tiny", "xception41", "regnetx_016"])
+def test_output_stride_takes_a_numpy_integer(name: str) -> None:
+    with torch.device("meta"):
+        model = zoo.create_model(name, output_stride=np.int64(16), num_classes=np.int32(7))
+    assert max(t.reduction for t in model.feature_info) == 16
+    args = model.build_record.model_args
+    assert (args["output_stride"], args["num_classes"]) == (16, 7)
+    assert type(args["output_stride"]) is int
+    assert type(args["num_classes"]) is int
+
+
+def test_numpy_integers_in_sequences_reach_the_constructor_as_plain_ints() -> None:
+    with torch.device("meta"):
+        model = zoo.create_model("densenet121", block_config=(np.int64(1), np.int16(2), 1, 1), growth_rate=np.uint8(8))
+    config = model.build_record.model_args["block_config"]
+    assert config == (1, 2, 1, 1)
+    assert isinstance(config, tuple)
+    assert all(type(v) is int for v in config)
+    assert type(model.build_record.model_args["growth_rate"]) is int
+
+
+def test_check_choice_matches_any_integer_to_an_int_choice() -> None:
+    assert check_choice("output_stride", np.int64(8), (8, 16, 32)) == 8
+    assert type(check_choice("output_stride", np.int64(8), (8, 16, 32))) is int
+    with pytest.raises(InvalidValueError, match=r"output_stride=np\.int64\(12\) is invalid: expected one of 8, 16, 32"):
+        check_choice("output_stride", np.int64(12), (8, 16, 32))
+    with pytest.raises(InvalidValueError, match="output_stride=True is invalid"):
+        check_choice("output_stride", True, (1, 8))  # a bool is not an integer here
+    with pytest.raises(InvalidValueError, match=r"output_stride=8\.0 is invalid"):
+        check_choice("output_stride", 8.0, (8, 16, 32))
+    numpy_stride: dict[str, Any] = {"output_stride": np.int64(8)}  # not the Literal the signature names
+    with torch.device("meta"):
+        model = ResNet(block=BasicBlock, layers=(1, 1, 1, 1), **numpy_stride)  # the constructor itself, directly
+    assert model.feature_info[-1].reduction == 8
