@@ -17,6 +17,7 @@ from torch import nn
 import zoo
 import zoo.services.pruner as pruner_module
 from model_checks import images
+from zoo.api import ModelZoo
 from zoo.archs.fuse import FoldedNorm
 from zoo.archs.layers.norm_act import BatchNormAct2d, InPlaceAbn2d
 from zoo.archs.layers.sync_norm import SyncBatchNormAct, SyncInPlaceAbn
@@ -356,3 +357,25 @@ def test_check_choice_matches_any_integer_to_an_int_choice() -> None:
     with torch.device("meta"):
         model = ResNet(block=BasicBlock, layers=(1, 1, 1, 1), **numpy_stride)  # the constructor itself, directly
     assert model.feature_info[-1].reduction == 8
+
+
+# -- 9. create_model called from code torch.compile traces builds the model, as it does outside ------------------
+
+
+def test_create_model_under_torch_compile_builds_what_it_builds_eagerly() -> None:
+    app = ModelZoo()  # its families not loaded yet: dynamo would meet the catalogue's attrs values first
+    torch._dynamo.reset()
+    try:
+        torch.manual_seed(0)
+        from_app = torch.compile(lambda: app.create_model("resnet18", num_classes=3))()
+        torch.manual_seed(0)
+        from_facade = torch.compile(lambda: zoo.create_model("resnet18", num_classes=3))()
+    finally:
+        torch._dynamo.reset()
+    torch.manual_seed(0)
+    expected = zoo.create_model("resnet18", num_classes=3).state_dict()
+    for model in (from_app, from_facade):
+        assert isinstance(model, ResNet)
+        got = model.state_dict()
+        assert got.keys() == expected.keys()
+        assert all(torch.equal(got[k], expected[k]) for k in expected)
