@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 from zoo.domain.checks import MAX_WIDTH, check_bool, check_int
@@ -55,6 +56,31 @@ def builtin_registry() -> Registry:
 
 
 _M = TypeVar("_M", bound="nn.Module")
+_F = TypeVar("_F", bound=Callable[..., object])
+
+
+def _eager_under_dynamo(build: _F) -> _F:
+    """build, run by Python itself when torch.compile traces its caller (`torch.compile(lambda: create_model(..))`).
+
+    Building a model makes no graph: dynamo would follow the registry, attrs values and the one-pass init to
+    no use, and fails on some of it. Marked lazily: torch._dynamo is seconds to import, and until something
+    has imported it (torch.compile, torch.export) nothing can trace the call.
+    """
+    disabled: list[Callable[..., object]] = []
+
+    @functools.wraps(build)
+    def run(*args: Any, **kwargs: Any) -> object:
+        if "torch._dynamo" not in sys.modules:
+            return build(*args, **kwargs)
+        if not disabled:
+            import torch
+
+            # called, not checked with is_compiling(): dynamo may run this frame itself and trace what it calls
+            disable = cast(Callable[..., Callable[..., object]], torch.compiler.disable)
+            disabled.append(disable(build, recursive=True))
+        return disabled[0](*args, **kwargs)
+
+    return cast(_F, run)
 
 
 def convert_sync_batchnorm(model: _M, process_group: ProcessGroup | None = None) -> _M:
@@ -154,6 +180,7 @@ class ModelZoo:
         **model_kwargs: Any,
     ) -> ZooModule | FeatureExtractor: ...
 
+    @_eager_under_dynamo
     def create_model(
         self,
         name: str,
@@ -424,6 +451,7 @@ def create_model(
 ) -> ZooModule | FeatureExtractor: ...
 
 
+@_eager_under_dynamo
 def create_model(
     name: str,
     *,

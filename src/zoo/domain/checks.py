@@ -15,7 +15,16 @@ from typing import SupportsIndex, cast
 
 from zoo.domain.errors import InvalidValueError
 
-__all__ = ["MAX_WIDTH", "check_bool", "check_choice", "check_float", "check_int", "check_ints", "is_int"]
+__all__ = [
+    "MAX_WIDTH",
+    "check_bool",
+    "check_choice",
+    "check_float",
+    "check_int",
+    "check_ints",
+    "is_int",
+    "plain_ints",
+]
 
 
 # The largest class count, channel count or width zoo accepts: torch sizes past int32 are not practical.
@@ -77,12 +86,30 @@ def check_bool(name: str, value: object) -> bool:
     return value
 
 
+def plain_ints(value: object) -> object:
+    """value with every integer that is not a plain int (numpy's, torch's) made one, in lists and tuples too.
+
+    What a model is built with ends in its BuildRecord and config.json: plain ints keep both portable.
+    """
+    if is_int(value) and type(value) is not int:
+        return operator.index(cast(SupportsIndex, value))
+    if type(value) is list:  # exactly a list or tuple: a subclass (a namedtuple) may need its own fields
+        return [plain_ints(v) for v in cast(list[object], value)]
+    if type(value) is tuple:
+        return tuple(plain_ints(v) for v in cast(tuple[object, ...], value))
+    return value
+
+
 def check_choice(name: str, value: object, choices: Collection[object]) -> object:
-    """value if it is one of choices (compared by equality and type), else InvalidValueError listing them."""
-    if not any(type(value) is type(c) and value == c for c in choices):
+    """value if it is one of choices (compared by equality and type), else InvalidValueError listing them.
+
+    Any integer (numpy's too, not bool) matches an int choice of its value and comes back as a plain int.
+    """
+    plain = plain_ints(value) if is_int(value) else value
+    if not any(type(plain) is type(c) and plain == c for c in choices):
         listed = ", ".join(repr(c) for c in choices)
         raise InvalidValueError(f"{name}={value!r} is invalid: expected one of {listed}")
-    return value
+    return plain
 
 
 def check_ints(

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 
 import attrs
 
+from zoo.domain.checks import MAX_WIDTH
 from zoo.domain.errors import PruneSpecError
 
 __all__ = ["SEPARATOR", "MaskEntry", "PruneSpec", "parse_prune_spec"]
@@ -56,9 +57,12 @@ def _entries(inst: PruneSpec, a: attrs.Attribute[tuple[tuple[str, Shape], ...]],
         if name in seen:
             raise PruneSpecError(f"prune spec names {name!r} twice; each tensor may appear once")
         seen.add(name)
-        ok = isinstance(shape, tuple) and all(type(d) is int and d >= 1 for d in shape)
+        ok = isinstance(shape, tuple) and all(type(d) is int and 1 <= d <= MAX_WIDTH for d in shape)
         if not ok:
-            raise PruneSpecError(f"prune spec entry {name!r} has shape {shape!r}: expected a tuple of ints >= 1")
+            raise PruneSpecError(
+                f"prune spec entry {name!r} has shape {_short(repr(shape))}: expected a tuple of ints >= 1 "
+                f"(each at most {MAX_WIDTH})"
+            )
         if _MASK_RE.match(name) and len(shape) != 2:
             raise PruneSpecError(f"prune spec entry {name!r} is a residual-group record: expected [original, kept]")
     _check_module_widths(v)
@@ -144,6 +148,11 @@ class PruneSpec(Mapping[str, Shape]):
         return key in self._index
 
 
+def _short(text: str, limit: int = 40) -> str:
+    """text, or its start and end around the count of characters left out: a 5000-digit number stays readable."""
+    return text if len(text) <= limit else f"{text[:16]}...({len(text) - 32} more)...{text[-16:]}"
+
+
 def parse_prune_spec(text: str) -> PruneSpec:
     """Parse `name:[d0, d1, ...]***...` into a PruneSpec; malformed text raises PruneSpecError."""
     if not isinstance(text, str):
@@ -164,9 +173,11 @@ def parse_prune_spec(text: str) -> PruneSpec:
         dims: list[int] = []
         for d in dims_text.split(",") if dims_text else []:
             d = d.strip()
-            if not _DIM_RE.match(d):
+            # the digits are counted before int() reads them: it refuses (ValueError) past 4300 of them
+            if not _DIM_RE.match(d) or len(d.lstrip("0")) > len(str(MAX_WIDTH)) or int(d) > MAX_WIDTH:
                 raise PruneSpecError(
-                    f"prune spec entry {m.group('name')!r} has dimension {d!r} in [{dims_text}]: expected ints >= 1"
+                    f"prune spec entry {m.group('name')!r} has dimension {_short(d)!r} in [{_short(dims_text)}]: "
+                    f"expected ints in [1, {MAX_WIDTH}]"
                 )
             dims.append(int(d))
         entries.append((m.group("name"), tuple(dims)))

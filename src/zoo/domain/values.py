@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, TypeAlias, cast, 
 
 import attrs
 
-from zoo.domain.checks import is_int
+from zoo.domain.checks import is_int, plain_ints
 from zoo.domain.errors import InvalidValueError, PruneSpecError, UnknownModelError
 from zoo.domain.prune import parse_prune_spec
 
@@ -273,6 +273,13 @@ def _frozen_mapping(v: object) -> object:
     return MappingProxyType(dict(cast(Mapping[str, object], v))) if isinstance(v, Mapping) else v
 
 
+def _keyword_values(v: object) -> object:
+    # anything but a mapping is left as given, for the field's validator to name
+    if not isinstance(v, Mapping):
+        return v
+    return _frozen_mapping({k: plain_ints(x) for k, x in cast(Mapping[str, object], v).items()})
+
+
 def _str_keys(expected: str) -> Callable[[object, attrs.Attribute[Any], object], None]:
     def check(inst: object, a: attrs.Attribute[Any], v: object) -> None:
         if not isinstance(v, Mapping) or not all(isinstance(k, str) for k in v):
@@ -344,7 +351,8 @@ class BuildRequest:
     cfg_overlay: Mapping[str, object] = attrs.field(
         factory=dict, converter=_frozen_mapping, validator=_str_keys("a mapping of DefaultCfg field names to values")
     )
-    model_kwargs: Mapping[str, object] = attrs.field(factory=dict, converter=_frozen_mapping)
+    # numpy integers become plain ints here, so every constructor gets (and every BuildRecord keeps) plain ones
+    model_kwargs: Mapping[str, object] = attrs.field(factory=dict, converter=_keyword_values)
     # a channel layout (interchange format) replacing the spec's own, from create_model(prune_spec=...)
     prune_spec: str | None = attrs.field(default=None, validator=attrs.validators.optional(_prune_text))
 

@@ -217,7 +217,7 @@ class Builder:
             model = self.weight_applier(model, state_dict, spec, cfg, request, on_meta)
         num_classes = int(kwargs["num_classes"])  # type: ignore[call-overload]  # validated by the constructor
         in_chans = int(kwargs["in_chans"])  # type: ignore[call-overload]  # validated by the constructor
-        image_size = _image_size_built_for(model)
+        image_size = image_size_built_for(model)
         if request.features_only:
             assert self.feature_factory is not None  # narrowed by _check_available
             model = self.feature_factory.wrap(
@@ -246,8 +246,8 @@ class Builder:
             raise FeatureNotAvailableError(f"{spec.name} would be pruned, and this ModelZoo has no Pruner")
 
 
-def _image_size_built_for(model: nn.Module) -> tuple[int, int] | None:
-    """ZooModule.image_size_built_for() of a zoo model; None for a model that does not say."""
+def image_size_built_for(model: nn.Module) -> tuple[int, int] | None:
+    """ZooModule.image_size_built_for() of a zoo model (a ViT's img_size); None for a model that does not say."""
     method = getattr(model, "image_size_built_for", None)
     size = method() if callable(method) else None
     return (int(size[0]), int(size[1])) if isinstance(size, (tuple, list)) and len(size) == 2 else None

@@ -155,7 +155,8 @@ def export_file(
 ) -> tuple[Path, ExportedProgram]:
     """Export model in eval mode to out as fmt ('onnx' or 'pt2'); the example defaults to 2 images of its cfg's size.
 
-    Every argument is checked before any work, and nothing is written unless the export succeeds.
+    Every argument is checked before any work, and nothing is written unless the export succeeds. The
+    model is left in the train/eval mode it had (every module's), whether or not the export succeeds.
     """
     fmt = str(check_choice("format", fmt, EXPORT_FORMATS))
     if opset is not None:
@@ -173,9 +174,15 @@ def export_file(
                 f"{type(model).__name__} has no default_cfg.input_size to make an example from: pass example="
             )
         example = torch.randn(2, *size, generator=torch.Generator().manual_seed(0))
+    # each module's own flag, as the caller left it: a model partly in eval (frozen norms) gets that back
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
-    program = export_program(model, example)
-    path = save_onnx(program, out, opset=opset) if fmt == "onnx" else save_program(program, out)
+    try:
+        program = export_program(model, example)
+        path = save_onnx(program, out, opset=opset) if fmt == "onnx" else save_program(program, out)
+    finally:
+        for m, training in modes:
+            m.training = training  # the flag itself: train() may be overridden to warn or to do more
     return path, program
 
 

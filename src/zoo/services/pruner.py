@@ -33,6 +33,7 @@ from zoo.domain.checks import check_float
 from zoo.domain.errors import PruneSpecError, ZooError
 from zoo.domain.prune import PruneSpec, parse_prune_spec
 from zoo.domain.values import FeatureInfo
+from zoo.services.builder import image_size_built_for
 
 __all__ = ["ChannelPruner", "ModelCost", "count_flops", "measure", "meta_clone"]
 
@@ -64,9 +65,10 @@ class _NormWidth(nn.Module):
     (seconds); a shape probe only needs the width.
     """
 
-    def __init__(self, num_features: int) -> None:
+    def __init__(self, num_features: int, stands_for: str) -> None:
         super().__init__()
         self.num_features = num_features
+        self.stands_for = stands_for  # the class named in messages: the user's layer, not this stand-in
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -75,7 +77,7 @@ class _NormWidth(nn.Module):
 def _stub_norms(clone: nn.Module) -> None:
     for path, m in list(clone.named_modules()):
         if isinstance(m, _NORMS) and path:
-            _set_module(clone, path, _NormWidth(m.num_features))
+            _set_module(clone, path, _NormWidth(m.num_features, type(m).__name__))
 
 
 def _input_channels(model: nn.Module) -> int:
@@ -86,7 +88,9 @@ def _input_channels(model: nn.Module) -> int:
 
 
 def _meta_input(model: nn.Module) -> torch.Tensor:
-    return torch.empty(2, _input_channels(model), _IMAGE_SIZE, _IMAGE_SIZE, device="meta")
+    # a model built for one image size (a ViT's img_size) takes only that one
+    height, width = image_size_built_for(model) or (_IMAGE_SIZE, _IMAGE_SIZE)
+    return torch.empty(2, _input_channels(model), height, width, device="meta")
 
 
 def _expected_width(module: nn.Module) -> tuple[int, int] | None:
@@ -154,7 +158,8 @@ class _Probe:
 
 def _probe(model: nn.Module, taps: Sequence[str]) -> _Probe:
     """Run a meta tensor through a meta model; a width that does not fit raises PruneSpecError naming the layer."""
-    names = {id(m): n for n, m in model.named_modules()}
+    modules = dict(model.named_modules())
+    names = {id(m): n for n, m in modules.items()}
     stack: list[str] = []
     producers: dict[int, str] = {}
     keep: list[torch.Tensor] = []  # outputs stay alive so their ids keep naming their producers
@@ -172,9 +177,12 @@ def _probe(model: nn.Module, taps: Sequence[str]) -> _Probe:
         if x.shape[dim] != width:
             src = producers.get(id(x))
             origin = f"from {src!r}" if src else "from the layer before it"
+            kind = module.stands_for if isinstance(module, _NormWidth) else type(module).__name__
+            sized = src is not None and isinstance(modules.get(src), (*_RESIZABLE, _NormWidth))
+            entries = f"{name}.weight" + (f" and {src}.weight" if sized else "")
             raise PruneSpecError(
-                f"widths conflict at layer {name!r} ({type(module).__name__}): it takes {width} channels but "
-                f"receives {x.shape[dim]} {origin}; make the two widths equal in the spec"
+                f"widths conflict at layer {name!r} ({kind}): it takes {width} channels but "
+                f"receives {x.shape[dim]} {origin}; make the two widths equal in the spec ({entries})"
             )
 
     def post(module: nn.Module, args: tuple[object, ...], out: object) -> None:
@@ -454,11 +462,9 @@ def _plan(model: nn.Module, spec: PruneSpec) -> _Plan:
                 f"prune spec resizes layer {path!r} of type {type(module).__name__}; only Conv1d/Conv2d, "
                 "BatchNorm1d/2d and Linear layers (and subclasses that keep their constructor) can be resized"
             )
-        weight = shapes.get("weight")
-        if weight is None:
-            key = next(iter(shapes))
-            # widths come from the weight; a bias or statistic alone must agree with the weight it has now
-            weight = (shapes[key][0], *own["weight"].shape[1:]) if "weight" in own else shapes[key]
+        key = "weight" if "weight" in shapes else next(iter(shapes))
+        # widths come from the weight; a bias or statistic alone must agree with the weight it has now
+        weight = shapes[key] if key == "weight" or "weight" not in own else (shapes[key][0], *own["weight"].shape[1:])
         if isinstance(module, _CONVS):
             factories[path] = _conv_factory(path, module, weight, keep_in=path == stem)
         elif isinstance(module, _NORMS):
@@ -466,8 +472,21 @@ def _plan(model: nn.Module, spec: PruneSpec) -> _Plan:
         else:
             linear = cast(nn.Linear, module)
             factories[path] = _linear_factory(linear, weight, classifier_of=model if path == clf else None)
+        # the stem's input width is in_chans, the classifier's output width the class count: both kept as built
+        have = (own["weight"] if "weight" in own else own[key]).shape
+        _check_not_wider(f"{path}.{key}", weight, have, skip=(path == clf, path == stem))
     _check_masks(model, spec, factories)
     return _Plan(factories=factories)
+
+
+def _check_not_wider(entry: str, shape: Sequence[int], have: Sequence[int], *, skip: tuple[bool, bool]) -> None:
+    """Pruning keeps channels: an output (dim 0) or input (dim 1) width past the layer's own is refused."""
+    for dim, (what, skipped) in enumerate(zip(("output", "input"), skip, strict=True)):
+        if not skipped and dim < min(len(shape), len(have)) and shape[dim] > have[dim]:
+            raise PruneSpecError(
+                f"prune spec entry {entry!r} gives {shape[dim]} {what} channels: expected 1 to {have[dim]}, the "
+                "layer's width in the model (pruning removes channels, it cannot add them)"
+            )
 
 
 def _check_masks(model: nn.Module, spec: PruneSpec, factories: Mapping[str, _Factory]) -> None:
@@ -553,8 +572,10 @@ class ChannelPruner:
         elif not isinstance(spec, PruneSpec):
             raise PruneSpecError(f"prune spec {spec!r} is invalid: expected a PruneSpec or its text")
         plan, probe = self._checked(model, spec)
-        for path, factory in plan.factories.items():
-            _set_module(model, path, _build_real(model.get_submodule(path), factory))
+        # every layer is allocated before any is put in: a failure leaves the model as it was
+        rebuilt = {path: _build_real(model.get_submodule(path), factory) for path, factory in plan.factories.items()}
+        for path, new in rebuilt.items():
+            _set_module(model, path, new)
         _refresh_widths(model, probe)
         return model
 

@@ -5,9 +5,19 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from zoo.archs.layers.helpers import is_scripting
+
 __all__ = ["POS_EMBED_INTERPOLATIONS", "resample_abs_pos_embed"]
 
 POS_EMBED_INTERPOLATIONS: tuple[str, ...] = ("bicubic", "bilinear")
+
+
+def _symbolic(size: list[int]) -> bool:
+    """Whether a size is a traced symbol (torch.SymInt) rather than a number."""
+    if is_scripting():  # TorchScript compiles only this branch (its sizes are numbers), so the else must stay
+        return False
+    else:
+        return any(isinstance(s, torch.SymInt) for s in size)
 
 
 def resample_abs_pos_embed(
@@ -21,9 +31,11 @@ def resample_abs_pos_embed(
     """posemb [1, prefix + old_h * old_w, C] resampled to [1, prefix + new_h * new_w, C]; the prefix rows are kept.
 
     The grid rows are interpolated as a C-channel image (in float32, then back to posemb's dtype);
-    antialias matters when shrinking the grid. posemb itself comes back when the sizes agree.
+    antialias matters when shrinking the grid. posemb itself comes back when the sizes agree, except
+    while torch.export or dynamo trace a symbolic size: a branch on its value would fix the traced program to
+    that one grid (at the grid it was made for, resampling is the identity).
     """
-    if new_size[0] == old_size[0] and new_size[1] == old_size[1]:
+    if not _symbolic(new_size) and new_size[0] == old_size[0] and new_size[1] == old_size[1]:
         return posemb
     prefix = posemb[:, :num_prefix_tokens]
     grid = posemb[:, num_prefix_tokens:]
