@@ -19,7 +19,7 @@ from zoo.domain.errors import InvalidValueError, PruneSpecError, ZooError
 from zoo.domain.prune import PruneSpec, parse_prune_spec
 from zoo.domain.values import FeatureCfg, ModelSpec
 from zoo.services.features import FeatureFactory
-from zoo.services.pruner import ChannelPruner, count_flops, meta_clone
+from zoo.services.pruner import ChannelPruner, count_flops, measure, meta_clone
 from zoo.services.weights.meta import parameters_on_meta
 
 PRUNED = ("ecaresnet50d_pruned", "ecaresnet101d_pruned")
@@ -291,6 +291,18 @@ def test_ratio_zero_reproduces_the_original_exactly() -> None:
 def test_parameters_and_flops_fall_with_the_ratio() -> None:
     costs = [(params(m), count_flops(m, 64)) for m in (derived(r)[1] for r in (0.0, 0.25, 0.5, 0.75))]
     assert all(a[0] > b[0] and a[1] > b[1] for a, b in itertools.pairwise(costs))
+
+
+def test_cost_is_counted_at_the_size_a_model_was_built_for_unless_told() -> None:
+    vit = zoo.create_model(
+        "vit_tiny_patch16_224", depth=1, embed_dim=32, num_heads=2, num_classes=5, img_size=(64, 96)
+    ).eval()
+    cost = measure(vit, repeats=1)  # a 224 px probe is refused by a ViT built for 64x96
+    assert cost.flops == count_flops(vit) > 4 * 6 * 32 * 3 * 16 * 16  # at least its 4 x 6 patch embeddings
+    assert cost.params == params(vit)
+    assert cost.seconds is not None
+    r18 = built("resnet18")
+    assert count_flops(r18) == count_flops(r18, 224) > count_flops(r18, 64)  # any-size models: 224 as before
 
 
 @pytest.mark.parametrize("ratio", [0.25, 0.5])

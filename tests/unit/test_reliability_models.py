@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import zoo
-import zoo.services.pruner as pruner_module
+import zoo.services.pruner.apply as pruner_apply
 from model_checks import images
 from zoo.api import ModelZoo
 from zoo.archs.fuse import FoldedNorm
@@ -291,7 +291,7 @@ def test_a_layer_that_fails_to_build_leaves_every_layer_as_it_was(r18: ResNet, m
     model = copy.deepcopy(r18)
     layers = dict(model.named_modules())
     built: list[nn.Module] = []
-    real = pruner_module._build_real
+    real = pruner_apply._build_real
 
     def fail_second(old: nn.Module, factory: Callable[[], nn.Module]) -> nn.Module:
         if built:
@@ -299,7 +299,7 @@ def test_a_layer_that_fails_to_build_leaves_every_layer_as_it_was(r18: ResNet, m
         built.append(real(old, factory))
         return built[-1]
 
-    monkeypatch.setattr(pruner_module, "_build_real", fail_second)
+    monkeypatch.setattr(pruner_apply, "_build_real", fail_second)
     with pytest.raises(RuntimeError, match="allocate"):
         ChannelPruner().apply(
             model,
