@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Sequence
 
 from zoo import api
-from zoo.cli._common import _count_params
+from zoo.cli._common import Subcommands, _count_params
 from zoo.cli.models import _print_pyramid, _timed_taps
 from zoo.cli.predict import _predict
 
@@ -214,7 +214,7 @@ def _demo_features() -> None:
     print("                which stops after layer1")
 
 
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parsers(sub: Subcommands) -> None:
     """Add this module's commands to the `zoo` parser's subcommands."""
     p = sub.add_parser("demo", help="create, describe and run a model on a synthetic image")
     p.add_argument("--name", default="resnet50", help="model to demonstrate (default: resnet50)")

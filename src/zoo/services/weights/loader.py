@@ -134,7 +134,7 @@ class CachedWeightLoader:
             except WeightsUnavailableError as e:
                 # not found or unreachable here: the next candidate (the url after the hub) may serve it
                 failures.append(e)
-        if settings.offline and not any(isinstance(s, LocalSource) for s in sources):
+        if settings.offline and not any(_on_this_machine(s) for s in sources):
             looked = [_cached_place(s, cache, hub) for s in sources]
             raise WeightsUnavailableError(
                 f"{OFFLINE_ENV}=1 and the checkpoint is not in the cache: looked for {'; '.join(looked)}; "
@@ -162,7 +162,7 @@ class CachedWeightLoader:
         path = cache.path(source.cache_key)
         # files enter the cache whole and verified (atomic rename), so a hit needs no lock
         if not path.is_file():
-            if offline:
+            if offline and not _on_this_machine(source):  # a file: url is read from disk, no network
                 raise WeightsUnavailableError(f"{path} is not in the cache ({OFFLINE_ENV}=1)")
             try:
                 with cache.locked(source.cache_key):
@@ -190,6 +190,15 @@ class CachedWeightLoader:
         if kept is not None:
             raise kept
         return state_dict
+
+
+def _on_this_machine(source: Source) -> bool:
+    """Whether a source is read from this machine's disk (a path, or a file: url): offline mode allows it."""
+    return isinstance(source, LocalSource) or (isinstance(source, RemoteSource) and _is_file_url(source.url))
+
+
+def _is_file_url(url: str) -> bool:
+    return url[:5].lower() == "file:"
 
 
 def _cached_place(source: Source, cache: WeightCache, hub: HubClient) -> str:
