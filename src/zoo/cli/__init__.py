@@ -7,6 +7,7 @@ are one line each too. A reader that stops reading (`zoo list | head -1`) ends t
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import warnings
@@ -46,8 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `zoo` console script: the command's exit status (2 for any error)."""
+    last_resort = logging.lastResort
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
+        # a library's warning logged with no handler set up (torch.export's) comes out as one line too
+        logging.lastResort = _OneLineLog(logging.WARNING)
         try:
             return _run(argv)
         except BrokenPipeError:
@@ -69,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"(set {TRACEBACK_ENV}=1 for the traceback)",
             )
             return 2
+        finally:
+            logging.lastResort = last_resort
 
 
 def _run(argv: Sequence[str] | None) -> int:
@@ -104,3 +110,10 @@ def _show_warning(
 ) -> None:
     """A warning as one line on stderr, without the source line Python would show."""
     say("warning", message)
+
+
+class _OneLineLog(logging.Handler):
+    """A log record as one warning line on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        say("warning", record.getMessage())

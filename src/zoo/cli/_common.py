@@ -58,11 +58,16 @@ def check_out(flag: str, value: str) -> Path:
 
     Checked before any work: a command must not spend minutes on a result it cannot write.
     """
-    path = Path(value).expanduser()
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError:  # ~user of a user that does not exist: the path as typed, which then has no folder
+        path = Path(value)
     folder = path.parent
     try:
         if not value.strip():
             reason = "it is empty"
+        elif "\0" in value:
+            reason = "a path cannot hold a NUL character"
         elif path.is_dir():
             reason = "it is a folder; expected a file path"
         elif not folder.is_dir():

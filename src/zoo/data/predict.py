@@ -106,7 +106,8 @@ def classify(
     """The top_k classes of each image, most probable first, after the eval transform of data_cfg.
 
     data_cfg defaults to the model's own (resolve_data_config(model)). Classes are named by the model's
-    saved label_names, else, for a 1000-class model, from ImageNet-1k. The model runs in eval mode and is left in the mode it was in.
+    saved label_names, else, for a 1000-class model, from ImageNet-1k. The model runs in eval mode and is
+    left in the mode it was in.
     """
     from zoo.data.transforms import create_transform
 

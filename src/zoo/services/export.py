@@ -120,9 +120,21 @@ def _export(model: nn.Module, example: torch.Tensor, *, dynamic_size: bool, low:
 
 
 def save_program(program: ExportedProgram, out: str | os.PathLike[str]) -> Path:
-    """Write program as a .pt2 archive (read back with torch.export.load)."""
+    """Write program as a .pt2 archive (read back with torch.export.load), whatever out's file name ends in.
+
+    Written beside out under a temporary .pt2 name and renamed into place: out is whole or untouched.
+    """
+    import tempfile
+
     path = _writable(out)
-    torch.export.save(program, path)
+    fd, staged = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".pt2")
+    os.close(fd)
+    try:
+        torch.export.save(program, staged)
+        os.replace(staged, path)
+    finally:
+        if os.path.exists(staged):
+            os.unlink(staged)
     return path
 
 
@@ -237,6 +249,8 @@ def _writable(out: str | os.PathLike[str]) -> Path:
         raise InvalidValueError(f"out={str(out)!r} is invalid: its folder {str(path.parent)!r} does not exist")
     if path.is_dir():
         raise InvalidValueError(f"out={str(out)!r} is invalid: it is a folder, expected a file path")
+    if path.exists() and not path.is_file():  # a device or a pipe: an archive is written whole, then renamed
+        raise InvalidValueError(f"out={str(out)!r} is invalid: it is not a regular file, expected a file path")
     return path
 
 

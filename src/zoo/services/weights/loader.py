@@ -18,6 +18,7 @@ from zoo.domain.errors import (
     WeightsUnavailableError,
 )
 from zoo.domain.values import DefaultCfg
+from zoo.services.paths import expand_user
 from zoo.services.weights.cache import WeightCache, file_sha256
 from zoo.services.weights.download import download, progress_default, verify_checksum
 from zoo.services.weights.formats import (
@@ -274,7 +275,7 @@ class StateDictLoader:
         if checkpoint_path is not None:
             if not checkpoint_path.strip():
                 raise InvalidValueError(f"checkpoint_path={checkpoint_path!r} is invalid: expected the path of a file")
-            return read_checkpoint(Path(checkpoint_path).expanduser())
+            return read_checkpoint(expand_user(checkpoint_path, "checkpoint_path"))
         # the fast path assigns these tensors into the model: each model needs storage of its own,
         # or training one would change the held weights and every other model built from them
         return {k: v.detach().clone() for k, v in self._state_dict.items()}
