@@ -70,7 +70,7 @@ def _info_record(spec: ModelSpec, cfg: DefaultCfg, model: object, *, saved: bool
     return {
         "schema": INFO_SCHEMA,
         "name": spec.name,
-        "tag": cfg.tag,
+        "tag": "" if saved else cfg.tag,  # a saved model's weights are its own, not a published set
         "family": spec.family,
         "parameters": _count_params(model),
         "num_classes": cfg.num_classes,
