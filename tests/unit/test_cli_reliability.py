@@ -20,6 +20,7 @@ from zoo import api
 from zoo.cli import _demo_weights, main
 from zoo.domain.errors import WeightsUnavailableError
 from zoo.domain.values import BuildRequest, DefaultCfg, ModelSpec
+from zoo.services import export
 from zoo.services.builder import Builder
 from zoo.services.weights import CachedWeightLoader
 
@@ -63,6 +64,31 @@ def test_a_closed_stdout_ends_the_command_quietly(
     monkeypatch.setattr(sys, "stdout", ClosedPipe())
     assert main(argv) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_a_closed_stdout_after_an_export_ends_it_quietly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def export_file(model: nn.Module, out: str, *, fmt: str, opset: int | None = None) -> tuple[Path, object]:
+        Path(out).write_bytes(b"program")  # the seconds of torch.export are not what is tested here
+        return Path(out), None
+
+    monkeypatch.setattr(export, "export_file", export_file)
+    monkeypatch.setattr(export, "input_dims", lambda program: [])
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    out = tmp_path / "r18.pt2"
+    assert (
+        main(["export", "resnet18", "--checkpoint", str(checkpoint(tmp_path)), "--format", "pt2", "--out", str(out)])
+        == 0
+    )
+    assert capsys.readouterr().err == ""
+    assert out.read_bytes() == b"program"
+
+
+def checkpoint(tmp_path: Path) -> Path:
+    path = tmp_path / "r18.safetensors"
+    save_file({k: v.contiguous() for k, v in zoo.create_model("resnet18").state_dict().items()}, str(path))
+    return path
 
 
 @pytest.mark.parametrize("argv", [["list"], ["info", "resnet18", "--json"]])
@@ -243,6 +269,15 @@ def test_an_unexpected_error_is_one_line_unless_asked_for_its_traceback(
     monkeypatch.setenv("ZOO_TRACEBACK", "1")
     with pytest.raises(RuntimeError, match="something inside"):
         main(["list"])
+
+
+def test_ctrl_c_is_one_line_and_status_130(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def interrupted(*args: object, **kwargs: object) -> list[str]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "list_models", interrupted)
+    assert main(["list"]) == 130
+    assert capsys.readouterr().err == "zoo: error: interrupted\n"
 
 
 def test_no_match_is_status_1_with_a_one_line_note(capsys: pytest.CaptureFixture[str]) -> None:
