@@ -57,6 +57,8 @@ def place(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         "existing": str(existing),
     }
     with pytest.MonkeyPatch.context() as mp:
+        (root / "cwd").mkdir()
+        mp.chdir(root / "cwd")  # a drawn relative --out (garbage text, '-') lands here, not in the checkout
         mp.setenv("ZOO_OFFLINE", "1")
         mp.setenv("HF_HUB_OFFLINE", "1")
         mp.setenv("ZOO_CACHE_DIR", str(root / "cache"))
