@@ -124,11 +124,11 @@ def save_program(program: ExportedProgram, out: str | os.PathLike[str]) -> Path:
 
     Written beside out under a temporary .pt2 name and renamed into place: out is whole or untouched.
     """
-    import tempfile
+    import uuid
 
     path = _writable(out)
-    fd, staged = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".pt2")
-    os.close(fd)
+    # created by torch.export.save itself, so with the permissions any new file gets (mkstemp's are 0600)
+    staged = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.pt2")
     try:
         torch.export.save(program, staged)
         os.replace(staged, path)
