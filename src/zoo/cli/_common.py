@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, NoReturn, TypeAlias, overload
 
 from zoo import api
-from zoo.domain.errors import InvalidValueError, WeightsUnavailableError
+from zoo.domain.errors import InvalidValueError, WeightsUnavailableError, ZooError
 
 if TYPE_CHECKING:
     from zoo.archs.base import ZooModule
@@ -123,6 +123,12 @@ def create_named(
     try:
         model = api.create_model(name, pretrained=True, features_only=features_only)
     except WeightsUnavailableError as e:
-        say("warning", f"{name}'s weights are not available, so its weights are RANDOM: {e}")
-        return api.create_model(name, features_only=features_only), "random (the named weights are not available)"
-    return model, f"{name}'s weights"
+        unavailable = e
+    else:
+        return model, f"{name}'s weights"
+    try:
+        model = api.create_model(name, features_only=features_only)
+    except ZooError:  # not even the layout can be had (an hf-hub: name's config.json): the weights are the error
+        raise unavailable from None
+    say("warning", f"{name}'s weights are not available, so its weights are RANDOM: {unavailable}")
+    return model, "random (the named weights are not available)"
