@@ -13,13 +13,13 @@ from torch import nn
 
 from zoo.data.config import DataConfig, resolve_data_config
 from zoo.data.labels import IMAGENET_1K_CLASSES, ImageNetClass, imagenet_classes
-from zoo.domain.checks import check_int
+from zoo.domain.checks import check_int, is_int
 from zoo.domain.errors import FeatureNotAvailableError, InvalidValueError
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-__all__ = ["Prediction", "classify", "load_image"]
+__all__ = ["Prediction", "classify", "label_names", "load_image"]
 
 _MODES = {1: "L", 3: "RGB"}
 
@@ -46,7 +46,12 @@ def load_image(path: str | os.PathLike[str], *, channels: int = 3) -> Image:
         raise FeatureNotAvailableError(
             f"reading images needs Pillow, the optional extra of zoo: pip install 'zoo[data]' ({e})"
         ) from e
-    if channels not in _MODES:
+    if not isinstance(path, (str, os.PathLike)):
+        raise InvalidValueError(
+            f"path={path!r} is invalid: expected the path of one image file (str or os.PathLike); "
+            "load several with one call each"
+        )
+    if not is_int(channels) or channels not in _MODES:
         raise InvalidValueError(f"channels={channels!r} is invalid: images load with 1 (greyscale) or 3 (RGB) channels")
     try:
         with PILImage.open(path) as img:
@@ -54,7 +59,7 @@ def load_image(path: str | os.PathLike[str], *, channels: int = 3) -> Image:
             _warn_if_lossy(img, os.fspath(path))
             converted: Image = img.convert(_MODES[channels])
             return converted
-    except (OSError, ValueError, PILImage.DecompressionBombError) as e:
+    except (OSError, ValueError, TypeError, PILImage.DecompressionBombError) as e:
         # FileNotFoundError, IsADirectoryError, UnidentifiedImageError and truncated data are all OSErrors
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise InvalidValueError(f"image {os.fspath(path)!r} cannot be read: {reason}") from None
@@ -79,6 +84,8 @@ def _warn_if_lossy(img: Image, path: str) -> None:
 
 
 def _class_count(model: nn.Module) -> int:
+    if not isinstance(model, nn.Module):
+        raise InvalidValueError(f"model={model!r} is invalid: expected a classifier (a torch.nn.Module)")
     count = getattr(model, "num_classes", None)
     if not isinstance(count, int) or count <= 0:
         raise InvalidValueError(
@@ -98,17 +105,19 @@ def classify(
 ) -> list[tuple[Prediction, ...]]:
     """The top_k classes of each image, most probable first, after the eval transform of data_cfg.
 
-    data_cfg defaults to the model's own (resolve_data_config(model)). A 1000-class model's classes
-    are named from ImageNet-1k. The model runs in eval mode and is left in the mode it was in.
+    data_cfg defaults to the model's own (resolve_data_config(model)). Classes are named by the model's
+    saved label_names, else, for a 1000-class model, from ImageNet-1k. The model runs in eval mode and is
+    left in the mode it was in.
     """
     from zoo.data.transforms import create_transform
 
     classes = _class_count(model)
+    _check_images(images)
     k = check_int("top_k", top_k, ge=1, le=classes)
     size = check_int("batch_size", batch_size, ge=1)
     cfg = resolve_data_config(model) if data_cfg is None else data_cfg
     transform = create_transform(cfg)
-    names = imagenet_classes() if classes == IMAGENET_1K_CLASSES else None
+    names = label_names(model) or (imagenet_classes() if classes == IMAGENET_1K_CLASSES else None)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     results: list[tuple[Prediction, ...]] = []
     was_training = model.training
@@ -126,8 +135,33 @@ def classify(
     return results
 
 
-def _prediction(index: int, probability: float, names: Sequence[ImageNetClass] | None) -> Prediction:
+def _check_images(images: object) -> None:
+    """images must be a sequence (not a str or bytes) of PIL images or image tensors, or a batch tensor."""
+    from PIL.Image import Image as PILImage
+
+    expected = "expected a list of PIL images or image tensors (read files with load_image)"
+    if isinstance(images, torch.Tensor) and images.ndim == 4:
+        return  # a batch: its images are checked by the transform
+    if isinstance(images, (str, bytes, os.PathLike)) or not isinstance(images, Sequence):
+        raise InvalidValueError(f"images={images!r} is invalid: {expected}")
+    for i, image in enumerate(images):
+        if not isinstance(image, (PILImage, torch.Tensor)):
+            raise InvalidValueError(f"images[{i}]={image!r} is invalid: {expected}")
+
+
+def label_names(model: nn.Module) -> tuple[str, ...]:
+    """The class names a model was saved with (save_pretrained's label_names), or () when it has none."""
+    from zoo.domain.values import BuildRecord
+
+    record = getattr(model, "build_record", None)
+    names = record.label_names if isinstance(record, BuildRecord) else ()
+    return names if len(names) == getattr(model, "num_classes", None) else ()
+
+
+def _prediction(index: int, probability: float, names: Sequence[ImageNetClass | str] | None) -> Prediction:
     if names is None:
         return Prediction(index=index, probability=probability)
     entry = names[index]
+    if isinstance(entry, str):  # a saved model's own class names: no synset
+        return Prediction(index=index, probability=probability, label=entry)
     return Prediction(index=index, probability=probability, label=entry.name, synset=entry.synset)

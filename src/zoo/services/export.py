@@ -25,6 +25,7 @@ __all__ = [
     "EXPORT_FORMATS",
     "MAX_OPSET",
     "MIN_OPSET",
+    "check_export_args",
     "export_file",
     "export_program",
     "input_dims",
@@ -119,9 +120,21 @@ def _export(model: nn.Module, example: torch.Tensor, *, dynamic_size: bool, low:
 
 
 def save_program(program: ExportedProgram, out: str | os.PathLike[str]) -> Path:
-    """Write program as a .pt2 archive (read back with torch.export.load)."""
+    """Write program as a .pt2 archive (read back with torch.export.load), whatever out's file name ends in.
+
+    Written beside out under a temporary .pt2 name and renamed into place: out is whole or untouched.
+    """
+    import uuid
+
     path = _writable(out)
-    torch.export.save(program, path)
+    # created by torch.export.save itself, so with the permissions any new file gets (mkstemp's are 0600)
+    staged = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.pt2")
+    try:
+        torch.export.save(program, staged)
+        os.replace(staged, path)
+    finally:
+        if os.path.exists(staged):
+            os.unlink(staged)
     return path
 
 
@@ -158,14 +171,7 @@ def export_file(
     Every argument is checked before any work, and nothing is written unless the export succeeds. The
     model is left in the train/eval mode it had (every module's), whether or not the export succeeds.
     """
-    fmt = str(check_choice("format", fmt, EXPORT_FORMATS))
-    if opset is not None:
-        if fmt != "onnx":
-            raise InvalidValueError(f"opset={opset!r} is invalid for format {fmt!r}: an opset applies to 'onnx' only")
-        opset = check_int("opset", opset, ge=MIN_OPSET, le=MAX_OPSET)
-    if fmt == "onnx":
-        _require_onnx()
-    _writable(out)
+    fmt, opset = check_export_args(out, fmt=fmt, opset=opset)
     if example is None:
         cfg = getattr(model, "default_cfg", None)
         size = getattr(cfg, "input_size", None)
@@ -184,6 +190,21 @@ def export_file(
         for m, training in modes:
             m.training = training  # the flag itself: train() may be overridden to warn or to do more
     return path, program
+
+
+def check_export_args(out: str | os.PathLike[str], *, fmt: str, opset: int | None = None) -> tuple[str, int | None]:
+    """export_file's checks of its arguments, for a caller to run before it builds the model: the format,
+    the opset, the ONNX packages, and that a file can be written at out (probed: nothing is left behind).
+    Returns fmt and opset, checked."""
+    fmt = str(check_choice("format", fmt, EXPORT_FORMATS))
+    if opset is not None:
+        if fmt != "onnx":
+            raise InvalidValueError(f"opset={opset!r} is invalid for format {fmt!r}: an opset applies to 'onnx' only")
+        opset = check_int("opset", opset, ge=MIN_OPSET, le=MAX_OPSET)
+    if fmt == "onnx":
+        _require_onnx()
+    _probe_writable(_writable(out))
+    return fmt, opset
 
 
 def input_dims(program: ExportedProgram) -> list[tuple[str, int, int | None]]:
@@ -227,11 +248,34 @@ def _writable(out: str | os.PathLike[str]) -> Path:
     if not isinstance(out, (str, os.PathLike)):
         raise InvalidValueError(f"out={out!r} is invalid: expected a file path (str or os.PathLike)")
     path = Path(out)
+    if not os.fspath(path).strip() or os.fspath(path) == ".":
+        raise InvalidValueError(f"out={out!r} is invalid: expected a file path")
+    if "\0" in os.fspath(path):
+        raise InvalidValueError(f"out={str(out)!r} is invalid: a path cannot hold a NUL character")
     if not path.parent.is_dir():
         raise InvalidValueError(f"out={str(out)!r} is invalid: its folder {str(path.parent)!r} does not exist")
     if path.is_dir():
         raise InvalidValueError(f"out={str(out)!r} is invalid: it is a folder, expected a file path")
+    if path.exists() and not path.is_file():  # a device or a pipe: an archive is written whole, then renamed
+        raise InvalidValueError(f"out={str(out)!r} is invalid: it is not a regular file, expected a file path")
     return path
+
+
+def _probe_writable(path: Path) -> None:
+    """InvalidValueError unless a file can be written at path; an existing file is opened, not truncated."""
+    import tempfile
+
+    try:
+        if path.exists():
+            with path.open("r+b"):
+                pass
+        else:
+            fd, probe = tempfile.mkstemp(dir=path.parent, prefix=".zoo-write-check-")
+            os.close(fd)
+            os.unlink(probe)
+    except (OSError, ValueError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise InvalidValueError(f"out={str(path)!r} is invalid: it cannot be written ({reason})") from None
 
 
 def _describe(value: object) -> str:

@@ -24,6 +24,7 @@ from torch import nn
 from zoo.domain.errors import InvalidValueError, PruneSpecError, SavedModelError, ZooError
 from zoo.domain.values import BuildRecord, DefaultCfg
 from zoo.services.files import replace_together
+from zoo.services.paths import expand_user
 
 LOCAL_PREFIX = "local-dir:"
 HUB_PREFIX = "hf-hub:"
@@ -331,7 +332,7 @@ def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 def read_saved(name: str, *, fetch_hub_file: Callable[[str, str], Path]) -> SavedModel:
     """local-dir:PATH or hf-hub:org/name[@revision] -> its SavedModel; fetch_hub_file(hub_id, filename) -> path."""
     if name.startswith(LOCAL_PREFIX):
-        directory = Path(name[len(LOCAL_PREFIX) :]).expanduser()
+        directory = expand_user(name[len(LOCAL_PREFIX) :], "local-dir path")
         config_path = directory / CONFIG_NAME
         if not directory.is_dir():
             raise SavedModelError(f"{name!r}: {directory} is not a directory (expected one holding {CONFIG_NAME})")

@@ -18,6 +18,7 @@ from zoo.domain.errors import (
     WeightsUnavailableError,
 )
 from zoo.domain.values import DefaultCfg
+from zoo.services.paths import expand_user
 from zoo.services.weights.cache import WeightCache, file_sha256
 from zoo.services.weights.download import download, progress_default, verify_checksum
 from zoo.services.weights.formats import (
@@ -135,7 +136,7 @@ class CachedWeightLoader:
             except WeightsUnavailableError as e:
                 # not found or unreachable here: the next candidate (the url after the hub) may serve it
                 failures.append(e)
-        if settings.offline and not any(isinstance(s, LocalSource) for s in sources):
+        if settings.offline and not any(_on_this_machine(s) for s in sources):
             looked = [_cached_place(s, cache, hub) for s in sources]
             raise WeightsUnavailableError(
                 f"{OFFLINE_ENV}=1 and the checkpoint is not in the cache: looked for {'; '.join(looked)}; "
@@ -163,7 +164,7 @@ class CachedWeightLoader:
         path = cache.path(source.cache_key)
         # files enter the cache whole and verified (atomic rename), so a hit needs no lock
         if not path.is_file():
-            if offline:
+            if offline and not _on_this_machine(source):  # a file: url is read from disk, no network
                 raise WeightsUnavailableError(f"{path} is not in the cache ({OFFLINE_ENV}=1)")
             try:
                 with cache.locked(source.cache_key):
@@ -191,6 +192,15 @@ class CachedWeightLoader:
         if kept is not None:
             raise kept
         return state_dict
+
+
+def _on_this_machine(source: Source) -> bool:
+    """Whether a source is read from this machine's disk (a path, or a file: url): offline mode allows it."""
+    return isinstance(source, LocalSource) or (isinstance(source, RemoteSource) and _is_file_url(source.url))
+
+
+def _is_file_url(url: str) -> bool:
+    return url[:5].lower() == "file:"
 
 
 def _cached_place(source: Source, cache: WeightCache, hub: HubClient) -> str:
@@ -289,7 +299,7 @@ class StateDictLoader:
         if checkpoint_path is not None:
             if not checkpoint_path.strip():
                 raise InvalidValueError(f"checkpoint_path={checkpoint_path!r} is invalid: expected the path of a file")
-            return read_checkpoint(Path(checkpoint_path).expanduser())
+            return read_checkpoint(expand_user(checkpoint_path, "checkpoint_path"))
         # the fast path assigns these tensors into the model: each model needs storage of its own,
         # or training one would change the held weights and every other model built from them
         return {k: v.detach().clone() for k, v in self._state_dict.items()}

@@ -12,6 +12,7 @@ import attrs
 
 from zoo.domain.errors import InvalidValueError, WeightsUnavailableError
 from zoo.domain.values import DefaultCfg
+from zoo.services.paths import expand_user
 from zoo.services.weights.hub import HubSource, hub_source
 from zoo.services.weights.settings import check_url
 
@@ -89,7 +90,7 @@ def location_source(location: str, *, sha256: str = "") -> Source:
     """A path, or a URL when it has a scheme (checkpoint_path= and cfg.file accept both)."""
     if "://" in location:
         return url_source(location, sha256=sha256)
-    return LocalSource(path=Path(location).expanduser(), sha256=sha256)
+    return LocalSource(path=expand_user(location, "checkpoint path"), sha256=sha256)
 
 
 def resolve_sources(cfg: DefaultCfg, *, checkpoint_path: str | None) -> tuple[Source, ...]:

@@ -1,0 +1,180 @@
+"""zoo list, zoo info and zoo features: the registered names, one model described, a backbone's taps."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from zoo import api
+from zoo.cli._common import MAX_IMAGE_SIDE, Subcommands, _count_params, one_line, say
+from zoo.domain.checks import check_int
+from zoo.domain.errors import InvalidValueError, ZooError
+from zoo.domain.values import FEATURE_CLASSES, DefaultCfg, ModelSpec
+
+if TYPE_CHECKING:
+    import torch
+
+    from zoo.services.features import FeatureExtractor
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    names = api.list_models(args.patterns or "", pretrained=args.pretrained, include_tags=True if args.tags else None)
+    for name in names:
+        print(name)
+    if not names:
+        say("note", f"no model matches {' '.join(map(repr, args.patterns)) or 'the filters'}")
+        return 1
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from zoo.describe import is_saved_name, model_layout
+
+    # shapes only: parameters on meta, no memory, no init, no weights read (a saved model's config.json is)
+    model = model_layout(args.name)
+    spec = api.default_zoo().get_spec(model.build_record.architecture)
+    saved = is_saved_name(args.name)
+    cfg = api.get_default_cfg(args.name)
+    if args.json:
+        print(json.dumps(_info_record(spec, cfg, model, saved=saved), indent=2))
+        return 0
+    print(f"name:        {spec.name}" + (f" (saved: {args.name})" if saved else ""))
+    print(f"family:      {spec.family}")
+    print(f"parameters:  {_count_params(model):,}")
+    print(f"features:    {getattr(model, 'num_features', '?')}")
+    if not saved:  # a saved model's weights are its own, not one of the architecture's published sets
+        print(f"tags:        {', '.join(t or '(none)' for t in spec.tags)}")
+    print(f"default cfg ({'saved' if saved else cfg.tag or 'untagged'}):")
+    for key, value in cfg.to_dict().items():
+        if value not in ("", None):
+            print(f"  {key:17} {value}")
+    taps = getattr(model, "feature_info", [])
+    print("feature taps:")
+    print(f"  {'index':>5}  {'module':20} {'channels':>8} {'reduction':>9}")
+    for tap in taps:
+        print(f"  {tap.index:>5}  {tap.module:20} {tap.num_chs:>8} {tap.reduction:>9}")
+    return 0
+
+
+INFO_SCHEMA = 1
+
+
+def _info_record(spec: ModelSpec, cfg: DefaultCfg, model: object, *, saved: bool = False) -> dict[str, object]:
+    """What `zoo info NAME --json` prints; its keys are stable within one INFO_SCHEMA (see the README)."""
+    from zoo.data import resolve_data_config
+
+    features = getattr(model, "num_features", None)
+    return {
+        "schema": INFO_SCHEMA,
+        "name": spec.name,
+        "tag": "" if saved else cfg.tag,  # a saved model's weights are its own, not a published set
+        "family": spec.family,
+        "parameters": _count_params(model),
+        "num_classes": cfg.num_classes,
+        "num_features": features if isinstance(features, int) else None,
+        "pruned": spec.prune_spec is not None,
+        "tags": [] if saved else list(spec.tags),
+        "default_cfg": cfg.to_dict(),
+        "data_config": resolve_data_config(cfg).to_dict(),
+        "feature_info": [
+            {"index": t.index, "module": t.module, "num_chs": t.num_chs, "reduction": t.reduction}
+            for t in getattr(model, "feature_info", [])
+        ],
+    }
+
+
+def _timed_taps(extractor: FeatureExtractor, x: torch.Tensor) -> tuple[list[torch.Tensor], float]:
+    """The extractor's outputs for x in eval mode, and the seconds one forward took after a warm-up."""
+    import torch
+
+    extractor.eval()
+    with torch.inference_mode():
+        extractor.forward_taps(x)  # warm-up: the first call also pays for kernel selection and allocation
+        t0 = time.perf_counter()
+        outputs = extractor.forward_taps(x)
+        return outputs, time.perf_counter() - t0
+
+
+def _print_pyramid(extractor: FeatureExtractor, outputs: Sequence[torch.Tensor]) -> None:
+    print(f"  {'index':>5}  {'module':20} {'channels':>8} {'reduction':>9}  output shape")
+    for tap, out in zip(extractor.feature_info, outputs, strict=True):
+        print(f"  {tap.index:>5}  {tap.module:20} {tap.num_chs:>8} {tap.reduction:>9}  {tuple(out.shape)}")
+
+
+# a 1-channel (or 4-channel) input builds the extractor for that many channels; past this it is a typo
+MAX_INPUT_CHANNELS = 1024
+
+
+def _input_size(values: Sequence[int] | None) -> tuple[int, int, int] | None:
+    """--input-size C H W, checked: C in [1, MAX_INPUT_CHANNELS], H and W in [1, MAX_IMAGE_SIDE]."""
+    if values is None:
+        return None
+    c, h, w = values
+    shown = " ".join(map(str, values))
+    limits = f"C in [1, {MAX_INPUT_CHANNELS}], H and W in [1, {MAX_IMAGE_SIDE}]"
+    for what, value, high in (("C", c, MAX_INPUT_CHANNELS), ("H", h, MAX_IMAGE_SIDE), ("W", w, MAX_IMAGE_SIDE)):
+        try:
+            check_int(what, value, ge=1, le=high)
+        except InvalidValueError:
+            raise InvalidValueError(f"--input-size {shown} is invalid: {what}={value}; expected {limits}") from None
+    return c, h, w
+
+
+def _cmd_features(args: argparse.Namespace) -> int:
+    import torch
+
+    size = _input_size(args.input_size)
+    extractor = api.create_model(
+        args.name,
+        features_only=True,
+        out_indices=args.out_indices,
+        feature_cls=args.feature_cls,
+        in_chans=None if size is None else size[0],  # the first convolution takes the input's channels
+    )
+    input_size = size or extractor.default_cfg.input_size
+    x = torch.randn(1, *input_size, generator=torch.Generator().manual_seed(0))
+    try:
+        outputs, seconds = _timed_taps(extractor, x)
+    except ZooError:
+        raise
+    except (RuntimeError, ValueError, IndexError) as e:  # the size is the one thing asked here that torch can refuse
+        default = " ".join(map(str, api.get_default_cfg(args.name).input_size))
+        raise InvalidValueError(
+            f"--input-size {' '.join(map(str, input_size))} does not fit {args.name} (its cfg's is {default}): "
+            f"{one_line(e)[:300]}"
+        ) from None
+    print(f"{args.name}: {type(extractor).__name__}, out_indices={extractor.out_indices}, input {tuple(x.shape)}")
+    _print_pyramid(extractor, outputs)
+    print(f"forward: {seconds * 1000:.1f} ms (one run after a warm-up)")
+    return 0
+
+
+def add_parsers(sub: Subcommands) -> None:
+    """Add this module's commands to the `zoo` parser's subcommands."""
+    p = sub.add_parser("list", help="list registered model names")
+    p.add_argument("patterns", nargs="*", help="fnmatch patterns, e.g. 'resnet*'")
+    p.add_argument("--pretrained", action="store_true", help="only names with published weights")
+    p.add_argument("--tags", action="store_true", help="list name.tag for every weight set")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("info", help="describe a model: parameters, default cfg, tags, feature taps")
+    p.add_argument("name", help="NAME, NAME.TAG, local-dir:PATH or hf-hub:ORG/NAME")
+    p.add_argument("--json", action="store_true", help="one JSON object, for tools (keys documented in the README)")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("features", help="build a model as a feature extractor and show its taps and output shapes")
+    p.add_argument("name", help="NAME or NAME.TAG")
+    p.add_argument("--out-indices", type=int, nargs="+", help="taps to return (negative: from the last; default: all)")
+    p.add_argument("--feature-cls", choices=FEATURE_CLASSES, help="strategy (default: the model family's)")
+    p.add_argument(
+        "--input-size",
+        type=int,
+        nargs=3,
+        metavar=("C", "H", "W"),
+        help=f"input size (default: the model's cfg); C in [1, {MAX_INPUT_CHANNELS}] builds the model for C "
+        f"input channels, H and W in [1, {MAX_IMAGE_SIDE}]",
+    )
+    p.set_defaults(func=_cmd_features)
