@@ -4,6 +4,7 @@ prune spec, an export)."""
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,17 @@ from zoo.domain.values import DefaultCfg
 from zoo.services import export
 from zoo.services.weights import StateDictLoader
 from zoo.weights import cache_contents, clear_cache, fetch_weights, weight_loader
+
+CLI = Path(zoo.__file__).parent / "cli"
+
+
+def test_the_cli_imports_only_the_public_api() -> None:
+    for path in sorted(CLI.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith(("zoo.services", "zoo.archs")), f"{path.name}: {node.module}"
+            elif isinstance(node, ast.Import):
+                assert not any(a.name.startswith(("zoo.services", "zoo.archs")) for a in node.names), path.name
 
 
 def test_describe_model_gives_the_built_models_counts_without_building_it() -> None:
