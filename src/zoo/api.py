@@ -591,3 +591,7 @@ def _overlay(value: object) -> Mapping[str, object]:
             f"pretrained_cfg_overlay={value!r} is invalid: expected a mapping of DefaultCfg field names to values"
         )
     return cast(Mapping[str, object], value)
+
+
+if TYPE_CHECKING:  # the model types, for annotations only (not importable at run time) until the package root has them
+    __all__ += ["FeatureExtractor", "ZooModule"]

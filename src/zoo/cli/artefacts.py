@@ -13,7 +13,8 @@ from zoo.domain.errors import InvalidValueError, ZooError
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
-    from zoo.services.pruner import ChannelPruner, count_flops, measure
+    from zoo.artefacts import derive_prune_spec
+    from zoo.describe import count_macs, measure_model
 
     # everything asked is checked before the model is pruned
     ratio = check_float("--ratio", args.ratio, ge=0.0, lt=1.0)
@@ -22,14 +23,14 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     model, weights = create_named(args.name, checkpoint=args.checkpoint)
     model.eval()
     with _size_fits(args.name, size):
-        count_flops(model, size)  # on a meta copy: no time spent, and an image too small for the kernels fails here
-    spec, pruned = ChannelPruner().derive(model, ratio)
+        count_macs(model, size)  # on a meta copy: no time spent, and an image too small for the kernels fails here
+    spec, pruned = derive_prune_spec(model, ratio)
     try:
         out.write_text(spec.to_text() + "\n", encoding="utf-8")
     except OSError as e:
         raise InvalidValueError(f"--out {args.out!r} cannot be written: {e}") from e
     with _size_fits(args.name, size):
-        before, after = measure(model, image_size=size), measure(pruned.eval(), image_size=size)
+        before, after = measure_model(model, image_size=size), measure_model(pruned.eval(), image_size=size)
     print(f"{args.name} pruned by ratio {args.ratio}: spec written to {out} ({len(spec)} layers)")
     print(f"  weights: {weights}")
     print(f"  {'':14} {'before':>16} {'after':>16} {'after/before':>12}")
@@ -58,19 +59,20 @@ def _size_fits(name: str, size: int) -> Iterator[None]:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from zoo.services.export import check_export_args, export_file, input_dims
+    from zoo.artefacts import check_export, export_model
 
     # the format, opset and output file are checked before the model is built and exported (minutes, for some)
     check_out("--out", args.out)
-    check_export_args(args.out, fmt=args.format, opset=args.opset)
+    check_export(args.out, fmt=args.format, opset=args.opset)
     model, weights = create_named(args.name, checkpoint=args.checkpoint, features_only=args.features)
     t0 = time.perf_counter()
-    path, program = export_file(model, args.out, fmt=args.format, opset=args.opset)
+    exported = export_model(model, args.out, fmt=args.format, opset=args.opset)
     seconds = time.perf_counter() - t0
+    path = exported.path
     what = f"{args.name} ({type(model).__name__})" if args.features else args.name
     print(f"{what} exported as {args.format} to {path} ({path.stat().st_size / 2**20:.1f} MiB) in {seconds:.1f} s")
     print(f"  weights   {weights}")
-    for name, low, high in input_dims(program):
+    for name, low, high in exported.inputs:
         extent = str(low) if low == high else f"{low} to {'any' if high is None else high} (dynamic)"
         print(f"  input {name:9} {extent}")
     return 0

@@ -52,7 +52,7 @@ def _demo_weights() -> None:
     import torch
     from safetensors.torch import save_file
 
-    from zoo.services.weights import CachedWeightLoader, WeightCache
+    from zoo.weights import cache_contents, weight_loader
 
     name = "resnet18"
     print(f"zoo demo: pretrained weights for {name!r}, from a file URL, adapted to in_chans=1 and num_classes=10")
@@ -61,7 +61,7 @@ def _demo_weights() -> None:
         path = Path(tmp) / f"{name}.safetensors"
         save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
         cache_dir = Path(tmp) / "cache"  # the demo leaves the user's cache alone
-        app = api.ModelZoo(weight_loader=CachedWeightLoader(cache_dir=cache_dir, progress=False))
+        app = api.ModelZoo(weight_loader=weight_loader(cache_dir=cache_dir, progress=False))
 
         # the applier logs what it adapted; collect those lines to show them
         notes = _Collect()
@@ -82,7 +82,7 @@ def _demo_weights() -> None:
         finally:
             log.removeHandler(notes)
             log.setLevel(level)
-        (entry,) = WeightCache(cache_dir).entries()
+        (entry,) = cache_contents(cache_dir=cache_dir).entries
         print(f"  checkpoint:   {path.name} ({path.stat().st_size / 2**20:.1f} MiB), served at {overlay['url']}")
         print(f"  cached as:    {entry.key}; fetched into the cache and loaded in {t_load * 1000:.0f} ms")
         for note in notes.messages:
@@ -143,7 +143,7 @@ def _demo_predict() -> None:
     from zoo.data.predict import load_image
     from zoo.data.sample import draw_beach
     from zoo.domain.errors import WeightsError
-    from zoo.services.weights import CachedWeightLoader
+    from zoo.weights import weight_loader
 
     name = DEMO_PREDICT_MODEL
     cfg = api.get_default_cfg(name)
@@ -162,7 +162,7 @@ def _demo_predict() -> None:
                 print(f"  weights:      {name}'s published weights (downloaded into the cache on first use)")
                 model = api.create_model(name, pretrained=True)
             else:  # no network: weights an earlier run left in the cache still serve
-                offline = api.ModelZoo(weight_loader=CachedWeightLoader(offline=True, progress=False))
+                offline = api.ModelZoo(weight_loader=weight_loader(offline=True, progress=False))
                 model = offline.create_model(name, pretrained=True)
                 print(f"  weights:      {name}'s published weights, from the cache (no network: {problem})")
         except WeightsError as e:

@@ -9,15 +9,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from zoo import api
-from zoo.cli._common import MAX_IMAGE_SIDE, Subcommands, _count_params, one_line, say
+from zoo.cli._common import MAX_IMAGE_SIDE, Subcommands, one_line, say
 from zoo.domain.checks import check_int
 from zoo.domain.errors import InvalidValueError, ZooError
-from zoo.domain.values import FEATURE_CLASSES, DefaultCfg, ModelSpec
+from zoo.domain.values import FEATURE_CLASSES
 
 if TYPE_CHECKING:
     import torch
 
-    from zoo.services.features import FeatureExtractor
+    from zoo.api import FeatureExtractor
+    from zoo.describe import ModelDescription
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -31,30 +32,27 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from zoo.describe import is_saved_name, model_layout
+    from zoo.describe import describe_model
 
     # shapes only: parameters on meta, no memory, no init, no weights read (a saved model's config.json is)
-    model = model_layout(args.name)
-    spec = api.default_zoo().get_spec(model.build_record.architecture)
-    saved = is_saved_name(args.name)
-    cfg = api.get_default_cfg(args.name)
+    described = describe_model(args.name)
+    spec, cfg, saved = described.spec, described.cfg, described.saved
     if args.json:
-        print(json.dumps(_info_record(spec, cfg, model, saved=saved), indent=2))
+        print(json.dumps(_info_record(described), indent=2))
         return 0
     print(f"name:        {spec.name}" + (f" (saved: {args.name})" if saved else ""))
     print(f"family:      {spec.family}")
-    print(f"parameters:  {_count_params(model):,}")
-    print(f"features:    {getattr(model, 'num_features', '?')}")
+    print(f"parameters:  {described.parameters:,}")
+    print(f"features:    {getattr(described.layout, 'num_features', '?')}")
     if not saved:  # a saved model's weights are its own, not one of the architecture's published sets
         print(f"tags:        {', '.join(t or '(none)' for t in spec.tags)}")
     print(f"default cfg ({'saved' if saved else cfg.tag or 'untagged'}):")
     for key, value in cfg.to_dict().items():
         if value not in ("", None):
             print(f"  {key:17} {value}")
-    taps = getattr(model, "feature_info", [])
     print("feature taps:")
     print(f"  {'index':>5}  {'module':20} {'channels':>8} {'reduction':>9}")
-    for tap in taps:
+    for tap in described.feature_info:
         print(f"  {tap.index:>5}  {tap.module:20} {tap.num_chs:>8} {tap.reduction:>9}")
     return 0
 
@@ -62,26 +60,26 @@ def _cmd_info(args: argparse.Namespace) -> int:
 INFO_SCHEMA = 1
 
 
-def _info_record(spec: ModelSpec, cfg: DefaultCfg, model: object, *, saved: bool = False) -> dict[str, object]:
+def _info_record(described: ModelDescription) -> dict[str, object]:
     """What `zoo info NAME --json` prints; its keys are stable within one INFO_SCHEMA (see the README)."""
     from zoo.data import resolve_data_config
 
-    features = getattr(model, "num_features", None)
+    spec, cfg, saved = described.spec, described.cfg, described.saved
     return {
         "schema": INFO_SCHEMA,
         "name": spec.name,
         "tag": "" if saved else cfg.tag,  # a saved model's weights are its own, not a published set
         "family": spec.family,
-        "parameters": _count_params(model),
+        "parameters": described.parameters,
         "num_classes": cfg.num_classes,
-        "num_features": features if isinstance(features, int) else None,
+        "num_features": described.num_features,
         "pruned": spec.prune_spec is not None,
         "tags": [] if saved else list(spec.tags),
         "default_cfg": cfg.to_dict(),
         "data_config": resolve_data_config(cfg).to_dict(),
         "feature_info": [
             {"index": t.index, "module": t.module, "num_chs": t.num_chs, "reduction": t.reduction}
-            for t in getattr(model, "feature_info", [])
+            for t in described.feature_info
         ],
     }
 

@@ -16,7 +16,7 @@ from zoo.domain.errors import InvalidValueError, ZooError
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from zoo.archs.base import ZooModule
+    from zoo.api import ZooModule
 
 DEFAULT_TOP_K = 5  # capped at the model's class count
 

@@ -3,39 +3,38 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from zoo import api
 from zoo.cli._common import Subcommands
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from zoo.services.weights import CachedWeightLoader
+    from zoo.weights import fetch_weights
 
-    cfg = api.get_default_cfg(args.name)
-    path = CachedWeightLoader().fetch(cfg, progress=False if args.no_progress else None)
-    print(path)
+    print(fetch_weights(args.name, progress=False if args.no_progress else None))
     return 0
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:
-    from zoo.services.weights import WeightCache, WeightSettings
+    from zoo.weights import cache_contents, clear_cache
 
-    settings = WeightSettings.resolve()
-    cache = WeightCache(settings.cache_dir)
     mib = 2**20
-    # hub weights live in the Hugging Face cache, shared with other libraries: shown where, never cleared here
-    hub_note = f"hub weights are in the Hugging Face cache {settings.hub_cache_dir} (manage it with `hf cache`)"
     if args.action == "clear":
-        files, size = cache.clear()
-        print(f"removed {files} file(s), {size / mib:.1f} MiB, from {cache.root}")
-        print(hub_note)
+        cleared = clear_cache()
+        print(f"removed {cleared.files} file(s), {cleared.size / mib:.1f} MiB, from {cleared.root}")
+        print(_hub_note(cleared.hub_cache))
         return 0
-    entries = cache.entries()
-    for entry in entries:
+    contents = cache_contents()
+    for entry in contents.entries:
         print(f"{entry.size / mib:10.1f} MiB  {entry.key}")
-    print(f"{len(entries)} file(s), {sum(e.size for e in entries) / mib:.1f} MiB, in {cache.root}")
-    print(hub_note)
+    print(f"{len(contents.entries)} file(s), {contents.size / mib:.1f} MiB, in {contents.root}")
+    print(_hub_note(contents.hub_cache))
     return 0
+
+
+def _hub_note(hub_cache: Path) -> str:
+    # hub weights live in the Hugging Face cache, shared with other libraries: shown where, never cleared here
+    return f"hub weights are in the Hugging Face cache {hub_cache} (manage it with `hf cache`)"
 
 
 def add_parsers(sub: Subcommands) -> None:
