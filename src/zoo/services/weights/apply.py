@@ -98,11 +98,18 @@ def _fit_classifier(
     return head
 
 
+_NOT_THE_CALLER = ("zoo.", "torch._dynamo.")
+
+
 def _caller_level() -> int:
-    """The stacklevel of the first frame outside zoo, so a warning points at the caller's create_model line."""
+    """The stacklevel of the first frame outside zoo, so a warning points at the caller's create_model line.
+
+    torch's dynamo frames count as zoo's: once torch._dynamo is imported, create_model runs inside
+    torch.compiler.disable's wrapper (api._eager_under_dynamo), which stands between zoo and the caller.
+    """
     frame: FrameType | None = sys._getframe(1)
     level = 1
-    while frame is not None and str(frame.f_globals.get("__name__", "")).partition(".")[0] == "zoo":
+    while frame is not None and f"{frame.f_globals.get('__name__', '')}.".startswith(_NOT_THE_CALLER):
         frame = frame.f_back
         level += 1
     return level
