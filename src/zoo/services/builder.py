@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from zoo.domain.errors import FeatureNotAvailableError, InvalidArgumentError, InvalidValueError
-from zoo.domain.protocols import FeatureWrapperFactory, Pruner, WeightLoader
+from zoo.domain.protocols import BuiltForImageSize, FeatureWrapperFactory, InitialisesOnce, Pruner, WeightLoader
 from zoo.domain.values import BuildRecord, BuildRequest, DefaultCfg, ModelSpec
 from zoo.services.parallel_init import parallel_random_fills
 
@@ -99,7 +99,7 @@ def _construction(
 
 
 def initialises_itself(spec: ModelSpec) -> bool:
-    """Whether spec's constructor is a class defining its own init_all_weights (see ZooModule.init_all_weights)."""
+    """Whether spec's constructor is a class defining its own init_all_weights (protocols.InitialisesOnce)."""
     constructor = spec.constructor
     # the class's own definition only: an inherited one may not know a subclass's extra layers or init
     return isinstance(constructor, type) and callable(vars(constructor).get("init_all_weights"))
@@ -110,12 +110,11 @@ def _init_once(model: nn.Module, device: torch.device, kept: KeptStorage | None)
     init_all_weights over them."""
     from zoo.services.weights.meta import materialize_parameters, meta_tensors
 
+    assert isinstance(model, InitialisesOnce)  # narrowed by initialises_itself: its class defines the method
     materialize_parameters(model, device, kept=kept)
-    # getattr: nn.Module's __getattr__ types the attribute as a tensor or a module
-    init: Callable[[], object] = getattr(model, "init_all_weights")  # noqa: B009
     # drawing the random weights is most of the work; on the CPU it runs on torch's threads
     with parallel_random_fills() if device.type == "cpu" else contextlib.nullcontext():
-        init()
+        model.init_all_weights()
     left = meta_tensors(model)
     if left:  # init_all_weights writes on real storage only; a meta tensor left here is a bug in the family
         raise RuntimeError(f"{type(model).__name__}: {left[:5]} still on the meta device after init_all_weights")
@@ -247,9 +246,8 @@ class Builder:
 
 
 def image_size_built_for(model: nn.Module) -> tuple[int, int] | None:
-    """ZooModule.image_size_built_for() of a zoo model (a ViT's img_size); None for a model that does not say."""
-    method = getattr(model, "image_size_built_for", None)
-    size = method() if callable(method) else None
+    """image_size_built_for() of a model that says (a ViT's img_size: protocols.BuiltForImageSize), else None."""
+    size: object = model.image_size_built_for() if isinstance(model, BuiltForImageSize) else None
     return (int(size[0]), int(size[1])) if isinstance(size, (tuple, list)) and len(size) == 2 else None
 
 
