@@ -13,8 +13,17 @@ from torch import nn
 import zoo
 from zoo.api import ModelZoo
 from zoo.archs.base import ZooModule
-from zoo.domain import DefaultCfg, InvalidValueError, ModelSpec, UnknownModelError, ZooError, protocols
-from zoo.services.registry import MODEL_SURFACE, Registry
+from zoo.domain import (
+    DefaultCfg,
+    InvalidValueError,
+    ModelSpec,
+    ModelSurfaceError,
+    UnknownModelError,
+    ZooError,
+    protocols,
+)
+from zoo.domain.protocols import surface_members
+from zoo.services.registry import Registry
 
 
 class Small(ZooModule):
@@ -87,22 +96,34 @@ def test_bare_and_called_register_model_register_and_return_the_function() -> No
     assert model(torch.zeros(1, 3, 4, 4)).shape == (1, 2)
 
 
-def test_a_class_without_the_model_surface_is_refused_at_registration() -> None:
+def test_a_class_without_the_model_surface_registers_and_is_checked_where_its_surface_is_needed() -> None:
+    # issue 20 changed this contract: registration took ZooModule subclasses only; any nn.Module is built now
     class Plain(nn.Module):
         def forward_features(self, x: torch.Tensor) -> torch.Tensor:
             return x
 
     reg = Registry()
-    with pytest.raises(InvalidValueError, match=r"Plain.*lacks forward_head, reset_classifier, get_classifier"):
-        reg.register_model(Plain)
-    with pytest.raises(InvalidValueError, match="ZooModule"):
-        reg.register(ModelSpec(name="plain", family="t", constructor=Plain))
-    assert len(reg) == 0
+    reg.register_model(Plain)
+    reg.register(ModelSpec(name="plain_spec", family="t", constructor=Plain))
+    assert reg.list_models() == ["plain", "plain_spec"]
+    app = ModelZoo(registry=reg)
+    assert isinstance(app.create_model("plain"), Plain)
+    # what needs the classifier head names the members it lacks
+    with pytest.raises(ModelSurfaceError, match=r"Plain.*lacks num_classes, num_features, forward_head, get_"):
+        app.create_model("plain_spec", num_classes=3)
 
 
 def test_model_surface_names_are_the_zoo_module_surface() -> None:
-    for name in MODEL_SURFACE:
+    members = surface_members(protocols.ModelSurface)
+    methods = [name for name in members if callable(getattr(protocols.ModelSurface, name))]
+    head = ["forward_head", "get_classifier", "reset_classifier"]
+    assert methods == [*head, "forward_features", "forward_intermediates", "prune_intermediate_layers"]
+    for name in methods:
         assert callable(getattr(ZooModule, name))
+    # the attributes (num_classes, num_features, feature_info) are set by each architecture's constructor
+    model = zoo.create_model("resnet18")
+    assert isinstance(model, protocols.ModelSurface)
+    assert all(hasattr(model, name) for name in members)
 
 
 # -- 12: the Pruner given to ModelZoo reaches the Builder; dead protocols are gone ---------------

@@ -44,6 +44,18 @@ class FeatureNotAvailableError(ZooError, NotImplementedError):
     """An option whose service is not part of this zoo (yet)."""
 
 
+class ModelSurfaceError(FeatureNotAvailableError):
+    """A model without members of the model surface an operation needs (a registered plain nn.Module, say).
+
+    missing names the members (zoo.domain.protocols lists them by capability); the message says which
+    operation needed them.
+    """
+
+    def __init__(self, message: str, *, missing: Sequence[str]) -> None:
+        super().__init__(message)
+        self.missing = tuple(missing)
+
+
 class WeightsError(ZooError):
     """Pretrained weights could not be found, read or applied."""
 
@@ -100,6 +112,14 @@ class PruneSpecError(ZooError, ValueError):
 
 class SavedModelError(ZooError, ValueError):
     """A saved model directory or hub repo (config.json + weights) that cannot be read or written."""
+
+
+class FeatureSurfaceError(ModelSurfaceError, InvalidFeatureRequestError):
+    """A features_only request on a model without the taps (or forward_intermediates) it needs."""
+
+
+class SaveSurfaceError(ModelSurfaceError, SavedModelError):
+    """save_pretrained on a model without the classifier head config.json describes."""
 
 
 class ExportFailedError(ZooError, RuntimeError):

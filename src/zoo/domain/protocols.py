@@ -1,17 +1,45 @@
-"""The contracts the api depends on, so a test or an application can hand in its own parts."""
+"""The contracts the api depends on, so a test or an application can hand in its own parts; and the model
+surface, which is how services see a model.
+
+A registered constructor may return any nn.Module. The model surface is a set of small structural
+Protocols, one per capability a service needs (a classifier head, feature taps, forward_intermediates,
+...): a service checks the one it needs, with isinstance, where it needs it, and a model without it gets a
+ModelSurfaceError naming the members it lacks. zoo's architectures (zoo.archs.base.ZooModule) have all of
+ModelSurface. Members that are attributes are read-only properties here, so a plain attribute, a property
+or a ClassVar satisfies them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, overload, runtime_checkable
 
-from zoo.domain.values import DefaultCfg, FeatureCfg
+from zoo.domain.values import BuildRecord, DefaultCfg, FeatureCfg, FeatureInfo
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     import torch
     from torch import nn
+
+__all__ = [
+    "BuiltForImageSize",
+    "ClassifierHead",
+    "Configured",
+    "FeatureForward",
+    "FeatureWrapperFactory",
+    "InitialisesOnce",
+    "Intermediates",
+    "LayerPruning",
+    "ModelSurface",
+    "Pruner",
+    "Recorded",
+    "TapStrategies",
+    "Tapped",
+    "WeightLoader",
+    "lacking",
+    "surface_members",
+]
 
 
 class WeightLoader(Protocol):
@@ -56,3 +84,189 @@ class FeatureWrapperFactory(Protocol):
         naming the valid range and the tap modules.
         """
         ...
+
+
+# -- the model surface ------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class ClassifierHead(Protocol):
+    """A classifier head that can be read and replaced: what num_classes adaptation and saving need."""
+
+    @property
+    def num_classes(self) -> int:
+        """Classes the head predicts (0: no classifier)."""
+        ...
+
+    @property
+    def num_features(self) -> int:
+        """Channels of forward_features' output."""
+        ...
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool and classify forward_features' output; pre_logits stops before the classifier."""
+        ...
+
+    def get_classifier(self) -> nn.Module:
+        """The classifier module (Identity when num_classes is 0)."""
+        ...
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the classifier with a fresh one (0 removes it); optionally change the pooling."""
+        ...
+
+
+@runtime_checkable
+class FeatureForward(Protocol):
+    """A model whose feature map can be computed without its head (the hook extractor runs it)."""
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The unpooled final feature map (or token sequence)."""
+        ...
+
+
+@runtime_checkable
+class Tapped(Protocol):
+    """A model that describes its feature taps: what features_only and export's size ranges need."""
+
+    @property
+    def feature_info(self) -> Iterable[FeatureInfo]:
+        """One FeatureInfo per tap, in network order (a feature extractor's: the selected taps)."""
+        ...
+
+
+@runtime_checkable
+class TapStrategies(Protocol):
+    """A model that declares which feature_cls strategies its taps serve (every one unless it says)."""
+
+    feature_classes: ClassVar[tuple[str, ...]]
+
+
+@runtime_checkable
+class Intermediates(Protocol):
+    """A model with forward_intermediates: what feature_cls='getter' runs."""
+
+    @overload
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        *,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: Literal[False] = False,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]: ...
+
+    @overload
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        *,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: Literal[True],
+    ) -> list[torch.Tensor]: ...
+
+    @overload
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        *,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]] | list[torch.Tensor]: ...
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        *,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]] | list[torch.Tensor]:
+        """(final features, tap outputs at indices), or the tap outputs alone with intermediates_only."""
+        ...
+
+
+@runtime_checkable
+class LayerPruning(Protocol):
+    """A model that can drop what follows a tap: feature extractors hold only the layers they run."""
+
+    def prune_intermediate_layers(
+        self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop the stages after the last tap in indices (and the head), returning the kept tap indices."""
+        ...
+
+
+@runtime_checkable
+class ModelSurface(ClassifierHead, FeatureForward, Tapped, Intermediates, LayerPruning, Protocol):
+    """Every capability above: the surface zoo's architectures have (zoo.archs.base.ZooModule)."""
+
+
+@runtime_checkable
+class Configured(Protocol):
+    """A model carrying the cfg it was built with (the Builder attaches it to every model it builds)."""
+
+    @property
+    def default_cfg(self) -> DefaultCfg:
+        """The cfg describing the model as built."""
+        ...
+
+    @property
+    def pretrained_cfg(self) -> DefaultCfg:
+        """default_cfg, under the name timm users look for."""
+        ...
+
+
+@runtime_checkable
+class Recorded(Protocol):
+    """A model carrying what rebuilds it (the Builder attaches it; save_pretrained writes it)."""
+
+    @property
+    def build_record(self) -> BuildRecord:
+        """The architecture and keywords the model was built with."""
+        ...
+
+
+@runtime_checkable
+class InitialisesOnce(Protocol):
+    """A model that can initialise every tensor itself, once (see zoo.archs.base.ZooModule.init_all_weights)."""
+
+    def init_all_weights(self) -> None:
+        """Initialise every parameter and persistent buffer afresh, as construction does."""
+        ...
+
+
+@runtime_checkable
+class BuiltForImageSize(Protocol):
+    """A model that can say which input size it was built for (a ViT's img_size)."""
+
+    def image_size_built_for(self) -> tuple[int, int] | None:
+        """(height, width) the model was built for, or None for a model that takes any size."""
+        ...
+
+
+def surface_members(protocol: type) -> tuple[str, ...]:
+    """The members a Protocol declares (its own, then its parent Protocols' in order), each once."""
+    names: dict[str, None] = {}
+    for base in protocol.__mro__:
+        # typing marks every Protocol class so (typing.get_protocol_members arrives only in Python 3.13)
+        if base is Protocol or not getattr(base, "_is_protocol", False):
+            continue
+        declared = (*vars(base).get("__annotations__", {}), *vars(base))
+        names.update((n, None) for n in declared if not n.startswith("_"))
+    return tuple(names)
+
+
+def lacking(model: object, protocol: type) -> tuple[str, ...]:
+    """The members of protocol that model does not have ((): it satisfies the protocol)."""
+    return tuple(name for name in surface_members(protocol) if not hasattr(model, name))

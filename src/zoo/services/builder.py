@@ -10,8 +10,16 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from zoo.domain.errors import FeatureNotAvailableError, InvalidArgumentError, InvalidValueError
-from zoo.domain.protocols import FeatureWrapperFactory, Pruner, WeightLoader
+from zoo.domain.errors import FeatureNotAvailableError, InvalidArgumentError, InvalidValueError, ModelSurfaceError
+from zoo.domain.protocols import (
+    BuiltForImageSize,
+    ClassifierHead,
+    FeatureWrapperFactory,
+    InitialisesOnce,
+    Pruner,
+    WeightLoader,
+    lacking,
+)
 from zoo.domain.values import BuildRecord, BuildRequest, DefaultCfg, ModelSpec
 from zoo.services.parallel_init import parallel_random_fills
 
@@ -21,12 +29,15 @@ if TYPE_CHECKING:
 # Applies a checkpoint to a model: (model, state_dict, spec, cfg, request, on_meta) -> model.
 WeightApplier = Callable[[nn.Module, dict[str, torch.Tensor], ModelSpec, DefaultCfg, BuildRequest, bool], nn.Module]
 
-# Arguments the Builder itself fills in for every constructor.
+# Arguments the Builder itself fills in for every constructor that takes them.
 _BUILDER_ARGS = ("num_classes", "in_chans")
 
 
 def constructor_params(spec: ModelSpec) -> tuple[str, ...] | None:
     """Keyword names a spec's constructor accepts, or None when it takes **kwargs."""
+    own = spec.constructor
+    if isinstance(own, type) and issubclass(own, nn.Module) and own.__init__ is nn.Module.__init__:
+        return ()  # a module class without an __init__ of its own: nn.Module's *args, **kwargs take nothing
     params = inspect.signature(spec.constructor).parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return None
@@ -99,7 +110,7 @@ def _construction(
 
 
 def initialises_itself(spec: ModelSpec) -> bool:
-    """Whether spec's constructor is a class defining its own init_all_weights (see ZooModule.init_all_weights)."""
+    """Whether spec's constructor is a class defining its own init_all_weights (protocols.InitialisesOnce)."""
     constructor = spec.constructor
     # the class's own definition only: an inherited one may not know a subclass's extra layers or init
     return isinstance(constructor, type) and callable(vars(constructor).get("init_all_weights"))
@@ -110,12 +121,11 @@ def _init_once(model: nn.Module, device: torch.device, kept: KeptStorage | None)
     init_all_weights over them."""
     from zoo.services.weights.meta import materialize_parameters, meta_tensors
 
+    assert isinstance(model, InitialisesOnce)  # narrowed by initialises_itself: its class defines the method
     materialize_parameters(model, device, kept=kept)
-    # getattr: nn.Module's __getattr__ types the attribute as a tensor or a module
-    init: Callable[[], object] = getattr(model, "init_all_weights")  # noqa: B009
     # drawing the random weights is most of the work; on the CPU it runs on torch's threads
     with parallel_random_fills() if device.type == "cpu" else contextlib.nullcontext():
-        init()
+        model.init_all_weights()
     left = meta_tensors(model)
     if left:  # init_all_weights writes on real storage only; a meta tensor left here is a bug in the family
         raise RuntimeError(f"{type(model).__name__}: {left[:5]} still on the meta device after init_all_weights")
@@ -128,7 +138,13 @@ _ALLOCATION_FAILURES = ("can't allocate memory", "not enough memory", "out of me
 def _construct(spec: ModelSpec, kwargs: dict[str, object]) -> nn.Module:
     """spec.constructor(**kwargs); a model too large to allocate is the caller's request, so a ZooError."""
     with _allocation_is_the_request(spec, kwargs):
-        return spec.constructor(**kwargs)
+        model: object = spec.constructor(**kwargs)
+    if not isinstance(model, nn.Module):
+        raise InvalidArgumentError(
+            f"model {spec.name!r} was built as {type(model).__qualname__}, which is not a torch.nn.Module; "
+            "a registered constructor must be an nn.Module subclass or a function returning an nn.Module"
+        )
+    return model
 
 
 @contextlib.contextmanager
@@ -162,14 +178,21 @@ class Builder:
         self.feature_factory = feature_factory
 
     def model_kwargs(self, spec: ModelSpec, request: BuildRequest, cfg: DefaultCfg) -> dict[str, object]:
-        """The constructor's keywords; one it does not take raises InvalidArgumentError naming it."""
+        """The constructor's keywords; one it does not take raises InvalidArgumentError naming it.
+
+        num_classes and in_chans are among them where the constructor takes them (any nn.Module
+        constructor may be registered: one that does not take them builds its own head and stem).
+        """
         clash = sorted(set(request.model_kwargs) & set(_BUILDER_ARGS))
         if clash:
             raise InvalidArgumentError(f"pass {clash} as create_model arguments, not model keywords")
         kwargs: dict[str, object] = {**spec.model_args, **request.model_kwargs}
-        kwargs["num_classes"] = cfg.num_classes if request.num_classes is None else request.num_classes
-        kwargs["in_chans"] = cfg.input_size[0] if request.in_chans is None else request.in_chans
         accepted = constructor_params(spec)
+        num_classes, in_chans = _builder_args(request, cfg)
+        if accepted is None or "num_classes" in accepted:
+            kwargs["num_classes"] = num_classes
+        if accepted is None or "in_chans" in accepted:
+            kwargs["in_chans"] = in_chans
         if accepted is not None:
             bad = sorted(set(kwargs) - set(accepted))
             if bad:
@@ -190,6 +213,9 @@ class Builder:
         self._check_available(spec, request, wants_weights)
         assert self.weight_loader is not None or not wants_weights  # narrowed by _check_available
 
+        num_classes, in_chans = _builder_args(request, cfg)
+        _check_fixed_stem(spec, kwargs, request, in_chans, cfg)
+
         state_dict: dict[str, torch.Tensor] | None = None
         if wants_weights and self.weight_loader is not None:
             # read the checkpoint first: a bad one fails before any model memory is spent
@@ -198,7 +224,9 @@ class Builder:
             # describes the published weights, and a user's file may be fine-tuned to any other
             classes = checkpoint_classes(state_dict, cfg) if request.num_classes is None else None
             if classes is not None:
-                kwargs["num_classes"] = classes
+                num_classes = classes
+                if "num_classes" in kwargs:
+                    kwargs["num_classes"] = classes
         # the meta device skips random init; the applier materialises what the checkpoint lacks
         on_meta = state_dict is not None
         # a family that initialises every tensor itself is initialised once, after pruning
@@ -208,6 +236,8 @@ class Builder:
         prune_spec = _prune_spec(spec, request) if self.pruner is not None else None
         with _construction(on_meta=on_meta, init_once=init_once, pruned=prune_spec is not None) as kept:
             model = _construct(spec, kwargs)
+        if "num_classes" not in kwargs:
+            num_classes = _fit_head(model, spec, request.num_classes, num_classes)
         if prune_spec is not None and self.pruner is not None:
             model = self.pruner.prune(model, prune_spec)
         if init_once:
@@ -215,8 +245,6 @@ class Builder:
                 _init_once(model, device, kept)
         if state_dict is not None and self.weight_applier is not None:
             model = self.weight_applier(model, state_dict, spec, cfg, request, on_meta)
-        num_classes = int(kwargs["num_classes"])  # type: ignore[call-overload]  # validated by the constructor
-        in_chans = int(kwargs["in_chans"])  # type: ignore[call-overload]  # validated by the constructor
         image_size = image_size_built_for(model)
         if request.features_only:
             assert self.feature_factory is not None  # narrowed by _check_available
@@ -228,7 +256,9 @@ class Builder:
         )
         object.__setattr__(model, "default_cfg", resolved)
         object.__setattr__(model, "pretrained_cfg", resolved)  # the name timm users look for
-        args = {**request.model_kwargs, "num_classes": num_classes, "in_chans": in_chans}
+        # the builder's arguments the constructor took: what rebuilds this model
+        taken = {k: v for k, v in (("num_classes", num_classes), ("in_chans", in_chans)) if k in kwargs}
+        args = {**request.model_kwargs, **taken}
         object.__setattr__(model, "build_record", BuildRecord(architecture=spec.name, model_args=args))
         return model
 
@@ -247,10 +277,45 @@ class Builder:
 
 
 def image_size_built_for(model: nn.Module) -> tuple[int, int] | None:
-    """ZooModule.image_size_built_for() of a zoo model (a ViT's img_size); None for a model that does not say."""
-    method = getattr(model, "image_size_built_for", None)
-    size = method() if callable(method) else None
+    """image_size_built_for() of a model that says (a ViT's img_size: protocols.BuiltForImageSize), else None."""
+    size: object = model.image_size_built_for() if isinstance(model, BuiltForImageSize) else None
     return (int(size[0]), int(size[1])) if isinstance(size, (tuple, list)) and len(size) == 2 else None
+
+
+def _builder_args(request: BuildRequest, cfg: DefaultCfg) -> tuple[int, int]:
+    """(num_classes, in_chans) the request asks for: its own, else the cfg's."""
+    num_classes = cfg.num_classes if request.num_classes is None else request.num_classes
+    in_chans = cfg.input_size[0] if request.in_chans is None else request.in_chans
+    return num_classes, in_chans
+
+
+def _check_fixed_stem(
+    spec: ModelSpec, kwargs: Mapping[str, object], request: BuildRequest, in_chans: int, cfg: DefaultCfg
+) -> None:
+    """Refuse an in_chans a constructor cannot be asked for (it does not take the keyword), before any work."""
+    if "in_chans" not in kwargs and request.in_chans is not None and in_chans != cfg.input_size[0]:
+        raise InvalidArgumentError(
+            f"{spec.name} does not take in_chans (its constructor has no such keyword), so in_chans={in_chans} "
+            f"cannot be built; its cfg's input has {cfg.input_size[0]} channels"
+        )
+
+
+def _fit_head(model: nn.Module, spec: ModelSpec, asked: int | None, default: int) -> int:
+    """The class count of a model whose constructor does not take num_classes, its head replaced when asked for
+    another (which needs the model's ClassifierHead); an unasked count is the model's own where it says."""
+    if not isinstance(model, ClassifierHead):
+        if asked is None:
+            return default
+        missing = lacking(model, ClassifierHead)
+        raise ModelSurfaceError(
+            f"num_classes={asked} for {spec.name} ({type(model).__qualname__}) needs a classifier head to replace: "
+            f"its constructor does not take num_classes, and the model lacks {', '.join(missing)} "
+            "(zoo.domain.protocols.ClassifierHead)",
+            missing=missing,
+        )
+    if asked is not None and asked != model.num_classes:
+        model.reset_classifier(asked)
+    return int(model.num_classes)
 
 
 def _prune_spec(spec: ModelSpec, request: BuildRequest) -> str | None:

@@ -20,6 +20,8 @@ from torch.export import Dim, ExportedProgram
 
 from zoo.domain.checks import check_choice, check_int
 from zoo.domain.errors import ExportFailedError, FeatureNotAvailableError, InvalidValueError, ZooError
+from zoo.domain.protocols import Configured, Tapped
+from zoo.domain.values import DefaultCfg
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -47,12 +49,10 @@ def min_dynamic_size(model: nn.Module) -> int:
     At that size the deepest feature map is 2x2; torch.export specialises a size of 1 (a 1x1 map),
     so a range reaching it would not hold. Without feature_info, 64.
     """
-    info = getattr(model, "feature_info", None)
-    if info is None:
+    if not isinstance(model, Tapped):
         return 64
-    # a feature extractor's FeatureTaps describes the selected taps only; a classifier's list, every tap
-    reduction = getattr(info, "reduction", None)
-    reductions = [int(r) for r in reduction()] if callable(reduction) else [int(t.reduction) for t in info]
+    # a feature extractor's FeatureTaps iterates over the selected taps only; a classifier's list, every tap
+    reductions = [int(t.reduction) for t in model.feature_info]
     return 2 * max(reductions, default=32)
 
 
@@ -173,8 +173,8 @@ def export_file(
     """
     fmt, opset = check_export_args(out, fmt=fmt, opset=opset)
     if example is None:
-        cfg = getattr(model, "default_cfg", None)
-        size = getattr(cfg, "input_size", None)
+        cfg = model.default_cfg if isinstance(model, Configured) else None
+        size = cfg.input_size if isinstance(cfg, DefaultCfg) else None  # not a cfg zoo made: no size to trust
         if not (isinstance(size, tuple) and len(size) == 3):
             raise InvalidValueError(
                 f"{type(model).__name__} has no default_cfg.input_size to make an example from: pass example="

@@ -9,7 +9,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
-from typing import TYPE_CHECKING, Literal, Protocol, cast
+from typing import TYPE_CHECKING, cast
 
 import attrs
 import torch
@@ -18,8 +18,17 @@ from torch import nn
 from torch._jit_internal import is_scripting
 from torch.utils.hooks import RemovableHandle
 
-from zoo.domain.errors import FeatureNotAvailableError, InvalidFeatureRequestError
+from zoo.domain.errors import FeatureNotAvailableError, FeatureSurfaceError, InvalidFeatureRequestError
 from zoo.domain.features import describe_taps, take_indices
+from zoo.domain.protocols import (
+    ClassifierHead,
+    FeatureForward,
+    Intermediates,
+    LayerPruning,
+    Tapped,
+    TapStrategies,
+    lacking,
+)
 from zoo.domain.values import FEATURE_CLASSES, DefaultCfg, FeatureCfg, FeatureInfo
 
 __all__ = [
@@ -259,6 +268,8 @@ class FeatureHookNet(_ListOutput):
     def __init__(self, model: nn.Module, taps: FeatureTaps) -> None:
         super().__init__(taps)
         self.model = _backbone(model, taps.out_indices)
+        # forward_features where the model has it (the head need not run), else the whole forward
+        self._features_only = isinstance(self.model, FeatureForward)
         self._recorder = _TapRecorder()
         handles: list[RemovableHandle] = []
         for t in taps.taps():
@@ -271,10 +282,9 @@ class FeatureHookNet(_ListOutput):
         """Run forward_features (or forward) once and return what the tap hooks saw."""
         if isinstance(x, torch.fx.Proxy):
             raise FeatureNotAvailableError(_NOT_A_GRAPH.format(kind="hook", how="traced with torch.fx"))
-        run = getattr(self.model, "forward_features", None)
         with self._recorder.recording() as seen:
-            if callable(run):
-                run(x)
+            if self._features_only:  # checked once in __init__, not on every forward
+                cast(FeatureForward, self.model).forward_features(x)
             else:
                 self.model(x)
         names = self.feature_info.module_name()
@@ -295,27 +305,6 @@ _NOT_A_GRAPH = (
 )
 
 
-class _Classifier(Protocol):
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None: ...
-
-
-class _Prunable(Protocol):
-    def prune_intermediate_layers(
-        self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True
-    ) -> list[int]: ...
-
-
-class _Intermediates(Protocol):
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | Sequence[int] | None = None,
-        *,
-        stop_early: bool = False,
-        intermediates_only: Literal[True],
-    ) -> list[torch.Tensor]: ...
-
-
 class FeatureGetterNet(_ListOutput):
     """The model's own forward_intermediates, asked for the selected taps; returns a list.
 
@@ -324,16 +313,18 @@ class FeatureGetterNet(_ListOutput):
 
     def __init__(self, model: nn.Module, taps: FeatureTaps) -> None:
         super().__init__(taps)
-        if not callable(getattr(model, "forward_intermediates", None)):
-            raise InvalidFeatureRequestError(
-                f"feature_cls='getter' needs forward_intermediates, which {type(model).__name__} does not have; "
-                f"use one of {', '.join(repr(c) for c in FEATURE_CLASSES if c != 'getter')}"
+        if not isinstance(model, Intermediates):
+            raise FeatureSurfaceError(
+                f"feature_cls='getter' needs forward_intermediates, which {type(model).__name__} does not have "
+                f"(zoo.domain.protocols.Intermediates); use one of "
+                f"{', '.join(repr(c) for c in FEATURE_CLASSES if c != 'getter')}",
+                missing=lacking(model, Intermediates),
             )
         self.model = _backbone(model, taps.out_indices)
 
     def forward_taps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """forward_intermediates for the selected taps (it stops after the last one)."""
-        model = cast(_Intermediates, self.model)
+        model = cast(Intermediates, self.model)  # checked in __init__ (not on every forward); the backbone keeps it
         return list(model.forward_intermediates(x, self.out_indices, stop_early=True, intermediates_only=True))
 
     def __prepare_scriptable__(self) -> nn.Module:
@@ -378,7 +369,7 @@ class FeatureFactory:
 
 def _check_served(model: nn.Module, kind: str) -> None:
     """Refuse a strategy the model declares its taps do not serve (its feature_classes; every one by default)."""
-    served: object = getattr(model, "feature_classes", FEATURE_CLASSES)
+    served = model.feature_classes if isinstance(model, TapStrategies) else FEATURE_CLASSES
     if isinstance(served, tuple) and kind not in served:
         raise InvalidFeatureRequestError(
             f"feature_cls={kind!r} is not available for {type(model).__name__}: its tap modules' outputs are not its "
@@ -388,12 +379,18 @@ def _check_served(model: nn.Module, kind: str) -> None:
 
 
 def _feature_info(model: nn.Module) -> tuple[FeatureInfo, ...]:
-    info: object = getattr(model, "feature_info", None)
+    if not isinstance(model, Tapped):
+        raise FeatureSurfaceError(
+            f"{type(model).__name__} has no feature_info (a non-empty list of FeatureInfo), so it has no taps "
+            "for features_only (zoo.domain.protocols.Tapped)",
+            missing=lacking(model, Tapped),
+        )
+    info: object = model.feature_info
     if not isinstance(info, (list, tuple)) or not info or not all(isinstance(t, FeatureInfo) for t in info):
         raise InvalidFeatureRequestError(
             f"{type(model).__name__} has no feature_info (a non-empty list of FeatureInfo), so it has no taps"
         )
-    taps = tuple(cast(Sequence[FeatureInfo], info))
+    taps: tuple[FeatureInfo, ...] = tuple(info)
     for t in taps:
         _submodule(model, t.module)
     if [t.index for t in taps] != list(range(len(taps))):
@@ -432,18 +429,17 @@ def _backbone(model: nn.Module, out_indices: Sequence[int]) -> nn.Module:
     reset_classifier(0) the classifier. The caller's model keeps everything; the extractor's
     state_dict has no classifier, as its cfg says.
     """
-    prunable = callable(getattr(model, "prune_intermediate_layers", None))
-    if not prunable and not callable(getattr(model, "reset_classifier", None)):
+    if not isinstance(model, (LayerPruning, ClassifierHead)):
         return model
     clone = copy.copy(model)
     # copy.copy shares the child/parameter/buffer tables; the clone gets its own so the pruning stays its own
     for table in ("_modules", "_parameters", "_buffers"):
         object.__setattr__(clone, table, dict(getattr(model, table)))
-    if prunable:
+    if isinstance(clone, LayerPruning):
         # the extractors never ask for the final norm (taps come unnormalised): it goes, as timm's getter drops it
-        cast(_Prunable, clone).prune_intermediate_layers(list(out_indices), prune_norm=True, prune_head=True)
+        clone.prune_intermediate_layers(list(out_indices), prune_norm=True, prune_head=True)
     else:
-        cast(_Classifier, clone).reset_classifier(0)
+        clone.reset_classifier(0)
     return clone
 
 

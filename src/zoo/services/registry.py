@@ -84,7 +84,7 @@ class Registry:
         replace: bool = False,
         **model_args: object,
     ) -> Callable[[C], C] | C:
-        """Decorator registering a constructor (a ZooModule subclass, or a function returning a model).
+        """Decorator registering a constructor (an nn.Module subclass, or a function returning an nn.Module).
 
         Both `@registry.register_model` and `@registry.register_model("name", **model_args)` register
         the constructor (under its own lower-cased name unless one is given) and return it unchanged.
@@ -287,29 +287,14 @@ def patterns(label: str, value: object) -> list[str]:
     raise InvalidValueError(f"{label}={value!r} is invalid: expected a str pattern or a sequence of str patterns")
 
 
-# The methods a registered class must have: the model surface of zoo.archs.base.ZooModule.
-MODEL_SURFACE: tuple[str, ...] = ("forward_features", "forward_head", "reset_classifier", "get_classifier")
-
-
 def check_constructor(fn: object) -> None:
-    """Refuse, at registration, a constructor that cannot build a zoo model.
+    """Refuse, at registration, a constructor that is not callable.
 
-    A function is checked when it builds (its result must be a ZooModule); a class must subclass
-    zoo.archs.base.ZooModule, and the message names the surface methods it lacks.
+    Any nn.Module class, or function returning one, may be registered: the Builder checks that what it
+    builds is an nn.Module, and whatever needs more of the model surface (zoo.domain.protocols) checks that
+    part where it needs it.
     """
     if not callable(fn):
-        raise InvalidValueError(f"constructor={fn!r} is invalid: expected a ZooModule subclass or a function")
-    if not isinstance(fn, type):
-        return
-    # the base class only (no architecture family), imported when a class is registered
-    from zoo.archs.base import ZooModule
-
-    if issubclass(fn, ZooModule):
-        return
-    own = {name for c in fn.__mro__ if c is not object for name in vars(c)}
-    lacks = [m for m in MODEL_SURFACE if m not in own]
-    missing = f"; it lacks {', '.join(lacks)}" if lacks else ""
-    raise InvalidValueError(
-        f"cannot register class {fn.__qualname__}: it is not a zoo.archs.base.ZooModule subclass{missing}. "
-        f"Subclass ZooModule and implement {', '.join(MODEL_SURFACE)}"
-    )
+        raise InvalidValueError(
+            f"constructor={fn!r} is invalid: expected an nn.Module subclass or a function returning an nn.Module"
+        )

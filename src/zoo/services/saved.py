@@ -21,7 +21,8 @@ import attrs
 import torch
 from torch import nn
 
-from zoo.domain.errors import InvalidValueError, PruneSpecError, SavedModelError, ZooError
+from zoo.domain.errors import InvalidValueError, PruneSpecError, SavedModelError, SaveSurfaceError, ZooError
+from zoo.domain.protocols import ClassifierHead, Configured, Recorded, lacking
 from zoo.domain.values import BuildRecord, DefaultCfg
 from zoo.services.files import replace_together
 from zoo.services.paths import expand_user
@@ -78,7 +79,7 @@ def save_pretrained(
     out = _directory(directory)
     names = _label_names_given(label_names)
     model = _unwrapped(model)
-    record = getattr(model, "build_record", None)
+    record = model.build_record if isinstance(model, Recorded) else None
     if architecture is None:
         if not isinstance(record, BuildRecord):
             raise SavedModelError(
@@ -205,10 +206,17 @@ def _missing_folders(out: Path) -> list[Path]:
 def _config(
     model: nn.Module, architecture: str, record: BuildRecord | None, label_names: tuple[str, ...] | None
 ) -> dict[str, object]:
-    num_classes = getattr(model, "num_classes", None)
+    if not isinstance(model, ClassifierHead):
+        missing = lacking(model, ClassifierHead)
+        raise SaveSurfaceError(
+            f"cannot save {type(model).__qualname__}: config.json describes a classifier head, and the model lacks "
+            f"{', '.join(missing)} (zoo.domain.protocols.ClassifierHead)",
+            missing=missing,
+        )
+    num_classes = model.num_classes
     if not isinstance(num_classes, int):
-        raise SavedModelError(f"cannot save {type(model).__qualname__}: it has no num_classes (is it a zoo model?)")
-    cfg = getattr(model, "default_cfg", None)
+        raise SavedModelError(f"cannot save {type(model).__qualname__}: its num_classes is {num_classes!r}, not an int")
+    cfg = model.default_cfg if isinstance(model, Configured) else None
     cfg = cfg if isinstance(cfg, DefaultCfg) else DefaultCfg()
     pretrained_cfg = _cfg_for_saving(cfg, num_classes)
     pool = _pool_type(model)
@@ -226,7 +234,7 @@ def _config(
             ) from None
     names = _label_names_to_save(label_names, record, num_classes, cfg)
     config: dict[str, object] = {"architecture": architecture, "num_classes": num_classes}
-    config["num_features"] = getattr(model, "num_features", None)
+    config["num_features"] = model.num_features
     if pool is not None:
         config["global_pool"] = pool
     if names:
