@@ -34,6 +34,7 @@ __all__ = [
     "convert_sync_batchnorm",
     "create_model",
     "default_zoo",
+    "fuse_for_inference",
     "get_default_cfg",
     "get_pretrained_cfg_value",
     "is_model",
@@ -91,6 +92,16 @@ def convert_sync_batchnorm(model: _M, process_group: ProcessGroup | None = None)
     from zoo.archs.layers.sync_norm import convert_sync_batchnorm as convert
 
     return convert(model, process_group)
+
+
+def fuse_for_inference(model: _M, *, strict: bool = False) -> _M:
+    """An eval-mode copy of model (same class) with batch norms folded into their convolutions.
+
+    Its machinery (torch.fx, zoo's layers) is imported on the first call; see zoo.archs.fuse.fuse_for_inference.
+    """
+    from zoo.archs.fuse import fuse_for_inference as fuse
+
+    return fuse(model, strict=strict)
 
 
 class ModelZoo:
