@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 from zoo.domain.checks import MAX_WIDTH, check_bool, check_int
 from zoo.domain.errors import FeatureNotAvailableError, InvalidArgumentError, InvalidValueError
-from zoo.domain.protocols import FeatureWrapperFactory, Pruner, WeightLoader
+from zoo.domain.protocols import FeatureWrapperFactory, Pruner, WeightApplier, WeightLoader
 from zoo.domain.values import BuildRequest, DefaultCfg, ModelSpec
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from zoo.archs.base import ZooModule
     from zoo.domain.prune import PruneSpec
-    from zoo.services.builder import Builder, WeightApplier
+    from zoo.services.builder import Builder
     from zoo.services.features import FeatureExtractor
     from zoo.services.registry import Registry
     from zoo.services.saved import SavedModel

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from zoo.domain.values import DefaultCfg, FeatureCfg
+from zoo.domain.values import BuildRequest, DefaultCfg, FeatureCfg, ModelSpec
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -36,6 +36,26 @@ class Pruner(Protocol):
 
     def prune(self, model: nn.Module, spec_text: str) -> nn.Module:
         """Return the model with its Conv/BatchNorm/Linear modules resized to spec_text."""
+        ...
+
+
+class WeightApplier(Protocol):
+    """Loads a checkpoint into a freshly built model; the standard one is zoo.services.weights.apply_weights."""
+
+    def __call__(
+        self,
+        model: nn.Module,
+        state_dict: dict[str, torch.Tensor],
+        spec: ModelSpec,
+        cfg: DefaultCfg,
+        request: BuildRequest,
+        on_meta: bool,
+        /,
+    ) -> nn.Module:
+        """The model with state_dict (the checkpoint of cfg, the request's cfg) loaded, adapted to the request.
+
+        on_meta: the model's parameters are on the meta device, to be assigned rather than copied into.
+        """
         ...
 
 

@@ -11,15 +11,12 @@ import torch
 from torch import nn
 
 from zoo.domain.errors import FeatureNotAvailableError, InvalidArgumentError, InvalidValueError
-from zoo.domain.protocols import FeatureWrapperFactory, Pruner, WeightLoader
+from zoo.domain.protocols import FeatureWrapperFactory, Pruner, WeightApplier, WeightLoader
 from zoo.domain.values import BuildRecord, BuildRequest, DefaultCfg, ModelSpec
 from zoo.services.parallel_init import parallel_random_fills
 
 if TYPE_CHECKING:
     from zoo.services.weights.meta import KeptStorage
-
-# Applies a checkpoint to a model: (model, state_dict, spec, cfg, request, on_meta) -> model.
-WeightApplier = Callable[[nn.Module, dict[str, torch.Tensor], ModelSpec, DefaultCfg, BuildRequest, bool], nn.Module]
 
 # Arguments the Builder itself fills in for every constructor.
 _BUILDER_ARGS = ("num_classes", "in_chans")
