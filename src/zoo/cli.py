@@ -46,12 +46,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
     zoo = api.default_zoo()
     spec, cfg = zoo.registry.resolve(args.name)
-    kwargs = zoo.builder.model_kwargs(spec, BuildRequest(tag=cfg.tag), cfg)
+    kwargs = zoo.builder.model_args(spec, BuildRequest(cfg=cfg))
     # shapes only: no parameter memory and no init (torch.device("meta") would import torch._dynamo on init)
     with parameters_on_meta():
         model = spec.constructor(**kwargs)
-        if spec.prune_spec is not None and zoo.builder.pruner is not None:
-            model = zoo.builder.pruner.prune(model, spec.prune_spec)  # taps and widths as the pruned model has them
+        if spec.prune_layout is not None and zoo.builder.pruner is not None:
+            model = zoo.builder.pruner.prune(model, spec.prune_layout)  # taps and widths as the pruned model has them
     if args.json:
         print(json.dumps(_info_record(spec, cfg, model), indent=2))
         return 0

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from zoo.domain.prune import PruneSpec
+
 
 class WeightLoader(Protocol):
     """Finds and reads a checkpoint: a cfg (or explicit path) in, a flat state_dict out; and single hub files."""
@@ -34,8 +36,8 @@ class WeightLoader(Protocol):
 class Pruner(Protocol):
     """Rebuilds a model's layers at the widths a prune spec names."""
 
-    def prune(self, model: nn.Module, spec_text: str) -> nn.Module:
-        """Return the model with its Conv/BatchNorm/Linear modules resized to spec_text."""
+    def prune(self, model: nn.Module, spec: PruneSpec) -> nn.Module:
+        """Return the model with its Conv/BatchNorm/Linear modules resized to spec."""
         ...
 
 
