@@ -99,13 +99,20 @@ def _fit_classifier(
 
 
 def _caller_level() -> int:
-    """The stacklevel of the first frame outside zoo, so a warning points at the caller's create_model line."""
+    """The stacklevel of the first frame outside zoo, so a warning points at the caller's create_model line.
+
+    torch.compiler.disable's frames are passed over too: create_model runs under it once torch._dynamo is imported.
+    """
     frame: FrameType | None = sys._getframe(1)
     level = 1
-    while frame is not None and str(frame.f_globals.get("__name__", "")).partition(".")[0] == "zoo":
+    while frame is not None and _inside_create_model(str(frame.f_globals.get("__name__", ""))):
         frame = frame.f_back
         level += 1
     return level
+
+
+def _inside_create_model(module: str) -> bool:
+    return module.partition(".")[0] == "zoo" or module.startswith("torch._dynamo.")
 
 
 def _shapes(tensors: Mapping[str, torch.Tensor]) -> str:
