@@ -81,7 +81,7 @@ def measure(names: Sequence[str], runs: int = 7, threads: int = 1) -> list[Creat
 def _measure_one(name: str, runs: int, threads: int) -> CreateTime:
     """One name's rounds, the two paths interleaved round by round."""
     spec = default_zoo().get_spec(name)
-    kwargs = Builder().model_kwargs(spec, BuildRequest(), spec.get_cfg(""))
+    kwargs = Builder().model_args(spec, BuildRequest(cfg=spec.default_cfg))
     ordinary = functools.partial(spec.constructor, **kwargs)
     create = functools.partial(zoo.create_model, name)
     params = sum(p.numel() for p in create().parameters())  # also warms imports and the allocator
@@ -128,7 +128,7 @@ def _millis(fn: Callable[[], object]) -> float:
 def phases(name: str, runs: int, threads: int) -> Phases:
     """create_model(name)'s one-pass steps, each timed over runs rounds on threads torch threads."""
     spec = default_zoo().get_spec(name)
-    kwargs = Builder().model_kwargs(spec, BuildRequest(), spec.get_cfg(""))
+    kwargs = Builder().model_args(spec, BuildRequest(cfg=spec.default_cfg))
     rows: list[tuple[float, ...]] = []
     with torch_threads(threads):
         zoo.create_model(name)  # warm imports and the allocator

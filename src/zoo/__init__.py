@@ -6,6 +6,7 @@ from zoo.api import (
     ModelZoo,
     convert_sync_batchnorm,
     create_model,
+    fuse_for_inference,
     get_default_cfg,
     get_pretrained_cfg_value,
     is_model,
@@ -15,7 +16,6 @@ from zoo.api import (
     save_pretrained,
 )
 from zoo.domain.errors import ZooError
-from zoo.inference import fuse_for_inference
 
 __all__ = [
     "ModelZoo",

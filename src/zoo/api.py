@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
-from zoo.domain.checks import MAX_WIDTH, check_bool, check_int
-from zoo.domain.errors import FeatureNotAvailableError, InvalidArgumentError, InvalidValueError
-from zoo.domain.protocols import FeatureWrapperFactory, Pruner, WeightLoader
+from zoo.domain.errors import InvalidArgumentError, InvalidValueError
+from zoo.domain.protocols import FeatureWrapperFactory, Pruner, WeightApplier, WeightLoader
 from zoo.domain.values import BuildRequest, DefaultCfg, ModelSpec
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from zoo.archs.base import ZooModule
     from zoo.domain.prune import PruneSpec
-    from zoo.services.builder import Builder, WeightApplier
+    from zoo.services.builder import Builder
     from zoo.services.features import FeatureExtractor
     from zoo.services.registry import Registry
     from zoo.services.saved import SavedModel
@@ -34,6 +34,7 @@ __all__ = [
     "convert_sync_batchnorm",
     "create_model",
     "default_zoo",
+    "fuse_for_inference",
     "get_default_cfg",
     "get_pretrained_cfg_value",
     "is_model",
@@ -93,6 +94,16 @@ def convert_sync_batchnorm(model: _M, process_group: ProcessGroup | None = None)
     return convert(model, process_group)
 
 
+def fuse_for_inference(model: _M, *, strict: bool = False) -> _M:
+    """An eval-mode copy of model (same class) with batch norms folded into their convolutions.
+
+    Its machinery (torch.fx, zoo's layers) is imported on the first call; see zoo.archs.fuse.fuse_for_inference.
+    """
+    from zoo.archs.fuse import fuse_for_inference as fuse
+
+    return fuse(model, strict=strict)
+
+
 class ModelZoo:
     """Registry + Builder + services, wired together; every part left out is the standard one."""
 
@@ -143,7 +154,7 @@ class ModelZoo:
         checkpoint_path: str | os.PathLike[str] | None = None,
         pretrained_cfg_overlay: Mapping[str, object] | None = None,
         prune_spec: str | os.PathLike[str] | PruneSpec | None = None,
-        **model_kwargs: Any,
+        **model_args: Any,
     ) -> ZooModule: ...
 
     @overload
@@ -160,7 +171,7 @@ class ModelZoo:
         checkpoint_path: str | os.PathLike[str] | None = None,
         pretrained_cfg_overlay: Mapping[str, object] | None = None,
         prune_spec: str | os.PathLike[str] | PruneSpec | None = None,
-        **model_kwargs: Any,
+        **model_args: Any,
     ) -> FeatureExtractor: ...
 
     @overload
@@ -177,7 +188,7 @@ class ModelZoo:
         checkpoint_path: str | os.PathLike[str] | None = None,
         pretrained_cfg_overlay: Mapping[str, object] | None = None,
         prune_spec: str | os.PathLike[str] | PruneSpec | None = None,
-        **model_kwargs: Any,
+        **model_args: Any,
     ) -> ZooModule | FeatureExtractor: ...
 
     @_eager_under_dynamo
@@ -194,55 +205,46 @@ class ModelZoo:
         checkpoint_path: str | os.PathLike[str] | None = None,
         pretrained_cfg_overlay: Mapping[str, object] | None = None,
         prune_spec: str | os.PathLike[str] | PruneSpec | None = None,
-        **model_kwargs: Any,
+        **model_args: Any,
     ) -> ZooModule | FeatureExtractor:
-        """Build a model by name or name.tag; see zoo.api.create_model."""
+        """Create a registered model by name (or name.tag); features_only=True gives a FeatureExtractor.
+
+        prune_spec (a PruneSpec, a spec file path or the spec text) builds the model at that channel layout.
+        A saved model is named `local-dir:PATH` or `hf-hub:org/name[@revision]` (config.json + weights, as
+        save_pretrained or timm write them); as in timm, pretrained=True loads its weights.
+        """
         saved = self._read_saved(name)
         if saved is None:
             spec, cfg = self.registry.resolve(name)
-            tag = cfg.tag
         else:
-            spec, tag = self._saved_spec(saved), ""
-            # the saved cfg in full (so nothing of the architecture's default source survives), then the caller's
-            pretrained_cfg_overlay = {**saved.cfg.to_dict(), **_overlay(pretrained_cfg_overlay)}
-            model_kwargs = {**self._saved_model_args(saved, spec), **model_kwargs}
+            from zoo.services.saved import saved_model_args, saved_spec
+
+            spec, cfg = saved_spec(saved, self.registry.get_spec), saved.cfg
+            model_args = {**saved_model_args(saved, spec), **model_args}
             prune_spec = saved.prune_spec if prune_spec is None else prune_spec  # a caller's layout replaces it
-        # a keyword of create_model, not of the constructor: kept in **model_kwargs so every signature stays as is
         request = BuildRequest(
-            tag=tag,
-            pretrained=check_bool("pretrained", pretrained),
-            num_classes=None if num_classes is None else check_int("num_classes", num_classes, ge=0, le=MAX_WIDTH),
-            in_chans=None if in_chans is None else check_int("in_chans", in_chans, ge=1, le=MAX_WIDTH),
-            features_only=check_bool("features_only", features_only),
+            cfg=_with_overlay(cfg, pretrained_cfg_overlay),
+            pretrained=pretrained,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            features_only=features_only,
             out_indices=out_indices,  # validated against the model's taps by the feature factory
-            feature_cls=_optional_str("feature_cls", feature_cls, "one of 'list', 'dict', 'hook', 'getter'"),
-            checkpoint_path=_checkpoint_path(checkpoint_path),
-            cfg_overlay=_overlay(pretrained_cfg_overlay),
-            model_kwargs=model_kwargs,
-            prune_spec=_prune_spec(prune_spec),
+            feature_cls=feature_cls,
+            checkpoint_path=checkpoint_path,
+            model_args=model_args,
+            prune_spec=_read_if_spec_file(prune_spec),
+            label_names=() if saved is None else saved.label_names,
         )
-        model = self.builder.build(spec, request)
-        if request.prune_spec is not None:  # the layout is part of what rebuilds the model (save_pretrained)
-            _evolve_record(model, prune_spec=request.prune_spec)
-        if saved is not None and saved.label_names:
-            _keep_label_names(model, saved.label_names)
-        return _as_extractor(model, spec) if features_only else _as_zoo_module(model, spec)
+        model = self.builder.build(spec, request).model
+        return _as_extractor(model, spec) if request.features_only else _as_zoo_module(model, spec)
 
     def _read_saved(self, name: str) -> SavedModel | None:
         """The saved model a local-dir:/hf-hub: name points at (hub files through this zoo's loader), else None."""
-        from zoo.services.saved import is_saved_name, read_saved
+        from zoo.services.saved import is_saved_name, open_saved
 
         if not is_saved_name(name):
             return None
-        # the zoo's own loader, the injected one when given: a fake or a mirror serves config.json as it serves weights
-        loader = self._weight_loader if self._weight_loader is not None else self.builder.weight_loader
-        fetch = getattr(loader, "fetch_hub_file", None)
-        if not callable(fetch):  # a loader written before fetch_hub_file joined the protocol: say what is missing
-            raise FeatureNotAvailableError(
-                f"{name!r} needs its config.json from the hub, and this ModelZoo's WeightLoader "
-                f"({type(loader).__qualname__}) has no fetch_hub_file(hub_id, filename) -> Path"
-            )
-        return read_saved(name, fetch_hub_file=fetch)
+        return open_saved(name, self._weight_loader if self._weight_loader is not None else self.builder.weight_loader)
 
     def save_pretrained(
         self,
@@ -261,56 +263,10 @@ class ModelZoo:
         return save(model, directory, label_names=label_names, architecture=architecture, rebuild=self._rebuild_saved)
 
     def _rebuild_saved(self, saved: SavedModel, tensors: Mapping[str, torch.Tensor]) -> nn.Module:
-        """What create_model(saved name, pretrained=True) builds, its parameters left on the meta device.
+        """What this zoo builds from config.json and tensors, on the meta device; see services.saved.rebuild_layout."""
+        from zoo.services.saved import rebuild_layout
 
-        Built as a load is (the tensors stand in for the checkpoint), so no parameter memory or random
-        init is spent; they are not assigned, only the layout is wanted.
-        """
-        from zoo.services.builder import Builder
-        from zoo.services.weights import StateDictLoader
-
-        class Handed(StateDictLoader):
-            def load_state_dict(
-                self, cfg: DefaultCfg, *, checkpoint_path: str | None = None
-            ) -> dict[str, torch.Tensor]:
-                return dict(tensors)  # read for the class count only: no copy needed
-
-        def keep_layout(model: nn.Module, *args: object) -> nn.Module:
-            return model
-
-        spec = self._saved_spec(saved)
-        request = BuildRequest(
-            pretrained=True,
-            cfg_overlay=saved.cfg.to_dict(),
-            model_kwargs=self._saved_model_args(saved, spec),
-            prune_spec=saved.prune_spec,
-        )
-        builder = Builder(weight_loader=Handed({}), weight_applier=keep_layout, pruner=self.builder.pruner)
-        return builder.build(spec, request)
-
-    def _saved_spec(self, saved: SavedModel) -> ModelSpec:
-        from zoo.domain.errors import SavedModelError, UnknownModelError
-
-        try:
-            return self.registry.get_spec(saved.architecture)
-        except (UnknownModelError, InvalidValueError) as e:
-            raise SavedModelError(
-                f"{saved.location}: architecture {saved.architecture!r} is not available: {e}"
-            ) from None
-
-    def _saved_model_args(self, saved: SavedModel, spec: ModelSpec) -> dict[str, object]:
-        """The saved keywords the constructor takes; num_classes and in_chans come through the saved cfg."""
-        from zoo.services.builder import constructor_params
-
-        args = {k: v for k, v in saved.model_args.items() if k not in ("num_classes", "in_chans")}
-        accepted = constructor_params(spec)
-        bad = sorted(set(args) - set(accepted)) if accepted is not None else []
-        if bad:
-            raise InvalidArgumentError(
-                f"{saved.location}: model_args {', '.join(map(repr, bad))} are not keywords of {spec.name} "
-                f"(it takes: {', '.join(sorted(set(accepted or ()) - {'num_classes', 'in_chans'}))})"
-            )
-        return args
+        return rebuild_layout(saved, tensors, get_spec=self.registry.get_spec, pruner=self.builder.pruner)
 
     def get_spec(self, name: str) -> ModelSpec:
         """The spec of a registered name."""
@@ -340,28 +296,6 @@ class ModelZoo:
         return self.registry.list_models(
             filter, exclude_filters=exclude_filters, module=module, pretrained=pretrained, include_tags=include_tags
         )
-
-
-def _keep_label_names(model: object, names: tuple[str, ...]) -> None:
-    """Carry a saved model's class names on the built model while its class count still matches them."""
-    from zoo.domain.protocols import ClassifierHead
-
-    if isinstance(model, ClassifierHead) and model.num_classes == len(names):
-        _evolve_record(model, label_names=names)
-
-
-def _evolve_record(model: object, *, label_names: tuple[str, ...] | None = None, prune_spec: str | None = None) -> None:
-    """Set fields of the model's BuildRecord (a frozen value: a new one is attached); None leaves a field as is."""
-    import attrs
-
-    from zoo.domain.protocols import Recorded
-    from zoo.domain.values import BuildRecord
-
-    record = model.build_record if isinstance(model, Recorded) else None
-    if isinstance(record, BuildRecord):
-        names = record.label_names if label_names is None else label_names
-        layout = record.prune_spec if prune_spec is None else prune_spec
-        object.__setattr__(model, "build_record", attrs.evolve(record, label_names=names, prune_spec=layout))
 
 
 def _as_zoo_module(model: object, spec: ModelSpec) -> ZooModule:
@@ -406,91 +340,29 @@ def _make_default_zoo() -> ModelZoo:
     return ModelZoo()
 
 
-@overload
-def create_model(
-    name: str,
-    *,
-    pretrained: bool = False,
-    num_classes: int | None = None,
-    in_chans: int | None = None,
-    features_only: Literal[False] = False,
-    out_indices: Sequence[int] | None = None,
-    feature_cls: str | None = None,
-    checkpoint_path: str | os.PathLike[str] | None = None,
-    pretrained_cfg_overlay: Mapping[str, object] | None = None,
-    prune_spec: str | os.PathLike[str] | PruneSpec | None = None,
-    **model_kwargs: Any,
-) -> ZooModule: ...
+def _on_default_zoo(method: Callable[[ModelZoo], _F]) -> _F:
+    """method(zoo) as a module function on the default zoo, typed as method(zoo) is: overloads and all.
 
-
-@overload
-def create_model(
-    name: str,
-    *,
-    pretrained: bool = False,
-    num_classes: int | None = None,
-    in_chans: int | None = None,
-    features_only: Literal[True],
-    out_indices: Sequence[int] | None = None,
-    feature_cls: str | None = None,
-    checkpoint_path: str | os.PathLike[str] | None = None,
-    pretrained_cfg_overlay: Mapping[str, object] | None = None,
-    prune_spec: str | os.PathLike[str] | PruneSpec | None = None,
-    **model_kwargs: Any,
-) -> FeatureExtractor: ...
-
-
-@overload
-def create_model(
-    name: str,
-    *,
-    pretrained: bool = False,
-    num_classes: int | None = None,
-    in_chans: int | None = None,
-    features_only: bool = False,
-    out_indices: Sequence[int] | None = None,
-    feature_cls: str | None = None,
-    checkpoint_path: str | os.PathLike[str] | None = None,
-    pretrained_cfg_overlay: Mapping[str, object] | None = None,
-    prune_spec: str | os.PathLike[str] | PruneSpec | None = None,
-    **model_kwargs: Any,
-) -> ZooModule | FeatureExtractor: ...
-
-
-@_eager_under_dynamo
-def create_model(
-    name: str,
-    *,
-    pretrained: bool = False,
-    num_classes: int | None = None,
-    in_chans: int | None = None,
-    features_only: bool = False,
-    out_indices: Sequence[int] | None = None,
-    feature_cls: str | None = None,
-    checkpoint_path: str | os.PathLike[str] | None = None,
-    pretrained_cfg_overlay: Mapping[str, object] | None = None,
-    prune_spec: str | os.PathLike[str] | PruneSpec | None = None,
-    **model_kwargs: Any,
-) -> ZooModule | FeatureExtractor:
-    """Create a registered model by name (or name.tag); features_only=True gives a FeatureExtractor.
-
-    prune_spec (a PruneSpec, a spec file path or the spec text) builds the model at that channel layout.
-    A saved model is named `local-dir:PATH` or `hf-hub:org/name[@revision]` (config.json + weights, as
-    save_pretrained or timm write them); as in timm, pretrained=True loads its weights.
+    The default zoo is looked up on every call, not bound here: it is built on first use (and a test may
+    swap it). Named, documented and with the signature of the ModelZoo method, less self, for help().
     """
-    return default_zoo().create_model(
-        name,
-        pretrained=pretrained,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        features_only=features_only,
-        out_indices=out_indices,
-        feature_cls=feature_cls,
-        checkpoint_path=checkpoint_path,
-        pretrained_cfg_overlay=pretrained_cfg_overlay,
-        prune_spec=prune_spec,
-        **model_kwargs,
+    function = method(cast(ModelZoo, ModelZoo))  # on the class itself, method gives the plain function
+
+    @functools.wraps(function)
+    def on_default(*args: Any, **kwargs: Any) -> object:
+        bound: Callable[..., object] = method(default_zoo())
+        return bound(*args, **kwargs)
+
+    on_default.__qualname__ = on_default.__name__
+    signature = inspect.signature(function)
+    on_default.__signature__ = signature.replace(  # type: ignore[attr-defined]  # read by inspect.signature
+        parameters=list(signature.parameters.values())[1:]
     )
+    return cast(_F, on_default)
+
+
+# the signature is ModelZoo.create_model's, written once; dynamo runs this as plain Python too (see ModelZoo's)
+create_model = _eager_under_dynamo(_on_default_zoo(lambda zoo: zoo.create_model))
 
 
 def save_pretrained(
@@ -550,53 +422,31 @@ def get_pretrained_cfg_value(name: str, key: str) -> object:
     return default_zoo().get_pretrained_cfg_value(name, key)
 
 
-def _optional_str(label: str, value: object, expected: str) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise InvalidValueError(f"{label}={value!r} is invalid: expected {expected}, or None")
+def _read_if_spec_file(value: object) -> object:
+    """create_model's prune_spec with a spec file's path replaced by the file's text (BuildRequest parses it).
+
+    A path is an os.PathLike or a str that is not spec text (spec text has a `:[`).
+    """
+    if isinstance(value, os.PathLike) or (isinstance(value, str) and ":[" not in value):
+        from zoo.domain.errors import PruneSpecError
+
+        try:
+            with open(os.fspath(value), encoding="utf-8") as f:
+                return f.read()
+        except (OSError, UnicodeDecodeError, TypeError, ValueError) as e:
+            raise PruneSpecError(f"prune_spec={value!r} is invalid: cannot read it as a spec file ({e})") from e
     return value
 
 
-def _checkpoint_path(value: object) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, (str, os.PathLike)):
-        raise InvalidValueError(f"checkpoint_path={value!r} is invalid: expected a file path (str or os.PathLike)")
-    path = os.fspath(value)
-    if not isinstance(path, str):
-        raise InvalidValueError(f"checkpoint_path={value!r} is invalid: expected a str path, not bytes")
-    return path
-
-
-def _prune_spec(value: object) -> str | None:
-    """A prune spec given as a PruneSpec, a file path or the text itself, as checked interchange text."""
-    from zoo.domain.errors import PruneSpecError
-    from zoo.domain.prune import PruneSpec, parse_prune_spec
-
-    if value is None:
-        return None
-    if isinstance(value, PruneSpec):
-        return value.to_text()
-    if isinstance(value, os.PathLike) or (isinstance(value, str) and ":[" not in value):
-        path = os.fspath(value)
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except (OSError, UnicodeDecodeError, TypeError, ValueError) as e:
-            raise PruneSpecError(f"prune_spec={value!r} is invalid: cannot read it as a spec file ({e})") from e
-        return parse_prune_spec(text).to_text()
-    if isinstance(value, str):
-        return parse_prune_spec(value).to_text()
-    raise PruneSpecError(f"prune_spec={value!r} is invalid: expected a PruneSpec, a spec file path or the spec text")
-
-
-def _overlay(value: object) -> Mapping[str, object]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+def _with_overlay(cfg: DefaultCfg, overlay: object) -> DefaultCfg:
+    """cfg with create_model's pretrained_cfg_overlay applied: the cfg the request is resolved to."""
+    if overlay is None:
+        return cfg
+    if not isinstance(overlay, Mapping) or not all(isinstance(k, str) for k in overlay):
         raise InvalidValueError(
-            f"pretrained_cfg_overlay={value!r} is invalid: expected a mapping of DefaultCfg field names to values"
+            f"pretrained_cfg_overlay={overlay!r} is invalid: expected a mapping of DefaultCfg field names to values"
         )
-    return cast(Mapping[str, object], value)
+    return cfg.evolve(cast(Mapping[str, object], overlay)) if overlay else cfg
 
 
 if TYPE_CHECKING:  # the model types, for annotations only (not importable at run time) until the package root has them

@@ -76,7 +76,7 @@ def test_unknown_keyword_names_it() -> None:
     assert "drop_rate" in str(err.value)
     app = ModelZoo()
     with pytest.raises(InvalidArgumentError, match="num_classes"):
-        app.builder.model_kwargs(app.get_spec("resnet18"), BuildRequest(model_kwargs={"num_classes": 3}), DefaultCfg())
+        app.builder.model_args(app.get_spec("resnet18"), BuildRequest(cfg=DefaultCfg(), model_args={"num_classes": 3}))
 
 
 def test_bad_names_and_values() -> None:
@@ -160,9 +160,9 @@ def test_options_without_a_service_fail_clearly() -> None:
     bare = Builder()
     spec = ModelZoo().get_spec("resnet18")
     with pytest.raises(FeatureNotAvailableError, match="WeightLoader"):
-        bare.build(spec, BuildRequest(pretrained=True))
+        bare.build(spec, BuildRequest(cfg=spec.default_cfg, pretrained=True))
     with pytest.raises(FeatureNotAvailableError, match="FeatureWrapperFactory"):
-        bare.build(spec, BuildRequest(features_only=True))
+        bare.build(spec, BuildRequest(cfg=spec.default_cfg, features_only=True))
     with pytest.raises(InvalidValueError, match="features_only"):
         zoo.create_model("resnet18", out_indices=(1,))
 

@@ -21,7 +21,7 @@ from zoo.cli import _demo_weights, main
 from zoo.domain.errors import WeightsUnavailableError
 from zoo.domain.values import BuildRequest, DefaultCfg, ModelSpec
 from zoo.services import export
-from zoo.services.builder import Builder
+from zoo.services.builder import Builder, Built
 from zoo.services.weights import CachedWeightLoader
 
 
@@ -31,7 +31,7 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     done: list[str] = []
     build = Builder.build
 
-    def counted(self: Builder, spec: ModelSpec, request: BuildRequest) -> nn.Module:
+    def counted(self: Builder, spec: ModelSpec, request: BuildRequest) -> Built:
         done.append(spec.name)
         return build(self, spec, request)
 

@@ -53,7 +53,7 @@ REPRESENTATIVE = (
 
 def _kwargs(name: str) -> dict[str, object]:
     spec = default_zoo().get_spec(name)
-    return Builder().model_kwargs(spec, BuildRequest(), spec.get_cfg(""))
+    return Builder().model_args(spec, BuildRequest(cfg=spec.default_cfg))
 
 
 def _constructed(name: str, seed: int) -> nn.Module:

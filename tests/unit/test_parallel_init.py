@@ -24,7 +24,7 @@ def _initialised(name: str, seed: int, threads: int) -> dict[str, torch.Tensor]:
     """name's one-pass init (meta build, then init_all_weights) with fills on `threads` threads."""
     spec = default_zoo().get_spec(name)
     with parameters_on_meta():
-        model = spec.constructor(**Builder().model_kwargs(spec, BuildRequest(), spec.get_cfg("")))
+        model = spec.constructor(**Builder().model_args(spec, BuildRequest(cfg=spec.default_cfg)))
     materialize_parameters(model, "cpu", fill=math.nan)
     torch.manual_seed(seed)
     init = getattr(model, "init_all_weights")  # noqa: B009  # nn.Module's __getattr__ types it as a tensor

@@ -26,7 +26,7 @@ from zoo.data.predict import classify, load_image
 from zoo.data.sample import draw_beach
 from zoo.domain.errors import InvalidValueError
 from zoo.domain.values import BuildRequest, DefaultCfg, ModelSpec
-from zoo.services.builder import Builder
+from zoo.services.builder import Builder, Built
 from zoo.services.weights import StateDictLoader
 
 # a classifier whose logits are its bias (zero weights): the ranking and probabilities are known up front
@@ -250,7 +250,7 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     done: list[str] = []
     build = Builder.build
 
-    def counted(self: Builder, spec: ModelSpec, request: BuildRequest) -> nn.Module:
+    def counted(self: Builder, spec: ModelSpec, request: BuildRequest) -> Built:
         model = build(self, spec, request)
         done.append(spec.name)
         return model

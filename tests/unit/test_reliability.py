@@ -18,6 +18,7 @@ from zoo.domain import (
     InvalidValueError,
     ModelSpec,
     ModelSurfaceError,
+    PruneSpec,
     UnknownModelError,
     ZooError,
     protocols,
@@ -135,8 +136,8 @@ class RecordingPruner:
     def __init__(self) -> None:
         self.seen: list[str] = []
 
-    def prune(self, model: nn.Module, spec_text: str) -> nn.Module:
-        self.seen.append(spec_text)
+    def prune(self, model: nn.Module, spec: PruneSpec) -> nn.Module:
+        self.seen.append(spec.to_text())
         assert isinstance(model, Small)
         model.fc = nn.Linear(8, model.num_classes)
         return model
@@ -162,7 +163,7 @@ def test_a_pruner_handed_to_model_zoo_prunes_specs_that_name_a_layout() -> None:
     from zoo.services.builder import Builder
 
     with pytest.raises(zoo.domain.FeatureNotAvailableError, match="Pruner"):
-        Builder().build(reg.get_spec("small_pruned"), BuildRequest())
+        Builder().build(reg.get_spec("small_pruned"), BuildRequest(cfg=reg.get_spec("small_pruned").default_cfg))
 
 
 def test_unused_protocols_are_removed() -> None:

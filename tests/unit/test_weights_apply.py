@@ -224,9 +224,9 @@ def test_mismatch_report_lists_ten_of_each_and_counts() -> None:
 @pytest.mark.parametrize(
     ("bad", "request_"),
     [
-        (lambda sd: {**sd, "conv1.weight": torch.zeros(4, 3, 5, 5)}, BuildRequest()),
-        (lambda sd: {k: v for k, v in sd.items() if k != "conv1.bias"}, BuildRequest()),
-        (lambda sd: {**sd, "conv1.weight": torch.zeros(4, 2, 3, 3)}, BuildRequest(in_chans=4)),
+        (lambda sd: {**sd, "conv1.weight": torch.zeros(4, 3, 5, 5)}, BuildRequest(cfg=TINY_CFG)),
+        (lambda sd: {k: v for k, v in sd.items() if k != "conv1.bias"}, BuildRequest(cfg=TINY_CFG)),
+        (lambda sd: {**sd, "conv1.weight": torch.zeros(4, 2, 3, 3)}, BuildRequest(cfg=TINY_CFG, in_chans=4)),
     ],
     ids=["shape", "missing", "unadaptable-in-chans"],
 )

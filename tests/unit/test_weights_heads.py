@@ -180,7 +180,7 @@ def test_casts_that_lose_meaning_are_refused(key: str, value: torch.Tensor, dtyp
     before = {k: v.clone() for k, v in model.state_dict().items()}
     spec = ModelSpec(name="tiny_net", family="tests", constructor=TinyNet, default_cfgs=(TINY_CFG,))
     with pytest.raises(CheckpointMismatchError, match=rf"{key}.*{dtype}"):
-        apply_weights(model, ckpt, spec, TINY_CFG, BuildRequest(), False)
+        apply_weights(model, ckpt, spec, TINY_CFG, BuildRequest(cfg=TINY_CFG), False)
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) and before[k].dtype == after[k].dtype for k in before)
     with pytest.raises(CheckpointMismatchError, match=rf"{key}.*{dtype}"):

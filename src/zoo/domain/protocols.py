@@ -14,13 +14,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, overload, runtime_checkable
 
-from zoo.domain.values import BuildRecord, DefaultCfg, FeatureCfg, FeatureInfo
+from zoo.domain.values import BuildRecord, BuildRequest, DefaultCfg, FeatureCfg, FeatureInfo, ModelSpec
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     import torch
     from torch import nn
+
+    from zoo.domain.prune import PruneSpec
 
 __all__ = [
     "BuiltForImageSize",
@@ -36,6 +38,7 @@ __all__ = [
     "Recorded",
     "TapStrategies",
     "Tapped",
+    "WeightApplier",
     "WeightLoader",
     "lacking",
     "surface_members",
@@ -62,8 +65,28 @@ class WeightLoader(Protocol):
 class Pruner(Protocol):
     """Rebuilds a model's layers at the widths a prune spec names."""
 
-    def prune(self, model: nn.Module, spec_text: str) -> nn.Module:
-        """Return the model with its Conv/BatchNorm/Linear modules resized to spec_text."""
+    def prune(self, model: nn.Module, spec: PruneSpec) -> nn.Module:
+        """Return the model with its Conv/BatchNorm/Linear modules resized to spec."""
+        ...
+
+
+class WeightApplier(Protocol):
+    """Loads a checkpoint into a freshly built model; the standard one is zoo.services.weights.apply_weights."""
+
+    def __call__(
+        self,
+        model: nn.Module,
+        state_dict: dict[str, torch.Tensor],
+        spec: ModelSpec,
+        cfg: DefaultCfg,
+        request: BuildRequest,
+        on_meta: bool,
+        /,
+    ) -> nn.Module:
+        """The model with state_dict (the checkpoint of cfg, the request's cfg) loaded, adapted to the request.
+
+        on_meta: the model's parameters are on the meta device, to be assigned rather than copied into.
+        """
         ...
 
 

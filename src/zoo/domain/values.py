@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
@@ -12,9 +13,9 @@ from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, TypeAlias, cast, 
 
 import attrs
 
-from zoo.domain.checks import is_int, plain_ints
+from zoo.domain.checks import MAX_WIDTH, check_bool, check_int, is_int, plain_ints
 from zoo.domain.errors import InvalidValueError, PruneSpecError, UnknownModelError
-from zoo.domain.prune import parse_prune_spec
+from zoo.domain.prune import PruneSpec, parse_prune_spec
 
 if TYPE_CHECKING:
     import torch
@@ -110,12 +111,14 @@ def _is_str(inst: object, a: attrs.Attribute[Any], v: object) -> None:
         raise _fail(inst, a.name, v, "a str")
 
 
-def _prune_text(inst: object, a: attrs.Attribute[Any], v: object) -> None:
-    _is_str(inst, a, v)
+def _parsed_layout(owner: str, text: object) -> PruneSpec | None:
+    """text (a prune spec in the interchange format) parsed; its errors name the field it came in (owner)."""
+    if not isinstance(text, str):
+        return None  # the field's validator names what is wrong
     try:
-        parse_prune_spec(cast(str, v))
+        return parse_prune_spec(text)
     except PruneSpecError as e:
-        raise PruneSpecError(f"{type(inst).__name__}.{a.name} is invalid: {e}") from e
+        raise PruneSpecError(f"{owner} is invalid: {e}") from e
 
 
 def _to_tuple(v: object) -> object:
@@ -304,7 +307,12 @@ class ModelSpec:
     feature_cfg: FeatureCfg = attrs.field(factory=FeatureCfg)
     pretrained_filter: CheckpointFilter | None = attrs.field(default=None, eq=False)
     # the channel layout to prune the built model to, in the `name:[shape]***...` interchange format
-    prune_spec: str | None = attrs.field(default=None, validator=attrs.validators.optional(_prune_text))
+    prune_spec: str | None = attrs.field(default=None, validator=attrs.validators.optional(_is_str))
+    # prune_spec parsed, once, when the spec is made: what the Builder prunes to
+    prune_layout: PruneSpec | None = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "prune_layout", _parsed_layout("ModelSpec.prune_spec", self.prune_spec))
 
     @property
     def default_cfg(self) -> DefaultCfg:
@@ -331,30 +339,87 @@ class ModelSpec:
         raise UnknownModelError(f"{self.name}.{tag}", [f"{self.name}.{t}" for t in self.tags], what="tag")
 
 
+def _num_classes(v: object) -> int | None:
+    return None if v is None else check_int("num_classes", v, ge=0, le=MAX_WIDTH)
+
+
+def _in_chans(v: object) -> int | None:
+    return None if v is None else check_int("in_chans", v, ge=1, le=MAX_WIDTH)
+
+
+def _checkpoint_path(v: object) -> object:
+    """A file path as a str; anything else is refused here, naming create_model's keyword."""
+    if v is None:
+        return None
+    path = os.fspath(v) if isinstance(v, (str, os.PathLike)) else None
+    if path is None:
+        raise InvalidValueError(f"checkpoint_path={v!r} is invalid: expected a file path (str or os.PathLike)")
+    if not isinstance(path, str):
+        raise InvalidValueError(f"checkpoint_path={v!r} is invalid: expected a str path, not bytes")
+    return path
+
+
+def _keyword(check: Callable[[str, object], object]) -> Callable[[object, attrs.Attribute[Any], object], None]:
+    """A validator running check on the field: a BuildRequest field is named as create_model's keyword."""
+
+    def validate(inst: object, a: attrs.Attribute[Any], v: object) -> None:
+        check(a.name, v)
+
+    return validate
+
+
+def _feature_cls(name: str, v: object) -> None:
+    if v is not None and not isinstance(v, str):
+        raise InvalidValueError(f"{name}={v!r} is invalid: expected one of 'list', 'dict', 'hook', 'getter', or None")
+
+
+def _resolved_cfg(inst: object, a: attrs.Attribute[Any], v: object) -> None:
+    if not isinstance(v, DefaultCfg):
+        raise _fail(inst, a.name, v, "a DefaultCfg: the cfg of the name (tag) to build, overlay applied")
+
+
+def _to_layout(v: object) -> object:
+    """Spec text is parsed here, the one time it is read; a PruneSpec stays as it is."""
+    return parse_prune_spec(v) if isinstance(v, str) else v
+
+
+def _layout(inst: object, a: attrs.Attribute[Any], v: object) -> None:
+    if v is not None and not isinstance(v, PruneSpec):
+        raise PruneSpecError(f"{a.name}={v!r} is invalid: expected a PruneSpec, a spec file path or the spec text")
+
+
+def _label_names(inst: object, a: attrs.Attribute[Any], v: object) -> None:
+    if not isinstance(v, tuple) or not all(isinstance(x, str) for x in v):
+        raise _fail(inst, a.name, v, "a tuple of str, one per class")
+
+
 @attrs.frozen(kw_only=True)
 class BuildRequest:
-    """What a caller asked create_model for, after name/tag resolution."""
+    """What a caller asked create_model for, resolved and checked once: the cfg, the options, the layout.
 
-    tag: str = attrs.field(default="", validator=_is_str)
-    pretrained: bool = attrs.field(default=False, validator=_is_bool)
-    num_classes: int | None = attrs.field(
-        default=None, converter=_to_int, validator=attrs.validators.optional(_non_negative_int)
-    )
-    in_chans: int | None = attrs.field(
-        default=None, converter=_to_int, validator=attrs.validators.optional(_positive_int)
-    )
-    features_only: bool = attrs.field(default=False, validator=_is_bool)
+    Each option is checked here, its error naming create_model's keyword (the field's name); the Builder
+    and the services it calls take them as they are.
+    """
+
+    # the resolved cfg: the name's tag's (or a saved model's), with pretrained_cfg_overlay applied
+    cfg: DefaultCfg = attrs.field(validator=_resolved_cfg)
+    pretrained: bool = attrs.field(default=False, validator=_keyword(check_bool))
+    num_classes: int | None = attrs.field(default=None, converter=_num_classes)
+    in_chans: int | None = attrs.field(default=None, converter=_in_chans)
+    features_only: bool = attrs.field(default=False, validator=_keyword(check_bool))
     # kept as given (lists become tuples): the feature factory validates it against the model's taps
     out_indices: Sequence[int] | None = attrs.field(default=None, converter=_to_tuple)
-    feature_cls: str | None = attrs.field(default=None, validator=attrs.validators.optional(_is_str))
-    checkpoint_path: str | None = attrs.field(default=None, validator=attrs.validators.optional(_is_str))
-    cfg_overlay: Mapping[str, object] = attrs.field(
-        factory=dict, converter=_frozen_mapping, validator=_str_keys("a mapping of DefaultCfg field names to values")
+    feature_cls: str | None = attrs.field(default=None, validator=_keyword(_feature_cls))
+    checkpoint_path: str | None = attrs.field(default=None, converter=_checkpoint_path)
+    # the model keywords; numpy integers become plain ints here, so every constructor gets (and every
+    # BuildRecord keeps) plain ones
+    model_args: Mapping[str, object] = attrs.field(
+        factory=dict, converter=_keyword_values, validator=_str_keys("a mapping of keyword names to values")
     )
-    # numpy integers become plain ints here, so every constructor gets (and every BuildRecord keeps) plain ones
-    model_kwargs: Mapping[str, object] = attrs.field(factory=dict, converter=_keyword_values)
-    # a channel layout (interchange format) replacing the spec's own, from create_model(prune_spec=...)
-    prune_spec: str | None = attrs.field(default=None, validator=attrs.validators.optional(_prune_text))
+    # the caller's channel layout, replacing the one the name is registered with (create_model's prune_spec)
+    prune_spec: PruneSpec | None = attrs.field(default=None, converter=_to_layout, validator=_layout)
+    # a saved model's class names; the BuildRecord keeps them while the built model has one class per name
+    label_names: tuple[str, ...] = attrs.field(default=(), converter=_to_tuple, validator=_label_names)
 
 
 def _copied_dict(v: object) -> object:
@@ -373,9 +438,12 @@ def _plain(v: object) -> object:
     return v
 
 
-def _label_names(inst: object, a: attrs.Attribute[Any], v: object) -> None:
-    if not isinstance(v, tuple) or not all(isinstance(x, str) for x in v):
-        raise _fail(inst, a.name, v, "a tuple of str, one per class")
+def _layout_text(v: object) -> object:
+    """A PruneSpec as its interchange text (parsed already: not read again); text is checked by parsing it."""
+    if isinstance(v, PruneSpec):
+        return v.to_text()
+    _parsed_layout("BuildRecord.prune_spec", v)
+    return v
 
 
 @attrs.frozen(kw_only=True)
@@ -392,4 +460,6 @@ class BuildRecord:
     )
     label_names: tuple[str, ...] = attrs.field(default=(), converter=_to_tuple, validator=_label_names)
     # the caller's channel layout (create_model's prune_spec, interchange text); None: the architecture's own
-    prune_spec: str | None = attrs.field(default=None, validator=attrs.validators.optional(_prune_text))
+    prune_spec: str | None = attrs.field(
+        default=None, converter=_layout_text, validator=attrs.validators.optional(_is_str)
+    )

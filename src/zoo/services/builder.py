@@ -1,12 +1,13 @@
-"""Builder: spec + request -> a ready nn.Module, in a fixed order of service calls."""
+"""Builder: spec + request -> a ready nn.Module and its BuildRecord, in a fixed order of service calls."""
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
+import attrs
 import torch
 from torch import nn
 
@@ -17,6 +18,7 @@ from zoo.domain.protocols import (
     FeatureWrapperFactory,
     InitialisesOnce,
     Pruner,
+    WeightApplier,
     WeightLoader,
     lacking,
 )
@@ -24,10 +26,8 @@ from zoo.domain.values import BuildRecord, BuildRequest, DefaultCfg, ModelSpec
 from zoo.services.parallel_init import parallel_random_fills
 
 if TYPE_CHECKING:
+    from zoo.domain.prune import PruneSpec
     from zoo.services.weights.meta import KeptStorage
-
-# Applies a checkpoint to a model: (model, state_dict, spec, cfg, request, on_meta) -> model.
-WeightApplier = Callable[[nn.Module, dict[str, torch.Tensor], ModelSpec, DefaultCfg, BuildRequest, bool], nn.Module]
 
 # Arguments the Builder itself fills in for every constructor that takes them.
 _BUILDER_ARGS = ("num_classes", "in_chans")
@@ -42,12 +42,6 @@ def constructor_params(spec: ModelSpec) -> tuple[str, ...] | None:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return None
     return tuple(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
-
-
-def resolve_cfg(spec: ModelSpec, request: BuildRequest) -> DefaultCfg:
-    """The tag's cfg with the caller's overlay applied."""
-    cfg = spec.get_cfg(request.tag)
-    return cfg.evolve(request.cfg_overlay) if request.cfg_overlay else cfg
 
 
 def adapt_cfg(
@@ -161,6 +155,18 @@ def _allocation_is_the_request(spec: ModelSpec, kwargs: dict[str, object]) -> It
         ) from None
 
 
+@attrs.frozen(eq=False)
+class Built:
+    """What Builder.build made: the model and, complete, the cfg that describes it and the record that rebuilds it.
+
+    The model carries both as well (`default_cfg`, also as `pretrained_cfg`, and `build_record`), set once.
+    """
+
+    model: nn.Module  # a feature extractor when the request is features_only
+    cfg: DefaultCfg
+    record: BuildRecord
+
+
 class Builder:
     """Instantiates, prunes, loads weights into and wraps models; each step is a service."""
 
@@ -177,16 +183,18 @@ class Builder:
         self.pruner = pruner
         self.feature_factory = feature_factory
 
-    def model_kwargs(self, spec: ModelSpec, request: BuildRequest, cfg: DefaultCfg) -> dict[str, object]:
-        """The constructor's keywords; one it does not take raises InvalidArgumentError naming it.
+    def model_args(self, spec: ModelSpec, request: BuildRequest) -> dict[str, object]:
+        """The constructor's keywords: the spec's model_args, the request's, and num_classes and in_chans (given,
+        or the request's cfg's) where the constructor takes them; one it does not take raises InvalidArgumentError.
 
-        num_classes and in_chans are among them where the constructor takes them (any nn.Module
-        constructor may be registered: one that does not take them builds its own head and stem).
+        Any nn.Module constructor may be registered: one that does not take num_classes or in_chans builds its
+        own head and stem.
         """
-        clash = sorted(set(request.model_kwargs) & set(_BUILDER_ARGS))
+        cfg = request.cfg
+        clash = sorted(set(request.model_args) & set(_BUILDER_ARGS))
         if clash:
             raise InvalidArgumentError(f"pass {clash} as create_model arguments, not model keywords")
-        kwargs: dict[str, object] = {**spec.model_args, **request.model_kwargs}
+        kwargs: dict[str, object] = {**spec.model_args, **request.model_args}
         accepted = constructor_params(spec)
         num_classes, in_chans = _builder_args(request, cfg)
         if accepted is None or "num_classes" in accepted:
@@ -205,10 +213,10 @@ class Builder:
                 )
         return kwargs
 
-    def build(self, spec: ModelSpec, request: BuildRequest) -> nn.Module:
-        """Build the model the request describes; the result carries its resolved `default_cfg`."""
-        cfg = resolve_cfg(spec, request)
-        kwargs = self.model_kwargs(spec, request, cfg)
+    def build(self, spec: ModelSpec, request: BuildRequest) -> Built:
+        """Build the model the request describes, with the cfg that describes it and its complete BuildRecord."""
+        cfg = request.cfg
+        kwargs = self.model_args(spec, request)
         wants_weights = request.pretrained or request.checkpoint_path is not None
         self._check_available(spec, request, wants_weights)
         assert self.weight_loader is not None or not wants_weights  # narrowed by _check_available
@@ -233,13 +241,13 @@ class Builder:
         # (not when the caller builds under torch.device("meta"): then nothing is to be initialised)
         device = torch.get_default_device()
         init_once = state_dict is None and device.type != "meta" and initialises_itself(spec)
-        prune_spec = _prune_spec(spec, request) if self.pruner is not None else None
-        with _construction(on_meta=on_meta, init_once=init_once, pruned=prune_spec is not None) as kept:
+        layout = _layout_to_build(spec, request) if self.pruner is not None else None
+        with _construction(on_meta=on_meta, init_once=init_once, pruned=layout is not None) as kept:
             model = _construct(spec, kwargs)
         if "num_classes" not in kwargs:
             num_classes = _fit_head(model, spec, request.num_classes, num_classes)
-        if prune_spec is not None and self.pruner is not None:
-            model = self.pruner.prune(model, prune_spec)
+        if layout is not None and self.pruner is not None:
+            model = self.pruner.prune(model, layout)
         if init_once:
             with _allocation_is_the_request(spec, kwargs):  # pruned layers' parameters are allocated here
                 _init_once(model, device, kept)
@@ -254,13 +262,20 @@ class Builder:
         resolved = adapt_cfg(
             cfg, num_classes=num_classes, in_chans=in_chans, features_only=request.features_only, image_size=image_size
         )
-        object.__setattr__(model, "default_cfg", resolved)
-        object.__setattr__(model, "pretrained_cfg", resolved)  # the name timm users look for
+        names = request.label_names
         # the builder's arguments the constructor took: what rebuilds this model
         taken = {k: v for k, v in (("num_classes", num_classes), ("in_chans", in_chans)) if k in kwargs}
-        args = {**request.model_kwargs, **taken}
-        object.__setattr__(model, "build_record", BuildRecord(architecture=spec.name, model_args=args))
-        return model
+        record = BuildRecord(
+            architecture=spec.name,
+            model_args={**request.model_args, **taken},
+            # class names describe a classifier of as many classes: kept only while the model has one
+            label_names=names if isinstance(model, ClassifierHead) and model.num_classes == len(names) else (),
+            prune_spec=request.prune_spec,  # the layout is part of what rebuilds the model (save_pretrained)
+        )
+        object.__setattr__(model, "default_cfg", resolved)
+        object.__setattr__(model, "pretrained_cfg", resolved)  # the name timm users look for
+        object.__setattr__(model, "build_record", record)
+        return Built(model=model, cfg=resolved, record=record)
 
     def _check_available(self, spec: ModelSpec, request: BuildRequest, wants_weights: bool) -> None:
         if wants_weights and (self.weight_loader is None or self.weight_applier is None):
@@ -272,7 +287,7 @@ class Builder:
             )
         if not request.features_only and (request.out_indices is not None or request.feature_cls is not None):
             raise InvalidValueError("out_indices and feature_cls need features_only=True")
-        if _prune_spec(spec, request) is not None and self.pruner is None:
+        if _layout_to_build(spec, request) is not None and self.pruner is None:
             raise FeatureNotAvailableError(f"{spec.name} would be pruned, and this ModelZoo has no Pruner")
 
 
@@ -318,6 +333,6 @@ def _fit_head(model: nn.Module, spec: ModelSpec, asked: int | None, default: int
     return int(model.num_classes)
 
 
-def _prune_spec(spec: ModelSpec, request: BuildRequest) -> str | None:
-    # a caller's layout replaces the one a pruned name is registered with
-    return request.prune_spec if request.prune_spec is not None else spec.prune_spec
+def _layout_to_build(spec: ModelSpec, request: BuildRequest) -> PruneSpec | None:
+    """The channel layout to prune to: the caller's, which replaces the one a pruned name is registered with."""
+    return request.prune_spec if request.prune_spec is not None else spec.prune_layout

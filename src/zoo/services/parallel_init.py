@@ -34,16 +34,15 @@ from torch.overrides import TorchFunctionMode
 
 __all__ = ["parallel_random_fills"]
 
-# Fills that write random values without reading the tensor; each takes a `generator` keyword.
+# Fills that write random values without reading the tensor; each takes a `generator` keyword. Only the
+# functions torch (2.14) hands to __torch_function__ as themselves: nn.init's kaiming_normal_, xavier_normal_
+# and xavier_uniform_ reach it only as the Tensor.normal_ / uniform_ they call, and trunc_normal_ as the
+# Tensor fills it then reads back (so they run at once); listed, they would never match.
 _RANDOM_FILLS: frozenset[Callable[..., object]] = frozenset(
     {
         nn.init.normal_,
         nn.init.uniform_,
-        nn.init.trunc_normal_,
-        nn.init.kaiming_normal_,
         nn.init.kaiming_uniform_,
-        nn.init.xavier_normal_,
-        nn.init.xavier_uniform_,
         torch.Tensor.normal_,
         torch.Tensor.uniform_,
     }

@@ -21,9 +21,20 @@ import attrs
 import torch
 from torch import nn
 
-from zoo.domain.errors import InvalidValueError, PruneSpecError, SavedModelError, SaveSurfaceError, ZooError
-from zoo.domain.protocols import ClassifierHead, Configured, Recorded, lacking
-from zoo.domain.values import BuildRecord, DefaultCfg
+from zoo.domain.errors import (
+    FeatureNotAvailableError,
+    InvalidArgumentError,
+    InvalidValueError,
+    PruneSpecError,
+    SavedModelError,
+    SaveSurfaceError,
+    UnknownModelError,
+    WeightsUnavailableError,
+    ZooError,
+)
+from zoo.domain.protocols import ClassifierHead, Configured, Pruner, Recorded, WeightLoader, lacking
+from zoo.domain.prune import PruneSpec
+from zoo.domain.values import BuildRecord, BuildRequest, DefaultCfg, ModelSpec
 from zoo.services.files import replace_together
 from zoo.services.paths import expand_user
 
@@ -55,7 +66,7 @@ class SavedModel:
     cfg: DefaultCfg  # with the weights' source set: file= for a directory, hf_hub_id= for a repo
     model_args: Mapping[str, object]
     label_names: tuple[str, ...] = ()
-    prune_spec: str | None = None  # the channel layout to build (interchange text); None: the architecture's own
+    prune_spec: PruneSpec | None = None  # the channel layout to build; None: the architecture's own
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -386,7 +397,7 @@ def parse_config(data: object, *, location: str, source: Mapping[str, object]) -
     if "num_classes" in data:
         raw_cfg = {**raw_cfg, "num_classes": data["num_classes"]}
     label_names = _label_names(data.get("label_names", raw_cfg.get("label_names")), location)
-    prune_spec = _prune_spec(data.get("prune_spec"), location)
+    prune_spec = _saved_layout(data.get("prune_spec"), location)
     cfg = _cfg_from_saved(raw_cfg, model_args, location)
     cfg = cfg.evolve({**{k: "" for k in _SOURCE_FIELDS if k != "check_hash"}, "check_hash": False, **source})
     return SavedModel(
@@ -399,15 +410,14 @@ def parse_config(data: object, *, location: str, source: Mapping[str, object]) -
     )
 
 
-def _prune_spec(value: object, location: str) -> str | None:
+def _saved_layout(value: object, location: str) -> PruneSpec | None:
+    """config.json's prune_spec, parsed; a value that is not a spec is a SavedModelError naming the file."""
     if value is None:
         return None
-    from zoo.domain.prune import parse_prune_spec
-
     try:
         if not isinstance(value, str):
             raise PruneSpecError(f"expected the `name:[d0, d1, ...]***...` text, not {type(value).__name__}")
-        return parse_prune_spec(value).to_text()
+        return PruneSpec.parse(value)
     except PruneSpecError as e:
         raise SavedModelError(f"{location}: prune_spec is invalid: {e}") from None
 
@@ -466,3 +476,93 @@ def _label_names(value: object, location: str) -> tuple[str, ...]:
         return tuple(value)
     warnings.warn(f"{location}: label_names is not a list of names, one per class; ignored", stacklevel=4)
     return ()
+
+
+# -- building -----------------------------------------------------------------------------------
+
+
+def open_saved(name: str, loader: WeightLoader | None) -> SavedModel | None:
+    """The saved model a local-dir:/hf-hub: name points at (its hub files fetched through loader), else None.
+
+    The zoo's own loader, the injected one when given: a fake or a mirror serves config.json as it serves weights.
+    """
+    if not is_saved_name(name):
+        return None
+    fetch = getattr(loader, "fetch_hub_file", None)
+    if not callable(fetch):  # a loader written before fetch_hub_file joined the protocol: say what is missing
+        raise FeatureNotAvailableError(
+            f"{name!r} needs its config.json from the hub, and this ModelZoo's WeightLoader "
+            f"({type(loader).__qualname__}) has no fetch_hub_file(hub_id, filename) -> Path"
+        )
+    return read_saved(name, fetch_hub_file=fetch)
+
+
+def saved_spec(saved: SavedModel, get_spec: Callable[[str], ModelSpec]) -> ModelSpec:
+    """The registered spec of the saved architecture; one the registry lacks is a SavedModelError."""
+    try:
+        return get_spec(saved.architecture)
+    except (UnknownModelError, InvalidValueError) as e:
+        raise SavedModelError(f"{saved.location}: architecture {saved.architecture!r} is not available: {e}") from None
+
+
+def saved_model_args(saved: SavedModel, spec: ModelSpec) -> dict[str, object]:
+    """The saved keywords the constructor takes; num_classes and in_chans come through the saved cfg."""
+    from zoo.services.builder import constructor_params
+
+    args = {k: v for k, v in saved.model_args.items() if k not in ("num_classes", "in_chans")}
+    accepted = constructor_params(spec)
+    bad = sorted(set(args) - set(accepted)) if accepted is not None else []
+    if bad:
+        raise InvalidArgumentError(
+            f"{saved.location}: model_args {', '.join(map(repr, bad))} are not keywords of {spec.name} "
+            f"(it takes: {', '.join(sorted(set(accepted or ()) - {'num_classes', 'in_chans'}))})"
+        )
+    return args
+
+
+def rebuild_layout(
+    saved: SavedModel,
+    tensors: Mapping[str, torch.Tensor],
+    *,
+    get_spec: Callable[[str], ModelSpec],
+    pruner: Pruner | None,
+) -> nn.Module:
+    """What create_model(saved name, pretrained=True) builds, its parameters left on the meta device.
+
+    Built as a load is (the tensors stand in for the checkpoint), so no parameter memory or random
+    init is spent; they are not assigned, only the layout is wanted.
+    """
+    from zoo.services.builder import Builder
+
+    spec = saved_spec(saved, get_spec)
+    request = BuildRequest(
+        cfg=saved.cfg, pretrained=True, model_args=saved_model_args(saved, spec), prune_spec=saved.prune_spec
+    )
+    builder = Builder(weight_loader=_TensorsInHand(tensors), weight_applier=_layout_only, pruner=pruner)
+    return builder.build(spec, request).model
+
+
+class _TensorsInHand:
+    """The WeightLoader of a rebuild: the tensors being saved stand in for the checkpoint."""
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        self._tensors = tensors
+
+    def load_state_dict(self, cfg: DefaultCfg, *, checkpoint_path: str | None = None) -> dict[str, torch.Tensor]:
+        return dict(self._tensors)  # read for the class count only: no copy needed
+
+    def fetch_hub_file(self, hub_id: str, filename: str) -> Path:
+        raise WeightsUnavailableError(f"{filename} of hub repo {hub_id!r}: a rebuild reads only the tensors in hand")
+
+
+def _layout_only(
+    model: nn.Module,
+    state_dict: dict[str, torch.Tensor],
+    spec: ModelSpec,
+    cfg: DefaultCfg,
+    request: BuildRequest,
+    on_meta: bool,
+    /,
+) -> nn.Module:
+    """The WeightApplier of a rebuild: the model's layout is wanted, not the tensors' values."""
+    return model

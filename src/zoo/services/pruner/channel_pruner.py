@@ -15,9 +15,9 @@ __all__ = ["ChannelPruner"]
 class ChannelPruner:
     """The standard Pruner: applies prune specs, checks them, derives them from weight magnitudes."""
 
-    def prune(self, model: nn.Module, spec_text: str) -> nn.Module:
-        """The Pruner protocol: apply the spec given in the interchange format."""
-        return self.apply(model, parse_prune_spec(spec_text))
+    def prune(self, model: nn.Module, spec: PruneSpec | str) -> nn.Module:
+        """The Pruner protocol: apply the spec (a PruneSpec or its interchange text); see apply."""
+        return self.apply(model, spec)
 
     def check(self, model: nn.Module, spec: PruneSpec) -> None:
         """Raise PruneSpecError unless spec fits model; the model is not changed."""
