@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.archs._cfgs import family_specs, pruned_layout
 from zoo.archs.base import ZooModule
+from zoo.archs.catalogue import family_specs, pruned_layout
 from zoo.archs.layers import (
     ACT_LAYERS,
     BatchNormAct2d,

@@ -14,8 +14,8 @@ import attrs
 import torch
 from torch import nn
 
-from zoo.archs._cfgs import family_specs
 from zoo.archs.base import ZooModule
+from zoo.archs.catalogue import family_specs
 from zoo.archs.layers import (
     AvgPool2dSame,
     ClassifierHead,

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.archs._cfgs import family_specs, pruned_layout
 from zoo.archs.base import ZooModule
+from zoo.archs.catalogue import family_specs, pruned_layout
 from zoo.archs.layers import (
     POOL_TYPES,
     AvgPool2dSame,
@@ -454,33 +454,33 @@ class ResNet(ZooModule):
         return out
 
 
+# ResNet-D: a deep 3x3 stem and average-pooled shortcuts
 _D = {"stem_width": 32, "stem_type": "deep", "avg_down": True}
+# depth -> block and blocks per stage: resnet<depth> and its ResNet-D twin resnet<depth>d are built from these
+_DEPTHS: dict[int, dict[str, object]] = {
+    18: {"block": BasicBlock, "layers": (2, 2, 2, 2)},
+    26: {"block": Bottleneck, "layers": (2, 2, 2, 2)},
+    34: {"block": BasicBlock, "layers": (3, 4, 6, 3)},
+    50: {"block": Bottleneck, "layers": (3, 4, 6, 3)},
+    101: {"block": Bottleneck, "layers": (3, 4, 23, 3)},
+    152: {"block": Bottleneck, "layers": (3, 8, 36, 3)},
+}
 _ARCHS: dict[str, dict[str, object]] = {
-    "resnet18": {"block": BasicBlock, "layers": (2, 2, 2, 2)},
-    "resnet26": {"block": Bottleneck, "layers": (2, 2, 2, 2)},
-    "resnet34": {"block": BasicBlock, "layers": (3, 4, 6, 3)},
-    "resnet50": {"block": Bottleneck, "layers": (3, 4, 6, 3)},
-    "resnet101": {"block": Bottleneck, "layers": (3, 4, 23, 3)},
-    "resnet152": {"block": Bottleneck, "layers": (3, 8, 36, 3)},
-    "resnet18d": {"block": BasicBlock, "layers": (2, 2, 2, 2), **_D},
-    "resnet26d": {"block": Bottleneck, "layers": (2, 2, 2, 2), **_D},
-    "resnet34d": {"block": BasicBlock, "layers": (3, 4, 6, 3), **_D},
-    "resnet50d": {"block": Bottleneck, "layers": (3, 4, 6, 3), **_D},
-    "resnet101d": {"block": Bottleneck, "layers": (3, 4, 23, 3), **_D},
-    "resnet152d": {"block": Bottleneck, "layers": (3, 8, 36, 3), **_D},
-    "resnext50_32x4d": {"block": Bottleneck, "layers": (3, 4, 6, 3), "cardinality": 32, "base_width": 4},
-    "resnext101_32x8d": {"block": Bottleneck, "layers": (3, 4, 23, 3), "cardinality": 32, "base_width": 8},
-    "wide_resnet50_2": {"block": Bottleneck, "layers": (3, 4, 6, 3), "base_width": 128},
-    "wide_resnet101_2": {"block": Bottleneck, "layers": (3, 4, 23, 3), "base_width": 128},
-    "seresnet50": {"block": Bottleneck, "layers": (3, 4, 6, 3), "attn_layer": "se"},
-    "ecaresnet50d": {"block": Bottleneck, "layers": (3, 4, 6, 3), "attn_layer": "eca", **_D},
+    **{f"resnet{depth}": args for depth, args in _DEPTHS.items()},
+    **{f"resnet{depth}d": {**args, **_D} for depth, args in _DEPTHS.items()},
+    "resnext50_32x4d": {**_DEPTHS[50], "cardinality": 32, "base_width": 4},
+    "resnext101_32x8d": {**_DEPTHS[101], "cardinality": 32, "base_width": 8},
+    "wide_resnet50_2": {**_DEPTHS[50], "base_width": 128},
+    "wide_resnet101_2": {**_DEPTHS[101], "base_width": 128},
+    "seresnet50": {**_DEPTHS[50], "attn_layer": "se"},
+    "ecaresnet50d": {**_DEPTHS[50], "attn_layer": "eca", **_D},
 }
 
 
 # Pruned ECA-ResNet-D: the unpruned architecture rebuilt at the published checkpoints' channel widths.
 _PRUNED: dict[str, dict[str, object]] = {
     "ecaresnet50d_pruned": _ARCHS["ecaresnet50d"],
-    "ecaresnet101d_pruned": {"block": Bottleneck, "layers": (3, 4, 23, 3), "attn_layer": "eca", **_D},
+    "ecaresnet101d_pruned": {**_DEPTHS[101], "attn_layer": "eca", **_D},
 }
 
 MODEL_SPECS: tuple[ModelSpec, ...] = tuple(

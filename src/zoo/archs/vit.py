@@ -17,8 +17,8 @@ import torch
 import torch.fx
 from torch import nn
 
-from zoo.archs._cfgs import family_specs
 from zoo.archs.base import ZooModule
+from zoo.archs.catalogue import family_specs
 from zoo.archs.layers import DropPath, init_each_module, is_scripting, sequential_prefix
 from zoo.archs.layers.layer_scale import LayerScale
 from zoo.archs.layers.mlp import Mlp
