@@ -11,28 +11,34 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import os
 from collections.abc import Mapping, Sequence
-from importlib import resources
 
 from zoo.domain.values import DefaultCfg, FeatureCfg, ModelConstructor, ModelSpec
 
 __all__ = ["FAMILIES", "family_cfgs", "family_specs", "load_family", "pruned_layout"]
 
-_PACKAGE = "zoo.archs"
+# package data beside this module, read with os and open: importlib.resources would add some 10 ms of imports
+# (pathlib, zipfile, tempfile) to the first list_models
+_CFGS = os.path.join(os.path.dirname(__file__), "cfgs")
+_PRUNED = os.path.join(os.path.dirname(__file__), "pruned")
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
 
 
 @functools.cache
 def _cfg_file(family: str) -> Mapping[str, Sequence[Mapping[str, object]]]:
     # parsed once per process: the catalogue reads its names, the family's module its cfgs (neither changes it)
-    text = resources.files(_PACKAGE).joinpath("cfgs").joinpath(f"{family}.json").read_text(encoding="utf-8")
-    data: dict[str, list[dict[str, object]]] = json.loads(text)
+    data: dict[str, list[dict[str, object]]] = json.loads(_read(os.path.join(_CFGS, f"{family}.json")))
     return data
 
 
 def _families() -> dict[str, tuple[str, ...]]:
-    files = sorted(f.name for f in resources.files(_PACKAGE).joinpath("cfgs").iterdir() if f.name.endswith(".json"))
-    families = [name.removesuffix(".json") for name in files]
-    return {f"{_PACKAGE}.{family}": tuple(_cfg_file(family)) for family in families}
+    families = sorted(name.removesuffix(".json") for name in os.listdir(_CFGS) if name.endswith(".json"))
+    return {f"zoo.archs.{family}": tuple(_cfg_file(family)) for family in families}
 
 
 # family module -> its model names (its cfg file's keys), for every cfg file the package ships
@@ -55,7 +61,7 @@ def family_cfgs(family: str) -> dict[str, tuple[DefaultCfg, ...]]:
 
 def pruned_layout(name: str) -> str:
     """The channel layout a pruned name is built at, shipped as package data (pruned/<name>.txt)."""
-    return resources.files(_PACKAGE).joinpath("pruned").joinpath(f"{name}.txt").read_text(encoding="utf-8")
+    return _read(os.path.join(_PRUNED, f"{name}.txt"))
 
 
 def family_specs(
