@@ -102,10 +102,11 @@ def run_intermediates(
     tap = x
     for i, step in enumerate(run):
         x, tap = step(x)
+        if i not in wanted:
+            continue  # (with stop_early, the last step run is a wanted one)
         if norm and (finish_every_tap or i == last):
             tap = end(tap)
-        if i in wanted:
-            taps.append(format_tap(tap, output_fmt))
+        taps.append(format_tap(tap, output_fmt))
     if intermediates_only:
         return taps
     return (tap if stop_early and not finish_every_tap else end(x)), taps
