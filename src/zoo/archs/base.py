@@ -61,7 +61,9 @@ class ZooModule(nn.Module):
         result must be distributed as construction's (torch's defaults, then the family's own init).
         A family without it is built the ordinary way, torch's defaults first. (Not `init_weights`:
         timm's ViT has a method of that name that initialises only some tensors, and a port keeping
-        it must not opt in by accident.) archs.layers.init_each_module is the usual body.
+        it must not opt in by accident.) A family writes its rules once, in a function both paths call:
+        this method with archs.layers.init_each_module(..., fresh=True), its constructor with fresh=False
+        (over torch's defaults, drawn as each layer was built).
         """
         raise NotImplementedError(f"{type(self).__name__} is initialised by its constructor only")
 
