@@ -1,6 +1,9 @@
 """Regenerate src/zoo/archs/cfgs/<family>.json from the reference facts in shared/reference.
 
 Usage: python tools/sync_cfgs.py [REFERENCE_DIR]
+
+The names are each cfg file's own keys (the catalogue reads them from there): to add a model, add its
+name to its family's file with an empty list of cfgs (and its arguments to the family module), then run this.
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING
+
 from zoo.api import (
     ModelZoo,
     convert_sync_batchnorm,
@@ -16,10 +19,20 @@ from zoo.api import (
     save_pretrained,
 )
 from zoo.domain.errors import ZooError
+from zoo.domain.values import DefaultCfg
+
+if TYPE_CHECKING:
+    from zoo.archs.base import ZooModule
+    from zoo.services.features import FeatureExtractor
+    from zoo.services.registry import Registry
 
 __all__ = [
+    "DefaultCfg",
+    "FeatureExtractor",
     "ModelZoo",
+    "Registry",
     "ZooError",
+    "ZooModule",
     "convert_sync_batchnorm",
     "create_model",
     "fuse_for_inference",
@@ -32,3 +45,23 @@ __all__ = [
     "save_pretrained",
 ]
 __version__ = "0.1.0"
+
+# public classes whose modules import torch: imported on first use, so that `import zoo` stays cheap
+_LAZY = {
+    "FeatureExtractor": "zoo.services.features",
+    "Registry": "zoo.services.registry",
+    "ZooModule": "zoo.archs.base",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'zoo' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups find it without coming here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -447,7 +447,3 @@ def _with_overlay(cfg: DefaultCfg, overlay: object) -> DefaultCfg:
             f"pretrained_cfg_overlay={overlay!r} is invalid: expected a mapping of DefaultCfg field names to values"
         )
     return cfg.evolve(cast(Mapping[str, object], overlay)) if overlay else cfg
-
-
-if TYPE_CHECKING:  # the model types, for annotations only (not importable at run time) until the package root has them
-    __all__ += ["FeatureExtractor", "ZooModule"]

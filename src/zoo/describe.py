@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from zoo.api import ZooModule
+    from zoo import ZooModule
     from zoo.services.pruner import ModelCost
 
 __all__ = [

@@ -16,7 +16,7 @@ from torch import nn
 
 import zoo
 from modelcache import built, served, taps_without_getter
-from zoo.archs.surface import Intermediates, forward_intermediates_by_steps
+from zoo.archs.surface import Intermediates, run_intermediates, tap_is_state
 from zoo.domain.errors import InvalidFeatureRequestError
 from zoo.domain.values import FEATURE_CLASSES, FeatureCfg, FeatureInfo
 from zoo.services.features import FeatureFactory
@@ -68,9 +68,9 @@ class TapChain(nn.Module):
         output_fmt: str = "NCHW",
         intermediates_only: bool = False,
     ) -> Intermediates:
-        return forward_intermediates_by_steps(
+        return run_intermediates(
             x,
-            [self.stem, *self.stages],
+            [tap_is_state(step) for step in (self.stem, *self.stages)],
             self.feature_info,
             indices,
             norm=norm,

@@ -13,13 +13,12 @@ import attrs
 import torch
 from torch import nn
 
-from zoo.archs._cfgs import family_specs
 from zoo.archs.base import ZooModule
+from zoo.archs.catalogue import family_specs
 from zoo.archs.layers import (
     ClassifierHead,
     DropPath,
     GlobalPool,
-    IntermediatesMixin,
     check_head,
     init_each_module,
     is_scripting,
@@ -146,13 +145,37 @@ class ConvNeXtStage(nn.Module):
         return run_stage(self.blocks, self.downsample(x), checkpointed)
 
 
-class ConvNeXt(IntermediatesMixin, ZooModule):
+def _init_weights(model: ConvNeXt, *, fresh: bool) -> None:
+    """ConvNeXt's init, on construction (fresh=False: over torch's defaults) and one-pass creation (fresh: every
+    tensor once): convolutions and linears N(0, 0.02) with zero bias, the head's linears scaled by head_init_scale;
+    layer scale and norms as built (torch's default)."""
+    head = set(model.head.modules())
+    head_scale = abs(model._head_init_scale)
+
+    def rule(m: nn.Module) -> bool:
+        if not isinstance(m, (nn.Conv2d, nn.Linear)):
+            return False
+        # timm draws trunc_normal_(std=0.02), cut at +-2: 100 std out, where no normal draw reaches, so it is normal_
+        # (the same values from the same seed, in torch 2.14) plus a rejection check costing 3/4 as much again. The
+        # head's linears are then scaled: N(0, 0.02 * |scale|), a symmetric law ignoring the sign.
+        scale = head_scale if isinstance(m, nn.Linear) and m in head else 1.0
+        nn.init.normal_(m.weight, std=0.02 * scale)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+        return True
+
+    init_each_module(model, rule, fresh=fresh)
+
+
+class ConvNeXt(ZooModule):
     """ConvNeXt: patchify stem (conv + LayerNorm), four stages; dilation replaces striding past output_stride.
 
     The default head pools, then normalises (LayerNorm), then classifies; head_norm_first normalises
     the map before pooling instead (the norm then ends forward_features). set_grad_checkpointing
     recomputes each block's activations in backward.
     """
+
+    classifier_name = "head.fc"
 
     def __init__(
         self,
@@ -252,40 +275,11 @@ class ConvNeXt(IntermediatesMixin, ZooModule):
         )
         self.head_hidden_size = self.head.num_features
         self._head_init_scale = head_init_scale
-        self._init_weights(head_init_scale)
-
-    def _init_weights(self, head_init_scale: float) -> None:
-        for name, m in self.named_modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-                if name.startswith("head.") and isinstance(m, nn.Linear):
-                    with torch.no_grad():
-                        m.weight.mul_(head_init_scale)
-                        m.bias.mul_(head_init_scale)
+        _init_weights(self, fresh=False)
 
     def init_all_weights(self) -> None:
-        """Every tensor once: convs/linears N(0, 0.02), zero bias, the head's scaled; layer scale and norms as built."""
-        head = set(self.head.modules())
-
-        def rule(m: nn.Module) -> bool:
-            if not isinstance(m, (nn.Conv2d, nn.Linear)):
-                return False
-            # Construction's trunc_normal_(std=0.02) cuts at +-2, 100 std out, where no normal draw reaches: it is
-            # normal_ (the same values from the same seed, in torch 2.14) plus a rejection check costing 3/4 as
-            # much again. The head's linears are then scaled: N(0, 0.02 * |scale|), a symmetric law ignoring the sign.
-            scale = abs(self._head_init_scale) if isinstance(m, nn.Linear) and m in head else 1.0
-            nn.init.normal_(m.weight, std=0.02 * scale)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-            return True
-
-        init_each_module(self, rule)
-
-    def get_classifier(self) -> nn.Module:
-        """The classifier (Identity when num_classes is 0)."""
-        return self.head.fc
+        """Every tensor once, by the family's rules (_init_weights)."""
+        _init_weights(self, fresh=True)
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the classifier with a fresh one (0: none); optionally change the pooling.

@@ -13,16 +13,14 @@ import attrs
 import torch
 from torch import nn
 
-from zoo.archs._cfgs import family_specs
 from zoo.archs.base import ZooModule
+from zoo.archs.catalogue import family_specs
 from zoo.archs.layers import (
     NORM_LAYERS,
     ClassifierHead,
     ConvNormAct,
     DropPath,
     GlobalPool,
-    HeadClassifierMixin,
-    IntermediatesMixin,
     check_head,
     default_bias_,
     init_each_module,
@@ -286,11 +284,37 @@ def _stem(in_chans: int, cfg: StemCfg, cargs: _ConvArgs) -> tuple[nn.Sequential,
     return stem, taps, prev
 
 
-class CspNet(HeadClassifierMixin, IntermediatesMixin, ZooModule):
+def _init_weights(model: CspNet, *, fresh: bool) -> None:
+    """CspNet's init, on construction (fresh=False: over torch's defaults) and one-pass creation (fresh: every
+    tensor once): convolutions Kaiming-normal (fan-out), the classifier N(0, 0.01) with zero bias, the rest
+    torch's default; with zero_init_last each residual branch's last norm starts at zero scale."""
+
+    def rule(m: nn.Module) -> bool:
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if fresh:
+                default_bias_(m)
+            return True
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.01)
+            nn.init.zeros_(m.bias)
+            return True
+        return False
+
+    init_each_module(model, rule, fresh=fresh)
+    if model._zero_init_last:
+        for m in model.modules():
+            if isinstance(m, (BottleneckBlock, DarkBlock)):
+                m.zero_init_last()
+
+
+class CspNet(ZooModule):
     """Cross-stage-partial network (or plain DarkNet): a stem, then stages of residual blocks; no final norm.
 
     set_grad_checkpointing recomputes the stem's and each stage's activations in backward.
     """
+
+    classifier_name = "head.fc"
 
     def __init__(
         self,
@@ -355,37 +379,11 @@ class CspNet(HeadClassifierMixin, IntermediatesMixin, ZooModule):
         self.head = ClassifierHead(chs, num_classes, global_pool, drop_rate)
         self.head_hidden_size = self.head.num_features
         self._zero_init_last = zero_init_last
-        self._init_weights(zero_init_last)
-
-    def _init_weights(self, zero_init_last: bool) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, std=0.01)
-                nn.init.zeros_(m.bias)
-            elif zero_init_last and isinstance(m, (BottleneckBlock, DarkBlock)):
-                m.zero_init_last()
+        _init_weights(self, fresh=False)
 
     def init_all_weights(self) -> None:
-        """Every tensor once: convs Kaiming-normal (fan-out), classifier N(0, 0.01), the rest torch's default."""
-
-        def rule(m: nn.Module) -> bool:
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                default_bias_(m)
-                return True
-            if isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, std=0.01)
-                nn.init.zeros_(m.bias)
-                return True
-            return False
-
-        init_each_module(self, rule)
-        if self._zero_init_last:
-            for m in self.modules():
-                if isinstance(m, (BottleneckBlock, DarkBlock)):
-                    m.zero_init_last()
+        """Every tensor once, by the family's rules (_init_weights)."""
+        _init_weights(self, fresh=True)
 
     @torch.jit.unused
     def _features_checkpointed(self, x: torch.Tensor) -> torch.Tensor:

@@ -14,13 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.archs._cfgs import family_specs
 from zoo.archs.base import ZooModule
+from zoo.archs.catalogue import family_specs
 from zoo.archs.layers import (
     BatchNormAct2d,
     BlurPool2d,
     GlobalPool,
-    IntermediatesMixin,
     check_head,
     default_bias_,
     init_each_module,
@@ -137,8 +136,31 @@ def _stem(in_chans: int, growth_rate: int, stem_type: str, blur: bool) -> tuple[
     return OrderedDict([*mods, ("pool0", pool)]), mods[-1][0]
 
 
-class DenseNet(IntermediatesMixin, ZooModule):
+def _init_weights(model: DenseNet, *, fresh: bool) -> None:
+    """DenseNet's init, on construction (fresh=False: over torch's defaults) and one-pass creation (fresh: every
+    tensor once): convolutions Kaiming-normal (fan-in), the classifier's bias zero, the rest torch's default
+    (batch norms: unit scale, zero shift)."""
+
+    def rule(m: nn.Module) -> bool:
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight)
+            if fresh:
+                default_bias_(m)
+            return True
+        if isinstance(m, nn.Linear):
+            if fresh:
+                nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5))  # torch's default for the weight
+            nn.init.zeros_(m.bias)
+            return True
+        return False
+
+    init_each_module(model, rule, fresh=fresh)
+
+
+class DenseNet(ZooModule):
     """Densely connected convolutional network, by growth rate, block depths, stem and pooling style."""
+
+    classifier_name = "classifier"
 
     def __init__(
         self,
@@ -205,46 +227,11 @@ class DenseNet(IntermediatesMixin, ZooModule):
         self.head_hidden_size = width * global_pool_module.feat_mult()
         self.head_drop = nn.Dropout(self.drop_rate)
         self.classifier: nn.Module = make_fc(self.head_hidden_size, num_classes)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        _init_weights(self, fresh=False)
 
     def init_all_weights(self) -> None:
-        """Every tensor once: convolutions Kaiming-normal (fan-in), classifier bias zero, the rest torch's default."""
-
-        def rule(m: nn.Module) -> bool:
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight)
-                default_bias_(m)
-                return True
-            if isinstance(m, nn.Linear):
-                nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5))  # torch's default for the weight
-                nn.init.zeros_(m.bias)
-                return True
-            return False  # batch norms: torch's default is the family's (unit scale, zero shift)
-
-        init_each_module(self, rule)
-
-    def get_classifier(self) -> nn.Module:
-        """The classifier (Identity when num_classes is 0)."""
-        return self.classifier
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the classifier with a fresh one (0: none); optionally change the pooling."""
-        check_head(num_classes, self.global_pool.pool_type if global_pool is None else global_pool)
-        if global_pool is not None:
-            self.global_pool = GlobalPool(global_pool)
-        self.num_classes = num_classes
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
-        self.classifier = make_fc(self.head_hidden_size, num_classes)
+        """Every tensor once, by the family's rules (_init_weights)."""
+        _init_weights(self, fresh=True)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each dense layer's bottleneck in backward instead of keeping it (memory_efficient)."""

@@ -15,13 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.archs._cfgs import family_specs, pruned_layout
 from zoo.archs.base import ZooModule
+from zoo.archs.catalogue import family_specs, pruned_layout
 from zoo.archs.layers import (
     ACT_LAYERS,
     BatchNormAct2d,
     GlobalPool,
-    IntermediatesMixin,
     check_head,
     is_scripting,
     make_fc,
@@ -45,7 +44,7 @@ from zoo.domain.values import FeatureCfg, ModelSpec
 __all__ = ["EFFICIENTNET_STAGES", "MODEL_SPECS", "EfficientNet"]
 
 
-class EfficientNet(IntermediatesMixin, ZooModule):
+class EfficientNet(ZooModule):
     """EfficientNet: conv_stem + bn1, block stages, conv_head + bn2 (1x1 to num_features), pooling, classifier.
 
     Widths scale by channel_multiplier (rounded to multiples of 8), depths by depth_multiplier (rounded up).
@@ -54,6 +53,8 @@ class EfficientNet(IntermediatesMixin, ZooModule):
     set_grad_checkpointing recomputes each block's activations in backward. Random weights are drawn as
     TensorFlow's reference does (layers.mbconv.google_init_), as timm's are.
     """
+
+    classifier_name = "classifier"
 
     def __init__(
         self,
@@ -111,26 +112,11 @@ class EfficientNet(IntermediatesMixin, ZooModule):
         self.global_pool = pool
         self.head_hidden_size = self.num_features * pool.feat_mult()
         self.classifier = make_fc(self.head_hidden_size, num_classes)
-        for m in self.modules():
-            google_init_(m)
+        init_each_module(self, google_init_, fresh=False)
 
     def init_all_weights(self) -> None:
         """Every tensor once: convolutions and linears by google_init_, the rest torch's default."""
         init_each_module(self, google_init_)
-
-    def get_classifier(self) -> nn.Module:
-        """The classifier (Identity when num_classes is 0)."""
-        return self.classifier
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the classifier with a fresh one (0: none); optionally change the pooling."""
-        pool_type = self.global_pool.pool_type if global_pool is None else global_pool
-        check_head(num_classes, pool_type)
-        pool = GlobalPool(pool_type)
-        self.global_pool = pool
-        self.head_hidden_size = self.num_features * pool.feat_mult()
-        self.classifier = make_fc(self.head_hidden_size, num_classes)
-        self.num_classes = num_classes
 
     @torch.jit.unused
     def _blocks_checkpointed(self, x: torch.Tensor) -> torch.Tensor:

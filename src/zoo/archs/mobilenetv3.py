@@ -14,12 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.archs._cfgs import family_specs
 from zoo.archs.base import ZooModule
+from zoo.archs.catalogue import family_specs
 from zoo.archs.layers import (
     ACT_LAYERS,
     GlobalPool,
-    IntermediatesMixin,
     check_head,
     is_scripting,
     make_act,
@@ -35,7 +34,7 @@ from zoo.domain.values import FeatureCfg, ModelSpec
 __all__ = ["MOBILENETV3_LARGE_STAGES", "MODEL_SPECS", "MobileNetV3"]
 
 
-class MobileNetV3(IntermediatesMixin, ZooModule):
+class MobileNetV3(ZooModule):
     """MobileNetV3: conv_stem + bn1, block stages (ending in a 1x1 conv to num_features), then the head:
     global pooling, conv_head (1x1, to head_size) + activation, dropout, classifier.
 
@@ -44,6 +43,8 @@ class MobileNetV3(IntermediatesMixin, ZooModule):
     set_grad_checkpointing recomputes each block's activations in backward. Random weights are drawn as
     TensorFlow's reference does (layers.mbconv.google_init_), as timm's are.
     """
+
+    classifier_name = "classifier"
 
     def __init__(
         self,
@@ -99,8 +100,7 @@ class MobileNetV3(IntermediatesMixin, ZooModule):
         self.use_conv_head = global_pool != ""  # with the map unpooled (or conv_head pruned) the head skips it
         self.head_hidden_size = self._head_width(pool)
         self.classifier = make_fc(self.head_hidden_size, num_classes)
-        for m in self.modules():
-            google_init_(m)
+        init_each_module(self, google_init_, fresh=False)
 
     def _head_width(self, pool: GlobalPool) -> int:
         if pool.pool_type != "" and isinstance(self.conv_head, nn.Conv2d):
@@ -110,10 +110,6 @@ class MobileNetV3(IntermediatesMixin, ZooModule):
     def init_all_weights(self) -> None:
         """Every tensor once: convolutions and linears by google_init_, the rest torch's default."""
         init_each_module(self, google_init_)
-
-    def get_classifier(self) -> nn.Module:
-        """The classifier (Identity when num_classes is 0)."""
-        return self.classifier
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the classifier with a fresh one (0: none); optionally change the pooling.

@@ -14,16 +14,14 @@ import attrs
 import torch
 from torch import nn
 
-from zoo.archs._cfgs import family_specs
 from zoo.archs.base import ZooModule
+from zoo.archs.catalogue import family_specs
 from zoo.archs.layers import (
     AvgPool2dSame,
     ClassifierHead,
     ConvNormAct,
     DropPath,
     GlobalPool,
-    HeadClassifierMixin,
-    IntermediatesMixin,
     SEModule,
     check_head,
     init_each_module,
@@ -208,11 +206,24 @@ def _init_layer(m: nn.Module) -> bool:
     return True
 
 
-class RegNet(HeadClassifierMixin, IntermediatesMixin, ZooModule):
+def _init_weights(model: RegNet, *, fresh: bool) -> None:
+    """RegNet's init, on construction (fresh=False: over torch's defaults) and one-pass creation (fresh: every
+    tensor once): convolutions and the classifier by _init_layer, the rest torch's default; with zero_init_last
+    each residual branch's last norm starts at zero scale."""
+    init_each_module(model, _init_layer, fresh=fresh)
+    if model._zero_init_last:
+        for m in model.modules():
+            if isinstance(m, Bottleneck):
+                m.zero_init_last()
+
+
+class RegNet(ZooModule):
     """RegNet: a strided 3x3 stem, four stages s1..s4 of bottleneck blocks; dilation past output_stride.
 
     set_grad_checkpointing recomputes the stem's and each block's activations in backward.
     """
+
+    classifier_name = "head.fc"
 
     def __init__(
         self,
@@ -271,29 +282,11 @@ class RegNet(HeadClassifierMixin, IntermediatesMixin, ZooModule):
         self.head = ClassifierHead(chs, num_classes, global_pool, drop_rate)
         self.head_hidden_size = self.head.num_features
         self._zero_init_last = zero_init_last
-        self._init_weights(zero_init_last)
-
-    def _init_weights(self, zero_init_last: bool) -> None:
-        for m in self.modules():
-            if not _init_layer(m) and zero_init_last and isinstance(m, Bottleneck):
-                m.zero_init_last()
+        _init_weights(self, fresh=False)
 
     def init_all_weights(self) -> None:
-        """Every tensor once: convs N(0, 2 / fan-out), zero bias, classifier N(0, 0.01); zero_init_last kept."""
-        # each residual branch's last norm starts at zero scale: written so at once, not reset and then zeroed
-        last_norms = (
-            {m.conv3.bn for m in self.modules() if isinstance(m, Bottleneck)} if self._zero_init_last else set()
-        )
-
-        def rule(m: nn.Module) -> bool:
-            if isinstance(m, nn.BatchNorm2d) and m in last_norms:
-                m.reset_running_stats()
-                nn.init.zeros_(m.weight)
-                nn.init.zeros_(m.bias)
-                return True
-            return _init_layer(m)  # batch norms: torch's default is the family's
-
-        init_each_module(self, rule)
+        """Every tensor once, by the family's rules (_init_weights)."""
+        _init_weights(self, fresh=True)
 
     @torch.jit.unused
     def _features_checkpointed(self, x: torch.Tensor) -> torch.Tensor:

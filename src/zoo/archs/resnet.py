@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.archs._cfgs import family_specs, pruned_layout
 from zoo.archs.base import ZooModule
+from zoo.archs.catalogue import family_specs, pruned_layout
 from zoo.archs.layers import (
     POOL_TYPES,
     AvgPool2dSame,
@@ -26,15 +26,9 @@ from zoo.archs.layers import (
     create_attn,
     default_bias_,
     init_each_module,
+    make_fc,
 )
-from zoo.archs.surface import (
-    Intermediates,
-    Step,
-    forward_intermediates_by_steps,
-    is_scripting,
-    run_stage,
-    take_taps,
-)
+from zoo.archs.surface import Step, TapStep, is_scripting, run_stage, take_taps, tap_is_state
 from zoo.domain.checks import MAX_WIDTH, check_bool, check_choice, check_float, check_int, check_ints
 from zoo.domain.errors import InvalidValueError
 from zoo.domain.values import FeatureCfg, FeatureInfo, ModelSpec
@@ -159,6 +153,26 @@ class Bottleneck(nn.Module):
 Block = type[BasicBlock] | type[Bottleneck]
 
 
+def _init_weights(model: ResNet, *, fresh: bool) -> None:
+    """ResNet's init, on construction (fresh=False: over torch's defaults) and one-pass creation (fresh: every
+    tensor once): convolutions Kaiming-normal (fan-out), the rest torch's default; with zero_init_last each
+    residual branch's last norm starts at zero scale."""
+
+    def rule(m: nn.Module) -> bool:
+        if not isinstance(m, nn.Conv2d):
+            return False
+        nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if fresh:
+            default_bias_(m)
+        return True
+
+    init_each_module(model, rule, fresh=fresh)
+    if model._zero_init_last:
+        for m in model.modules():
+            if isinstance(m, (BasicBlock, Bottleneck)):
+                m.zero_init_last()
+
+
 def _downsample(inplanes: int, outplanes: int, stride: int, dilation: int, avg_down: bool) -> nn.Module:
     """The shortcut projection: a strided 1x1 conv, or (ResNet-D) average pooling then a 1x1 conv."""
     if not avg_down:
@@ -178,6 +192,8 @@ def _downsample(inplanes: int, outplanes: int, stride: int, dilation: int, avg_d
 
 class ResNet(ZooModule):
     """ResNet and its variants, selected by block type, depth, stem and shortcut style."""
+
+    classifier_name = "fc"
 
     def __init__(
         self,
@@ -294,57 +310,14 @@ class ResNet(ZooModule):
         self.num_features = inplanes
         self.global_pool = GlobalPool(global_pool)
         self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
-        self.fc: nn.Module = self._make_fc(num_classes)
+        self.fc: nn.Module = make_fc(self.head_hidden_size, num_classes)
         self.grad_checkpointing = False
         self._zero_init_last = zero_init_last
-        self._init_weights(zero_init_last)
-
-    def _make_fc(self, num_classes: int) -> nn.Module:
-        if num_classes == 0:
-            return nn.Identity()
-        return nn.Linear(self.head_hidden_size, num_classes)
-
-    def _init_weights(self, zero_init_last: bool) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        if zero_init_last:
-            for m in self.modules():
-                if isinstance(m, (BasicBlock, Bottleneck)):
-                    m.zero_init_last()
+        _init_weights(self, fresh=False)
 
     def init_all_weights(self) -> None:
-        """Every tensor once: convolutions Kaiming-normal (fan-out), the rest torch's default; zero_init_last kept."""
-
-        def rule(m: nn.Module) -> bool:
-            if not isinstance(m, nn.Conv2d):
-                return False
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            default_bias_(m)
-            return True
-
-        init_each_module(self, rule)
-        if self._zero_init_last:
-            for m in self.modules():
-                if isinstance(m, (BasicBlock, Bottleneck)):
-                    m.zero_init_last()
-
-    def get_classifier(self) -> nn.Module:
-        """The classifier (Identity when num_classes is 0)."""
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the classifier with a fresh one (0: none); optionally change the pooling."""
-        num_classes = check_int("num_classes", num_classes, ge=0, le=MAX_WIDTH)
-        if global_pool is not None:
-            check_choice("global_pool", global_pool, POOL_TYPES)
-        pool = self.global_pool.pool_type if global_pool is None else global_pool
-        check_head(num_classes, pool)
-        if global_pool is not None:
-            self.global_pool = GlobalPool(global_pool)
-        self.num_classes = num_classes
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
-        self.fc = self._make_fc(num_classes)
+        """Every tensor once, by the family's rules (_init_weights)."""
+        _init_weights(self, fresh=True)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The final stage's feature map, at stride output_stride."""
@@ -360,43 +333,16 @@ class ResNet(ZooModule):
         out: torch.Tensor = self.layer4(x)
         return out
 
-    def _forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | Sequence[int] | None,
-        *,
-        norm: bool,
-        stop_early: bool,
-        output_fmt: str,
-        intermediates_only: bool,
-    ) -> Intermediates:
-        """(final features, tap outputs at indices), or the tap outputs alone with intermediates_only.
-
-        Taps are feature_info's (act1, layer1..layer4); indices is an int n (the last n taps), a
-        sequence of positions (negatives count from the end) or None (all). ResNet has no final
-        norm, so norm changes nothing. stop_early (implied by intermediates_only) stops after the
-        last requested tap, so later stages do not run.
-        """
-        return forward_intermediates_by_steps(
-            x,
-            self._tap_steps(),
-            self.feature_info,
-            indices,
-            norm=norm,
-            stop_early=stop_early,
-            output_fmt=output_fmt,
-            intermediates_only=intermediates_only,
-        )
-
-    def _tap_steps(self) -> tuple[Step, ...]:
+    def _tap_steps(self) -> list[TapStep]:
         # one step per feature_info tap: step i maps tap i-1's output to tap i's (act1, layer1..layer4)
-        return (
+        steps: tuple[Step, ...] = (
             lambda x: self.act1(self.bn1(self.conv1(x))),
             lambda x: run_stage(self.layer1, self.maxpool(x), self.grad_checkpointing),
             lambda x: run_stage(self.layer2, x, self.grad_checkpointing),
             lambda x: run_stage(self.layer3, x, self.grad_checkpointing),
             lambda x: run_stage(self.layer4, x, self.grad_checkpointing),
-        )[: len(self.feature_info)]
+        )
+        return [tap_is_state(step) for step in steps[: len(self.feature_info)]]
 
     def prune_intermediate_layers(
         self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True
@@ -454,33 +400,33 @@ class ResNet(ZooModule):
         return out
 
 
+# ResNet-D: a deep 3x3 stem and average-pooled shortcuts
 _D = {"stem_width": 32, "stem_type": "deep", "avg_down": True}
+# depth -> block and blocks per stage: resnet<depth> and its ResNet-D twin resnet<depth>d are built from these
+_DEPTHS: dict[int, dict[str, object]] = {
+    18: {"block": BasicBlock, "layers": (2, 2, 2, 2)},
+    26: {"block": Bottleneck, "layers": (2, 2, 2, 2)},
+    34: {"block": BasicBlock, "layers": (3, 4, 6, 3)},
+    50: {"block": Bottleneck, "layers": (3, 4, 6, 3)},
+    101: {"block": Bottleneck, "layers": (3, 4, 23, 3)},
+    152: {"block": Bottleneck, "layers": (3, 8, 36, 3)},
+}
 _ARCHS: dict[str, dict[str, object]] = {
-    "resnet18": {"block": BasicBlock, "layers": (2, 2, 2, 2)},
-    "resnet26": {"block": Bottleneck, "layers": (2, 2, 2, 2)},
-    "resnet34": {"block": BasicBlock, "layers": (3, 4, 6, 3)},
-    "resnet50": {"block": Bottleneck, "layers": (3, 4, 6, 3)},
-    "resnet101": {"block": Bottleneck, "layers": (3, 4, 23, 3)},
-    "resnet152": {"block": Bottleneck, "layers": (3, 8, 36, 3)},
-    "resnet18d": {"block": BasicBlock, "layers": (2, 2, 2, 2), **_D},
-    "resnet26d": {"block": Bottleneck, "layers": (2, 2, 2, 2), **_D},
-    "resnet34d": {"block": BasicBlock, "layers": (3, 4, 6, 3), **_D},
-    "resnet50d": {"block": Bottleneck, "layers": (3, 4, 6, 3), **_D},
-    "resnet101d": {"block": Bottleneck, "layers": (3, 4, 23, 3), **_D},
-    "resnet152d": {"block": Bottleneck, "layers": (3, 8, 36, 3), **_D},
-    "resnext50_32x4d": {"block": Bottleneck, "layers": (3, 4, 6, 3), "cardinality": 32, "base_width": 4},
-    "resnext101_32x8d": {"block": Bottleneck, "layers": (3, 4, 23, 3), "cardinality": 32, "base_width": 8},
-    "wide_resnet50_2": {"block": Bottleneck, "layers": (3, 4, 6, 3), "base_width": 128},
-    "wide_resnet101_2": {"block": Bottleneck, "layers": (3, 4, 23, 3), "base_width": 128},
-    "seresnet50": {"block": Bottleneck, "layers": (3, 4, 6, 3), "attn_layer": "se"},
-    "ecaresnet50d": {"block": Bottleneck, "layers": (3, 4, 6, 3), "attn_layer": "eca", **_D},
+    **{f"resnet{depth}": args for depth, args in _DEPTHS.items()},
+    **{f"resnet{depth}d": {**args, **_D} for depth, args in _DEPTHS.items()},
+    "resnext50_32x4d": {**_DEPTHS[50], "cardinality": 32, "base_width": 4},
+    "resnext101_32x8d": {**_DEPTHS[101], "cardinality": 32, "base_width": 8},
+    "wide_resnet50_2": {**_DEPTHS[50], "base_width": 128},
+    "wide_resnet101_2": {**_DEPTHS[101], "base_width": 128},
+    "seresnet50": {**_DEPTHS[50], "attn_layer": "se"},
+    "ecaresnet50d": {**_DEPTHS[50], "attn_layer": "eca", **_D},
 }
 
 
 # Pruned ECA-ResNet-D: the unpruned architecture rebuilt at the published checkpoints' channel widths.
 _PRUNED: dict[str, dict[str, object]] = {
     "ecaresnet50d_pruned": _ARCHS["ecaresnet50d"],
-    "ecaresnet101d_pruned": {"block": Bottleneck, "layers": (3, 4, 23, 3), "attn_layer": "eca", **_D},
+    "ecaresnet101d_pruned": {**_DEPTHS[101], "attn_layer": "eca", **_D},
 }
 
 MODEL_SPECS: tuple[ModelSpec, ...] = tuple(

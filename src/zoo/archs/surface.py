@@ -1,8 +1,9 @@
-"""Shared machinery behind the model surface: tap selection, forward_intermediates and checkpointing.
+"""Shared machinery behind the model surface: tap selection, forward_intermediates' body and checkpointing.
 
-Architecture families describe their network as a chain of steps (step i ends at feature tap i)
-and let these helpers validate requests, run the chain and format the outputs, so every family
-answers forward_intermediates, prune_intermediate_layers and set_grad_checkpointing alike.
+Architecture families describe their network as a chain of steps (step i ends at feature tap i);
+ZooModule.forward_intermediates hands them to run_intermediates, which validates the request, runs
+the chain and formats the outputs, so every family answers forward_intermediates,
+prune_intermediate_layers and set_grad_checkpointing alike.
 """
 
 from __future__ import annotations
@@ -32,11 +33,11 @@ __all__ = [
     "TapStep",
     "checkpoint_call",
     "checkpoint_seq",
-    "forward_intermediates_by_steps",
     "is_scripting",
     "run_intermediates",
     "run_stage",
     "take_taps",
+    "tap_is_state",
     "to_output_fmt",
 ]
 
@@ -69,67 +70,51 @@ def run_intermediates(
     feature_info: Sequence[FeatureInfo],
     indices: int | Sequence[int] | None,
     *,
-    finish: Step,
     norm: bool,
     stop_early: bool,
     output_fmt: str,
     intermediates_only: bool,
+    finish: Step | None = None,
+    formats: Sequence[str] = OUTPUT_FORMATS,
+    format_tap: Callable[[torch.Tensor, str], torch.Tensor] = to_output_fmt,
+    finish_every_tap: bool = False,
 ) -> Intermediates:
     """The one body of forward_intermediates: the taps at indices, and the final features unless taps only.
 
-    Every argument is checked before anything runs. finish maps the last step's state to
-    forward_features' output (what follows the last tap); norm applies it to the last tap too.
-    stop_early (implied by intermediates_only) ends after the last wanted tap, whose output is
-    then the final features.
+    steps has one step per tap (see ZooModule._tap_steps). Every argument is checked before anything
+    runs. finish maps the last step's state to forward_features' output (what follows the last tap;
+    None: nothing); norm applies it to the last tap's output, or to every tap's with finish_every_tap.
+    stop_early (implied by intermediates_only) ends after the last wanted tap, whose output is then the
+    final features (with finish_every_tap, its state through finish). Tap outputs go through
+    format_tap(output, output_fmt), output_fmt being one of formats.
     """
     wanted = take_taps(feature_info, indices)
     check_bool("norm", norm)
     check_bool("stop_early", stop_early)
     check_bool("intermediates_only", intermediates_only)
-    check_choice("output_fmt", output_fmt, OUTPUT_FORMATS)
+    check_choice("output_fmt", output_fmt, formats)
+    if len(steps) != len(feature_info):
+        raise ValueError(f"{len(steps)} steps for {len(feature_info)} feature taps")  # a family's bug, not a user's
+    end = finish if finish is not None else _unchanged
     last = len(steps) - 1
     run = steps[: max(wanted) + 1] if stop_early or intermediates_only else steps
     taps: list[torch.Tensor] = []
     tap = x
     for i, step in enumerate(run):
         x, tap = step(x)
-        if norm and i == last:
-            tap = finish(tap)
-        if i in wanted:
-            taps.append(to_output_fmt(tap, output_fmt))
+        if i not in wanted:
+            continue  # (with stop_early, the last step run is a wanted one)
+        if norm and (finish_every_tap or i == last):
+            tap = end(tap)
+        taps.append(format_tap(tap, output_fmt))
     if intermediates_only:
         return taps
-    return (tap if stop_early else finish(x)), taps
+    return (tap if stop_early and not finish_every_tap else end(x)), taps
 
 
-def forward_intermediates_by_steps(
-    x: torch.Tensor,
-    steps: Sequence[Step],
-    feature_info: Sequence[FeatureInfo],
-    indices: int | Sequence[int] | None,
-    *,
-    norm: bool,
-    stop_early: bool,
-    output_fmt: str,
-    intermediates_only: bool,
-) -> Intermediates:
-    """run_intermediates for a chain of steps whose outputs are the taps, with nothing after the last one.
-
-    norm is accepted for the common signature; such a network has no final norm, so it changes nothing.
-    """
-    if len(steps) != len(feature_info):
-        raise ValueError(f"{len(steps)} steps for {len(feature_info)} feature taps")  # a family's bug, not a user's
-    return run_intermediates(
-        x,
-        [partial(_tap_is_state, step) for step in steps],
-        feature_info,
-        indices,
-        finish=_unchanged,
-        norm=norm,
-        stop_early=stop_early,
-        output_fmt=output_fmt,
-        intermediates_only=intermediates_only,
-    )
+def tap_is_state(step: Step) -> TapStep:
+    """A tap step for a step whose output is both the tap's output and what the next step starts from."""
+    return partial(_tap_is_state, step)
 
 
 def _tap_is_state(step: Step, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

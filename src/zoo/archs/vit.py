@@ -7,6 +7,7 @@ resampled to the model's grid on loading (checkpoint_filter).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Sequence
@@ -17,15 +18,15 @@ import torch
 import torch.fx
 from torch import nn
 
-from zoo.archs._cfgs import family_specs
 from zoo.archs.base import ZooModule
+from zoo.archs.catalogue import family_specs
 from zoo.archs.layers import DropPath, init_each_module, is_scripting, sequential_prefix
 from zoo.archs.layers.layer_scale import LayerScale
 from zoo.archs.layers.mlp import Mlp
 from zoo.archs.layers.patch_embed import PatchEmbed
 from zoo.archs.layers.pos_embed import resample_abs_pos_embed
 from zoo.archs.layers.self_attention import Attention
-from zoo.archs.surface import checkpoint_call, take_taps
+from zoo.archs.surface import TapStep, checkpoint_call, take_taps
 from zoo.domain.checks import check_bool, check_choice, check_float, check_int, check_ints, is_int
 from zoo.domain.errors import CheckpointMismatchError, InvalidValueError
 from zoo.domain.values import FeatureCfg, FeatureInfo, ModelSpec
@@ -128,11 +129,13 @@ class VisionTransformer(ZooModule):
     Feature extractors: 'getter' only, since the blocks' outputs are token sequences, not maps.
     """
 
-    # plain Python values TorchScript need not (and cannot) type: it skips these when scripting the model
-    __jit_ignored_attributes__: ClassVar[list[str]] = ["feature_info", "default_cfg", "pretrained_cfg"]
     # the feature extractor strategies whose outputs are this model's feature maps
     feature_classes: ClassVar[tuple[str, ...]] = ("getter",)
     global_pools: ClassVar[tuple[str, ...]] = GLOBAL_POOLS
+    classifier_name = "head"
+    # taps as maps over the patch grid, or the patch tokens; the final (token) norm fits every block's output
+    tap_formats = OUTPUT_FORMATS
+    finish_fits_every_tap = True
 
     def __init__(
         self,
@@ -267,10 +270,6 @@ class VisionTransformer(ZooModule):
         _init_linear(head)
         return head
 
-    def get_classifier(self) -> nn.Module:
-        """The classifier (Identity when num_classes is 0)."""
-        return self.head
-
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the classifier with a fresh one (0: none); optionally change the pooling (one of GLOBAL_POOLS).
 
@@ -310,6 +309,9 @@ class VisionTransformer(ZooModule):
             x = self._blocks_checkpointed(x)
         else:
             x = self.blocks(x)
+        return self._finish(x)  # forward_intermediates ends the same way
+
+    def _finish(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.norm(x)
         return out
 
@@ -333,51 +335,33 @@ class VisionTransformer(ZooModule):
         out: torch.Tensor = self.head(x)
         return out
 
-    def _as_map(self, tokens: torch.Tensor, grid_h: int, grid_w: int, output_fmt: str) -> torch.Tensor:
-        """A block's tokens as a tap: prefix tokens dropped, the patch tokens laid out on the grid in output_fmt."""
-        patches = tokens[:, self.num_prefix_tokens :]
+    def _tap_steps(self) -> list[TapStep]:
+        # one step per block; the first embeds the patches, noting their grid for every step's tap. A step's tap
+        # is the block's patch tokens laid out on that grid, [B, H, W, C] (prefix tokens dropped): the final
+        # norm, a LayerNorm over C, applies to it as to the tokens
+        grid: list[int] = []
+        checkpointed = self.grad_checkpointing
+
+        def step(i: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            if i == 0:
+                x = self.patch_embed(x)
+                grid[:] = [x.shape[1], x.shape[2]]
+                x = self._pos_embed(x)
+            block = self.blocks[i]
+            if checkpointed and torch.is_grad_enabled() and not isinstance(x, torch.fx.Proxy):
+                x = checkpoint_call(block, block, x)
+            else:
+                x = block(x)
+            patches = x[:, self.num_prefix_tokens :]
+            return x, patches.reshape(patches.shape[0], grid[0], grid[1], patches.shape[-1])
+
+        return [functools.partial(step, i) for i in range(len(self.blocks))]
+
+    def _format_tap(self, tap: torch.Tensor, output_fmt: str) -> torch.Tensor:
+        """A block's patch grid, [B, H, W, C], in output_fmt: 'NCHW', 'NHWC' or 'NLC' (the patch tokens)."""
         if output_fmt == "NLC":
-            return patches
-        grid = patches.reshape(patches.shape[0], grid_h, grid_w, patches.shape[-1])
-        return grid if output_fmt == "NHWC" else grid.permute(0, 3, 1, 2).contiguous()
-
-    def _forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | Sequence[int] | None,
-        *,
-        norm: bool,
-        stop_early: bool,
-        output_fmt: str,
-        intermediates_only: bool,
-    ) -> tuple[torch.Tensor, list[torch.Tensor]] | list[torch.Tensor]:
-        """The final norm's output and the blocks' outputs at indices, as maps over the patch grid.
-
-        norm applies the final norm to every tap (as timm does); output_fmt is 'NCHW', 'NHWC' or 'NLC'
-        (the patch tokens); stop_early (implied by intermediates_only) runs no block past the last tap,
-        and the final features are then the final norm of that block's output.
-        """
-        wanted = take_taps(self.feature_info, indices)
-        check_bool("norm", norm)
-        check_bool("stop_early", stop_early)
-        check_bool("intermediates_only", intermediates_only)
-        check_choice("output_fmt", output_fmt, OUTPUT_FORMATS)
-        x = self.patch_embed(x)
-        grid_h, grid_w = x.shape[1], x.shape[2]
-        x = self._pos_embed(x)
-        blocks = list(self.blocks)
-        if stop_early or intermediates_only:
-            blocks = blocks[: max(wanted) + 1]
-        checkpointed = self.grad_checkpointing and torch.is_grad_enabled() and not isinstance(x, torch.fx.Proxy)
-        taps: list[torch.Tensor] = []
-        for i, block in enumerate(blocks):
-            x = checkpoint_call(block, block, x) if checkpointed else block(x)
-            if i in wanted:
-                taps.append(self._as_map(self.norm(x) if norm else x, grid_h, grid_w, output_fmt))
-        if intermediates_only:
-            return taps
-        final: torch.Tensor = self.norm(x)
-        return final, taps
+            return tap.flatten(1, 2)
+        return tap if output_fmt == "NHWC" else tap.permute(0, 3, 1, 2).contiguous()
 
     def prune_intermediate_layers(
         self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True

@@ -14,15 +14,14 @@ import attrs
 import torch
 from torch import nn
 
-from zoo.archs._cfgs import family_specs
 from zoo.archs.base import ZooModule
+from zoo.archs.catalogue import family_specs
 from zoo.archs.layers import (
     BatchNormAct2d,
     ClassifierHead,
     ConvNormAct,
     DropPath,
     GlobalPool,
-    IntermediatesMixin,
     check_head,
     get_padding,
     is_scripting,
@@ -190,13 +189,15 @@ def _no_rule(module: nn.Module) -> bool:
     return False
 
 
-class XceptionAligned(IntermediatesMixin, ZooModule):
+class XceptionAligned(ZooModule):
     """Aligned Xception: a two-conv stem, then Xception blocks; dilation replaces striding past output_stride.
 
     set_grad_checkpointing recomputes each block's activations in backward. Its init is torch's
     defaults alone, so one-pass creation has no double work to save; it opts in for the random fills
     running on torch's threads (see zoo.services.parallel_init).
     """
+
+    classifier_name = "head.fc"
 
     def __init__(
         self,
@@ -281,17 +282,6 @@ class XceptionAligned(IntermediatesMixin, ZooModule):
     def init_all_weights(self) -> None:
         """Every tensor once, with torch's default init (the family has no rule of its own)."""
         init_each_module(self, _no_rule)
-
-    def get_classifier(self) -> nn.Module:
-        """The classifier (Identity when num_classes is 0)."""
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the classifier with a fresh one (0: none); optionally change the pooling."""
-        pool = self.head.global_pool.pool_type if global_pool is None else global_pool
-        self.head = ClassifierHead(self.num_features, num_classes, pool, self.head.drop_rate)
-        self.num_classes = num_classes
-        self.head_hidden_size = self.head.num_features
 
     @torch.jit.unused
     def _blocks_checkpointed(self, x: torch.Tensor) -> torch.Tensor:

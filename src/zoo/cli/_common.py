@@ -14,7 +14,7 @@ from zoo import api
 from zoo.domain.errors import InvalidValueError, WeightsUnavailableError, ZooError
 
 if TYPE_CHECKING:
-    from zoo.api import FeatureExtractor, ZooModule
+    from zoo import FeatureExtractor, ZooModule
 
 # the largest image side the commands that run a model accept: a 4096x4096 batch of one is already seconds
 # to minutes of CPU, and a drawn 10**9 must be refused before torch tries to allocate it

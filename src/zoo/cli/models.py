@@ -17,7 +17,7 @@ from zoo.domain.values import FEATURE_CLASSES
 if TYPE_CHECKING:
     import torch
 
-    from zoo.api import FeatureExtractor
+    from zoo import FeatureExtractor
     from zoo.describe import ModelDescription
 
 

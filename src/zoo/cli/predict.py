@@ -16,7 +16,7 @@ from zoo.domain.errors import InvalidValueError, ZooError
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from zoo.api import ZooModule
+    from zoo import ZooModule
 
 DEFAULT_TOP_K = 5  # capped at the model's class count
 

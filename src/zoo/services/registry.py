@@ -27,7 +27,7 @@ def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
 
 
 def split_tag(name: str) -> tuple[str, str]:
-    """'resnet50.a1_in1k' -> ('resnet50', 'a1_in1k'); no dot -> (name, '')."""
+    """'name.tag' -> ('name', 'tag'), as for 'resnet50.a1_in1k'; no dot -> (name, '')."""
     base, _, tag = name.partition(".")
     return base, tag
 
@@ -274,7 +274,9 @@ def _match(name: str, pattern: str) -> bool:
 def check_name(name: object) -> str:
     """A model name (optionally name.tag) as a str, or InvalidValueError naming what came instead."""
     if not isinstance(name, str):
-        raise InvalidValueError(f"model name {name!r} is invalid: expected a str such as 'resnet50' or 'resnet50.tag'")
+        raise InvalidValueError(
+            f"model name {name!r} is invalid: expected a str, a name or name.tag such as 'resnet50.a1_in1k'"
+        )
     return name
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from zoo.archs.layers.attention import EcaModule, SEModule, create_attn
-from zoo.archs.layers.classifier import ClassifierHead, HeadClassifierMixin, check_head, make_fc
+from zoo.archs.layers.classifier import ClassifierHead, check_head, make_fc
 from zoo.archs.layers.drop import DropPath, drop_path
 from zoo.archs.layers.helpers import get_padding, is_scripting, make_divisible
 from zoo.archs.layers.init import default_bias_, init_each_module, owns_state
@@ -18,11 +18,7 @@ from zoo.archs.layers.norm_act import (
 )
 from zoo.archs.layers.pool import POOL_TYPES, AvgPool2dSame, BlurPool2d, GlobalPool
 from zoo.archs.layers.sync_norm import SyncBatchNormAct, SyncInPlaceAbn, convert_sync_batchnorm
-from zoo.archs.layers.taps import (
-    IntermediatesMixin,
-    sequential_prefix,
-    sequential_steps,
-)
+from zoo.archs.layers.taps import sequential_prefix, sequential_steps
 
 __all__ = [
     "ACT_LAYERS",
@@ -36,9 +32,7 @@ __all__ = [
     "DropPath",
     "EcaModule",
     "GlobalPool",
-    "HeadClassifierMixin",
     "InPlaceAbn2d",
-    "IntermediatesMixin",
     "SEModule",
     "SyncBatchNormAct",
     "SyncInPlaceAbn",

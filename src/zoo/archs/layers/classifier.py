@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -12,7 +10,7 @@ from zoo.archs.layers.pool import POOL_TYPES, GlobalPool
 from zoo.domain.checks import check_int
 from zoo.domain.errors import InvalidValueError
 
-__all__ = ["ClassifierHead", "HeadClassifierMixin", "check_head", "make_fc"]
+__all__ = ["ClassifierHead", "check_head", "make_fc"]
 
 
 def check_head(num_classes: int, global_pool: str) -> None:
@@ -60,25 +58,3 @@ class ClassifierHead(nn.Module):
             return x
         out: torch.Tensor = self.fc(x)
         return out
-
-
-class HeadClassifierMixin:
-    """get_classifier and reset_classifier for a model whose `head` is a ClassifierHead over `num_features`."""
-
-    if TYPE_CHECKING:  # set by the model; kept from TorchScript, which reads class annotations
-        head: ClassifierHead
-        num_features: int
-        num_classes: int
-        head_hidden_size: int
-        drop_rate: float
-
-    def get_classifier(self) -> nn.Module:
-        """The classifier (Identity when num_classes is 0)."""
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the head with a fresh one (0 classes: none); optionally change the pooling."""
-        pool = self.head.global_pool.pool_type if global_pool is None else global_pool
-        self.head = ClassifierHead(self.num_features, num_classes, pool, self.drop_rate)
-        self.num_classes = num_classes
-        self.head_hidden_size = self.head.num_features

@@ -28,15 +28,17 @@ def default_bias_(module: nn.Conv1d | nn.Conv2d | nn.Linear) -> None:
     nn.init.uniform_(module.bias, -bound, bound)
 
 
-def init_each_module(model: nn.Module, rule: Callable[[nn.Module], bool]) -> None:
-    """Initialise every module's own parameters and persistent buffers once.
+def init_each_module(model: nn.Module, rule: Callable[[nn.Module], bool], *, fresh: bool = True) -> None:
+    """Initialise a model by its family's rule, module by module (in named_modules order).
 
-    rule(module) initialises a module the family treats specially and returns True; every other
-    module with state of its own gets torch's default, its reset_parameters(). A module with state
-    and neither is a bug in the family (its tensors would keep whatever memory held), so it raises.
+    rule(module) initialises a module the family treats specially and returns True. fresh (one-pass
+    creation: parameters materialised, nothing written yet) gives every other module with state of
+    its own torch's default, its reset_parameters(); a module with state and neither is a bug in the
+    family (its tensors would keep whatever memory held), so it raises. Without fresh (construction:
+    each layer has drawn torch's defaults already) the rule alone runs: the same rules on both paths.
     """
     for path, module in model.named_modules():
-        if rule(module) or not owns_state(module):
+        if rule(module) or not fresh or not owns_state(module):
             continue
         reset = getattr(module, "reset_parameters", None)
         if not callable(reset):
