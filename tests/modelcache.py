@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 import zoo
+from tiers import build_kwargs
 from zoo.archs.base import ZooModule
 from zoo.domain.values import FEATURE_CLASSES, FeatureCfg, FeatureInfo
 from zoo.services.builder import constructor_params
@@ -40,8 +41,14 @@ def _size(model: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
 
 
+def drawn_kwargs(name: str) -> dict[str, Any]:
+    """The model keywords the drawn tier builds name with: small_input_kwargs and, for a model above the
+    parameter budget, its reduction's (tiers.plan); skips the test, saying why, where there is none."""
+    return {**small_input_kwargs(name), **build_kwargs(name)}
+
+
 def built(name: str) -> ZooModule:
-    """The model of a registered name (with small_input_kwargs), seeded and in eval mode. Do not modify it.
+    """The model of a registered name (with drawn_kwargs), seeded and in eval mode. Do not modify it.
 
     Built once and kept while the models kept stay within BUDGET, the least recently used going first.
     """
@@ -49,8 +56,9 @@ def built(name: str) -> ZooModule:
     if kept is not None:
         _built.move_to_end(name)
         return kept
+    kwargs = drawn_kwargs(name)
     torch.manual_seed(0)
-    made: ZooModule = zoo.create_model(name, **small_input_kwargs(name))
+    made: ZooModule = zoo.create_model(name, **kwargs)
     model = made.eval()
     _built[name] = model
     while len(_built) > 1 and sum(_size(m) for m in _built.values()) > BUDGET:
