@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -109,7 +109,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "every_name(family=None): parametrise `name` with every registered name")
     config.addinivalue_line(
-        "markers", "drawn_names(family=None, scope=None): parametrise `name` with the run's draw (tests/tiers.py)"
+        "markers",
+        "drawn_names(family=None, scope=None, extra=()): parametrise `name` with the run's draw (tests/tiers.py)",
     )
     config.stash[tiers.EVERY_NAME_CASES] = {}
 
@@ -132,12 +133,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         marks = getattr(metafunc.module, "CASE_MARKS", {}).get(metafunc.function.__name__, {})
         params = [pytest.param(n, id=n, marks=marks.get(n, ())) for n in names]
     else:
-        params = [pytest.param(n, id=n) for n in tiers.drawn_names(metafunc.config, family)]
+        names = [*tiers.drawn_names(metafunc.config, family), *marker.kwargs.get("extra", ())]
+        params = [pytest.param(n, id=n) for n in names]
     metafunc.parametrize("name", params, scope=marker.kwargs.get("scope"))
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    """The run's draw, first thing in the output: what `make unit SEED=N` replays."""
+    """The run's draw, first thing in the output (also last: see pytest_terminal_summary)."""
     seed = tiers.run_seed(config)
     if tiers.all_names(config):
         lines = [f"names: every registered name ({len(tiers.every_name())}) in every tier (--all-names)"]
@@ -154,8 +156,17 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return lines
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """The run's draw again at the end, shown with -q too: what `make unit SEED=N` replays."""
+    terminalreporter.section("names")
+    for line in pytest_report_header(config):
+        terminalreporter.write_line(line)
+
+
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """A failed drawn case says how to draw it again (the seed) and how its model was built."""
     report: pytest.TestReport = yield
     if report.failed and item.get_closest_marker("drawn_names") is not None:

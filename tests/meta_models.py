@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from typing import Any
 
 import attrs
 import torch
@@ -100,7 +101,7 @@ def meta_build(name: str) -> MetaBuild:
 
 
 def _signature(value: object) -> Hashable:
-    """What a module's meta output can depend on in one argument: a tensor's shape, strides and dtype, else the value."""
+    """What a module's meta output can depend on in one argument: a tensor's shape, strides, dtype; else the value."""
     if isinstance(value, torch.Tensor):
         if not value.is_meta:
             raise TypeError("not a meta tensor")
@@ -119,23 +120,12 @@ def _like(x: torch.Tensor) -> torch.Tensor:
 def _check_per_channel(func: str, x: torch.Tensor, channels: int, *tensors: object) -> None:
     for t in tensors:
         if isinstance(t, torch.Tensor) and tuple(t.shape) != (channels,):
-            raise RuntimeError(f"{func}: a {tuple(t.shape)} statistic or affine for {channels} channels ({tuple(x.shape)})")
+            raise RuntimeError(f"{func}: a {tuple(t.shape)} statistic or affine for input {tuple(x.shape)}")
 
 
 class _ShapeRules(TorchFunctionMode):
     """Normalisations on meta tensors by their shape rule, checked as torch's are, in C++ time: torch's own meta
     batch norm is its Python decomposition, a millisecond a call, most of what a first meta forward costs."""
-
-    active = False
-
-    def __enter__(self) -> _ShapeRules:
-        self.active = True
-        super().__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        super().__exit__(*exc)
-        self.active = False
 
     def __torch_function__(
         self,
@@ -153,7 +143,9 @@ class _ShapeRules(TorchFunctionMode):
                 return _like(x)
             if func is F.layer_norm:
                 bound = _bind(_LAYER_NORM, args, kwargs)
-                shape = tuple(bound["normalized_shape"])  # type: ignore[arg-type]  # a sequence of ints
+                normalized = bound["normalized_shape"]
+                assert isinstance(normalized, (tuple, list)), normalized
+                shape = tuple(int(d) for d in normalized)
                 if tuple(x.shape[-len(shape) :]) != shape:
                     raise RuntimeError(f"layer_norm: normalized_shape {shape} for input {tuple(x.shape)}")
                 for t in (bound["weight"], bound["bias"]):
@@ -169,7 +161,7 @@ _LAYER_NORM = ("input", "normalized_shape", "weight", "bias", "eps")
 
 def _bind(names: Sequence[str], args: Sequence[object], kwargs: Mapping[str, object]) -> dict[str, object]:
     bound = dict.fromkeys(names)
-    bound.update(zip(names, args))
+    bound.update(zip(names, args, strict=False))  # the arguments given by position
     bound.update(kwargs)
     return bound
 
@@ -191,7 +183,7 @@ def memoised(model: ZooModule) -> Iterator[None]:
     taps = [t.module for t in model.feature_info]
     chosen = {id(m): m for path, m in model.named_modules() if not _has_tap_below(path, taps)}
     memo: dict[Hashable, object] = {}
-    shape_rules = _ShapeRules()  # while a memoised module computes its output
+    computing: list[nn.Module] = []  # the outermost memoised module computing its output, under _ShapeRules
 
     def memo_forward(original: Callable[..., object]) -> Callable[..., object]:
         def forward(self: nn.Module, *args: object, **kwargs: object) -> object:
@@ -202,11 +194,15 @@ def memoised(model: ZooModule) -> Iterator[None]:
             except TypeError:
                 return original(self, *args, **kwargs)
             if key not in memo:
-                if shape_rules.active:
+                if computing:  # a memoised module inside another: the shape rules are on already
                     memo[key] = original(self, *args, **kwargs)
                 else:
-                    with shape_rules:
-                        memo[key] = original(self, *args, **kwargs)
+                    computing.append(self)
+                    try:
+                        with _ShapeRules():
+                            memo[key] = original(self, *args, **kwargs)
+                    finally:
+                        computing.pop()
             return memo[key]
 
         return forward
@@ -218,14 +214,14 @@ def memoised(model: ZooModule) -> Iterator[None]:
             if cls not in patched:
                 # the class's own forward, if it defines one (else it inherits it: the attribute goes again after)
                 patched[cls] = vars(cls).get("forward")
-                setattr(cls, "forward", memo_forward(cls.forward))
+                cls.forward = memo_forward(cls.forward)
         yield
     finally:
         for cls, own in patched.items():
             if own is None:
                 delattr(cls, "forward")
             else:
-                setattr(cls, "forward", own)
+                cls.forward = own
 
 
 def size(model: nn.Module) -> int:
@@ -234,7 +230,7 @@ def size(model: nn.Module) -> int:
     return sum(t.numel() for t in tensors.values())
 
 
-def meta_size(name: str, kwargs: Mapping[str, object]) -> int:
+def meta_size(name: str, kwargs: Mapping[str, Any]) -> int:
     """size() of create_model(name, **kwargs), built on meta."""
     with on_meta():
         model = zoo.create_model(name, **kwargs)

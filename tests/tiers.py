@@ -22,6 +22,7 @@ import inspect
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import attrs
 import pytest
@@ -100,7 +101,7 @@ class Plan:
 
     name: str
     size: int  # parameters and buffers of the registered model
-    kwargs: Mapping[str, object] = attrs.field(factory=dict)  # the reduction's constructor keywords ({}: full size)
+    kwargs: Mapping[str, Any] = attrs.field(factory=dict)  # the reduction's constructor keywords ({}: full size)
     reduced_size: int | None = None
     skip: str | None = None  # set: the drawn tier cannot build it within the budget, and says why
 
@@ -141,7 +142,7 @@ def plan(name: str) -> Plan:
                 f"{family!r} brings it within: {'; '.join(tried)}")  # fmt: skip
 
 
-def build_kwargs(name: str) -> dict[str, object]:
+def build_kwargs(name: str) -> dict[str, Any]:
     """The model keywords the drawn tier builds name with (its reduction's, if any); skips with plan's reason."""
     p = plan(name)
     if p.skip is not None:
@@ -161,7 +162,7 @@ def constructor_args(spec: ModelSpec) -> dict[str, object]:
 
 # Each family's reductions, smallest change first: fewer blocks (the stem, the stages and their taps stay),
 # then narrower. The first that brings a model within PARAM_BUDGET is used.
-Reduction = Callable[[Mapping[str, object]], Iterator[dict[str, object]]]
+Reduction = Callable[[Mapping[str, object]], Iterator[dict[str, Any]]]
 
 
 def _ones(value: object) -> tuple[int, ...]:
@@ -169,37 +170,39 @@ def _ones(value: object) -> tuple[int, ...]:
     return tuple(1 for _ in value)
 
 
-def _resnet(args: Mapping[str, object]) -> Iterator[dict[str, object]]:
+def _resnet(args: Mapping[str, object]) -> Iterator[dict[str, Any]]:
     yield {"layers": _ones(args["layers"])}
 
 
-def _densenet(args: Mapping[str, object]) -> Iterator[dict[str, object]]:
+def _densenet(args: Mapping[str, object]) -> Iterator[dict[str, Any]]:
     yield {"block_config": _ones(args["block_config"])}
 
 
-def _xception(args: Mapping[str, object]) -> Iterator[dict[str, object]]:
+def _xception(args: Mapping[str, object]) -> Iterator[dict[str, Any]]:
     blocks = args["block_cfg"]
     assert isinstance(blocks, Sequence)
     # the middle flow repeats one block: keep one of each run of equal blocks
     yield {"block_cfg": tuple(b for i, b in enumerate(blocks) if i == 0 or b != blocks[i - 1])}
 
 
-def _cspnet(args: Mapping[str, object]) -> Iterator[dict[str, object]]:
+def _cspnet(args: Mapping[str, object]) -> Iterator[dict[str, Any]]:
     stages = args["stage_cfgs"]
     assert isinstance(stages, Sequence)
     yield {"stage_cfgs": tuple(attrs.evolve(s, depth=1) for s in stages)}
 
 
-def _vit(args: Mapping[str, object]) -> Iterator[dict[str, object]]:
+def _vit(args: Mapping[str, object]) -> Iterator[dict[str, Any]]:
     depth, width, heads = args["depth"], args["embed_dim"], args["num_heads"]
-    assert isinstance(depth, int) and isinstance(width, int) and isinstance(heads, int)
+    assert isinstance(depth, int), depth
+    assert isinstance(width, int), width
+    assert isinstance(heads, int), heads
     yield {"depth": min(depth, 2)}
     for k in (2, 4, 8, 16):
         if heads % k == 0:  # the heads keep their width
             yield {"depth": min(depth, 2), "embed_dim": width // k, "num_heads": heads // k}
 
 
-def _efficientnet(args: Mapping[str, object]) -> Iterator[dict[str, object]]:
+def _efficientnet(args: Mapping[str, object]) -> Iterator[dict[str, Any]]:
     yield {"depth_multiplier": 0.1}
     width = args["channel_multiplier"]
     assert isinstance(width, float)
@@ -207,14 +210,14 @@ def _efficientnet(args: Mapping[str, object]) -> Iterator[dict[str, object]]:
         yield {"depth_multiplier": 0.1, "channel_multiplier": max(0.1, width / k)}
 
 
-def _mobilenetv3(args: Mapping[str, object]) -> Iterator[dict[str, object]]:
+def _mobilenetv3(args: Mapping[str, object]) -> Iterator[dict[str, Any]]:
     width = args["channel_multiplier"]
     assert isinstance(width, float)
     for k in (2, 4, 8):
         yield {"channel_multiplier": max(0.1, width / k)}
 
 
-def _convnext(args: Mapping[str, object]) -> Iterator[dict[str, object]]:
+def _convnext(args: Mapping[str, object]) -> Iterator[dict[str, Any]]:
     depths, dims = args["depths"], args["dims"]
     assert isinstance(dims, Sequence)
     yield {"depths": _ones(depths)}
@@ -222,7 +225,7 @@ def _convnext(args: Mapping[str, object]) -> Iterator[dict[str, object]]:
         yield {"depths": _ones(depths), "dims": tuple(max(8, int(d) // k) for d in dims)}
 
 
-def _regnet(args: Mapping[str, object]) -> Iterator[dict[str, object]]:
+def _regnet(args: Mapping[str, object]) -> Iterator[dict[str, Any]]:
     # scaling w0 and wa together keeps every block's width ratio, so the stages stay as they are, narrower
     cfg = args["cfg"]
     for k in (2, 4, 8):

@@ -44,9 +44,8 @@ DRAWN_SUBSETS = 16  # past EXHAUSTIVE_MAX_TAPS: this many more combinations, dra
 ISSUE_22 = {
     "convnext_small": "the flattened stem is registered as stem.0/stem.1, the reference's as stem_0/stem_1",
     "convnext_tiny": "the flattened stem is registered as stem.0/stem.1, the reference's as stem_0/stem_1",
-    **{
-        name: "the flattened blocks are registered as blocks_0.0..., the reference's as blocks.0.0..."
-        for name in (
+    **dict.fromkeys(
+        (
             "efficientnet_b0",
             "efficientnet_b1",
             "efficientnet_b1_pruned",
@@ -55,12 +54,13 @@ ISSUE_22 = {
             "efficientnet_b3",
             "efficientnet_b3_pruned",
             "mobilenetv3_large_100",
-        )
-    },
-    **{
-        name: "the hook extractor's keys are prefixed model.blocks.0..., the reference's are blocks_0..."
-        for name in ("xception41", "xception41p", "xception65", "xception65p", "xception71")
-    },
+        ),
+        "the flattened blocks are registered as blocks_0.0..., the reference's as blocks.0.0...",
+    ),
+    **dict.fromkeys(
+        ("xception41", "xception41p", "xception65", "xception65p", "xception71"),
+        "the hook extractor's keys are prefixed model.blocks.0..., the reference's are blocks_0...",
+    ),
 }
 CASE_MARKS = {  # read by conftest.py's pytest_generate_tests
     "test_features_state_dict_keys_match_reference": {
@@ -173,7 +173,7 @@ def tap_subsets(n: int, seed: object, name: str) -> list[tuple[int, ...]]:
     drawn from the run's seed and the name."""
     if n <= EXHAUSTIVE_MAX_TAPS:
         return [c for k in range(1, n + 1) for c in itertools.combinations(range(n), k)]
-    cover = {(i,) for i in range(n)}
+    cover: set[tuple[int, ...]] = {(i,) for i in range(n)}
     cover |= {tuple(range(i + 1)) for i in range(n)} | {tuple(range(i, n)) for i in range(n)}
     cover |= {tuple(range(0, n, 2)), tuple(range(1, n, 2))}
     rng = random.Random(f"{seed}-{name}")
@@ -197,10 +197,8 @@ def test_output_shapes_of_every_out_indices_combination(name: str, request: pyte
         assert [t.shape[1] for t in every] == [tap.num_chs for tap in model.feature_info]
         for t, tap in zip(every, model.feature_info, strict=True):
             assert t.shape[0] == BATCH, tap
-            assert all(abs(s - math.ceil(size / tap.reduction)) <= 1 for s, size in zip(t.shape[2:], (height, width))), (
-                tap,
-                t.shape,
-            )
+            expected = (math.ceil(height / tap.reduction), math.ceil(width / tap.reduction))
+            assert all(abs(s - e) <= 1 for s, e in zip(t.shape[2:], expected, strict=True)), (tap, t.shape)
         for j, subset in enumerate(tap_subsets(n, run_seed(request.config), name)):
             # every other subset is written from the end, reversed: negative indices and order must not matter
             check_subset(made, cfg, x, every, subset if j % 2 else [i - n for i in reversed(subset)])
@@ -236,9 +234,7 @@ def test_every_registered_name_has_every_tier_1_case(request: pytest.FixtureRequ
         for nodeid, names in request.config.stash[EVERY_NAME_CASES].items()
         if nodeid.split("::")[0] == module
     }
-    checks = [
-        f for f, fn in globals().items() if f.startswith("test_") and "name" in inspect.signature(fn).parameters
-    ]
+    checks = [f for f, fn in globals().items() if f.startswith("test_") and "name" in inspect.signature(fn).parameters]
     assert sorted(cases) == sorted(checks)  # every check here is parametrised by conftest.py, with every name
     registered = set(zoo.list_models()) | {n for names in families().values() for n in names}
     registered |= set(zoo.api.builtin_registry().list_models())  # a fresh registry of the built-in catalogue

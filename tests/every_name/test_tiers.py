@@ -19,6 +19,7 @@ from refdata import ROOT
 
 FAMILIES = tiers.families()
 NAMES = tiers.every_name()
+PYTHONPATH = os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])  # a subprocess imports this worktree's zoo
 
 
 def test_every_run_draws_every_family_and_any_runs_consecutive_seeds_draw_every_name() -> None:
@@ -52,7 +53,7 @@ def test_the_draw_is_a_function_of_the_seed_and_the_names_alone() -> None:
         assert draw.drawn(shuffled, seed) == draw.drawn(FAMILIES, seed)
     # every pytest-xdist worker is another process: another string hash seed must not change the draw
     code = "import draw, tiers; print(draw.drawn(tiers.families(), 'a seed'), draw.drawn(tiers.families(), 99))"
-    env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])}
+    env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": PYTHONPATH}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == f"{draw.drawn(FAMILIES, 'a seed')} {draw.drawn(FAMILIES, 99)}"
 
@@ -75,7 +76,7 @@ def test_a_failing_drawn_case_names_its_seed_for_the_replay(tmp_path: Path) -> N
             """
         )
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])}
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
     args = ["-p", "conftest", "-p", "no:cacheprovider", "-q", "--hypothesis-seed=4242", str(test)]
     run = subprocess.run([sys.executable, "-m", "pytest", *args], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 1, run.stdout + run.stderr
