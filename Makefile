@@ -47,7 +47,7 @@ typecheck: $(VENV)/.dev
 
 # a new Hypothesis seed each run, printed first so that a failure can be replayed: make unit SEED=...
 # The seed also draws the registered names whose real forwards run (tests/draw.py): any 12 consecutive
-# seeds draw every name, so a CI that passes its build number (SEED=$$BUILD_NUMBER) covers every name
+# seeds draw every name, so a CI that passes its build number (make test SEED=$BUILD_NUMBER) covers every name
 # every 12 builds
 ifeq ($(origin SEED), undefined)
 SEED := $(shell $(PYTHON) -c "import random; print(random.randrange(2**32))")

@@ -2,29 +2,34 @@
 
 Usage: python tools/tier_costs.py [--tier2 NAME ...] [--names N ...] [--workers W]
 
-Tier 1 (tests/every_name, every name on the meta device) runs in one process (-n 0); each name's cost
-is the time of its tests (setup, call and teardown, from pytest's JUnit XML), and what is left of the
-process's wall time is the fixed cost (start-up, imports, collection). With --tier2 the drawn tier's
-properties run on the names given (--all-names, so the draw does not leave them out), one process, and
-each name's cost is measured the same way; the tests that visit no registered name are not counted.
+Tier 1 (tests/every_name, every name on the meta device) runs in one pytest process (-n 0) with this
+file as a plugin, which times each test (setup, call and teardown) in CPU and wall seconds; a name's
+cost is its tests', and what is left of the process's total is the fixed cost (start-up, imports,
+collection, the tests of no name). With --tier2 the drawn tier's properties run on the names given
+(--all-names, so that the draw does not leave them out) and are measured the same way.
 
 The projection for N names: tier 1 is fixed + N x (mean per name) / W workers; the drawn tier draws
-about N / RUNS + (one per family) names a run (tests/draw.py), each at the measured mean. Figures are
-from this machine as it is now: say whether it was shared when you quote them.
+about N / RUNS + (one per family) names a run (tests/draw.py), each at the measured mean. CPU seconds
+say what dedicated cores would take; wall seconds are this machine as it is now: on a machine others
+are using, the two differ, and say so when you quote them.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import xml.etree.ElementTree as ET
-from collections import defaultdict
+from collections.abc import Generator
 from pathlib import Path
+
+import attrs
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -47,41 +52,83 @@ TIER_2 = [
 ]
 
 
-def run_pytest(paths: list[str], extra: list[str]) -> tuple[float, dict[str, float], int]:
-    """Run pytest on paths in one process: wall seconds, seconds per registered name, tests run."""
+_TIMES: dict[str, tuple[float, float]] = {}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
+    """As a pytest plugin (-p tier_costs): each test's CPU and wall seconds, setup and teardown included."""
+    cpu, wall = time.process_time(), time.monotonic()
+    result = yield
+    _TIMES[item.nodeid] = (time.process_time() - cpu, time.monotonic() - wall)
+    return result
+
+
+def pytest_sessionfinish() -> None:
+    out = os.environ.get("TIER_COSTS_OUT")
+    if out:
+        Path(out).write_text(json.dumps(_TIMES))
+
+
+@attrs.frozen
+class Costs:
+    """One pytest process's costs: its CPU and wall seconds, and each registered name's (its tests')."""
+
+    label: str
+    cpu: float
+    wall: float
+    tests: int
+    per_name: dict[str, tuple[float, float]]  # name -> (cpu, wall)
+
+    def mean(self, which: int) -> float:
+        return statistics.mean(c[which] for c in self.per_name.values()) if self.per_name else 0.0
+
+    def fixed(self, which: int) -> float:
+        """What the process spent outside the names' tests: start-up, imports, collection, name-less tests."""
+        total = self.cpu if which == 0 else self.wall
+        return total - sum(c[which] for c in self.per_name.values())
+
+
+def run_pytest(label: str, paths: list[str], extra: list[str]) -> Costs:
+    """Run pytest on paths in one process, timing each test (this module as a plugin)."""
     names = set(zoo.list_models())
     with tempfile.TemporaryDirectory() as tmp:
-        report = Path(tmp) / "report.xml"
-        command = [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", f"--junitxml={report}"]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])}
+        out = Path(tmp) / "times.json"
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests"), str(ROOT / "tools")]),
+            "TIER_COSTS_OUT": str(out),
+        }
+        command = [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "-p", "tier_costs"]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.monotonic()
         subprocess.run([*command, *extra, *paths], cwd=ROOT, env=env, check=False, stdout=subprocess.DEVNULL)
         wall = time.monotonic() - start
-        per_name: dict[str, float] = defaultdict(float)
-        cases = ET.parse(report).getroot().iter("testcase")
-        count = 0
-        for case in cases:
-            count += 1
-            test = case.get("name", "")
-            params = test[test.find("[") + 1 : -1] if "[" in test else ""
-            name = next((part for part in params.split("-") if part in names), None)
-            if name is not None:
-                per_name[name] += float(case.get("time", 0.0))
-    return wall, dict(per_name), count
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        times: dict[str, list[float]] = json.loads(out.read_text())
+    per_name: dict[str, tuple[float, float]] = {}
+    for nodeid, (cpu, seconds) in times.items():
+        params = nodeid[nodeid.find("[") + 1 : nodeid.rfind("]")] if "[" in nodeid else ""
+        name = next((part for part in params.split("-") if part in names), None)
+        if name is not None:
+            c, w = per_name.get(name, (0.0, 0.0))
+            per_name[name] = (c + cpu, w + seconds)
+    cpu_total = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return Costs(label, cpu_total, wall, len(times), per_name)
 
 
-def describe(label: str, wall: float, per_name: dict[str, float], count: int) -> float:
-    costs = sorted(per_name.values())
-    total = sum(costs)
-    print(f"{label}: {count} tests, {len(costs)} names, {wall:.1f} s wall in one process")
-    if not costs:
-        return 0.0
-    print(
-        f"  per name: mean {statistics.mean(costs):.3f} s, median {statistics.median(costs):.3f} s, "
-        f"90th percentile {costs[int(0.9 * (len(costs) - 1))]:.3f} s, max {costs[-1]:.3f} s "
-        f"({max(per_name, key=per_name.__getitem__)}); fixed {wall - total:.1f} s"
-    )
-    return statistics.mean(costs)
+def describe(costs: Costs) -> None:
+    print(f"{costs.label}: {costs.tests} tests, {len(costs.per_name)} names, {costs.cpu:.1f} s CPU, {costs.wall:.1f} s")
+    if not costs.per_name:
+        return
+    for which, kind in ((0, "CPU"), (1, "wall")):
+        values = sorted(c[which] for c in costs.per_name.values())
+        worst = max(costs.per_name, key=lambda n: costs.per_name[n][which])
+        print(
+            f"  per name ({kind}): mean {statistics.mean(values):.3f} s, median {statistics.median(values):.3f} s, "
+            f"90th percentile {values[int(0.9 * (len(values) - 1))]:.3f} s, max {values[-1]:.3f} s ({worst}); "
+            f"fixed {costs.fixed(which):.1f} s"
+        )
 
 
 def main(argv: list[str]) -> int:
@@ -92,21 +139,23 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     families = len(zoo.list_modules())
 
-    wall, per_name, count = run_pytest(TIER_1, ["--hypothesis-seed=0"])
-    mean1 = describe("tier 1 (every name, meta)", wall, per_name, count)
-    fixed1 = wall - sum(per_name.values())
-    mean2 = 0.0
+    tier1 = run_pytest("tier 1 (every name, meta)", TIER_1, ["--hypothesis-seed=0"])
+    describe(tier1)
+    tier2 = None
     if args.tier2:
         keep = " or ".join(args.tier2)
-        wall2, per_name2, count2 = run_pytest(TIER_2, ["--all-names", "-k", keep])
-        mean2 = describe(f"tier 2 (drawn; measured on {', '.join(args.tier2)})", wall2, per_name2, count2)
-    print(f"projection on {args.workers} workers ({families} families as today; RUNS = {draw.RUNS}):")
+        tier2 = run_pytest(f"tier 2 (drawn; on {', '.join(args.tier2)})", TIER_2, ["--all-names", "-k", keep])
+        describe(tier2)
+    print(f"projection on {args.workers} workers ({families} families as today, RUNS = {draw.RUNS}), by CPU and wall:")
     for n in args.names:
-        tier1 = fixed1 + n * mean1 / args.workers
-        line = f"  {n} names: tier 1 {tier1 / 60:.1f} min"
-        if args.tier2:
+        line = f"  {n} names: tier 1 " + " / ".join(
+            f"{(tier1.fixed(w) + n * tier1.mean(w) / args.workers) / 60:.1f} min" for w in (0, 1)
+        )
+        if tier2 is not None:
             drawn = n / draw.RUNS + families
-            line += f"; drawn tier about {drawn:.0f} names a run, {drawn * mean2 / args.workers / 60:.1f} min"
+            line += f"; drawn tier about {drawn:.0f} names a run, " + " / ".join(
+                f"{drawn * tier2.mean(w) / args.workers / 60:.1f} min" for w in (0, 1)
+            )
         print(line)
     return 0
 

@@ -95,8 +95,10 @@ TAP_CHAIN = "tap_chain (test model)"
 # one stalls at its barriers, which stretched this module from two minutes to a quarter of an hour
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),  # conftest.py: small forwards on one torch thread
-    # the run's drawn names (tests/tiers.py) and the test model, at module scope: `case` builds each once
+    # the run's drawn names (tests/tiers.py) and the test model, on each device, at module scope: `case` builds
+    # each once per device
     pytest.mark.drawn_names(scope="module", extra=(TAP_CHAIN,)),
+    pytest.mark.parametrize("device", DEVICES, scope="module"),
 ]
 
 
@@ -112,12 +114,6 @@ class Case:
     @property
     def num_taps(self) -> int:
         return len(self.reference)
-
-
-@pytest.fixture(scope="module", params=DEVICES)
-def device(request: pytest.FixtureRequest) -> str:
-    value: str = request.param
-    return value
 
 
 @pytest.fixture(scope="module")
