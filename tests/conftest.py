@@ -145,14 +145,16 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         lines = [f"names: every registered name ({len(tiers.every_name())}) in every tier (--all-names)"]
     else:
         names = tiers.drawn_names(config)
+        number = draw.seed_number(seed)
+        given = "" if seed is not None else ", as no --hypothesis-seed was given"
         lines = [
-            f"names: every registered name ({len(tiers.every_name())}) on meta; drawn for real by seed "
-            f"{draw.seed_number(seed)} (slot {draw.slot(seed)} of {draw.RUNS}; replay: make unit SEED="
-            f"{draw.seed_number(seed)}): {', '.join(names)}"
+            f"names: every registered name ({len(tiers.every_name())}) on meta; drawn for real by seed {number} "
+            f"(slot {draw.slot(seed)} of {draw.RUNS}{given}; replay: make unit SEED={number}): {', '.join(names)}"
         ]
     over = [n for n in tiers.drawn_names(config) if tiers.over_budget(n)]
     if over:
-        lines.append(f"above the budget of {tiers.PARAM_BUDGET:,} parameters, built smaller: {', '.join(over)}")
+        lines.append(f"above the budget of {tiers.PARAM_BUDGET:,} parameters and buffers, built smaller:")
+        lines.extend(f"  {tiers.plan(n).describe()}" for n in over)
     return lines
 
 

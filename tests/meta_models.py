@@ -190,7 +190,8 @@ def memoised(model: ZooModule) -> Iterator[None]:
             if chosen.get(id(self)) is not self:
                 return original(self, *args, **kwargs)
             try:
-                key = (id(self), torch.is_grad_enabled(), _signature(args), _signature(tuple(sorted(kwargs.items()))))
+                state = (id(self), self.training, torch.is_grad_enabled())
+                key = (state, _signature(args), _signature(tuple(sorted(kwargs.items()))))
             except TypeError:
                 return original(self, *args, **kwargs)
             if key not in memo:

@@ -4,9 +4,10 @@ Usage: python tools/tier_costs.py [--tier2 NAME ...] [--names N ...] [--workers 
 
 Tier 1 (tests/every_name, every name on the meta device) runs in one pytest process (-n 0) with this
 file as a plugin, which times each test (setup, call and teardown) in CPU and wall seconds; a name's
-cost is its tests', and what is left of the process's total is the fixed cost (start-up, imports,
-collection, the tests of no name). With --tier2 the drawn tier's properties run on the names given
-(--all-names, so that the draw does not leave them out) and are measured the same way.
+cost is its tests' (those marked every_name or drawn_names), and what is left of the process's total
+is the fixed cost (start-up, imports, collection, the other tests). With --tier2 the drawn tier's
+properties run on the names given (--all-names, so that the draw does not leave them out) and are
+measured the same way.
 
 The projection for N names: tier 1 is fixed + N x (mean per name) / W workers; the drawn tier draws
 about N / RUNS + (one per family) names a run (tests/draw.py), each at the measured mean. CPU seconds
@@ -52,7 +53,7 @@ TIER_2 = [
 ]
 
 
-_TIMES: dict[str, tuple[float, float]] = {}
+_TIMES: dict[str, tuple[float, float, bool]] = {}
 
 
 @pytest.hookimpl(wrapper=True)
@@ -60,7 +61,8 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     """As a pytest plugin (-p tier_costs): each test's CPU and wall seconds, setup and teardown included."""
     cpu, wall = time.process_time(), time.monotonic()
     result = yield
-    _TIMES[item.nodeid] = (time.process_time() - cpu, time.monotonic() - wall)
+    tiered = any(item.get_closest_marker(m) is not None for m in ("every_name", "drawn_names"))
+    _TIMES[item.nodeid] = (time.process_time() - cpu, time.monotonic() - wall, tiered)
     return result
 
 
@@ -105,9 +107,11 @@ def run_pytest(label: str, paths: list[str], extra: list[str]) -> Costs:
         subprocess.run([*command, *extra, *paths], cwd=ROOT, env=env, check=False, stdout=subprocess.DEVNULL)
         wall = time.monotonic() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        times: dict[str, list[float]] = json.loads(out.read_text())
+        times: dict[str, tuple[float, float, bool]] = json.loads(out.read_text())
     per_name: dict[str, tuple[float, float]] = {}
-    for nodeid, (cpu, seconds) in times.items():
+    for nodeid, (cpu, seconds, tiered) in times.items():
+        if not tiered:
+            continue  # a test of a fixed list of names (a family's representative, say): not per registered name
         params = nodeid[nodeid.find("[") + 1 : nodeid.rfind("]")] if "[" in nodeid else ""
         name = next((part for part in params.split("-") if part in names), None)
         if name is not None:

@@ -24,7 +24,7 @@ import torch
 
 import zoo
 from meta_models import MetaBuild, memoised, meta_build, on_meta
-from modelcache import served
+from modelcache import as_map, served
 from refdata import reference, reference_path
 from tiers import EVERY_NAME_CASES, families, run_seed
 from zoo.domain.errors import InvalidArgumentError, InvalidFeatureRequestError, ZooError
@@ -191,6 +191,7 @@ def test_output_shapes_of_every_out_indices_combination(name: str, request: pyte
     n = len(model.feature_info)
     with memoised(model), torch.no_grad():
         features = model.forward_features(x)
+        assert as_map(model, features, height, width).shape[:2] == (BATCH, model.num_features)
         assert model.forward_head(features).shape == (BATCH, model.num_classes)
         assert model.forward_head(features, pre_logits=True).shape == (BATCH, model.head_hidden_size)
         every = FACTORY.wrap(model, cfg).forward_taps(x)  # all taps, the family's default kind
