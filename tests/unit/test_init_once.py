@@ -1,6 +1,6 @@
 """One-pass creation: a family with its own init_all_weights is built on meta and initialised once.
 
-What must hold: every parameter and persistent buffer is written (for every registered model), the
+What must hold: every parameter and persistent buffer is written (for the run's drawn models: tests/tiers.py), the
 weights are distributed as the ordinary path's (constructor: torch's defaults, then the family's
 init), seeding reproduces them, pruned / in_chans / num_classes builds work, and a family without
 init_all_weights keeps the ordinary path.
