@@ -123,47 +123,61 @@ def _check_per_channel(func: str, x: torch.Tensor, channels: int, *tensors: obje
             raise RuntimeError(f"{func}: a {tuple(t.shape)} statistic or affine for input {tuple(x.shape)}")
 
 
-class _ShapeRules(TorchFunctionMode):
-    """Normalisations on meta tensors by their shape rule, checked as torch's are, in C++ time: torch's own meta
-    batch norm is its Python decomposition, a millisecond a call, most of what a first meta forward costs."""
+def _batch_norm(original: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    def batch_norm(
+        input: torch.Tensor,
+        running_mean: torch.Tensor | None,
+        running_var: torch.Tensor | None,
+        weight: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
+        *args: object,
+        **kwargs: object,
+    ) -> torch.Tensor:
+        if not input.is_meta:
+            return original(input, running_mean, running_var, weight, bias, *args, **kwargs)
+        for t in (running_mean, running_var, weight, bias):
+            if t is not None and tuple(t.shape) != (input.shape[1],):
+                raise RuntimeError(f"batch_norm: a {tuple(t.shape)} statistic or affine for input {tuple(input.shape)}")
+        return _like(input)
 
-    def __torch_function__(
-        self,
-        func: Callable[..., object],
-        types: object,
-        args: Sequence[object] = (),
-        kwargs: Mapping[str, object] | None = None,
-    ) -> object:
-        kwargs = kwargs or {}
-        x = args[0] if args else kwargs.get("input")
-        if isinstance(x, torch.Tensor) and x.is_meta:
-            if func is F.batch_norm:
-                bound = _bind(_BATCH_NORM, args, kwargs)
-                _check_per_channel("batch_norm", x, x.shape[1], *(bound[k] for k in _BATCH_NORM[1:5]))
-                return _like(x)
-            if func is F.layer_norm:
-                bound = _bind(_LAYER_NORM, args, kwargs)
-                normalized = bound["normalized_shape"]
-                assert isinstance(normalized, (tuple, list)), normalized
-                shape = tuple(int(d) for d in normalized)
-                if tuple(x.shape[-len(shape) :]) != shape:
-                    raise RuntimeError(f"layer_norm: normalized_shape {shape} for input {tuple(x.shape)}")
-                for t in (bound["weight"], bound["bias"]):
-                    if isinstance(t, torch.Tensor) and tuple(t.shape) != shape:
-                        raise RuntimeError(f"layer_norm: a {tuple(t.shape)} affine for {shape}")
-                return _like(x)
-        return func(*args, **kwargs)
+    return batch_norm
 
 
-_BATCH_NORM = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
-_LAYER_NORM = ("input", "normalized_shape", "weight", "bias", "eps")
+def _layer_norm(original: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    def layer_norm(
+        input: torch.Tensor,
+        normalized_shape: Sequence[int],
+        weight: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
+        *args: object,
+        **kwargs: object,
+    ) -> torch.Tensor:
+        if not input.is_meta:
+            return original(input, normalized_shape, weight, bias, *args, **kwargs)
+        shape = tuple(int(d) for d in normalized_shape)
+        if tuple(input.shape[-len(shape) :]) != shape:
+            raise RuntimeError(f"layer_norm: normalized_shape {shape} for input {tuple(input.shape)}")
+        for t in (weight, bias):
+            if t is not None and tuple(t.shape) != shape:
+                raise RuntimeError(f"layer_norm: a {tuple(t.shape)} affine for {shape}")
+        return _like(input)
+
+    return layer_norm
 
 
-def _bind(names: Sequence[str], args: Sequence[object], kwargs: Mapping[str, object]) -> dict[str, object]:
-    bound = dict.fromkeys(names)
-    bound.update(zip(names, args, strict=False))  # the arguments given by position
-    bound.update(kwargs)
-    return bound
+@contextlib.contextmanager
+def _shape_rules() -> Iterator[None]:
+    """F.batch_norm and F.layer_norm on meta inputs by their shape rule, checked as torch checks it, in C++ time.
+
+    torch's own meta batch norm is its Python decomposition, a millisecond a call: most of what a first meta
+    forward costs. Replaced in torch.nn.functional, where modules look them up at each call, for the block only.
+    """
+    saved = F.batch_norm, F.layer_norm
+    F.batch_norm, F.layer_norm = _batch_norm(saved[0]), _layer_norm(saved[1])
+    try:
+        yield
+    finally:
+        F.batch_norm, F.layer_norm = saved
 
 
 def _has_tap_below(path: str, taps: Sequence[str]) -> bool:
@@ -183,7 +197,6 @@ def memoised(model: ZooModule) -> Iterator[None]:
     taps = [t.module for t in model.feature_info]
     chosen = {id(m): m for path, m in model.named_modules() if not _has_tap_below(path, taps)}
     memo: dict[Hashable, object] = {}
-    computing: list[nn.Module] = []  # the outermost memoised module computing its output, under _ShapeRules
 
     def memo_forward(original: Callable[..., object]) -> Callable[..., object]:
         def forward(self: nn.Module, *args: object, **kwargs: object) -> object:
@@ -195,15 +208,7 @@ def memoised(model: ZooModule) -> Iterator[None]:
             except TypeError:
                 return original(self, *args, **kwargs)
             if key not in memo:
-                if computing:  # a memoised module inside another: the shape rules are on already
-                    memo[key] = original(self, *args, **kwargs)
-                else:
-                    computing.append(self)
-                    try:
-                        with _ShapeRules():
-                            memo[key] = original(self, *args, **kwargs)
-                    finally:
-                        computing.pop()
+                memo[key] = original(self, *args, **kwargs)
             return memo[key]
 
         return forward
@@ -216,7 +221,8 @@ def memoised(model: ZooModule) -> Iterator[None]:
                 # the class's own forward, if it defines one (else it inherits it: the attribute goes again after)
                 patched[cls] = vars(cls).get("forward")
                 cls.forward = memo_forward(cls.forward)
-        yield
+        with _shape_rules():
+            yield
     finally:
         for cls, own in patched.items():
             if own is None:

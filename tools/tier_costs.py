@@ -6,8 +6,9 @@ Tier 1 (tests/every_name, every name on the meta device) runs in one pytest proc
 file as a plugin, which times each test (setup, call and teardown) in CPU and wall seconds; a name's
 cost is its tests' (those marked every_name or drawn_names), and what is left of the process's total
 is the fixed cost (start-up, imports, collection, the other tests). With --tier2 the drawn tier's
-properties run on the names given (--all-names, so that the draw does not leave them out) and are
-measured the same way.
+properties run on the names given (--all-names, so that the draw does not leave them out; `--tier2 all`
+runs every name) and are measured the same way, with the process's resident memory after each test
+(the tests that raised it most are listed: in one process the suite's memory shows as a worker's does).
 
 The projection for N names: tier 1 is fixed + N x (mean per name) / W workers; the drawn tier draws
 about N / RUNS + (one per family) names a run (tests/draw.py), each at the measured mean. CPU seconds
@@ -53,7 +54,15 @@ TIER_2 = [
 ]
 
 
-_TIMES: dict[str, tuple[float, float, bool]] = {}
+_TIMES: dict[str, tuple[float, float, bool, int]] = {}
+
+
+def _resident_mib() -> int:
+    """This process's resident memory now (VmRSS), in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) // 1024
+    return 0
 
 
 @pytest.hookimpl(wrapper=True)
@@ -62,7 +71,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     cpu, wall = time.process_time(), time.monotonic()
     result = yield
     tiered = any(item.get_closest_marker(m) is not None for m in ("every_name", "drawn_names"))
-    _TIMES[item.nodeid] = (time.process_time() - cpu, time.monotonic() - wall, tiered)
+    _TIMES[item.nodeid] = (time.process_time() - cpu, time.monotonic() - wall, tiered, _resident_mib())
     return result
 
 
@@ -81,6 +90,7 @@ class Costs:
     wall: float
     tests: int
     per_name: dict[str, tuple[float, float]]  # name -> (cpu, wall)
+    resident: list[tuple[str, int]]  # (test, the process's resident MiB after it), in the order run
 
     def mean(self, which: int) -> float:
         return statistics.mean(c[which] for c in self.per_name.values()) if self.per_name else 0.0
@@ -107,9 +117,9 @@ def run_pytest(label: str, paths: list[str], extra: list[str]) -> Costs:
         subprocess.run([*command, *extra, *paths], cwd=ROOT, env=env, check=False, stdout=subprocess.DEVNULL)
         wall = time.monotonic() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        times: dict[str, tuple[float, float, bool]] = json.loads(out.read_text())
+        times: dict[str, tuple[float, float, bool, int]] = json.loads(out.read_text())
     per_name: dict[str, tuple[float, float]] = {}
-    for nodeid, (cpu, seconds, tiered) in times.items():
+    for nodeid, (cpu, seconds, tiered, _) in times.items():
         if not tiered:
             continue  # a test of a fixed list of names (a family's representative, say): not per registered name
         params = nodeid[nodeid.find("[") + 1 : nodeid.rfind("]")] if "[" in nodeid else ""
@@ -118,7 +128,19 @@ def run_pytest(label: str, paths: list[str], extra: list[str]) -> Costs:
             c, w = per_name.get(name, (0.0, 0.0))
             per_name[name] = (c + cpu, w + seconds)
     cpu_total = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    return Costs(label, cpu_total, wall, len(times), per_name)
+    resident = [(nodeid, int(t[3])) for nodeid, t in times.items()]
+    return Costs(label, cpu_total, wall, len(times), per_name, resident)
+
+
+def describe_memory(costs: Costs, top: int = 8) -> None:
+    """The process's resident memory after its tests: the last, the peak, and the tests that raised it most."""
+    if not costs.resident:
+        return
+    pairs = zip(costs.resident, costs.resident[1:], strict=False)  # each test with the one before it
+    rises = [(after - before, test, after) for (_, before), (test, after) in pairs]
+    print(f"  resident after its tests: last {costs.resident[-1][1]} MiB, most {max(r for _, r in costs.resident)} MiB")
+    for rise, test, after in sorted(rises, reverse=True)[:top]:
+        print(f"    +{rise} MiB to {after} MiB: {test}")
 
 
 def describe(costs: Costs) -> None:
@@ -137,7 +159,9 @@ def describe(costs: Costs) -> None:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tier2", nargs="*", metavar="NAME", help="also measure the drawn tier on these names")
+    parser.add_argument(
+        "--tier2", nargs="*", metavar="NAME", help="also measure the drawn tier on these names ('all': every name)"
+    )
     parser.add_argument("--names", nargs="*", type=int, default=[413, 1000], help="name counts to project to")
     parser.add_argument("--workers", type=int, default=2, help="pytest-xdist workers (default 2, as make unit)")
     args = parser.parse_args(argv)
@@ -148,8 +172,10 @@ def main(argv: list[str]) -> int:
     tier2 = None
     if args.tier2:
         keep = " or ".join(args.tier2)
-        tier2 = run_pytest(f"tier 2 (drawn; on {', '.join(args.tier2)})", TIER_2, ["--all-names", "-k", keep])
+        extra = ["--all-names"] if args.tier2 == ["all"] else ["--all-names", "-k", keep]
+        tier2 = run_pytest(f"tier 2 (drawn; on {', '.join(args.tier2)})", TIER_2, extra)
         describe(tier2)
+        describe_memory(tier2)
     print(f"projection on {args.workers} workers ({families} families as today, RUNS = {draw.RUNS}), by CPU and wall:")
     for n in args.names:
         line = f"  {n} names: tier 1 " + " / ".join(
