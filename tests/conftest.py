@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -70,7 +69,6 @@ def release_built_models() -> Iterator[None]:
     """Drop the models a test module built (modelcache.built) when it ends: the next module builds its own."""
     yield
     forget_built()
-    gc.collect()
 
 
 _MODEL_RANK = {name: i for i, name in enumerate(zoo.list_models())}
