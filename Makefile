@@ -15,7 +15,7 @@ TORCH_VERSION ?= 2.14.1
 TORCHVISION_VERSION ?= 0.29.1
 endif
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test test-all lint typecheck unit unit-all bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,17 +46,31 @@ typecheck: $(VENV)/.dev
 	$(VENV)/bin/mypy --strict src tests benchmarks tools
 
 # a new Hypothesis seed each run, printed first so that a failure can be replayed: make unit SEED=...
+# The seed also draws the registered names whose real forwards run (tests/draw.py): any 12 consecutive
+# seeds draw every name, so a CI that passes its build number (make test SEED=$BUILD_NUMBER) covers every name
+# every 12 builds
 ifeq ($(origin SEED), undefined)
 SEED := $(shell $(PYTHON) -c "import random; print(random.randrange(2**32))")
 endif
-# two pytest workers (pytest-xdist), a test file each at a time: the suite is CPU-bound and runs each
-# torch op on one thread, so CI's two cores halve its time; WORKERS=0 runs it in one process
+# two pytest workers (pytest-xdist): the suite is CPU-bound and runs each torch op on one thread, so CI's two
+# cores halve its time; WORKERS=0 runs it in one process. A test file is one work unit (conftest.py sets the
+# xdist groups), except that the tests of registered names go as a few units of consecutive names, so that
+# the every-name tier is shared by both workers
 WORKERS ?= 2
+PYTEST := $(VENV)/bin/pytest -q -n $(WORKERS) --dist loadgroup --hypothesis-seed=$(SEED) --durations=15
+# every registered name on the meta device, the run's drawn names for real (tests/tiers.py)
 unit: $(VENV)/.dev
 	@echo "hypothesis seed: $(SEED) (replay with: make unit SEED=$(SEED))"
-	$(VENV)/bin/pytest -q -n $(WORKERS) --dist loadfile --hypothesis-seed=$(SEED) --durations=15
+	$(PYTEST)
+
+# every property on every registered name (no draw), for a release or a nightly run
+unit-all: $(VENV)/.dev
+	@echo "hypothesis seed: $(SEED) (replay with: make unit-all SEED=$(SEED)); every name in every tier"
+	$(PYTEST) --all-names
 
 test: lint typecheck unit
+
+test-all: lint typecheck unit-all
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/all.py

@@ -2,9 +2,11 @@
 
 Usage: python tools/sync_reference.py [SHARED_REFERENCE_DIR]
 
-Every name in the built-in catalogue gets its facts file (timm-1.0.31 first, timm-0.4.12 for the
-names later versions dropped), and every published pruned layout is copied, so a clean clone
-without ../shared runs every test. Names that have no facts anywhere are listed and make it fail.
+Every registered name (zoo.list_models(): the built-in catalogue) gets its facts file (timm-1.0.31
+first, timm-0.4.12 for the names later versions dropped), and every published pruned layout is copied,
+so a clean clone without ../shared runs every test. A facts file of a name no longer registered is
+removed. Names that have no facts anywhere are listed and make it fail: the every-name test tier
+(tests/every_name) fails for them too.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from zoo.archs.catalogue import FAMILIES  # noqa: E402
+import zoo  # noqa: E402
 
 VERSIONS = ("timm-1.0.31", "timm-0.4.12")
 
@@ -27,9 +29,14 @@ def main(argv: list[str]) -> int:
     if not src.is_dir():
         print(f"no reference directory at {src}", file=sys.stderr)
         return 2
-    names = [n for names in FAMILIES.values() for n in names]
+    names = zoo.list_models()
     missing: list[str] = []
     copied = 0
+    for version in VERSIONS:
+        for stale in sorted((dest / version).glob("*.json")):
+            if stale.stem not in names:
+                stale.unlink()
+                print(f"removed {stale.relative_to(ROOT)}: {stale.stem} is not registered")
     for name in names:
         for version in VERSIONS:
             facts = src / version / f"{name}.json"

@@ -1,12 +1,13 @@
-"""torch.export of every registered model: the classifier and its feature extractors, with dynamic batch and size.
+"""torch.export of each drawn model (tests/tiers.py): the classifier and its feature extractors, with dynamic
+batch and size.
 
 Exporting is the slow part (seconds per model, spent in symbolic shape tracing), so each run exports
-every model ONCE, with dynamic batch, height and width: as its classifier or as one extractor kind
+each drawn model ONCE, with dynamic batch, height and width: as its classifier or as one extractor kind
 (list, dict, getter, hook; a token model serves the getter only). What each model gets rotates over
-the five from an offset drawn per run, so every run exports every model and every kind (each on about
-a fifth of the models), and over runs every model meets every kind; the extractor's out_indices are
-drawn too (printed with a failure). The draws come from the Hypothesis seed when one is given (`make unit`
-passes a new one each run; `make unit SEED=...` replays a run), and from the fixed FALLBACK_SEED when
+the five from an offset drawn per run, so over runs every model meets every kind (with --all-names every
+run exports every model and every kind, each on about a fifth of the models); the extractor's out_indices
+are drawn too (printed with a failure). The draws come from the Hypothesis seed when one is given (`make
+unit` passes a new one each run; `make unit SEED=...` replays a run), and from the fixed FALLBACK_SEED when
 none is: every process that collects the file must draw the same tests (pytest-xdist refuses a run whose
 workers collected different ones), so a bare `pytest` always draws the same. Each test id names what was
 drawn.
@@ -20,6 +21,8 @@ import pytest
 import torch
 from torch import nn
 
+import draw
+import tiers
 import zoo
 from model_checks import images
 from modelcache import built
@@ -33,9 +36,10 @@ SLOTS = ("classifier", *KINDS)
 SIZE = 64  # the example's height and width (or twice the deepest selected stride, if larger)
 BATCH = 2  # the example's batch: torch.export specialises a batch of 1
 FACTORY = FeatureFactory()
-FALLBACK_SEED = 0  # the draws' seed without --hypothesis-seed (see the module docstring)
+FALLBACK_SEED = draw.FALLBACK_SEED  # the draws' seed without --hypothesis-seed (see the module docstring)
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: small forwards on one torch thread
+# conftest.py: small forwards on one torch thread; a failure says how to replay the draw (drawn_names)
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.drawn_names]
 
 
 def _served(name: str) -> tuple[str, ...]:
@@ -55,8 +59,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Parametrise the test by what is drawn for this run (see the module docstring)."""
     if "drawn" not in metafunc.fixturenames:
         return
-    seed = metafunc.config.getoption("hypothesis_seed", default=None)
-    cases = [pytest.param(case, id=f"{case[0]}-{case[1]}") for case in draws(seed)]
+    seed = tiers.run_seed(metafunc.config)
+    names = set(tiers.drawn_names(metafunc.config))
+    cases = [pytest.param(case, id=f"{case[0]}-{case[1]}") for case in draws(seed) if case[0] in names]
     metafunc.parametrize("drawn", cases)
 
 

@@ -1,4 +1,8 @@
-"""Feature extractors of every registered model: every tap subset, every strategy, every device."""
+"""Feature extractors of each drawn model (tests/tiers.py): every tap subset, every strategy, every device.
+
+The output shapes of every subset are checked for every registered name on the meta device (tests/every_name);
+here the values: each subset's taps equal the all-taps extractor's, for every strategy.
+"""
 
 from __future__ import annotations
 
@@ -85,12 +89,17 @@ class TapChain(nn.Module):
 
 
 TAP_CHAIN = "tap_chain (test model)"
-NAMES = [*zoo.list_models(), TAP_CHAIN]
 
 
 # thousands of small forwards: with a core busy elsewhere (a neighbour, an xdist worker) every multi-threaded
 # one stalls at its barriers, which stretched this module from two minutes to a quarter of an hour
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: small forwards on one torch thread
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),  # conftest.py: small forwards on one torch thread
+    # the run's drawn names (tests/tiers.py) and the test model, on each device, at module scope: `case` builds
+    # each once per device
+    pytest.mark.drawn_names(scope="module", extra=(TAP_CHAIN,)),
+    pytest.mark.parametrize("device", DEVICES, scope="module"),
+]
 
 
 @attrs.frozen
@@ -107,13 +116,9 @@ class Case:
         return len(self.reference)
 
 
-@pytest.fixture(
-    scope="module",
-    params=[pytest.param((n, d.values[0]), id=f"{n}-{d.id}", marks=d.marks) for d in DEVICES for n in NAMES],
-)
-def case(request: pytest.FixtureRequest) -> Case:
+@pytest.fixture(scope="module")
+def case(name: str, device: str) -> Case:
     """Each base model is built once per module and device; pytest groups the tests that share it."""
-    name, device = request.param
     torch.manual_seed(0)
     model: nn.Module
     if name == TAP_CHAIN:

@@ -1,4 +1,4 @@
-"""channels_last memory format and bfloat16 autocast give every registered model's float32 outputs, within tolerance.
+"""channels_last memory format and bfloat16 autocast give each drawn model's float32 outputs, within tolerance.
 
 Tolerances are relative to the output's scale (its largest magnitude), as random-init logits range
 from 1e-3 to a few units across families:
@@ -17,16 +17,15 @@ import functools
 import pytest
 import torch
 
-import zoo
 from modelcache import built
 
-MODELS = zoo.list_models()
 CHANNELS_LAST_RTOL = 1e-4
 BF16_RTOL = 5e-2
 BF16_MIN_COSINE = 0.999
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: small forwards on one torch thread
+# conftest.py: small forwards on one torch thread; the run's drawn names (tests/tiers.py)
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.drawn_names]
 
 
 @functools.cache
@@ -39,7 +38,6 @@ def largest_error(got: torch.Tensor, expected: torch.Tensor) -> float:
     return float((got.float() - expected).abs().max() / expected.abs().max())
 
 
-@pytest.mark.parametrize("name", MODELS)
 def test_channels_last_and_bfloat16_autocast_agree_with_float32(name: str) -> None:
     model = built(name)
     x = image()

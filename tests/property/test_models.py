@@ -1,4 +1,8 @@
-"""Properties every registered model holds, over batch sizes and input sizes it accepts."""
+"""Properties every registered model holds, over batch sizes and input sizes it accepts (drawn names: tests/tiers.py).
+
+Its layout and published cfgs are checked for every name on the meta device (tests/every_name); here the
+real build is held to the same layout.
+"""
 
 from __future__ import annotations
 
@@ -13,44 +17,33 @@ from hypothesis import strategies as st
 from torch import nn
 
 import zoo
-from modelcache import as_map, built, small_input_kwargs
+from meta_models import on_meta
+from modelcache import as_map, built, drawn_kwargs, small_input_kwargs
 from refdata import reference
+from tiers import build_kwargs, over_budget
 from zoo.archs.layers import POOL_TYPES
 from zoo.services.builder import constructor_params
 
-MODELS = zoo.list_models()
+# conftest.py: small forwards on one torch thread; each test runs on the run's drawn names (tests/tiers.py)
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.drawn_names]
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: small forwards on one torch thread
-
-
-def test_every_model_is_covered() -> None:
-    assert len(MODELS) >= 18
-
-
-@pytest.mark.parametrize("name", MODELS)
 def test_state_dict_matches_reference(name: str) -> None:
-    facts = reference(name)
     model = built(name)
     got = {k: list(v.shape) for k, v in model.state_dict().items()}
+    # the real build is the meta build (which tests/every_name holds to the reference for every name) ...
+    with on_meta():
+        twin = zoo.create_model(name, **drawn_kwargs(name))
+    assert got == {k: list(v.shape) for k, v in twin.state_dict().items()}
+    if over_budget(name):
+        return  # built smaller (tests/tiers.py): the reference's widths and depths are the meta build's alone
+    # ... and, at full size, the reference's
+    facts = reference(name)
     assert got == facts["state_dict"]
     assert model.num_features == facts["num_features"]
     assert model.num_classes == facts["num_classes"]
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_default_cfgs_match_reference(name: str) -> None:
-    facts = reference(name)
-    spec = zoo.api.default_zoo().get_spec(name)
-    # an untagged cfg (no published weights: densenet264d, the timm-0.4.12 names) is filed under the bare name
-    published = {f"{name}.{c.tag}" if c.tag else name: c.to_dict() for c in spec.default_cfgs}
-    assert set(published) == set(facts["pretrained_cfgs"])
-    for key, ref_cfg in facts["pretrained_cfgs"].items():
-        mine = published[key]
-        assert {k: mine[k] for k in ref_cfg} == ref_cfg, key
-
-
-@pytest.mark.parametrize("name", MODELS)
 @given(batch=st.integers(1, 2), size=st.integers(32, 64))
 def test_forward_shapes_and_values(name: str, batch: int, size: int) -> None:
     model = built(name)
@@ -68,7 +61,6 @@ def test_forward_shapes_and_values(name: str, batch: int, size: int) -> None:
     assert pre.shape == (batch, model.head_hidden_size)
 
 
-@pytest.mark.parametrize("name", MODELS)
 def test_reset_classifier(name: str) -> None:
     model = copy.deepcopy(built(name))
     x = torch.randn(2, 3, 64, 64)
@@ -110,7 +102,8 @@ def build_options(draw: st.DrawFn, name: str) -> tuple[int, int, dict[str, Any]]
     pool = draw(st.sampled_from(pools)) if "global_pool" in takes else "avg"
     num_classes = 0 if pool == "" else draw(st.integers(0, 12))
     in_chans = draw(st.integers(1, 5))
-    extra: dict[str, Any] = dict(small_input_kwargs(name))  # model keywords, typed as create_model forwards them
+    # model keywords, typed as create_model forwards them; a model above the budget is built smaller (tests/tiers.py)
+    extra: dict[str, Any] = {**small_input_kwargs(name), **build_kwargs(name)}
     if "global_pool" in takes:
         extra["global_pool"] = pool
     if "output_stride" in takes:
@@ -118,7 +111,6 @@ def build_options(draw: st.DrawFn, name: str) -> tuple[int, int, dict[str, Any]]
     return num_classes, in_chans, extra
 
 
-@pytest.mark.parametrize("name", MODELS)
 @settings(max_examples=2)
 @given(data=st.data())
 def test_built_with_drawn_options(name: str, data: st.DataObject) -> None:

@@ -1,4 +1,5 @@
-"""The surface of every registered model: intermediates, head width, pruning, scripting, tracing, checkpointing."""
+"""The surface of each drawn model (tests/tiers.py): intermediates, head width, pruning, scripting, tracing,
+checkpointing."""
 
 from __future__ import annotations
 
@@ -19,13 +20,13 @@ from zoo.archs.layers import POOL_TYPES
 from zoo.domain import FeatureNotAvailableError, InvalidFeatureRequestError, InvalidValueError
 from zoo.services.features import FeatureFactory, FeatureTaps
 
-MODELS = zoo.list_models()
 SIZE = 64
 BATCH = 1  # batch coupling (BatchNorm) is covered by tests/property/test_models.py; here compute is the budget
 FACTORY = FeatureFactory()
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: small forwards on one torch thread
+# conftest.py: small forwards on one torch thread; the run's drawn names (tests/tiers.py)
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.drawn_names]
 
 
 @functools.cache
@@ -74,7 +75,6 @@ def fingerprint(model: nn.Module) -> dict[str, int]:
 # -- forward_intermediates --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", MODELS)
 def test_final_output_and_every_intermediate(name: str) -> None:
     model = built(name)
     features, taps = reference(name)
@@ -94,7 +94,6 @@ def test_final_output_and_every_intermediate(name: str) -> None:
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", MODELS)
 @settings(max_examples=6)
 @given(data=st.data())
 def test_drawn_requests(name: str, data: st.DataObject) -> None:
@@ -133,7 +132,6 @@ def test_drawn_requests(name: str, data: st.DataObject) -> None:
         torch.testing.assert_close(a, expected, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", MODELS)
 def test_bad_requests_are_refused(name: str) -> None:
     model = built(name)
     n = len(model.feature_info)
@@ -149,7 +147,6 @@ def test_bad_requests_are_refused(name: str) -> None:
 # -- head_hidden_size -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", MODELS)
 def test_head_hidden_size_is_the_pre_logits_width(name: str) -> None:
     model = built(name)
     features, _ = reference(name)
@@ -185,7 +182,6 @@ def test_head_hidden_size_is_the_pre_logits_width(name: str) -> None:
 # -- prune_intermediate_layers ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", MODELS)
 def test_prune_intermediate_layers(name: str) -> None:
     model = built(name)
     _, taps = reference(name)
@@ -214,7 +210,6 @@ def test_prune_intermediate_layers(name: str) -> None:
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
-@pytest.mark.parametrize("name", MODELS)
 def test_scripted_model_and_extractors_agree_with_eager(name: str) -> None:
     model = built(name)
     _, taps = reference(name)
@@ -249,7 +244,6 @@ def in_block_taps(extractor: nn.Module) -> bool:
     return any(m.replace(".", "_") not in children for m in info.module_name())
 
 
-@pytest.mark.parametrize("name", MODELS)
 def test_traced_model_and_extractors_agree_with_eager(name: str) -> None:
     model = built(name)
     _, taps = reference(name)
@@ -299,7 +293,6 @@ def training_step(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list
     return out.detach(), grads, saved
 
 
-@pytest.mark.parametrize("name", MODELS)
 def test_grad_checkpointing_agrees_with_eager(name: str) -> None:
     model = built(name)
     x = image()

@@ -21,13 +21,11 @@ from model_checks import (
     meta_model,
     small_model,
 )
-from zoo.archs.catalogue import FAMILIES
 from zoo.archs.convnext import ConvNeXt, ConvNeXtBlock
 from zoo.archs.layers import DropPath
 from zoo.archs.layers.norm import LayerNorm2d
 from zoo.archs.layers.norm_head import NormMlpClassifierHead
 
-NAMES = FAMILIES["zoo.archs.convnext"]
 X = images()
 
 
@@ -44,7 +42,7 @@ def small(**kwargs: object) -> ConvNeXt:
     return model
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.drawn_names(family="convnext")  # the run's drawn convnext names (tests/tiers.py)
 @pytest.mark.parametrize("output_stride", [32, 16, 8])
 def test_feature_info(name: str, output_stride: int) -> None:
     model = meta_model(name, ConvNeXt, output_stride=output_stride)

@@ -27,12 +27,10 @@ from model_checks import (
 )
 from modelcache import built_as
 from weights_support import CheckpointServer
-from zoo.archs.catalogue import FAMILIES
 from zoo.archs.cspnet import CspNet, StageCfg, StemCfg
 from zoo.archs.layers import BatchNormAct2d, DropPath, InPlaceAbn2d, make_norm_act
 from zoo.domain.values import FeatureCfg
 
-NAMES = FAMILIES["zoo.archs.cspnet"]
 X = images()
 
 
@@ -59,7 +57,7 @@ def small(kind: str = "csp", /, **kwargs: object) -> CspNet:
     return small_model(CspNet, {"stem_cfg": stem, "stage_cfgs": stages, "num_classes": 5}, kwargs)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.drawn_names(family="cspnet")  # the run's drawn cspnet names (tests/tiers.py)
 @pytest.mark.parametrize("output_stride", [32, 16, 8])
 def test_feature_info(name: str, output_stride: int) -> None:
     model = meta_model(name, CspNet, output_stride=output_stride)

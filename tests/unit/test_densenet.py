@@ -22,11 +22,9 @@ from model_checks import (
 )
 from modelcache import built_as
 from weights_support import CheckpointServer
-from zoo.archs.catalogue import FAMILIES
 from zoo.archs.densenet import DenseLayer, DenseNet
 from zoo.archs.layers import BlurPool2d
 
-NAMES = FAMILIES["zoo.archs.densenet"]
 X = images(2)
 X1 = X[:1]  # the full-size models run on one image
 
@@ -41,7 +39,7 @@ def small(**kwargs: object) -> DenseNet:
     return small_model(DenseNet, {"growth_rate": 8, "block_config": (2, 3), "num_classes": 5}, kwargs)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.drawn_names(family="densenet")  # the run's drawn densenet names (tests/tiers.py)
 def test_feature_info_matches_reference(name: str) -> None:
     model = meta_model(name, DenseNet)
     check_reference_taps(model, name)

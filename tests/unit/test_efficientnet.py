@@ -54,7 +54,7 @@ def small(**kwargs: object) -> EfficientNet:
     return small_model(EfficientNet, defaults, kwargs)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.drawn_names(family="efficientnet")  # the run's drawn efficientnet names (tests/tiers.py)
 def test_feature_info(name: str) -> None:
     model = meta_model(name, EfficientNet)
     check_reference_taps(model, name)

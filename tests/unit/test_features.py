@@ -352,7 +352,9 @@ def test_models_that_cannot_serve_a_request() -> None:
 # -- contract against the reference, through create_model -------------------------------------
 
 
-@pytest.mark.parametrize("name", zoo.list_models())
+# every name's extractor taps are checked on meta in tests/every_name (through the factory, the default kind
+# through create_model); here, for the run's drawn names (tests/tiers.py), every kind through create_model
+@pytest.mark.drawn_names
 def test_feature_info_matches_reference(name: str) -> None:
     expected = [(t["index"], t["module"], t["num_chs"], t["reduction"]) for t in reference(name)["feature_info"]]
     for feature_cls in FEATURE_CLASSES:

@@ -17,8 +17,6 @@ from zoo.archs.layers import InPlaceAbn2d
 from zoo.archs.resnet import ResNet
 from zoo.domain.errors import FeatureNotAvailableError, InvalidValueError
 
-ALL = zoo.list_models()
-
 
 def assert_same(got: torch.Tensor, expected: torch.Tensor) -> None:
     """Equal within 1e-5 of the output's scale (its largest magnitude, or 1 if below).
@@ -68,7 +66,7 @@ def _check_fused(model: nn.Module, fused: nn.Module) -> None:
         assert_same(fused(x), model(x))
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.drawn_names  # the run's drawn names (tests/tiers.py)
 def test_fused_model_computes_what_the_model_computes(name: str) -> None:
     # the model as built: its norms hold the init's statistics (0 and 1, scales 1 or 0), which checks which
     # norms fold and where their activations go; the arithmetic is checked with trained-looking values below

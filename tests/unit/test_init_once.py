@@ -1,6 +1,6 @@
 """One-pass creation: a family with its own init_all_weights is built on meta and initialised once.
 
-What must hold: every parameter and persistent buffer is written (for every registered model), the
+What must hold: every parameter and persistent buffer is written (for the run's drawn models: tests/tiers.py), the
 weights are distributed as the ordinary path's (constructor: torch's defaults, then the family's
 init), seeding reproduces them, pruned / in_chans / num_classes builds work, and a family without
 init_all_weights keeps the ordinary path.
@@ -32,7 +32,6 @@ from zoo.services.builder import Builder, initialises_itself
 from zoo.services.registry import Registry
 from zoo.services.weights import meta
 
-ALL = zoo.list_models()
 # one per family that opts in (xception, efficientnet and mobilenetv3 with torch's defaults and Google's
 # init), and the variants that bring their own kinds of layer: SE convs with biases, ECA's Conv1d, blur
 # pooling's computed buffer, in-place ABN, a pruned layout, a class token and position embeddings, layer scale
@@ -116,7 +115,7 @@ def _recorded_writes(init: Callable[[], object]) -> set[int]:
     return mode.written
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.drawn_names  # the run's drawn names (tests/tiers.py); on meta, at full size
 def test_init_weights_writes_every_parameter_and_buffer(name: str) -> None:
     spec = default_zoo().get_spec(name)
     if not initialises_itself(spec):

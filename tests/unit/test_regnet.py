@@ -26,11 +26,9 @@ from model_checks import (
 )
 from refdata import reference
 from weights_support import CheckpointServer
-from zoo.archs.catalogue import FAMILIES
 from zoo.archs.layers import DropPath, SEModule
 from zoo.archs.regnet import Bottleneck, RegNet, RegNetCfg, StageLayout, stage_layouts
 
-NAMES = FAMILIES["zoo.archs.regnet"]
 X = images()
 # block widths 8, 20, 32, 44, 56, 68 snap to 8, 16, 32, 32, 64, 64: four stages of 1, 1, 2, 2 blocks
 SMALL = RegNetCfg(depth=6, w0=8, wa=12.0, wm=2.0, group_size=8, se_ratio=0.25, stem_width=8)
@@ -53,7 +51,7 @@ def test_small_layout() -> None:
     ]
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.every_name(family="regnet")  # no build: cheap for every name
 def test_width_rule_gives_the_reference_layout(name: str) -> None:
     shapes = reference(name)["state_dict"]
     cfg = zoo.api.default_zoo().get_spec(name).model_args["cfg"]
@@ -67,7 +65,7 @@ def test_width_rule_gives_the_reference_layout(name: str) -> None:
     assert stage_layouts(cfg) == expected
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.drawn_names(family="regnet")  # the run's drawn regnet names (tests/tiers.py)
 @pytest.mark.parametrize("output_stride", [32, 16, 8])
 def test_feature_info(name: str, output_stride: int) -> None:
     model = meta_model(name, RegNet, output_stride=output_stride)

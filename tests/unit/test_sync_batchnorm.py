@@ -24,7 +24,7 @@ def _norms(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(name, m) for name, m in model.named_modules() if isinstance(m, NORMS)]
 
 
-@pytest.mark.parametrize("name", zoo.list_models())
+@pytest.mark.drawn_names  # the run's drawn names (tests/tiers.py)
 def test_every_model_converts_with_the_same_eval_outputs_and_state_dict(name: str) -> None:
     original = built(name)
     model = copy.deepcopy(original)

@@ -22,7 +22,6 @@ from model_checks import (
 )
 from weights_support import CheckpointServer, safetensors_bytes
 from zoo.api import default_zoo
-from zoo.archs.catalogue import FAMILIES
 from zoo.archs.layers import DropPath
 from zoo.archs.layers.layer_scale import LayerScale
 from zoo.archs.layers.pos_embed import resample_abs_pos_embed
@@ -30,7 +29,6 @@ from zoo.archs.vit import VisionTransformer, checkpoint_filter
 from zoo.domain.errors import CheckpointMismatchError, InvalidFeatureRequestError, InvalidValueError
 from zoo.services.features import FeatureFactory, FeatureGetterNet
 
-NAMES = FAMILIES["zoo.archs.vit"]
 # 32 x 48 px in 8 px patches: a 4 x 6 grid, so a transposed layout would show
 X = images(2, 32, 48)
 
@@ -64,7 +62,7 @@ def on_grid(tokens: torch.Tensor, h: int, w: int, prefix: int = 1) -> torch.Tens
     return out
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.drawn_names(family="vit")  # the run's drawn vit names (tests/tiers.py)
 def test_feature_info_and_widths_follow_the_reference(name: str) -> None:
     model = meta_model(name, VisionTransformer)
     check_reference_taps(model, name)

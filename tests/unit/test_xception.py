@@ -51,7 +51,7 @@ def small(**kwargs: object) -> XceptionAligned:
     return small_model(XceptionAligned, {"block_cfg": cfg, "num_classes": 5}, kwargs)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.drawn_names(family="xception")  # the run's drawn xception names (tests/tiers.py)
 @pytest.mark.parametrize("output_stride", [32, 16, 8])
 def test_feature_info(name: str, output_stride: int) -> None:
     model = meta_model(name, XceptionAligned, output_stride=output_stride)
