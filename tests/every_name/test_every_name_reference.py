@@ -121,7 +121,7 @@ def test_constructor_refuses_bad_keywords_by_name(name: str) -> None:
     optional = {"drop_rate": 1.5, "drop_path_rate": -0.5, "global_pool": "no_such_pool", "output_stride": 7}
     bad.update({k: v for k, v in optional.items() if takes is None or k in takes})
     # the constructor itself (create_model checks num_classes and in_chans before it), on meta: nothing is allocated
-    kwargs = zoo.api.default_zoo().builder.model_kwargs(spec, BuildRequest(), spec.get_cfg(""))
+    kwargs = zoo.api.default_zoo().builder.model_args(spec, BuildRequest(cfg=spec.get_cfg("")))
     for keyword, value in bad.items():
         with on_meta(), pytest.raises(ZooError, match=keyword):
             spec.constructor(**{**kwargs, keyword: value})
