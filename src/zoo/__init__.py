@@ -22,6 +22,7 @@ from zoo.domain.errors import ZooError
 from zoo.domain.values import DefaultCfg
 
 if TYPE_CHECKING:
+    from zoo import data
     from zoo.archs.base import ZooModule
     from zoo.services.features import FeatureExtractor
     from zoo.services.registry import Registry
@@ -35,6 +36,7 @@ __all__ = [
     "ZooModule",
     "convert_sync_batchnorm",
     "create_model",
+    "data",
     "fuse_for_inference",
     "get_default_cfg",
     "get_pretrained_cfg_value",
@@ -52,9 +54,13 @@ _LAZY = {
     "Registry": "zoo.services.registry",
     "ZooModule": "zoo.archs.base",
 }
+# subpackages reachable as attributes (`zoo.data.create_transform`), imported on first use
+_SUBMODULES = ("data",)
 
 
 def __getattr__(name: str) -> object:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"zoo.{name}")  # the import binds it on the package too
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'zoo' has no attribute {name!r}")
@@ -64,4 +70,4 @@ def __getattr__(name: str) -> object:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+    return sorted({*globals(), *_LAZY, *_SUBMODULES})

@@ -6,6 +6,7 @@ is asked for.
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Sequence
 from typing import Protocol
@@ -15,22 +16,23 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from zoo.data.config import DataConfig
-from zoo.domain.checks import check_bool, check_float
-from zoo.domain.errors import InvalidArgumentError, InvalidValueError
+from zoo.data.config import DataConfig, resolve_data_config
+from zoo.domain.checks import check_bool, check_choice, check_int, is_int
+from zoo.domain.errors import FeatureNotAvailableError, InvalidArgumentError, InvalidValueError
 
 try:
     from PIL.Image import Image
     from torchvision.transforms import InterpolationMode, v2
     from torchvision.transforms.v2 import functional as F
-except ImportError as e:  # the optional extra is missing: say how to get it
-    from zoo.domain.errors import FeatureNotAvailableError
 
+    from zoo.data.augment import TrimBorder
+    from zoo.data.training import TrainOptions, erasing_step, train_steps
+except ImportError as e:  # the optional extra is missing: say how to get it
     raise FeatureNotAvailableError(
         f"image transforms need torchvision and Pillow, the optional extra of zoo: pip install 'zoo[data]' ({e})"
     ) from e
 
-__all__ = ["ImageTransform", "create_transform", "eval_resize_size"]
+__all__ = ["DEFAULT", "Default", "ImageTransform", "create_transform", "eval_resize_size"]
 
 
 class ImageTransform(Protocol):
@@ -238,85 +240,217 @@ def _eval_steps(cfg: DataConfig) -> list[nn.Module]:
     return [first, v2.CenterCrop(list(size))]
 
 
-def _pair(name: str, value: object, *, low: float, high: float | None) -> tuple[float, float]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
-        raise InvalidValueError(f"{name}={value!r} is invalid: expected (min, max), two numbers")
-    lo, hi = (check_float(name, v, ge=low, le=high) for v in value)
-    if lo > hi or hi <= 0:
-        raise InvalidValueError(f"{name}={value!r} is invalid: expected min <= max and max > 0")
-    return (lo, hi)
+class Default(enum.Enum):
+    """The type of DEFAULT: an argument left at its default where None means something of its own."""
+
+    TOKEN = "default"
 
 
-def _train_steps(
-    cfg: DataConfig,
-    *,
-    scale: object,
-    ratio: object,
-    hflip: object,
-    color_jitter: object,
-) -> list[nn.Module]:
-    area = _pair("scale", scale, low=0.0, high=1.0)
-    aspect = _pair("ratio", ratio, low=0.0, high=None)
-    if aspect[0] == 0:
-        raise InvalidValueError(f"ratio={ratio!r} is invalid: expected positive aspect ratios")
-    flip = check_float("hflip", hflip, ge=0.0, le=1.0)
-    steps: list[nn.Module] = [
-        v2.RandomResizedCrop(
-            list(cfg.image_size), scale=area, ratio=aspect, interpolation=_MODES[cfg.interpolation], antialias=True
-        )
-    ]
-    if flip > 0:
-        steps.append(v2.RandomHorizontalFlip(flip))
-    if color_jitter is not None:
-        jitter = check_float("color_jitter", color_jitter, ge=0.0)
-        if jitter > 0:
-            steps.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter))
-    return steps
+DEFAULT = Default.TOKEN
+"""color_jitter's default: 0.4 in the keyword (reference) form of create_transform, off with a DataConfig."""
+
+
+class ToImageTensor(nn.Module):
+    """A PIL image as a uint8 (C, H, W) tensor; a tensor as it is (the reference's output with normalize=False)."""
+
+    def forward(self, img: Image | torch.Tensor) -> torch.Tensor:
+        """The image as a plain tensor, its dtype kept (uint8 for a PIL image)."""
+        tensor = img if isinstance(img, torch.Tensor) else F.pil_to_tensor(img)
+        return tensor.as_subclass(torch.Tensor)
+
+
+# the reference's defaults for the training arguments: an eval pipeline built in the keyword form takes these
+# (as the reference's own loaders pass them) and refuses anything else, which would silently do nothing
+_REFERENCE_TRAIN_DEFAULTS: dict[str, object] = {
+    "no_aug": False,
+    "train_crop_mode": None,
+    "scale": None,
+    "ratio": None,
+    "hflip": 0.5,
+    "vflip": 0.0,
+    "color_jitter": 0.4,
+    "color_jitter_prob": None,
+    "grayscale_prob": 0.0,
+    "gaussian_blur_prob": 0.0,
+    "auto_augment": None,
+    "re_prob": 0.0,
+    "re_mode": "const",
+    "re_count": 1,
+    "re_num_splits": 0,
+}
+_TRAIN_CROP_MODES = ("rrc", "rkrc", "rkrr")
+
+
+def _first_argument_error(value: object) -> InvalidValueError:
+    kind = type(value).__qualname__
+    return InvalidValueError(
+        f"create_transform() got a {kind} as its first argument: expected a DataConfig "
+        "(zoo.data.resolve_data_config(model) makes one; a dict config goes in as create_transform(**config)), "
+        "or an input size: an int (a square image), (height, width) or (channels, height, width)"
+    )
+
+
+def _keyword_config(
+    input_size: object, *, interpolation: object, mean: object, std: object, crop_pct: object, crop_mode: object
+) -> DataConfig:
+    """The DataConfig the reference's keyword arguments describe, with the reference's defaults."""
+    if isinstance(input_size, (str, bytes, bool)) or not (isinstance(input_size, Sequence) or is_int(input_size)):
+        raise _first_argument_error(input_size)
+    chans = len(mean) if isinstance(mean, Sequence) and not isinstance(mean, (str, bytes)) else 3
+    base = {"input_size": (chans, 224, 224), "interpolation": "bilinear"}  # the reference's keyword defaults
+    return resolve_data_config(
+        base,
+        input_size=input_size,
+        interpolation=interpolation,
+        mean=mean,
+        std=std,
+        crop_pct=crop_pct,
+        crop_mode=crop_mode,
+    )
+
+
+def _refuse_unsupported(train_crop_mode: object, **switches: object) -> None:
+    for name, value in switches.items():
+        if check_bool(name, value):
+            raise FeatureNotAvailableError(
+                f"{name}=True is not built by zoo: its pipelines always end in a normalised float tensor "
+                "(normalize=False for the unnormalised image tensor)"
+            )
+    if train_crop_mode is not None:
+        mode = check_choice("train_crop_mode", train_crop_mode, _TRAIN_CROP_MODES)
+        if mode != "rrc":
+            raise FeatureNotAvailableError(
+                f"train_crop_mode={mode!r} is not built by zoo; the training crop is 'rrc' (random resized crop)"
+            )
+
+
+def _given_training_args(train_args: dict[str, object], *, keyword_form: bool) -> list[str]:
+    """The training arguments an eval pipeline would ignore: any set, or in the keyword form any off the defaults."""
+    given = [k for k, v in train_args.items() if v is not None and v is not DEFAULT and v is not False]
+    if keyword_form:
+        given = [k for k in given if train_args[k] != _REFERENCE_TRAIN_DEFAULTS[k]]
+    return given
 
 
 def create_transform(
-    data_cfg: DataConfig,
+    input_size: DataConfig | int | Sequence[int] = 224,
     is_training: bool = False,
-    *,
+    no_aug: bool = False,
+    train_crop_mode: str | None = None,
     scale: tuple[float, float] | None = None,
     ratio: tuple[float, float] | None = None,
     hflip: float | None = None,
-    color_jitter: float | None = None,
+    vflip: float | None = None,
+    color_jitter: float | Sequence[float] | Default | None = DEFAULT,
+    color_jitter_prob: float | None = None,
+    grayscale_prob: float | None = None,
+    gaussian_blur_prob: float | None = None,
+    auto_augment: str | None = None,
+    interpolation: str | None = None,
+    mean: float | Sequence[float] | None = None,
+    std: float | Sequence[float] | None = None,
+    re_prob: float | None = None,
+    re_mode: str | None = None,
+    re_count: int | None = None,
+    re_num_splits: int | None = None,
+    crop_pct: float | None = None,
+    crop_mode: str | None = None,
+    crop_border_pixels: int | None = None,
+    tf_preprocessing: bool = False,
+    use_prefetcher: bool = False,
+    normalize: bool = True,
+    separate: bool = False,
 ) -> ImageTransform:
-    """The pipeline data_cfg describes, from an image to a normalised float tensor.
+    """The pipeline from an image to a model input, on torchvision.transforms.v2.
+
+    Two call shapes. zoo's: `create_transform(data_cfg, is_training=False, ...)` with a DataConfig
+    (resolve_data_config makes one; interpolation, mean, std, crop_pct, crop_mode given as well override
+    it). The reference's (timm's): `create_transform(**config, is_training=...)` or
+    `create_transform(input_size=224, interpolation=..., mean=..., std=..., crop_pct=..., crop_mode=...)`,
+    with the reference's keyword names and defaults (interpolation "bilinear", ImageNet mean and std,
+    crop_pct 0.875, crop_mode "center", color_jitter 0.4 when training).
 
     The image: a PIL image, a uint8 (0..255) or floating-point (0..1) tensor [C, H, W] or a batch
     [B, C, H, W], or a numpy uint8 array [H, W, C]; anything else (a 2-D tensor, a list, an empty
     image, the wrong channel count) is refused with an InvalidValueError naming it.
 
-    Eval (is_training=False): resize by crop_pct and crop as data_cfg.crop_mode says, to float, normalise.
+    Eval (is_training=False): trim crop_border_pixels off each edge (if given), resize by crop_pct and
+    crop as crop_mode says ("center": short side to size / crop_pct rounded down, centre crop; "squash":
+    both sides, aspect ignored; "border": long side, padded with the mean colour), to float, normalise.
     Training: random resized crop (scale=(0.08, 1.0) of the area, ratio=(3/4, 4/3)), horizontal flip
-    (hflip=0.5), optional colour jitter of brightness, contrast and saturation (color_jitter, off by
-    default), to float, normalise. The training arguments are refused for an eval pipeline.
+    (hflip=0.5), vertical flip (vflip=0), then auto_augment if given (the reference's strings:
+    "rand-m9-mstd0.5-inc1" RandAugment, "augmix-m5-w4-d2" AugMix, "trivialaugment"; colour jitter is off
+    with it) or colour jitter (a number for brightness, contrast and saturation, or 3 or 4 factors;
+    color_jitter_prob applies it with that probability; with a DataConfig it is off unless given, in
+    the keyword form 0.4), grayscale_prob, gaussian_blur_prob (kernel 23), to float, normalise, and
+    random erasing with probability re_prob (re_mode "const" | "rand" | "pixel", up to re_count
+    rectangles, re_num_splits for a batch's clean share). no_aug=True trains on the eval-style resize
+    and centre crop instead. normalize=False ends in the image tensor as it is (uint8 for a PIL image).
+
+    Training arguments given to an eval pipeline are refused: with a DataConfig, any; in the keyword
+    form, those other than the reference's defaults (which the reference ignores there).
     """
-    if not isinstance(data_cfg, DataConfig):
-        raise InvalidValueError(
-            f"data_cfg={data_cfg!r} is invalid: expected a DataConfig (zoo.data.resolve_data_config(model) makes one)"
-        )
     check_bool("is_training", is_training)
-    train_args = {"scale": scale, "ratio": ratio, "hflip": hflip, "color_jitter": color_jitter}
-    steps: list[nn.Module]
-    if is_training:
-        steps = _train_steps(
-            data_cfg,
-            scale=(0.08, 1.0) if scale is None else scale,
-            ratio=(3 / 4, 4 / 3) if ratio is None else ratio,
-            hflip=0.5 if hflip is None else hflip,
-            color_jitter=color_jitter,
-        )
-    else:
-        given = [k for k, v in train_args.items() if v is not None]
+    check_bool("no_aug", no_aug)
+    check_bool("normalize", normalize)
+    _refuse_unsupported(
+        train_crop_mode=train_crop_mode,
+        tf_preprocessing=tf_preprocessing,
+        use_prefetcher=use_prefetcher,
+        separate=separate,
+    )
+    keyword_form = not isinstance(input_size, DataConfig)
+    data_cfg = (_keyword_config if keyword_form else resolve_data_config)(
+        input_size, interpolation=interpolation, mean=mean, std=std, crop_pct=crop_pct, crop_mode=crop_mode
+    )
+    train_args: dict[str, object] = {
+        "no_aug": no_aug,
+        "train_crop_mode": train_crop_mode,
+        "scale": scale,
+        "ratio": ratio,
+        "hflip": hflip,
+        "vflip": vflip,
+        "color_jitter": color_jitter,
+        "color_jitter_prob": color_jitter_prob,
+        "grayscale_prob": grayscale_prob,
+        "gaussian_blur_prob": gaussian_blur_prob,
+        "auto_augment": auto_augment,
+        "re_prob": re_prob,
+        "re_mode": re_mode,
+        "re_count": re_count,
+        "re_num_splits": re_num_splits,
+    }
+    chans = data_cfg.input_size[0]
+    mode = _MODES[data_cfg.interpolation]
+    steps: list[nn.Module] = [CheckImage(chans)]
+    erasing = None
+    if not is_training:
+        given = _given_training_args(train_args, keyword_form=keyword_form)
         if given:
             raise InvalidArgumentError(
                 f"{', '.join(given)} only apply to a training pipeline: pass is_training=True, or leave them unset"
             )
-        steps = _eval_steps(data_cfg)
-    chans = data_cfg.input_size[0]
-    steps = [CheckImage(chans), *steps, ToFloatImage(chans), v2.Normalize(list(data_cfg.mean), list(data_cfg.std))]
+        border = 0 if crop_border_pixels is None else check_int("crop_border_pixels", crop_border_pixels, ge=0)
+        steps += [TrimBorder(border)] if border else []
+        steps += _eval_steps(data_cfg)
+    elif no_aug:
+        # the reference resizes a square int size's short side, and a (height, width) size's both sides
+        size: int | list[int] = data_cfg.image_size[0] if is_int(input_size) else list(data_cfg.image_size)
+        steps += [v2.Resize(size, interpolation=mode, antialias=True), v2.CenterCrop(size)]
+    else:
+        skip = ("no_aug", "train_crop_mode")
+        given_train = {k: v for k, v in train_args.items() if v is not None and v is not DEFAULT and k not in skip}
+        if color_jitter is DEFAULT:
+            given_train["color_jitter"] = _REFERENCE_TRAIN_DEFAULTS["color_jitter"] if keyword_form else None
+        options = TrainOptions(**given_train)
+        steps += train_steps(data_cfg, options, interpolation=mode)
+        erasing = erasing_step(options)
+    if not normalize:
+        if erasing is not None:
+            raise InvalidArgumentError("re_prob erases after normalisation: with normalize=False leave it at 0")
+        steps.append(ToImageTensor())
+    else:
+        steps += [ToFloatImage(chans), v2.Normalize(list(data_cfg.mean), list(data_cfg.std))]
+        steps += [erasing] if erasing is not None else []
     pipeline: ImageTransform = v2.Compose(steps)
     return pipeline
