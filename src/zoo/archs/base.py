@@ -12,6 +12,7 @@ from zoo.archs.layers.classifier import ClassifierHead, check_head, make_fc
 from zoo.archs.layers.pool import POOL_TYPES, GlobalPool
 from zoo.archs.surface import OUTPUT_FORMATS, TapStep, run_intermediates, to_output_fmt
 from zoo.domain.checks import MAX_WIDTH, check_bool, check_choice, check_int
+from zoo.domain.grouping import GroupMatcher
 from zoo.domain.values import BuildRecord, DefaultCfg, FeatureInfo
 
 
@@ -210,6 +211,22 @@ class ZooModule(nn.Module):
         shallow copy of the model that shares its submodules with the caller's model.
         """
         raise NotImplementedError
+
+    def group_matcher(self, coarse: bool = False) -> GroupMatcher:
+        """The rules grouping the parameters from input to output (zoo.domain.grouping): the stem, then each
+        block (each stage with coarse), the head last; zoo.optim's layer-wise lr decay scales by group.
+
+        Each family declares its own, the reference library's rules for the same names, so a model name is
+        grouped (and its learning rates decayed) as there.
+        """
+        raise NotImplementedError(f"{type(self).__name__} declares no parameter groups")
+
+    def no_weight_decay(self) -> frozenset[str]:
+        """Parameter names (fnmatch patterns) trained without weight decay whatever their shape; none by default.
+
+        zoo.optim.param_groups adds them to the 1-D parameters and biases it always exempts.
+        """
+        return frozenset()
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute activations in backward, stage by stage, instead of keeping them (less memory).

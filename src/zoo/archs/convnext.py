@@ -31,6 +31,7 @@ from zoo.archs.layers.same_pad import same_conv
 from zoo.archs.surface import TapStep, run_stage, take_taps
 from zoo.domain.checks import check_bool, check_choice, check_float, check_int, check_ints
 from zoo.domain.errors import InvalidValueError
+from zoo.domain.grouping import GroupMatcher, GroupRule
 from zoo.domain.values import FeatureCfg, FeatureInfo, ModelSpec
 
 __all__ = ["MODEL_SPECS", "OUTPUT_STRIDES", "ConvNeXt", "ConvNeXtBlock", "ConvNeXtStage", "convert_fb_checkpoint"]
@@ -309,6 +310,19 @@ class ConvNeXt(ZooModule):
             assert isinstance(stage, ConvNeXtStage)
             x = stage.forward_checkpointed(x, True)
         return x
+
+    def group_matcher(self, coarse: bool = False) -> GroupMatcher:
+        """The stem, then each stage's downsampling and each block (each stage with coarse); the head last."""
+        if coarse:
+            return GroupMatcher.of(stem=r"^stem", blocks=r"^stages\.(\d+)")
+        return GroupMatcher.of(
+            stem=r"^stem",
+            blocks=(
+                GroupRule(r"^stages\.(\d+)\.downsample", suffix=(0,)),
+                GroupRule(r"^stages\.(\d+)\.blocks\.(\d+)"),
+                GroupRule(r"^norm_pre", joins_previous=True),
+            ),
+        )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last stage's output (normalised when head_norm_first)."""

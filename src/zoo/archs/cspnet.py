@@ -31,6 +31,7 @@ from zoo.archs.layers import (
 from zoo.archs.surface import TapStep, checkpoint_call, take_taps
 from zoo.domain.checks import check_bool, check_choice, check_float, check_int, check_ints
 from zoo.domain.errors import InvalidValueError
+from zoo.domain.grouping import GroupMatcher, GroupRule
 from zoo.domain.values import FeatureCfg, FeatureInfo, ModelSpec
 
 __all__ = [
@@ -390,6 +391,20 @@ class CspNet(ZooModule):
         for module in (self.stem, *self.stages):
             x = checkpoint_call(module, module, x)
         return x
+
+    def group_matcher(self, coarse: bool = False) -> GroupMatcher:
+        """The stem, then each block with its stage's convs (each stage with coarse); the head last."""
+        if coarse:
+            return GroupMatcher.of(stem=r"^stem", blocks=r"^stages\.(\d+)")
+        return GroupMatcher.of(
+            stem=r"^stem",
+            blocks=(
+                GroupRule(r"^stages\.(\d+)\.blocks\.(\d+)"),
+                # a stage's transition convs join its last block; its other convs (downsampling, split) its first
+                GroupRule(r"^stages\.(\d+)\..*transition", joins_previous=True),
+                GroupRule(r"^stages\.(\d+)", suffix=(0,)),
+            ),
+        )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last stage's output (the network has no final norm)."""

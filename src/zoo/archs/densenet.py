@@ -31,6 +31,7 @@ from zoo.archs.layers import (
 from zoo.archs.surface import TapStep, checkpoint_call, take_taps
 from zoo.domain.checks import check_bool, check_choice, check_float, check_int, check_ints
 from zoo.domain.errors import InvalidValueError
+from zoo.domain.grouping import GroupMatcher, GroupRule
 from zoo.domain.values import FeatureCfg, FeatureInfo, ModelSpec
 
 __all__ = ["AA_LAYERS", "MODEL_SPECS", "STEM_TYPES", "DenseBlock", "DenseLayer", "DenseNet", "DenseTransition"]
@@ -239,6 +240,19 @@ class DenseNet(ZooModule):
         for m in self.modules():
             if isinstance(m, DenseLayer):
                 m.grad_checkpointing = enable
+
+    def group_matcher(self, coarse: bool = False) -> GroupMatcher:
+        """The stem, then each dense layer, a transition with the one before (each block with coarse); the head last."""
+        stem = r"^features\.conv[012]|features\.norm[012]|features\.pool[012]"
+        if coarse:
+            return GroupMatcher.of(stem=stem, blocks=r"^features\.(?:denseblock|transition)(\d+)")
+        return GroupMatcher.of(
+            stem=stem,
+            blocks=(
+                GroupRule(r"^features\.denseblock(\d+)\.denselayer(\d+)"),
+                GroupRule(r"^features\.transition(\d+)", joins_previous=True),  # with its block's last layer
+            ),
+        )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The final norm's output: the last block's maps at stride 32."""

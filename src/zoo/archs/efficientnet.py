@@ -39,6 +39,7 @@ from zoo.archs.layers.mbconv import (
 from zoo.archs.layers.padding import create_conv2d
 from zoo.archs.surface import TapStep, checkpoint_call, take_taps
 from zoo.domain.checks import check_bool, check_choice, check_float, check_int
+from zoo.domain.grouping import GroupMatcher, GroupRule
 from zoo.domain.values import FeatureCfg, ModelSpec
 
 __all__ = ["EFFICIENTNET_STAGES", "MODEL_SPECS", "EfficientNet"]
@@ -124,6 +125,13 @@ class EfficientNet(ZooModule):
             for block in cast(nn.Sequential, stage):
                 x = checkpoint_call(block, block, x)
         return x
+
+    def group_matcher(self, coarse: bool = False) -> GroupMatcher:
+        """The stem, then each block (each stage with coarse), conv_head and bn2 with the last; the classifier last."""
+        blocks = r"^blocks\.(\d+)" if coarse else r"^blocks\.(\d+)\.(\d+)"
+        return GroupMatcher.of(
+            stem=r"^conv_stem|bn1", blocks=(GroupRule(blocks), GroupRule(r"conv_head|bn2", joins_previous=True))
+        )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The head conv's normalised, activated output (num_features channels, stride 32)."""

@@ -29,6 +29,7 @@ from zoo.archs.layers.init import init_each_module
 from zoo.archs.layers.mbconv import BlockDef, SeCfg, build_body, check_stages, google_init_, stage_steps
 from zoo.archs.surface import TapStep, checkpoint_call, take_taps
 from zoo.domain.checks import check_bool, check_choice, check_float, check_int
+from zoo.domain.grouping import GroupMatcher
 from zoo.domain.values import FeatureCfg, ModelSpec
 
 __all__ = ["MOBILENETV3_LARGE_STAGES", "MODEL_SPECS", "MobileNetV3"]
@@ -141,6 +142,10 @@ class MobileNetV3(ZooModule):
             for block in cast(nn.Sequential, stage):
                 x = checkpoint_call(block, block, x)
         return x
+
+    def group_matcher(self, coarse: bool = False) -> GroupMatcher:
+        """The stem, then each block (each stage with coarse); conv_head and the classifier last."""
+        return GroupMatcher.of(stem=r"^conv_stem|bn1", blocks=r"^blocks\.(\d+)" if coarse else r"^blocks\.(\d+)\.(\d+)")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last stage's output (num_features channels, stride 32)."""

@@ -31,6 +31,7 @@ from zoo.archs.layers import (
 from zoo.archs.surface import TapStep, run_stage, take_taps
 from zoo.domain.checks import check_bool, check_choice, check_float, check_int
 from zoo.domain.errors import InvalidValueError
+from zoo.domain.grouping import GroupMatcher
 from zoo.domain.values import FeatureCfg, FeatureInfo, ModelSpec
 
 __all__ = ["DOWNSAMPLE_TYPES", "MODEL_SPECS", "OUTPUT_STRIDES", "Bottleneck", "RegNet", "RegNetCfg", "StageLayout"]
@@ -293,6 +294,10 @@ class RegNet(ZooModule):
         for module in (self.stem, self.s1, self.s2, self.s3, self.s4):
             x = run_stage(module, x, True)
         return x
+
+    def group_matcher(self, coarse: bool = False) -> GroupMatcher:
+        """The stem, then each block (each stage s1..s4 with coarse); final_conv and the head last."""
+        return GroupMatcher.of(stem=r"^stem", blocks=r"^s(\d+)" if coarse else r"^s(\d+)\.b(\d+)")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last stage's output (after the final activation of linear_out designs)."""

@@ -31,6 +31,7 @@ from zoo.archs.layers import (
 from zoo.archs.surface import Step, TapStep, is_scripting, run_stage, take_taps, tap_is_state
 from zoo.domain.checks import MAX_WIDTH, check_bool, check_choice, check_float, check_int, check_ints
 from zoo.domain.errors import InvalidValueError
+from zoo.domain.grouping import GroupMatcher
 from zoo.domain.values import FeatureCfg, FeatureInfo, ModelSpec
 
 __all__ = ["MODEL_SPECS", "BasicBlock", "Bottleneck", "ResNet"]
@@ -318,6 +319,10 @@ class ResNet(ZooModule):
     def init_all_weights(self) -> None:
         """Every tensor once, by the family's rules (_init_weights)."""
         _init_weights(self, fresh=True)
+
+    def group_matcher(self, coarse: bool = False) -> GroupMatcher:
+        """The stem (conv1, bn1), then each residual block (each layer with coarse); fc last."""
+        return GroupMatcher.of(stem=r"^conv1|bn1|maxpool", blocks=r"^layer(\d+)" if coarse else r"^layer(\d+)\.(\d+)")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The final stage's feature map, at stride output_stride."""

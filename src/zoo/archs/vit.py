@@ -29,6 +29,7 @@ from zoo.archs.layers.self_attention import Attention
 from zoo.archs.surface import TapStep, checkpoint_call, take_taps
 from zoo.domain.checks import check_bool, check_choice, check_float, check_int, check_ints, is_int
 from zoo.domain.errors import CheckpointMismatchError, InvalidValueError
+from zoo.domain.grouping import GroupMatcher, GroupRule
 from zoo.domain.values import FeatureCfg, FeatureInfo, ModelSpec
 
 __all__ = [
@@ -300,6 +301,17 @@ class VisionTransformer(ZooModule):
         for block in self.blocks:
             x = checkpoint_call(block, block, x)
         return x
+
+    def no_weight_decay(self) -> frozenset[str]:
+        """The position embedding and the prefix tokens (the names the reference lists, present or not)."""
+        return frozenset({"pos_embed", "cls_token", "reg_token", "dist_token"})
+
+    def group_matcher(self, coarse: bool = False) -> GroupMatcher:
+        """The embeddings, then each block (coarse or not), the final norm with the last; the head last."""
+        return GroupMatcher.of(
+            stem=r"^cls_token|reg_token|pos_embed|patch_embed|norm_pre",
+            blocks=(GroupRule(r"^blocks\.(\d+)"), GroupRule(r"^norm", joins_previous=True)),
+        )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The normalised token sequence after the last block, [B, prefix + patches, C]."""

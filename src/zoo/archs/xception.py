@@ -31,6 +31,7 @@ from zoo.archs.layers.init import init_each_module
 from zoo.archs.surface import TapStep, checkpoint_call, take_taps
 from zoo.domain.checks import check_bool, check_choice, check_float, check_int, check_ints
 from zoo.domain.errors import InvalidValueError
+from zoo.domain.grouping import GroupMatcher
 from zoo.domain.values import FeatureCfg, FeatureInfo, ModelSpec
 
 __all__ = ["MODEL_SPECS", "OUTPUT_STRIDES", "BlockCfg", "XceptionAligned", "XceptionBlock"]
@@ -288,6 +289,10 @@ class XceptionAligned(ZooModule):
         for block in self.blocks:
             x = checkpoint_call(block, block, x)
         return x
+
+    def group_matcher(self, coarse: bool = False) -> GroupMatcher:
+        """The stem, then each block (coarse or not: a block is a stage here); the head last."""
+        return GroupMatcher.of(stem=r"^stem", blocks=r"^blocks\.(\d+)")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last block's output (after the final ReLU for pre-activation models)."""

@@ -22,16 +22,19 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from zoo.domain.grouping import GroupMatcher
     from zoo.domain.prune import PruneSpec
 
 __all__ = [
     "BuiltForImageSize",
     "ClassifierHead",
     "Configured",
+    "DecayExemptions",
     "FeatureForward",
     "FeatureWrapperFactory",
     "InitialisesOnce",
     "Intermediates",
+    "LayerGroups",
     "LayerPruning",
     "ModelSurface",
     "Pruner",
@@ -275,6 +278,27 @@ class BuiltForImageSize(Protocol):
 
     def image_size_built_for(self) -> tuple[int, int] | None:
         """(height, width) the model was built for, or None for a model that takes any size."""
+        ...
+
+
+@runtime_checkable
+class LayerGroups(Protocol):
+    """A model that groups its parameters from input to output: what zoo.optim's layer-wise lr decay reads.
+
+    Not part of ModelSurface: a model without it still builds, saves and extracts features.
+    """
+
+    def group_matcher(self, coarse: bool = False) -> GroupMatcher:
+        """The rules grouping the parameters: the stem, then each block (each stage with coarse), the head last."""
+        ...
+
+
+@runtime_checkable
+class DecayExemptions(Protocol):
+    """A model naming parameters to train without weight decay: zoo.optim adds them to the 1-D ones it exempts."""
+
+    def no_weight_decay(self) -> frozenset[str]:
+        """Parameter names (fnmatch patterns) trained without weight decay whatever their shape."""
         ...
 
 
