@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.fx
 
 import zoo
 from weights_support import TINY_CFG, TinyNet, cache_files, safetensors_bytes, tiny_checkpoint
@@ -209,3 +210,18 @@ def test_an_extractors_feature_info_by_index() -> None:
     assert extractor.feature_info.reduction(0) == 4
     assert extractor.feature_info.module_name(1) == "layer3"
     assert extractor.feature_info[-1]["num_chs"] == 256
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:The TorchScript type system doesn't support instance-level annotations:UserWarning")
+@pytest.mark.parametrize("kind", ["list", "dict", "getter"])
+def test_a_traced_extractor_scripts(kind: str) -> None:
+    extractor = zoo.create_model("resnet18", features_only=True, feature_cls=kind, out_indices=(0, 2)).eval()
+    scripted = torch.jit.script(torch.fx.symbolic_trace(extractor))  # fx writes forward's annotations as types
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected, got = extractor(x), scripted(x)
+    expected_maps = list(expected.values()) if isinstance(expected, dict) else expected
+    got_maps = list(got.values()) if isinstance(got, dict) else got
+    for a, b in zip(got_maps, expected_maps, strict=True):
+        torch.testing.assert_close(a, b)

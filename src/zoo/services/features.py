@@ -9,7 +9,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
-from typing import TYPE_CHECKING, cast, overload
+from typing import TYPE_CHECKING, cast, get_type_hints, overload
 
 import attrs
 import torch
@@ -134,6 +134,14 @@ class FeatureExtractor(nn.Module, abc.ABC):
         super().__init__()
         self.feature_info = taps
         self.out_indices = taps.out_indices
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        forward = vars(cls).get("forward")
+        if callable(forward):
+            # torch.fx writes forward's annotations into the code it generates, where TorchScript reads them:
+            # postponed ones (strings) would be names it cannot resolve, so a traced extractor could not be scripted
+            forward.__annotations__ = get_type_hints(forward)
 
     @abc.abstractmethod
     def forward_taps(self, x: torch.Tensor) -> list[torch.Tensor]:
