@@ -7,6 +7,7 @@ suites feed 32-64 px inputs: a model built for one image size (ViT) is built to 
 from __future__ import annotations
 
 import collections
+import copy
 import ctypes
 import ctypes.util
 import gc
@@ -105,6 +106,15 @@ def built_as(name: str, cls: type[M]) -> M:
     model = built(name)
     assert isinstance(model, cls), f"{name} is a {type(model).__name__}, not a {cls.__name__}"
     return model
+
+
+def shallow(model: M) -> M:
+    """A copy sharing every submodule and tensor (as the feature extractors make them), cheap for any model size:
+    what prune_intermediate_layers or reset_classifier replace on it stays the copy's own."""
+    clone = copy.copy(model)
+    for table in ("_modules", "_parameters", "_buffers"):
+        object.__setattr__(clone, table, dict(getattr(model, table)))
+    return clone
 
 
 def served(model: object) -> tuple[str, ...]:

@@ -10,9 +10,10 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
+from zoo.domain.cfg_request import requested_cfg, tagged_name
 from zoo.domain.errors import InvalidArgumentError, InvalidValueError
 from zoo.domain.protocols import FeatureWrapperFactory, Pruner, WeightApplier, WeightLoader
-from zoo.domain.values import BuildRequest, DefaultCfg, ModelSpec
+from zoo.domain.values import BuildRequest, DefaultCfg, ModelSpec, check_path
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -36,6 +37,7 @@ __all__ = [
     "default_zoo",
     "fuse_for_inference",
     "get_default_cfg",
+    "get_pretrained_cfg",
     "get_pretrained_cfg_value",
     "is_model",
     "list_models",
@@ -152,8 +154,13 @@ class ModelZoo:
         out_indices: Sequence[int] | None = None,
         feature_cls: str | None = None,
         checkpoint_path: str | os.PathLike[str] | None = None,
+        pretrained_cfg: DefaultCfg | Mapping[str, object] | str | None = None,
         pretrained_cfg_overlay: Mapping[str, object] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
         prune_spec: str | os.PathLike[str] | PruneSpec | None = None,
+        scriptable: bool | None = None,
+        exportable: bool | None = None,
+        no_jit: bool | None = None,
         **model_args: Any,
     ) -> ZooModule: ...
 
@@ -169,8 +176,13 @@ class ModelZoo:
         out_indices: Sequence[int] | None = None,
         feature_cls: str | None = None,
         checkpoint_path: str | os.PathLike[str] | None = None,
+        pretrained_cfg: DefaultCfg | Mapping[str, object] | str | None = None,
         pretrained_cfg_overlay: Mapping[str, object] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
         prune_spec: str | os.PathLike[str] | PruneSpec | None = None,
+        scriptable: bool | None = None,
+        exportable: bool | None = None,
+        no_jit: bool | None = None,
         **model_args: Any,
     ) -> FeatureExtractor: ...
 
@@ -186,8 +198,13 @@ class ModelZoo:
         out_indices: Sequence[int] | None = None,
         feature_cls: str | None = None,
         checkpoint_path: str | os.PathLike[str] | None = None,
+        pretrained_cfg: DefaultCfg | Mapping[str, object] | str | None = None,
         pretrained_cfg_overlay: Mapping[str, object] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
         prune_spec: str | os.PathLike[str] | PruneSpec | None = None,
+        scriptable: bool | None = None,
+        exportable: bool | None = None,
+        no_jit: bool | None = None,
         **model_args: Any,
     ) -> ZooModule | FeatureExtractor: ...
 
@@ -203,8 +220,13 @@ class ModelZoo:
         out_indices: Sequence[int] | None = None,
         feature_cls: str | None = None,
         checkpoint_path: str | os.PathLike[str] | None = None,
+        pretrained_cfg: DefaultCfg | Mapping[str, object] | str | None = None,
         pretrained_cfg_overlay: Mapping[str, object] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
         prune_spec: str | os.PathLike[str] | PruneSpec | None = None,
+        scriptable: bool | None = None,
+        exportable: bool | None = None,
+        no_jit: bool | None = None,
         **model_args: Any,
     ) -> ZooModule | FeatureExtractor:
         """Create a registered model by name (or name.tag); features_only=True gives a FeatureExtractor.
@@ -212,8 +234,18 @@ class ModelZoo:
         prune_spec (a PruneSpec, a spec file path or the spec text) builds the model at that channel layout.
         A saved model is named `local-dir:PATH` or `hf-hub:org/name[@revision]` (config.json + weights, as
         save_pretrained or timm write them); as in timm, pretrained=True loads its weights.
+
+        As in timm: pretrained_cfg replaces the name's cfg (a DefaultCfg; a mapping of its fields, the rest
+        defaults, timm's dict cfgs read as zoo.domain.cfg_request says; a str is a tag), then
+        pretrained_cfg_overlay changes fields of it; checkpoint_path='' means none; cache_dir is where this
+        call's downloaded weights (hub files too) go instead of the loader's cache. scriptable, exportable
+        and no_jit are checked to be bools (or None) and change nothing: every zoo model scripts, traces
+        and exports as built.
         """
-        saved = self._read_saved(name)
+        cache = check_path("cache_dir", cache_dir, "a directory path")
+        if isinstance(pretrained_cfg, str):
+            name, pretrained_cfg = _tagged(name, pretrained_cfg), None
+        saved = self._read_saved(name, cache)
         if saved is None:
             spec, cfg = self.registry.resolve(name)
         else:
@@ -223,7 +255,7 @@ class ModelZoo:
             model_args = {**saved_model_args(saved, spec), **model_args}
             prune_spec = saved.prune_spec if prune_spec is None else prune_spec  # a caller's layout replaces it
         request = BuildRequest(
-            cfg=_with_overlay(cfg, pretrained_cfg_overlay),
+            cfg=requested_cfg(name, cfg, pretrained_cfg, pretrained_cfg_overlay),
             pretrained=pretrained,
             num_classes=num_classes,
             in_chans=in_chans,
@@ -231,6 +263,10 @@ class ModelZoo:
             out_indices=out_indices,  # validated against the model's taps by the feature factory
             feature_cls=feature_cls,
             checkpoint_path=checkpoint_path,
+            cache_dir=cache,
+            scriptable=scriptable,
+            exportable=exportable,
+            no_jit=no_jit,
             model_args=model_args,
             prune_spec=_read_if_spec_file(prune_spec),
             label_names=() if saved is None else saved.label_names,
@@ -238,13 +274,16 @@ class ModelZoo:
         model = self.builder.build(spec, request).model
         return _as_extractor(model, spec) if request.features_only else _as_zoo_module(model, spec)
 
-    def _read_saved(self, name: str) -> SavedModel | None:
-        """The saved model a local-dir:/hf-hub: name points at (hub files through this zoo's loader), else None."""
+    def _read_saved(self, name: str, cache_dir: str | None = None) -> SavedModel | None:
+        """The saved model a local-dir:/hf-hub: name points at (hub files through this zoo's loader, fetching
+        into cache_dir when given), else None."""
+        from zoo.services.builder import loader_for
         from zoo.services.saved import is_saved_name, open_saved
 
         if not is_saved_name(name):
             return None
-        return open_saved(name, self._weight_loader if self._weight_loader is not None else self.builder.weight_loader)
+        loader = self._weight_loader if self._weight_loader is not None else self.builder.weight_loader
+        return open_saved(name, loader if loader is None else loader_for(loader, cache_dir))
 
     def save_pretrained(
         self,
@@ -276,6 +315,10 @@ class ModelZoo:
         """The DefaultCfg of name or name.tag (or of a local-dir:/hf-hub: saved model)."""
         saved = self._read_saved(name)
         return saved.cfg if saved is not None else self.registry.resolve(name)[1]
+
+    def get_pretrained_cfg(self, name: str) -> DefaultCfg:
+        """get_default_cfg under timm's name: unknown names and tags raise UnknownModelError (timm may return None)."""
+        return self.get_default_cfg(name)
 
     def get_pretrained_cfg_value(self, name: str, key: str) -> object:
         """One field of the DefaultCfg of name or name.tag; None for a key the cfg has no field for (as timm)."""
@@ -417,6 +460,14 @@ def get_default_cfg(name: str) -> DefaultCfg:
     return default_zoo().get_default_cfg(name)
 
 
+def get_pretrained_cfg(name: str) -> DefaultCfg:
+    """The DefaultCfg of name or name.tag (bare name: its default tag's), as timm's get_pretrained_cfg names it.
+
+    An unknown name or tag raises UnknownModelError naming close names (every tag of a known name).
+    """
+    return default_zoo().get_pretrained_cfg(name)
+
+
 def get_pretrained_cfg_value(name: str, key: str) -> object:
     """One field of the DefaultCfg of name or name.tag (None for a key that is not a field, as in timm)."""
     return default_zoo().get_pretrained_cfg_value(name, key)
@@ -438,12 +489,12 @@ def _read_if_spec_file(value: object) -> object:
     return value
 
 
-def _with_overlay(cfg: DefaultCfg, overlay: object) -> DefaultCfg:
-    """cfg with create_model's pretrained_cfg_overlay applied: the cfg the request is resolved to."""
-    if overlay is None:
-        return cfg
-    if not isinstance(overlay, Mapping) or not all(isinstance(k, str) for k in overlay):
-        raise InvalidValueError(
-            f"pretrained_cfg_overlay={overlay!r} is invalid: expected a mapping of DefaultCfg field names to values"
+def _tagged(name: str, tag: str) -> str:
+    """name with the tag a str pretrained_cfg names (timm's form); a saved model has no tags, so it is refused."""
+    from zoo.services.saved import is_saved_name
+
+    if is_saved_name(name):
+        raise InvalidArgumentError(
+            f"pretrained_cfg={tag!r} names a tag, and {name!r} is a saved model, which has one cfg (its config.json)"
         )
-    return cfg.evolve(cast(Mapping[str, object], overlay)) if overlay else cfg
+    return tagged_name(name, tag)

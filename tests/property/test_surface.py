@@ -3,7 +3,6 @@ checkpointing."""
 
 from __future__ import annotations
 
-import copy
 import functools
 
 import pytest
@@ -14,8 +13,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import zoo
-from modelcache import built, served, taps_without_getter
-from zoo.archs.base import ZooModule
+from modelcache import built, served, shallow, taps_without_getter
 from zoo.archs.layers import POOL_TYPES
 from zoo.domain import FeatureNotAvailableError, InvalidFeatureRequestError, InvalidValueError
 from zoo.services.features import FeatureFactory, FeatureTaps
@@ -57,14 +55,6 @@ def normed_reference(name: str) -> tuple[torch.Tensor, ...]:
     cfg = zoo.api.default_zoo().get_spec(name).feature_cfg
     with torch.no_grad():
         return tuple(taps_without_getter(model, cfg, image(), norm=True))
-
-
-def shallow(model: ZooModule) -> ZooModule:
-    """A copy sharing every submodule and tensor (as the feature extractors make them), cheap for any model size."""
-    clone = copy.copy(model)
-    for table in ("_modules", "_parameters", "_buffers"):
-        object.__setattr__(clone, table, dict(getattr(model, table)))
-    return clone
 
 
 def fingerprint(model: nn.Module) -> dict[str, int]:

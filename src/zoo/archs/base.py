@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar, Literal, overload
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, ClassVar, Literal, get_type_hints, overload
 
 import torch
 from torch import nn
@@ -51,6 +51,11 @@ class ZooModule(nn.Module):
         pretrained_cfg: DefaultCfg
         # set by the Builder: the architecture and keywords that rebuild the model (save_pretrained writes them)
         build_record: BuildRecord
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "forward" in vars(cls):
+            _annotate_concretely(vars(cls)["forward"])
 
     def init_all_weights(self) -> None:
         """Initialise every parameter and persistent buffer afresh, once each, as construction does.
@@ -243,3 +248,15 @@ class ZooModule(nn.Module):
         # typed wrapper: nn.Module.__call__ (hooks included) returns Any
         out: torch.Tensor = super().__call__(x)
         return out
+
+
+def _annotate_concretely(forward: Callable[..., object]) -> None:
+    """forward's annotations as the objects they name, not the strings postponed evaluation leaves.
+
+    torch.fx writes the root forward's annotations into the code it generates; a string ('torch.Tensor')
+    becomes a global TorchScript cannot resolve, so a traced model could not then be scripted.
+    """
+    forward.__annotations__ = get_type_hints(forward)
+
+
+_annotate_concretely(ZooModule.forward)

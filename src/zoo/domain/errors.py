@@ -21,10 +21,18 @@ class InvalidArgumentError(ZooError, TypeError):
 class UnknownModelError(ZooError, LookupError):
     """A model name (or name.tag) that is not registered."""
 
-    def __init__(self, name: str, known: Iterable[str], what: str = "model") -> None:
+    def __init__(self, name: str, known: Iterable[str], what: str = "model", *, list_all: bool = False) -> None:
+        """known: the valid names; list_all names every one of them (a name's few tags), else the close matches
+        and, for a model, where the full list is (a catalogue is too long to print)."""
         self.name = name
-        self.suggestions = tuple(difflib.get_close_matches(name, list(known), n=3, cutoff=0.6))
-        hint = f"; did you mean {', '.join(map(repr, self.suggestions))}?" if self.suggestions else ""
+        valid = list(known)
+        self.suggestions = tuple(difflib.get_close_matches(name, valid, n=3, cutoff=0.6))
+        hints = [f"did you mean {', '.join(map(repr, self.suggestions))}"] if self.suggestions else []
+        if list_all:
+            hints.append(f"valid {what}s: {', '.join(valid)}")
+        elif what == "model":
+            hints.append("zoo.list_models() lists the registered names")
+        hint = "".join(f"; {h}" for h in hints)
         super().__init__(f"unknown {what} {name!r}{hint}")
 
     def __str__(self) -> str:

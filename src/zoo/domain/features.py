@@ -5,11 +5,12 @@ from __future__ import annotations
 import numbers
 import operator
 from collections.abc import Sequence
+from typing import SupportsIndex, cast
 
 from zoo.domain.errors import InvalidFeatureRequestError
 from zoo.domain.values import FeatureInfo
 
-__all__ = ["describe_taps", "take_indices"]
+__all__ = ["describe_taps", "take_indices", "tap_positions"]
 
 
 def describe_taps(feature_info: Sequence[FeatureInfo]) -> str:
@@ -64,3 +65,34 @@ def take_indices(
     if dupes:
         raise refuse(f"tap(s) {dupes} selected more than once")
     return tuple(sorted(taken))
+
+
+def tap_positions(count: int, idx: int | Sequence[int] | None) -> int | tuple[int, ...]:
+    """Positions among count taps for a feature_info accessor's idx (timm's channels(idx) and kin).
+
+    An int gives one position (negatives count from the end), a sequence several in the order given, None
+    all; anything else, or a position out of range, raises InvalidFeatureRequestError naming the range.
+    """
+    if idx is None:
+        return tuple(range(count))
+
+    def one(raw: object) -> int:
+        try:
+            if isinstance(raw, bool):
+                raise TypeError
+            i = operator.index(cast(SupportsIndex, raw))  # anything else raises TypeError: not an int
+        except TypeError:
+            raise InvalidFeatureRequestError(
+                f"idx={idx!r} is invalid: {raw!r} is not an int; expected an int, a sequence of ints or None"
+            ) from None
+        if not -count <= i < count:
+            raise InvalidFeatureRequestError(
+                f"idx={idx!r} is invalid: {i} is out of range; there are {count} taps (0..{count - 1}, or -{count}..-1)"
+            )
+        return i % count
+
+    if isinstance(idx, (str, bytes)) or not isinstance(idx, (Sequence, numbers.Integral)):
+        raise InvalidFeatureRequestError(f"idx={idx!r} is invalid: expected an int, a sequence of ints or None")
+    if isinstance(idx, Sequence):
+        return tuple(one(i) for i in idx)
+    return one(idx)

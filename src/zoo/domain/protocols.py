@@ -39,6 +39,7 @@ __all__ = [
     "ModelSurface",
     "Pruner",
     "Recorded",
+    "RelocatableCache",
     "TapStrategies",
     "Tapped",
     "WeightApplier",
@@ -62,6 +63,15 @@ class WeightLoader(Protocol):
         from elsewhere (a mirror, a fake in a test) serves the config too. A loader without hub access
         raises a WeightsError subclass naming the repo and file.
         """
+        ...
+
+
+@runtime_checkable
+class RelocatableCache(Protocol):
+    """A WeightLoader that can fetch into another directory for one call (create_model's cache_dir)."""
+
+    def with_cache_dir(self, cache_dir: str) -> WeightLoader:
+        """A loader like this one whose downloads (hub files too) go to and are looked up in cache_dir."""
         ...
 
 

@@ -199,6 +199,13 @@ class DefaultCfg(Mapping[str, object]):
         """Whether this cfg names a source of weights (url, hub id or file)."""
         return bool(self.url or self.hf_hub_id or self.file)
 
+    def copy(self) -> dict[str, object]:
+        """A new, mutable dict of the fields (tuples kept), as `.copy()` of timm's dict cfgs gives.
+
+        Change it and hand it back as create_model's pretrained_cfg, or build a cfg with DefaultCfg.from_dict.
+        """
+        return dict(self)
+
     def to_dict(self) -> dict[str, object]:
         """Plain-data form (tuples become lists), for JSON and interop."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in attrs.asdict(self).items()}
@@ -222,6 +229,8 @@ class DefaultCfg(Mapping[str, object]):
 
 
 _FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in attrs.fields(DefaultCfg))
+# DefaultCfg's fields: its keys as a Mapping
+CFG_FIELDS = _FIELD_NAMES
 
 
 def _check_keys(cls: type[DefaultCfg], data: object) -> None:
@@ -237,13 +246,32 @@ def _check_keys(cls: type[DefaultCfg], data: object) -> None:
 
 
 @attrs.frozen(kw_only=True)
-class FeatureInfo:
-    """One feature tap: its position, the module producing it, its channels and stride."""
+class FeatureInfo(Mapping[str, object]):
+    """One feature tap: its position, the module producing it, its channels and stride.
+
+    Also a read-only Mapping with timm's feature_info keys (`info["num_chs"]`, `info["reduction"]`,
+    `info["module"]`), for code written against its lists of dicts; index is an attribute only.
+    """
 
     index: int = attrs.field(validator=_non_negative_int)
     module: str = attrs.field(validator=_matches(_MODULE_RE, "a dotted module path"))
     num_chs: int = attrs.field(validator=_positive_int)
     reduction: int = attrs.field(validator=_positive_int)
+
+    def __getitem__(self, key: str) -> object:
+        if not isinstance(key, str) or key not in TAP_KEYS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(TAP_KEYS)
+
+    def __len__(self) -> int:
+        return len(TAP_KEYS)
+
+
+# FeatureInfo's keys as a mapping: those of timm's feature_info dicts
+TAP_KEYS: tuple[str, ...] = ("num_chs", "reduction", "module")
 
 
 def _out_indices(inst: object, a: attrs.Attribute[Any], v: object) -> None:
@@ -336,7 +364,8 @@ class ModelSpec:
         for cfg in self.default_cfgs:
             if cfg.tag == tag:
                 return cfg
-        raise UnknownModelError(f"{self.name}.{tag}", [f"{self.name}.{t}" for t in self.tags], what="tag")
+        tags = [f"{self.name}.{t}" for t in self.tags]
+        raise UnknownModelError(f"{self.name}.{tag}", tags, what="tag", list_all=True)
 
 
 def _num_classes(v: object) -> int | None:
@@ -347,16 +376,30 @@ def _in_chans(v: object) -> int | None:
     return None if v is None else check_int("in_chans", v, ge=1, le=MAX_WIDTH)
 
 
-def _checkpoint_path(v: object) -> object:
-    """A file path as a str; anything else is refused here, naming create_model's keyword."""
-    if v is None:
+def check_path(keyword: str, v: object, what: str = "a file path") -> str | None:
+    """create_model's path keyword v as a str, None for None or '' (frameworks' default for 'none');
+    anything else is refused, naming the keyword."""
+    if v is None or v == "":
         return None
     path = os.fspath(v) if isinstance(v, (str, os.PathLike)) else None
     if path is None:
-        raise InvalidValueError(f"checkpoint_path={v!r} is invalid: expected a file path (str or os.PathLike)")
+        raise InvalidValueError(f"{keyword}={v!r} is invalid: expected {what} (str or os.PathLike)")
     if not isinstance(path, str):
-        raise InvalidValueError(f"checkpoint_path={v!r} is invalid: expected a str path, not bytes")
+        raise InvalidValueError(f"{keyword}={v!r} is invalid: expected a str path, not bytes")
     return path
+
+
+def _checkpoint_path(v: object) -> str | None:
+    return check_path("checkpoint_path", v, "a file path")
+
+
+def _cache_dir(v: object) -> str | None:
+    return check_path("cache_dir", v, "a directory path")
+
+
+def _optional_bool(name: str, v: object) -> None:
+    if v is not None:
+        check_bool(name, v)
 
 
 def _keyword(check: Callable[[str, object], object]) -> Callable[[object, attrs.Attribute[Any], object], None]:
@@ -411,6 +454,13 @@ class BuildRequest:
     out_indices: Sequence[int] | None = attrs.field(default=None, converter=_to_tuple)
     feature_cls: str | None = attrs.field(default=None, validator=_keyword(_feature_cls))
     checkpoint_path: str | None = attrs.field(default=None, converter=_checkpoint_path)
+    # where this call's downloaded weights go, instead of the loader's cache (timm's cache_dir)
+    cache_dir: str | None = attrs.field(default=None, converter=_cache_dir)
+    # timm's layer-config switches: every zoo model scripts and exports as built, so they are checked, kept and
+    # change nothing (None: not given)
+    scriptable: bool | None = attrs.field(default=None, validator=_keyword(_optional_bool))
+    exportable: bool | None = attrs.field(default=None, validator=_keyword(_optional_bool))
+    no_jit: bool | None = attrs.field(default=None, validator=_keyword(_optional_bool))
     # the model keywords; numpy integers become plain ints here, so every constructor gets (and every
     # BuildRecord keeps) plain ones
     model_args: Mapping[str, object] = attrs.field(

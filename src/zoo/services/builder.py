@@ -18,6 +18,7 @@ from zoo.domain.protocols import (
     FeatureWrapperFactory,
     InitialisesOnce,
     Pruner,
+    RelocatableCache,
     WeightApplier,
     WeightLoader,
     lacking,
@@ -227,7 +228,8 @@ class Builder:
         state_dict: dict[str, torch.Tensor] | None = None
         if wants_weights and self.weight_loader is not None:
             # read the checkpoint first: a bad one fails before any model memory is spent
-            state_dict = self.weight_loader.load_state_dict(cfg, checkpoint_path=request.checkpoint_path)
+            loader = loader_for(self.weight_loader, request.cache_dir)
+            state_dict = loader.load_state_dict(cfg, checkpoint_path=request.checkpoint_path)
             # unasked, the model takes the class count of the checkpoint in hand: cfg.num_classes
             # describes the published weights, and a user's file may be fine-tuned to any other
             classes = checkpoint_classes(state_dict, cfg) if request.num_classes is None else None
@@ -281,6 +283,8 @@ class Builder:
         if wants_weights and (self.weight_loader is None or self.weight_applier is None):
             missing = "WeightLoader" if self.weight_loader is None else "WeightApplier"
             raise FeatureNotAvailableError(f"pretrained weights are not available: this Builder has no {missing}")
+        if wants_weights and self.weight_loader is not None:
+            loader_for(self.weight_loader, request.cache_dir)  # refuses a cache_dir the loader cannot take
         if request.features_only and self.feature_factory is None:
             raise FeatureNotAvailableError(
                 "features_only is not available in this ModelZoo: no FeatureWrapperFactory was configured"
@@ -289,6 +293,19 @@ class Builder:
             raise InvalidValueError("out_indices and feature_cls need features_only=True")
         if _layout_to_build(spec, request) is not None and self.pruner is None:
             raise FeatureNotAvailableError(f"{spec.name} would be pruned, and this ModelZoo has no Pruner")
+
+
+def loader_for(loader: WeightLoader, cache_dir: str | None) -> WeightLoader:
+    """loader, or for a call with a cache_dir (create_model's) the loader fetching into that directory."""
+    if cache_dir is None:
+        return loader
+    if not isinstance(loader, RelocatableCache):
+        raise FeatureNotAvailableError(
+            f"cache_dir={cache_dir!r} needs a weight loader that can fetch into another directory "
+            f"(zoo.domain.protocols.RelocatableCache: with_cache_dir); this ModelZoo's {type(loader).__qualname__} "
+            "cannot: configure its own cache instead"
+        )
+    return loader.with_cache_dir(cache_dir)
 
 
 def image_size_built_for(model: nn.Module) -> tuple[int, int] | None:

@@ -9,7 +9,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, cast, get_type_hints, overload
 
 import attrs
 import torch
@@ -18,8 +18,13 @@ from torch import nn
 from torch._jit_internal import is_scripting
 from torch.utils.hooks import RemovableHandle
 
-from zoo.domain.errors import FeatureNotAvailableError, FeatureSurfaceError, InvalidFeatureRequestError
-from zoo.domain.features import describe_taps, take_indices
+from zoo.domain.errors import (
+    FeatureNotAvailableError,
+    FeatureSurfaceError,
+    InvalidFeatureRequestError,
+    InvalidValueError,
+)
+from zoo.domain.features import describe_taps, take_indices, tap_positions
 from zoo.domain.protocols import (
     ClassifierHead,
     FeatureForward,
@@ -29,7 +34,7 @@ from zoo.domain.protocols import (
     TapStrategies,
     lacking,
 )
-from zoo.domain.values import FEATURE_CLASSES, DefaultCfg, FeatureCfg, FeatureInfo
+from zoo.domain.values import FEATURE_CLASSES, TAP_KEYS, DefaultCfg, FeatureCfg, FeatureInfo
 
 __all__ = [
     "FeatureDictNet",
@@ -53,17 +58,58 @@ class FeatureTaps:
         """The selected taps, in network order."""
         return tuple(self.available[i] for i in self.out_indices)
 
-    def channels(self) -> list[int]:
-        """Channels per selected tap."""
-        return [t.num_chs for t in self.taps()]
+    @overload
+    def channels(self, idx: None = None) -> list[int]: ...
+    @overload
+    def channels(self, idx: int) -> int: ...
+    @overload
+    def channels(self, idx: Sequence[int]) -> list[int]: ...
+    def channels(self, idx: int | Sequence[int] | None = None) -> int | list[int]:
+        """Channels per selected tap; idx: one position among them (negatives from the end) or several."""
+        return cast("int | list[int]", self.get("num_chs", idx))
 
-    def reduction(self) -> list[int]:
-        """Stride (input size / output size) per selected tap."""
-        return [t.reduction for t in self.taps()]
+    @overload
+    def reduction(self, idx: None = None) -> list[int]: ...
+    @overload
+    def reduction(self, idx: int) -> int: ...
+    @overload
+    def reduction(self, idx: Sequence[int]) -> list[int]: ...
+    def reduction(self, idx: int | Sequence[int] | None = None) -> int | list[int]:
+        """Stride (input size / output size) per selected tap; idx as for channels."""
+        return cast("int | list[int]", self.get("reduction", idx))
 
-    def module_name(self) -> list[str]:
-        """Dotted module path (in the classifier model) per selected tap."""
-        return [t.module for t in self.taps()]
+    @overload
+    def module_name(self, idx: None = None) -> list[str]: ...
+    @overload
+    def module_name(self, idx: int) -> str: ...
+    @overload
+    def module_name(self, idx: Sequence[int]) -> list[str]: ...
+    def module_name(self, idx: int | Sequence[int] | None = None) -> str | list[str]:
+        """Dotted module path (in the classifier model) per selected tap; idx as for channels."""
+        return cast("str | list[str]", self.get("module", idx))
+
+    def get(self, key: str, idx: int | Sequence[int] | None = None) -> object:
+        """One key (num_chs, reduction, module) of the taps at idx: a value for an int, else a list of them."""
+        if key not in TAP_KEYS:
+            raise InvalidValueError(f"key={key!r} is invalid: expected one of {', '.join(map(repr, TAP_KEYS))}")
+        picked = tap_positions(len(self), idx)
+        taps = self.taps()
+        return taps[picked][key] if isinstance(picked, int) else [taps[i][key] for i in picked]
+
+    def get_dicts(
+        self, keys: Sequence[str] | None = None, idx: int | Sequence[int] | None = None
+    ) -> dict[str, object] | list[dict[str, object]]:
+        """The taps at idx as dicts of keys (every key by default): one dict for an int idx, else a list."""
+        wanted = TAP_KEYS if keys is None else tuple(keys)
+        bad = [k for k in wanted if k not in TAP_KEYS]
+        if bad or isinstance(keys, str):
+            expected = ", ".join(map(repr, TAP_KEYS))
+            raise InvalidValueError(f"keys={keys!r} is invalid: expected a sequence of {expected}")
+        picked = tap_positions(len(self), idx)
+        taps = self.taps()
+        if isinstance(picked, int):
+            return {k: taps[picked][k] for k in wanted}
+        return [{k: taps[i][k] for k in wanted} for i in picked]
 
     def __len__(self) -> int:
         return len(self.out_indices)
@@ -88,6 +134,14 @@ class FeatureExtractor(nn.Module, abc.ABC):
         super().__init__()
         self.feature_info = taps
         self.out_indices = taps.out_indices
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        forward = vars(cls).get("forward")
+        if callable(forward):
+            # torch.fx writes forward's annotations into the code it generates, where TorchScript reads them:
+            # postponed ones (strings) would be names it cannot resolve, so a traced extractor could not be scripted
+            forward.__annotations__ = get_type_hints(forward)
 
     @abc.abstractmethod
     def forward_taps(self, x: torch.Tensor) -> list[torch.Tensor]:

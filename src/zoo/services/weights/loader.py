@@ -60,6 +60,17 @@ class CachedWeightLoader:
         self.progress = progress
         self.timeout = timeout
 
+    def with_cache_dir(self, cache_dir: str | os.PathLike[str]) -> CachedWeightLoader:
+        """This loader with cache_dir as its cache, for hub files as well (as timm's cache_dir is); the rest kept."""
+        return CachedWeightLoader(
+            cache_dir=cache_dir,
+            hub_endpoint=self._hub_endpoint,
+            hub_cache_dir=cache_dir,
+            offline=self._offline,
+            progress=self.progress,
+            timeout=self.timeout,
+        )
+
     def settings(self) -> WeightSettings:
         """The settings in force now: explicit arguments, else the environment."""
         return WeightSettings.resolve(
@@ -303,6 +314,10 @@ class StateDictLoader:
         # the fast path assigns these tensors into the model: each model needs storage of its own,
         # or training one would change the held weights and every other model built from them
         return {k: v.detach().clone() for k, v in self._state_dict.items()}
+
+    def with_cache_dir(self, cache_dir: str | os.PathLike[str]) -> StateDictLoader:
+        """This loader: it downloads nothing, so a call's cache_dir changes nothing."""
+        return self
 
     def fetch_hub_file(self, hub_id: str, filename: str) -> Path:
         """The WeightLoader protocol: this loader holds one state_dict and no hub files, so always refused."""
