@@ -47,6 +47,7 @@ TIER_2 = [
     "tests/property/test_feature_subsets.py",
     "tests/property/test_surface.py",
     "tests/property/test_exportable.py",
+    "tests/property/test_timm_dropin.py",
     "tests/unit/test_fuse.py",
     "tests/unit/test_sync_batchnorm.py",
     "tests/unit/test_init_once.py",

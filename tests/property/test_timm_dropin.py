@@ -5,8 +5,9 @@ and prune_intermediate_layers.
 Every case is one name and independent of the others, each kept to seconds: models come from modelcache
 (built once, eval mode), computed values from small inputs under no_grad (gradients by autograd.grad, so the
 shared model's .grad stays unset), shapes at the cfg's full size from a forward on the meta device (no
-compute). NAMES is the one list they are parametrised over: a session sizing the suite to a drawn subset
-(every family each run, every name over runs) replaces it, or selects with `-m per_name` and `-k`.
+compute). They run on the run's drawn names (tests/tiers.py: every family each run, every name over 12
+runs; every name with --all-names). Plain TorchScript of the classifier is test_surface.py's
+test_scripted_model_and_extractors_agree_with_eager.
 """
 
 from __future__ import annotations
@@ -25,13 +26,12 @@ from zoo.archs.base import ZooModule
 from zoo.domain.values import DefaultCfg
 from zoo.services.features import FeatureExtractor
 
-NAMES: list[str] = zoo.list_models()
 SMALL = 64  # the input side of the value checks, and of forward/backward for models above FULL_SIZE_PARAMS
 FULL_SIZE_PARAMS = 12_000_000  # models up to this size run forward and backward at their cfg's input size
 
-pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.per_name]
-per_name = pytest.mark.parametrize("name", NAMES)
-scripting = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+pytestmark = [pytest.mark.usefixtures("one_thread")]
+per_name = pytest.mark.drawn_names
+scripting = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 # torch.fx.GraphModule's own __init__ annotates empty containers, which TorchScript's checker warns about
 graph_module_annotations = pytest.mark.filterwarnings(
     "ignore:The TorchScript type system doesn't support instance-level annotations:UserWarning"
@@ -176,15 +176,6 @@ def test_last_intermediate_is_forward_features(name: str) -> None:
 
 
 # -- TorchScript and torch.fx -------------------------------------------------------------------
-
-
-@scripting
-@per_name
-def test_torchscript(name: str) -> None:
-    model = built(name)
-    scripted = torch.jit.script(model)
-    with torch.no_grad():
-        torch.testing.assert_close(scripted(image()), model(image()))
 
 
 @scripting
