@@ -23,7 +23,7 @@ from zoo.domain.errors import ZooError
 from zoo.domain.values import DefaultCfg
 
 if TYPE_CHECKING:
-    from zoo import data
+    from zoo import data, optim
     from zoo.archs.base import ZooModule
     from zoo.services.features import FeatureExtractor
     from zoo.services.registry import Registry
@@ -46,6 +46,7 @@ __all__ = [
     "list_models",
     "list_modules",
     "list_pretrained",
+    "optim",
     "save_pretrained",
 ]
 __version__ = "0.1.0"
@@ -57,7 +58,7 @@ _LAZY = {
     "ZooModule": "zoo.archs.base",
 }
 # subpackages reachable as attributes (`zoo.data.create_transform`), imported on first use
-_SUBMODULES = ("data",)
+_SUBMODULES = ("data", "optim")
 
 
 def __getattr__(name: str) -> object:

@@ -196,3 +196,16 @@ def test_layer_decay_needs_group_matcher_but_weight_decay_alone_does_not(model: 
     assert [sorted(names_of(model, g)) for g in groups] == [[n] for n, _ in model.named_parameters()]
     with pytest.raises(InvalidValueError, match="coarse=1 is invalid"):
         layer_groups(small_resnet(), coarse=1)  # type: ignore[arg-type]  # wrong on purpose
+
+
+def test_zoo_optim_is_reachable_from_the_package_without_importing_torch_first() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, zoo\n"
+        "print('torch' in sys.modules, 'zoo.optim' in sys.modules)\n"
+        "print(zoo.optim.param_groups is sys.modules['zoo.optim'].param_groups, 'optim' in dir(zoo))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out == ["False False", "True True"]
