@@ -410,6 +410,8 @@ class BuildRequest:
     # kept as given (lists become tuples): the feature factory validates it against the model's taps
     out_indices: Sequence[int] | None = attrs.field(default=None, converter=_to_tuple)
     feature_cls: str | None = attrs.field(default=None, validator=_keyword(_feature_cls))
+    # a dict extractor's output names, one per out_indices entry; the feature factory validates them
+    out_map: Sequence[str] | None = attrs.field(default=None, converter=_to_tuple)
     checkpoint_path: str | None = attrs.field(default=None, converter=_checkpoint_path)
     # the model keywords; numpy integers become plain ints here, so every constructor gets (and every
     # BuildRecord keeps) plain ones

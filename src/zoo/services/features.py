@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import copy
+import operator
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
@@ -30,6 +31,7 @@ from zoo.domain.protocols import (
     lacking,
 )
 from zoo.domain.values import FEATURE_CLASSES, DefaultCfg, FeatureCfg, FeatureInfo
+from zoo.services.feature_keys import rename_other_spellings
 
 __all__ = [
     "FeatureDictNet",
@@ -37,6 +39,7 @@ __all__ = [
     "FeatureFactory",
     "FeatureGetterNet",
     "FeatureHookNet",
+    "FeatureHookSequenceNet",
     "FeatureListNet",
     "FeatureTaps",
 ]
@@ -88,6 +91,10 @@ class FeatureExtractor(nn.Module, abc.ABC):
         super().__init__()
         self.feature_info = taps
         self.out_indices = taps.out_indices
+        # each child's path in the classifier ('' for the classifier itself), by the child's path here: how
+        # load_state_dict recognises a key spelled the classifier's way or an earlier extractor's
+        self._classifier_paths: dict[str, str] = {}
+        self.register_load_state_dict_pre_hook(rename_other_spellings)  # type: ignore[no-untyped-call]  # torch leaves it unannotated
 
     @abc.abstractmethod
     def forward_taps(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -121,7 +128,9 @@ class _TappedSequence(FeatureExtractor, nn.ModuleDict):
     while the step holding it runs, and such an extractor can be neither scripted nor traced.
     """
 
-    def __init__(self, model: nn.Module, taps: FeatureTaps, *, flatten_sequential: bool) -> None:
+    def __init__(
+        self, model: nn.Module, taps: FeatureTaps, *, flatten_sequential: bool, hook_every_tap: bool = False
+    ) -> None:
         super().__init__(taps)
         steps = _resequence(model, "", [t.module for t in taps.available], flatten_sequential)
         position = {path: i for i, (path, _) in enumerate(steps)}
@@ -132,18 +141,15 @@ class _TappedSequence(FeatureExtractor, nn.ModuleDict):
             raise InvalidFeatureRequestError(
                 f"{type(model).__name__}: tap module(s) {missing} are not among the modules a list/dict extractor "
                 f"runs in order ({', '.join(position)}); taps must be top-level modules, inside nn.Sequential "
-                "containers with flatten_sequential, or inside other modules; feature_cls='hook' serves any tap"
+                "containers, or inside other modules; feature_cls='hook' without flatten_sequential serves any tap"
             )
         order = [i for i in where.values() if i is not None]  # every one, as none is missing
         if order != sorted(order):
             raise InvalidFeatureRequestError(
                 f"{type(model).__name__}: feature_info order {selected} disagrees with the module order"
             )
-        # ModuleDict-style keys cannot hold '.', so a flattened 'stages.0' is registered as 'stages_0' (as timm does);
-        # plain lists of str, as TorchScript reads them
-        self._tap_keys = [m.replace(".", "_") for m in selected if m in position]
         self._tap_names = list(selected)
-        self._nested = [m for m in selected if m not in position]
+        self._nested = list(selected) if hook_every_tap else [m for m in selected if m not in position]
         self._hooked = len(self._nested) > 0  # a bool, as TorchScript reads it (an empty list has no type)
         self._recorder = _TapRecorder()
         if self._hooked:
@@ -152,8 +158,42 @@ class _TappedSequence(FeatureExtractor, nn.ModuleDict):
             ]
             # the hooked modules are shared with the classifier: unhook them when this extractor goes away
             weakref.finalize(self, _remove_hooks, hooks)
+        # each step's key as _run names its output: with flatten_sequential its ModuleDict key ('.' joined as '_':
+        # 'stages.0' is 'stages_0', as the reference's flattening names it); without, an opened container keeps its
+        # name and holds its children ('blocks.0' is child '0' of 'blocks'), and a child's key is the container's
+        # and the child's position ('blocks.0'); plain lists and dicts of str, as TorchScript reads them
+        self._run_keys: dict[str, str] = {}
         for path, module in steps[: order[-1] + 1]:
-            self.add_module(path.replace(".", "_"), module)
+            if flatten_sequential or "." not in path:
+                self._run_keys[path] = path.replace(".", "_")
+                self.add_module(self._run_keys[path], module)
+                self._classifier_paths[self._run_keys[path]] = path
+                continue
+            parent, child = path.split(".", 1)
+            if parent not in self:
+                self.add_module(parent, _OpenedSequential())
+            opened = self[parent]
+            self._run_keys[path] = f"{parent}.{len(list(opened.children()))}"
+            opened.add_module(child, module)
+            self._classifier_paths[path] = path
+        self._tap_keys = [] if hook_every_tap else [self._run_keys[m] for m in selected if m in position]
+
+    def _run(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Run the kept modules in order; the outputs of the steps that are taps, by step key."""
+        outputs: dict[str, torch.Tensor] = {}
+        for key, module in self.items():
+            # an opened container runs its children one by one (hasattr on a module is resolved when scripted;
+            # TorchScript cannot resolve the class for isinstance here)
+            if hasattr(module, "opened_by_extractor"):
+                for i, step in enumerate(module.children()):
+                    x = step(x)
+                    if key + "." + str(i) in self._tap_keys:
+                        outputs[key + "." + str(i)] = x
+            else:
+                x = module(x)
+                if key in self._tap_keys:
+                    outputs[key] = x
+        return outputs
 
     def forward_taps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Run the kept modules in order, collecting the selected taps' outputs."""
@@ -162,24 +202,16 @@ class _TappedSequence(FeatureExtractor, nn.ModuleDict):
         if not is_scripting():  # noqa: SIM102
             if self._hooked:
                 return self._forward_with_hooks(x)
-        out: list[torch.Tensor] = []
-        for key, module in self.items():
-            x = module(x)
-            if key in self._tap_keys:
-                out.append(x)
-        return out
+        outputs = self._run(x)
+        return [outputs[k] for k in self._tap_keys]
 
     def _forward_with_hooks(self, x: torch.Tensor) -> list[torch.Tensor]:
         """forward_taps where some taps sit inside a step: their forward hooks record them as it runs."""
         if isinstance(x, torch.fx.Proxy):
             raise FeatureNotAvailableError(_NESTED.format(taps=self._nested, how="traced with torch.fx"))
-        outputs: dict[str, torch.Tensor] = {}
         with self._recorder.recording() as seen:
-            for key, module in self.items():
-                x = module(x)
-                if key in self._tap_keys:
-                    outputs[key] = x
-        return [seen[m] if m in self._nested else outputs[m.replace(".", "_")] for m in self._tap_names]
+            outputs = self._run(x)
+        return [seen[m] if m in self._nested else outputs[self._run_keys[m]] for m in self._tap_names]
 
     def __prepare_scriptable__(self) -> nn.Module:
         # torch.jit.script calls this first: hooks cannot be scripted, so refuse clearly where they are needed
@@ -194,10 +226,23 @@ _NESTED = (
 )
 
 
+class _OpenedSequential(nn.Sequential):
+    """An nn.Sequential's kept children under the Sequential's own names, run one by one by the extractor.
+
+    What flatten_sequential=False makes of a top-level nn.Sequential holding taps: its children are steps,
+    and their state_dict keys stay the classifier's ('blocks.0.0.conv.weight').
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        # what the extractor's forward tells it by (an instance attribute: the one kind a script sees)
+        self.opened_by_extractor = True
+
+
 def _holding_step(path: str, steps: Sequence[tuple[str, nn.Module]]) -> int | None:
     """The position of the step holding the module at path, unless that step is an nn.Sequential.
 
-    An nn.Sequential is opened into steps with flatten_sequential; without it, its taps stay refused.
+    _resequence opens the nn.Sequentials holding taps that it can; the taps of any other stay refused.
     """
     for i, (step, module) in enumerate(steps):
         if path.startswith(step + "."):
@@ -210,11 +255,27 @@ class FeatureListNet(_TappedSequence, _ListOutput):
 
 
 class FeatureDictNet(_TappedSequence):
-    """Re-sequenced top-level modules up to the last selected tap; returns tensors keyed by tap module."""
+    """Re-sequenced top-level modules up to the last selected tap; returns tensors keyed by tap index.
+
+    A tap's key is its index as a string ('1', '3' for out_indices (1, 3)), as the reference names them,
+    or the name out_map gives it.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        taps: FeatureTaps,
+        *,
+        flatten_sequential: bool,
+        out_map: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(model, taps, flatten_sequential=flatten_sequential)
+        # a plain list of str, as TorchScript reads it
+        self._out_names = [str(i) for i in taps.out_indices] if out_map is None else list(out_map)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
-        for name, t in zip(self._tap_names, self.forward_taps(x)):  # noqa: B905  # TorchScript has no strict=
+        for name, t in zip(self._out_names, self.forward_taps(x)):  # noqa: B905  # TorchScript has no strict=
             out[name] = t
         return out
 
@@ -258,6 +319,20 @@ class _TapRecorder:
         self._local = threading.local()
 
 
+class FeatureHookSequenceNet(_TappedSequence, _ListOutput):
+    """feature_cls='hook' with flatten_sequential: the re-sequenced top-level modules, every tap read by a hook.
+
+    Its state_dict keys are the flattened ones ('stem_0', 'blocks_0'), as the reference's hook extractor
+    names them for such a model. Hooks cannot be scripted or traced.
+    """
+
+    def __init__(self, model: nn.Module, taps: FeatureTaps) -> None:
+        super().__init__(model, taps, flatten_sequential=True, hook_every_tap=True)
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        raise FeatureNotAvailableError(_NOT_A_GRAPH.format(kind="hook", how="scripted with torch.jit.script"))
+
+
 class FeatureHookNet(_ListOutput):
     """Forward hooks on the tap modules around the model's own forward_features; returns a list.
 
@@ -268,6 +343,7 @@ class FeatureHookNet(_ListOutput):
     def __init__(self, model: nn.Module, taps: FeatureTaps) -> None:
         super().__init__(taps)
         self.model = _backbone(model, taps.out_indices)
+        self._classifier_paths["model"] = ""
         # forward_features where the model has it (the head need not run), else the whole forward
         self._features_only = isinstance(self.model, FeatureForward)
         self._recorder = _TapRecorder()
@@ -321,6 +397,7 @@ class FeatureGetterNet(_ListOutput):
                 missing=lacking(model, Intermediates),
             )
         self.model = _backbone(model, taps.out_indices)
+        self._classifier_paths["model"] = ""
 
     def forward_taps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """forward_intermediates for the selected taps (it stops after the last one)."""
@@ -345,10 +422,13 @@ class FeatureFactory:
         *,
         out_indices: Sequence[int] | None = None,
         feature_cls: str | None = None,
+        out_map: Sequence[str] | None = None,
     ) -> FeatureExtractor:
         """An extractor for the taps out_indices selects (cfg's by default), by the feature_cls strategy.
 
-        The extractor shares the model's modules (and so its weights); the model itself is not changed.
+        out_map names a 'dict' extractor's outputs, one name per out_indices entry (in the order given);
+        by default they are the tap indices as strings. The extractor shares the model's modules (and so
+        its weights); the model itself is not changed.
         """
         kind = cfg.feature_cls if feature_cls is None else feature_cls
         if kind not in FEATURE_CLASSES:
@@ -357,14 +437,45 @@ class FeatureFactory:
             )
         _check_served(model, kind)
         available = _feature_info(model)
-        taps = FeatureTaps(available, take_indices(available, cfg.out_indices if out_indices is None else out_indices))
+        wanted = cfg.out_indices if out_indices is None else out_indices
+        taps = FeatureTaps(available, take_indices(available, wanted))
+        names = None if out_map is None else _out_names(out_map, kind, wanted, taps)
         if kind == "list":
             return FeatureListNet(model, taps, flatten_sequential=cfg.flatten_sequential)
         if kind == "dict":
-            return FeatureDictNet(model, taps, flatten_sequential=cfg.flatten_sequential)
+            return FeatureDictNet(model, taps, flatten_sequential=cfg.flatten_sequential, out_map=names)
         if kind == "hook":
-            return FeatureHookNet(model, taps)
+            # as the reference: with flatten_sequential, the re-sequenced modules, hooked; else the whole model
+            return FeatureHookSequenceNet(model, taps) if cfg.flatten_sequential else FeatureHookNet(model, taps)
         return FeatureGetterNet(model, taps)
+
+
+def _out_names(out_map: object, kind: str, wanted: Sequence[int] | None, taps: FeatureTaps) -> list[str]:
+    """out_map's names in network order: out_map[i] names the tap out_indices[i] selects (every tap by default)."""
+    valid = f"a sequence of {len(taps)} unique non-empty strings, one per selected tap ({list(taps.out_indices)})"
+    if kind != "dict":
+        raise InvalidFeatureRequestError(
+            f"out_map={out_map!r} names the outputs of feature_cls='dict' only, not of feature_cls={kind!r} "
+            "(which returns a list); pass feature_cls='dict' or leave out_map out"
+        )
+    if isinstance(out_map, (str, bytes)) or not isinstance(out_map, Sequence):
+        raise InvalidFeatureRequestError(f"out_map={out_map!r} is invalid: expected {valid}")
+    names: list[object] = list(out_map)
+    bad = [n for n in names if not isinstance(n, str) or not n]
+    dupes = sorted({n for n in names if isinstance(n, str) and names.count(n) > 1})
+    if len(names) != len(taps) or bad or dupes:
+        reason = (
+            f"{len(names)} names"
+            if len(names) != len(taps)
+            else f"{bad} not non-empty strings"
+            if bad
+            else f"{dupes} repeated"
+        )
+        raise InvalidFeatureRequestError(f"out_map={out_map!r} is invalid ({reason}): expected {valid}")
+    n = len(taps.available)
+    order = range(n) if wanted is None else [operator.index(i) % n for i in wanted]
+    by_index = dict(zip(order, cast(list[str], names), strict=True))
+    return [by_index[i] for i in taps.out_indices]
 
 
 def _check_served(model: nn.Module, kind: str) -> None:
@@ -409,15 +520,27 @@ def _submodule(model: nn.Module, path: str) -> nn.Module:
 
 
 def _resequence(module: nn.Module, prefix: str, taps: Sequence[str], flatten: bool) -> list[tuple[str, nn.Module]]:
-    """(dotted path, module) in forward order: named_children, opening the nn.Sequentials that hold a tap."""
+    """(dotted path, module) in forward order: named_children, opening nn.Sequentials into their children.
+
+    With flatten, every top-level nn.Sequential is opened (as the reference flattens them), and below it
+    those holding a tap; without, a top-level nn.Sequential holding a tap is opened one level. A Sequential
+    that is a tap itself stays whole.
+    """
     steps: list[tuple[str, nn.Module]] = []
     for name, child in module.named_children():
         path = prefix + name
-        if flatten and isinstance(child, nn.Sequential) and any(t.startswith(path + ".") for t in taps):
-            steps.extend(_resequence(child, path + ".", taps, flatten))
+        holds_tap = any(t.startswith(path + ".") for t in taps)
+        # a Sequential that is itself a tap stays one step, its output being the tap's
+        opens = isinstance(child, nn.Sequential) and path not in taps
+        if opens and (holds_tap or (flatten and not prefix)) and (flatten or not prefix):
+            steps.extend(_resequence(child, path + ".", taps, flatten) if flatten else _children(child, path))
         else:
             steps.append((path, child))
     return steps
+
+
+def _children(module: nn.Module, path: str) -> list[tuple[str, nn.Module]]:
+    return [(f"{path}.{name}", child) for name, child in module.named_children()]
 
 
 def _backbone(model: nn.Module, out_indices: Sequence[int]) -> nn.Module:
