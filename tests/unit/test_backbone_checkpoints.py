@@ -148,6 +148,8 @@ def test_dict_outputs_are_keyed_by_tap_index_or_out_map() -> None:
     named.load_state_dict(by_index.state_dict())
     with torch.no_grad():
         a, b = by_index(x), named(x)
+    assert isinstance(a, dict)
+    assert isinstance(b, dict)
     assert list(a) == ["1", "3"]
     assert list(b) == ["c2", "c4"]  # out_map[i] names out_indices[i]; outputs in network order
     assert torch.equal(a["1"], b["c2"])
@@ -169,7 +171,7 @@ def test_dict_outputs_are_keyed_by_tap_index_or_out_map() -> None:
 )
 def test_bad_out_map_is_refused_by_name(out_map: object, match: str) -> None:
     with pytest.raises(InvalidFeatureRequestError, match=match):
-        zoo.create_model("resnet18", features_only=True, feature_cls="dict", out_indices=(1, 3), out_map=out_map)  # type: ignore[arg-type]  # what a caller could pass
+        zoo.create_model("resnet18", features_only=True, feature_cls="dict", out_indices=(1, 3), out_map=out_map)  # type: ignore[call-overload]  # what a caller could pass
 
 
 def test_out_map_needs_a_dict_extractor() -> None:
