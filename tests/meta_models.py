@@ -67,9 +67,10 @@ class _Recording(FeatureFactory):
         *,
         out_indices: Sequence[int] | None = None,
         feature_cls: str | None = None,
+        out_map: Sequence[str] | None = None,
     ) -> FeatureExtractor:
         self.wrapped = model
-        return super().wrap(model, cfg, out_indices=out_indices, feature_cls=feature_cls)
+        return super().wrap(model, cfg, out_indices=out_indices, feature_cls=feature_cls, out_map=out_map)
 
 
 @attrs.frozen

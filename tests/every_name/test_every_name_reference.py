@@ -39,35 +39,6 @@ BATCH = 2
 EXHAUSTIVE_MAX_TAPS = 6  # up to 6 taps every combination (at most 63); past it a cover of them (tap_subsets)
 DRAWN_SUBSETS = 16  # past EXHAUSTIVE_MAX_TAPS: this many more combinations, drawn per run and name
 
-# Extractors whose state_dict keys do not follow the reference's yet (issue 22): xfail, strict, so that the
-# test turns red when issue 22 fixes one and its mark is to go
-ISSUE_22 = {
-    "convnext_small": "the flattened stem is registered as stem.0/stem.1, the reference's as stem_0/stem_1",
-    "convnext_tiny": "the flattened stem is registered as stem.0/stem.1, the reference's as stem_0/stem_1",
-    **dict.fromkeys(
-        (
-            "efficientnet_b0",
-            "efficientnet_b1",
-            "efficientnet_b1_pruned",
-            "efficientnet_b2",
-            "efficientnet_b2_pruned",
-            "efficientnet_b3",
-            "efficientnet_b3_pruned",
-            "mobilenetv3_large_100",
-        ),
-        "the flattened blocks are registered as blocks_0.0..., the reference's as blocks.0.0...",
-    ),
-    **dict.fromkeys(
-        ("xception41", "xception41p", "xception65", "xception65p", "xception71"),
-        "the hook extractor's keys are prefixed model.blocks.0..., the reference's are blocks_0...",
-    ),
-}
-CASE_MARKS = {  # read by conftest.py's pytest_generate_tests
-    "test_features_state_dict_keys_match_reference": {
-        name: pytest.mark.xfail(strict=True, reason=f"issue 22: {why}") for name, why in ISSUE_22.items()
-    }
-}
-
 
 @functools.lru_cache(maxsize=2)  # conftest.py runs one name's tests one after another
 def build(name: str) -> MetaBuild:
@@ -216,7 +187,7 @@ def check_subset(
         extractor = FACTORY.wrap(model, cfg, out_indices=out_indices, feature_cls=kind)
         out = extractor(x)
         if isinstance(out, dict):
-            assert list(out) == extractor.feature_info.module_name(), kind
+            assert list(out) == [str(i) for i in extractor.out_indices], kind
             tensors = list(out.values())
         else:
             tensors = out
@@ -245,4 +216,3 @@ def test_every_registered_name_has_every_tier_1_case(request: pytest.FixtureRequ
         assert not missing, f"{check} leaves out {missing}"
     # a name without reference facts fails its checks above; say which here too, all at once
     assert [n for n in sorted(registered) if reference_path(n) is None] == []
-    assert set(ISSUE_22) <= registered  # a mark for a name no longer registered is stale

@@ -219,5 +219,5 @@ _ARCHS: dict[str, dict[str, object]] = {
 
 MODEL_SPECS: tuple[ModelSpec, ...] = tuple(
     attrs.evolve(spec, prune_spec=pruned_layout(spec.name)) if spec.name.endswith("_pruned") else spec
-    for spec in family_specs(__name__, EfficientNet, _ARCHS, FeatureCfg(feature_cls="list", flatten_sequential=True))
+    for spec in family_specs(__name__, EfficientNet, _ARCHS, FeatureCfg(feature_cls="list"))
 )

@@ -213,6 +213,4 @@ _ARCHS: dict[str, dict[str, object]] = {
     "mobilenetv3_large_100": {"stages": MOBILENETV3_LARGE_STAGES, "channel_multiplier": 1.0},
 }
 
-MODEL_SPECS: tuple[ModelSpec, ...] = family_specs(
-    __name__, MobileNetV3, _ARCHS, FeatureCfg(feature_cls="list", flatten_sequential=True)
-)
+MODEL_SPECS: tuple[ModelSpec, ...] = family_specs(__name__, MobileNetV3, _ARCHS, FeatureCfg(feature_cls="list"))

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import numbers
 import operator
-from collections.abc import Sequence
-from typing import SupportsIndex, cast
+from collections.abc import Iterator, Sequence
+from typing import SupportsIndex, cast, overload
 
-from zoo.domain.errors import InvalidFeatureRequestError
-from zoo.domain.values import FeatureInfo
+import attrs
 
-__all__ = ["describe_taps", "take_indices", "tap_positions"]
+from zoo.domain.errors import InvalidFeatureRequestError, InvalidValueError
+from zoo.domain.values import TAP_KEYS, FeatureInfo
+
+__all__ = ["FeatureTaps", "describe_taps", "take_indices", "tap_positions"]
 
 
 def describe_taps(feature_info: Sequence[FeatureInfo]) -> str:
@@ -96,3 +98,77 @@ def tap_positions(count: int, idx: int | Sequence[int] | None) -> int | tuple[in
     if isinstance(idx, Sequence):
         return tuple(one(i) for i in idx)
     return one(idx)
+
+
+@attrs.frozen
+class FeatureTaps:
+    """A feature extractor's feature_info: every tap the model offers and the ones selected."""
+
+    available: tuple[FeatureInfo, ...]
+    out_indices: tuple[int, ...]
+
+    def taps(self) -> tuple[FeatureInfo, ...]:
+        """The selected taps, in network order."""
+        return tuple(self.available[i] for i in self.out_indices)
+
+    @overload
+    def channels(self, idx: None = None) -> list[int]: ...
+    @overload
+    def channels(self, idx: int) -> int: ...
+    @overload
+    def channels(self, idx: Sequence[int]) -> list[int]: ...
+    def channels(self, idx: int | Sequence[int] | None = None) -> int | list[int]:
+        """Channels per selected tap; idx: one position among them (negatives from the end) or several."""
+        return cast("int | list[int]", self.get("num_chs", idx))
+
+    @overload
+    def reduction(self, idx: None = None) -> list[int]: ...
+    @overload
+    def reduction(self, idx: int) -> int: ...
+    @overload
+    def reduction(self, idx: Sequence[int]) -> list[int]: ...
+    def reduction(self, idx: int | Sequence[int] | None = None) -> int | list[int]:
+        """Stride (input size / output size) per selected tap; idx as for channels."""
+        return cast("int | list[int]", self.get("reduction", idx))
+
+    @overload
+    def module_name(self, idx: None = None) -> list[str]: ...
+    @overload
+    def module_name(self, idx: int) -> str: ...
+    @overload
+    def module_name(self, idx: Sequence[int]) -> list[str]: ...
+    def module_name(self, idx: int | Sequence[int] | None = None) -> str | list[str]:
+        """Dotted module path (in the classifier model) per selected tap; idx as for channels."""
+        return cast("str | list[str]", self.get("module", idx))
+
+    def get(self, key: str, idx: int | Sequence[int] | None = None) -> object:
+        """One key (num_chs, reduction, module) of the taps at idx: a value for an int, else a list of them."""
+        if key not in TAP_KEYS:
+            raise InvalidValueError(f"key={key!r} is invalid: expected one of {', '.join(map(repr, TAP_KEYS))}")
+        picked = tap_positions(len(self), idx)
+        taps = self.taps()
+        return taps[picked][key] if isinstance(picked, int) else [taps[i][key] for i in picked]
+
+    def get_dicts(
+        self, keys: Sequence[str] | None = None, idx: int | Sequence[int] | None = None
+    ) -> dict[str, object] | list[dict[str, object]]:
+        """The taps at idx as dicts of keys (every key by default): one dict for an int idx, else a list."""
+        wanted = TAP_KEYS if keys is None else tuple(keys)
+        bad = [k for k in wanted if k not in TAP_KEYS]
+        if bad or isinstance(keys, str):
+            expected = ", ".join(map(repr, TAP_KEYS))
+            raise InvalidValueError(f"keys={keys!r} is invalid: expected a sequence of {expected}")
+        picked = tap_positions(len(self), idx)
+        taps = self.taps()
+        if isinstance(picked, int):
+            return {k: taps[picked][k] for k in wanted}
+        return [{k: taps[i][k] for k in wanted} for i in picked]
+
+    def __len__(self) -> int:
+        return len(self.out_indices)
+
+    def __iter__(self) -> Iterator[FeatureInfo]:
+        return iter(self.taps())
+
+    def __getitem__(self, i: int) -> FeatureInfo:
+        return self.taps()[i]

@@ -113,11 +113,13 @@ class FeatureWrapperFactory(Protocol):
         *,
         out_indices: Sequence[int] | None = None,
         feature_cls: str | None = None,
+        out_map: Sequence[str] | None = None,
     ) -> nn.Module:
         """A module returning the selected taps, with feature_info for them.
 
-        out_indices and feature_cls override cfg; invalid ones raise InvalidFeatureRequestError
-        naming the valid range and the tap modules.
+        out_indices and feature_cls override cfg; out_map names a dict extractor's outputs (one name per
+        out_indices entry; the tap indices as strings by default); invalid ones raise
+        InvalidFeatureRequestError naming the valid range and the tap modules.
         """
         ...
 

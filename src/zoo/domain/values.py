@@ -453,6 +453,8 @@ class BuildRequest:
     # kept as given (lists become tuples): the feature factory validates it against the model's taps
     out_indices: Sequence[int] | None = attrs.field(default=None, converter=_to_tuple)
     feature_cls: str | None = attrs.field(default=None, validator=_keyword(_feature_cls))
+    # a dict extractor's output names, one per out_indices entry; the feature factory validates them
+    out_map: Sequence[str] | None = attrs.field(default=None, converter=_to_tuple)
     checkpoint_path: str | None = attrs.field(default=None, converter=_checkpoint_path)
     # where this call's downloaded weights go, instead of the loader's cache (timm's cache_dir)
     cache_dir: str | None = attrs.field(default=None, converter=_cache_dir)

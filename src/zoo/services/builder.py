@@ -259,7 +259,11 @@ class Builder:
         if request.features_only:
             assert self.feature_factory is not None  # narrowed by _check_available
             model = self.feature_factory.wrap(
-                model, spec.feature_cfg, out_indices=request.out_indices, feature_cls=request.feature_cls
+                model,
+                spec.feature_cfg,
+                out_indices=request.out_indices,
+                feature_cls=request.feature_cls,
+                **({} if request.out_map is None else {"out_map": request.out_map}),
             )
         resolved = adapt_cfg(
             cfg, num_classes=num_classes, in_chans=in_chans, features_only=request.features_only, image_size=image_size
@@ -289,8 +293,10 @@ class Builder:
             raise FeatureNotAvailableError(
                 "features_only is not available in this ModelZoo: no FeatureWrapperFactory was configured"
             )
-        if not request.features_only and (request.out_indices is not None or request.feature_cls is not None):
-            raise InvalidValueError("out_indices and feature_cls need features_only=True")
+        if not request.features_only and (
+            request.out_indices is not None or request.feature_cls is not None or request.out_map is not None
+        ):
+            raise InvalidValueError("out_indices, feature_cls and out_map need features_only=True")
         if _layout_to_build(spec, request) is not None and self.pruner is None:
             raise FeatureNotAvailableError(f"{spec.name} would be pruned, and this ModelZoo has no Pruner")
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import abc
 import copy
+import operator
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
-from typing import TYPE_CHECKING, cast, get_type_hints, overload
+from typing import TYPE_CHECKING, cast, get_type_hints
 
-import attrs
 import torch
 import torch.fx
 from torch import nn
@@ -22,9 +22,8 @@ from zoo.domain.errors import (
     FeatureNotAvailableError,
     FeatureSurfaceError,
     InvalidFeatureRequestError,
-    InvalidValueError,
 )
-from zoo.domain.features import describe_taps, take_indices, tap_positions
+from zoo.domain.features import FeatureTaps, describe_taps, take_indices
 from zoo.domain.protocols import (
     ClassifierHead,
     FeatureForward,
@@ -34,7 +33,8 @@ from zoo.domain.protocols import (
     TapStrategies,
     lacking,
 )
-from zoo.domain.values import FEATURE_CLASSES, TAP_KEYS, DefaultCfg, FeatureCfg, FeatureInfo
+from zoo.domain.values import FEATURE_CLASSES, DefaultCfg, FeatureCfg, FeatureInfo
+from zoo.services.feature_keys import rename_other_spellings
 
 __all__ = [
     "FeatureDictNet",
@@ -42,83 +42,10 @@ __all__ = [
     "FeatureFactory",
     "FeatureGetterNet",
     "FeatureHookNet",
+    "FeatureHookSequenceNet",
     "FeatureListNet",
     "FeatureTaps",
 ]
-
-
-@attrs.frozen
-class FeatureTaps:
-    """A feature extractor's feature_info: every tap the model offers and the ones selected."""
-
-    available: tuple[FeatureInfo, ...]
-    out_indices: tuple[int, ...]
-
-    def taps(self) -> tuple[FeatureInfo, ...]:
-        """The selected taps, in network order."""
-        return tuple(self.available[i] for i in self.out_indices)
-
-    @overload
-    def channels(self, idx: None = None) -> list[int]: ...
-    @overload
-    def channels(self, idx: int) -> int: ...
-    @overload
-    def channels(self, idx: Sequence[int]) -> list[int]: ...
-    def channels(self, idx: int | Sequence[int] | None = None) -> int | list[int]:
-        """Channels per selected tap; idx: one position among them (negatives from the end) or several."""
-        return cast("int | list[int]", self.get("num_chs", idx))
-
-    @overload
-    def reduction(self, idx: None = None) -> list[int]: ...
-    @overload
-    def reduction(self, idx: int) -> int: ...
-    @overload
-    def reduction(self, idx: Sequence[int]) -> list[int]: ...
-    def reduction(self, idx: int | Sequence[int] | None = None) -> int | list[int]:
-        """Stride (input size / output size) per selected tap; idx as for channels."""
-        return cast("int | list[int]", self.get("reduction", idx))
-
-    @overload
-    def module_name(self, idx: None = None) -> list[str]: ...
-    @overload
-    def module_name(self, idx: int) -> str: ...
-    @overload
-    def module_name(self, idx: Sequence[int]) -> list[str]: ...
-    def module_name(self, idx: int | Sequence[int] | None = None) -> str | list[str]:
-        """Dotted module path (in the classifier model) per selected tap; idx as for channels."""
-        return cast("str | list[str]", self.get("module", idx))
-
-    def get(self, key: str, idx: int | Sequence[int] | None = None) -> object:
-        """One key (num_chs, reduction, module) of the taps at idx: a value for an int, else a list of them."""
-        if key not in TAP_KEYS:
-            raise InvalidValueError(f"key={key!r} is invalid: expected one of {', '.join(map(repr, TAP_KEYS))}")
-        picked = tap_positions(len(self), idx)
-        taps = self.taps()
-        return taps[picked][key] if isinstance(picked, int) else [taps[i][key] for i in picked]
-
-    def get_dicts(
-        self, keys: Sequence[str] | None = None, idx: int | Sequence[int] | None = None
-    ) -> dict[str, object] | list[dict[str, object]]:
-        """The taps at idx as dicts of keys (every key by default): one dict for an int idx, else a list."""
-        wanted = TAP_KEYS if keys is None else tuple(keys)
-        bad = [k for k in wanted if k not in TAP_KEYS]
-        if bad or isinstance(keys, str):
-            expected = ", ".join(map(repr, TAP_KEYS))
-            raise InvalidValueError(f"keys={keys!r} is invalid: expected a sequence of {expected}")
-        picked = tap_positions(len(self), idx)
-        taps = self.taps()
-        if isinstance(picked, int):
-            return {k: taps[picked][k] for k in wanted}
-        return [{k: taps[i][k] for k in wanted} for i in picked]
-
-    def __len__(self) -> int:
-        return len(self.out_indices)
-
-    def __iter__(self) -> Iterator[FeatureInfo]:
-        return iter(self.taps())
-
-    def __getitem__(self, i: int) -> FeatureInfo:
-        return self.taps()[i]
 
 
 class FeatureExtractor(nn.Module, abc.ABC):
@@ -134,6 +61,10 @@ class FeatureExtractor(nn.Module, abc.ABC):
         super().__init__()
         self.feature_info = taps
         self.out_indices = taps.out_indices
+        # each child's path in the classifier ('' for the classifier itself), by the child's path here: how
+        # load_state_dict recognises a key spelled the classifier's way or an earlier extractor's
+        self._classifier_paths: dict[str, str] = {}
+        self.register_load_state_dict_pre_hook(rename_other_spellings)  # type: ignore[no-untyped-call]  # torch leaves it unannotated
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -175,7 +106,9 @@ class _TappedSequence(FeatureExtractor, nn.ModuleDict):
     while the step holding it runs, and such an extractor can be neither scripted nor traced.
     """
 
-    def __init__(self, model: nn.Module, taps: FeatureTaps, *, flatten_sequential: bool) -> None:
+    def __init__(
+        self, model: nn.Module, taps: FeatureTaps, *, flatten_sequential: bool, hook_every_tap: bool = False
+    ) -> None:
         super().__init__(taps)
         steps = _resequence(model, "", [t.module for t in taps.available], flatten_sequential)
         position = {path: i for i, (path, _) in enumerate(steps)}
@@ -186,18 +119,15 @@ class _TappedSequence(FeatureExtractor, nn.ModuleDict):
             raise InvalidFeatureRequestError(
                 f"{type(model).__name__}: tap module(s) {missing} are not among the modules a list/dict extractor "
                 f"runs in order ({', '.join(position)}); taps must be top-level modules, inside nn.Sequential "
-                "containers with flatten_sequential, or inside other modules; feature_cls='hook' serves any tap"
+                "containers, or inside other modules; feature_cls='hook' without flatten_sequential serves any tap"
             )
         order = [i for i in where.values() if i is not None]  # every one, as none is missing
         if order != sorted(order):
             raise InvalidFeatureRequestError(
                 f"{type(model).__name__}: feature_info order {selected} disagrees with the module order"
             )
-        # ModuleDict-style keys cannot hold '.', so a flattened 'stages.0' is registered as 'stages_0' (as timm does);
-        # plain lists of str, as TorchScript reads them
-        self._tap_keys = [m.replace(".", "_") for m in selected if m in position]
         self._tap_names = list(selected)
-        self._nested = [m for m in selected if m not in position]
+        self._nested = list(selected) if hook_every_tap else [m for m in selected if m not in position]
         self._hooked = len(self._nested) > 0  # a bool, as TorchScript reads it (an empty list has no type)
         self._recorder = _TapRecorder()
         if self._hooked:
@@ -206,8 +136,42 @@ class _TappedSequence(FeatureExtractor, nn.ModuleDict):
             ]
             # the hooked modules are shared with the classifier: unhook them when this extractor goes away
             weakref.finalize(self, _remove_hooks, hooks)
+        # each step's key as _run names its output: with flatten_sequential its ModuleDict key ('.' joined as '_':
+        # 'stages.0' is 'stages_0', as the reference's flattening names it); without, an opened container keeps its
+        # name and holds its children ('blocks.0' is child '0' of 'blocks'), and a child's key is the container's
+        # and the child's position ('blocks.0'); plain lists and dicts of str, as TorchScript reads them
+        self._run_keys: dict[str, str] = {}
         for path, module in steps[: order[-1] + 1]:
-            self.add_module(path.replace(".", "_"), module)
+            if flatten_sequential or "." not in path:
+                self._run_keys[path] = path.replace(".", "_")
+                self.add_module(self._run_keys[path], module)
+                self._classifier_paths[self._run_keys[path]] = path
+                continue
+            parent, child = path.split(".", 1)
+            if parent not in self:
+                self.add_module(parent, _OpenedSequential())
+            opened = self[parent]
+            self._run_keys[path] = f"{parent}.{len(list(opened.children()))}"
+            opened.add_module(child, module)
+            self._classifier_paths[path] = path
+        self._tap_keys = [] if hook_every_tap else [self._run_keys[m] for m in selected if m in position]
+
+    def _run(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Run the kept modules in order; the outputs of the steps that are taps, by step key."""
+        outputs: dict[str, torch.Tensor] = {}
+        for key, module in self.items():
+            # an opened container runs its children one by one (hasattr on a module is resolved when scripted;
+            # TorchScript cannot resolve the class for isinstance here)
+            if hasattr(module, "opened_by_extractor"):
+                for i, step in enumerate(module.children()):
+                    x = step(x)
+                    if key + "." + str(i) in self._tap_keys:
+                        outputs[key + "." + str(i)] = x
+            else:
+                x = module(x)
+                if key in self._tap_keys:
+                    outputs[key] = x
+        return outputs
 
     def forward_taps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Run the kept modules in order, collecting the selected taps' outputs."""
@@ -216,24 +180,16 @@ class _TappedSequence(FeatureExtractor, nn.ModuleDict):
         if not is_scripting():  # noqa: SIM102
             if self._hooked:
                 return self._forward_with_hooks(x)
-        out: list[torch.Tensor] = []
-        for key, module in self.items():
-            x = module(x)
-            if key in self._tap_keys:
-                out.append(x)
-        return out
+        outputs = self._run(x)
+        return [outputs[k] for k in self._tap_keys]
 
     def _forward_with_hooks(self, x: torch.Tensor) -> list[torch.Tensor]:
         """forward_taps where some taps sit inside a step: their forward hooks record them as it runs."""
         if isinstance(x, torch.fx.Proxy):
             raise FeatureNotAvailableError(_NESTED.format(taps=self._nested, how="traced with torch.fx"))
-        outputs: dict[str, torch.Tensor] = {}
         with self._recorder.recording() as seen:
-            for key, module in self.items():
-                x = module(x)
-                if key in self._tap_keys:
-                    outputs[key] = x
-        return [seen[m] if m in self._nested else outputs[m.replace(".", "_")] for m in self._tap_names]
+            outputs = self._run(x)
+        return [seen[m] if m in self._nested else outputs[self._run_keys[m]] for m in self._tap_names]
 
     def __prepare_scriptable__(self) -> nn.Module:
         # torch.jit.script calls this first: hooks cannot be scripted, so refuse clearly where they are needed
@@ -248,10 +204,23 @@ _NESTED = (
 )
 
 
+class _OpenedSequential(nn.Sequential):
+    """An nn.Sequential's kept children under the Sequential's own names, run one by one by the extractor.
+
+    What flatten_sequential=False makes of a top-level nn.Sequential holding taps: its children are steps,
+    and their state_dict keys stay the classifier's ('blocks.0.0.conv.weight').
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        # what the extractor's forward tells it by (an instance attribute: the one kind a script sees)
+        self.opened_by_extractor = True
+
+
 def _holding_step(path: str, steps: Sequence[tuple[str, nn.Module]]) -> int | None:
     """The position of the step holding the module at path, unless that step is an nn.Sequential.
 
-    An nn.Sequential is opened into steps with flatten_sequential; without it, its taps stay refused.
+    _resequence opens the nn.Sequentials holding taps that it can; the taps of any other stay refused.
     """
     for i, (step, module) in enumerate(steps):
         if path.startswith(step + "."):
@@ -264,11 +233,27 @@ class FeatureListNet(_TappedSequence, _ListOutput):
 
 
 class FeatureDictNet(_TappedSequence):
-    """Re-sequenced top-level modules up to the last selected tap; returns tensors keyed by tap module."""
+    """Re-sequenced top-level modules up to the last selected tap; returns tensors keyed by tap index.
+
+    A tap's key is its index as a string ('1', '3' for out_indices (1, 3)), as the reference names them,
+    or the name out_map gives it.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        taps: FeatureTaps,
+        *,
+        flatten_sequential: bool,
+        out_map: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(model, taps, flatten_sequential=flatten_sequential)
+        # a plain list of str, as TorchScript reads it
+        self._out_names = [str(i) for i in taps.out_indices] if out_map is None else list(out_map)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
-        for name, t in zip(self._tap_names, self.forward_taps(x)):  # noqa: B905  # TorchScript has no strict=
+        for name, t in zip(self._out_names, self.forward_taps(x)):  # noqa: B905  # TorchScript has no strict=
             out[name] = t
         return out
 
@@ -312,6 +297,20 @@ class _TapRecorder:
         self._local = threading.local()
 
 
+class FeatureHookSequenceNet(_TappedSequence, _ListOutput):
+    """feature_cls='hook' with flatten_sequential: the re-sequenced top-level modules, every tap read by a hook.
+
+    Its state_dict keys are the flattened ones ('stem_0', 'blocks_0'), as the reference's hook extractor
+    names them for such a model. Hooks cannot be scripted or traced.
+    """
+
+    def __init__(self, model: nn.Module, taps: FeatureTaps) -> None:
+        super().__init__(model, taps, flatten_sequential=True, hook_every_tap=True)
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        raise FeatureNotAvailableError(_NOT_A_GRAPH.format(kind="hook", how="scripted with torch.jit.script"))
+
+
 class FeatureHookNet(_ListOutput):
     """Forward hooks on the tap modules around the model's own forward_features; returns a list.
 
@@ -322,6 +321,7 @@ class FeatureHookNet(_ListOutput):
     def __init__(self, model: nn.Module, taps: FeatureTaps) -> None:
         super().__init__(taps)
         self.model = _backbone(model, taps.out_indices)
+        self._classifier_paths["model"] = ""
         # forward_features where the model has it (the head need not run), else the whole forward
         self._features_only = isinstance(self.model, FeatureForward)
         self._recorder = _TapRecorder()
@@ -375,6 +375,7 @@ class FeatureGetterNet(_ListOutput):
                 missing=lacking(model, Intermediates),
             )
         self.model = _backbone(model, taps.out_indices)
+        self._classifier_paths["model"] = ""
 
     def forward_taps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """forward_intermediates for the selected taps (it stops after the last one)."""
@@ -399,10 +400,13 @@ class FeatureFactory:
         *,
         out_indices: Sequence[int] | None = None,
         feature_cls: str | None = None,
+        out_map: Sequence[str] | None = None,
     ) -> FeatureExtractor:
         """An extractor for the taps out_indices selects (cfg's by default), by the feature_cls strategy.
 
-        The extractor shares the model's modules (and so its weights); the model itself is not changed.
+        out_map names a 'dict' extractor's outputs, one name per out_indices entry (in the order given);
+        by default they are the tap indices as strings. The extractor shares the model's modules (and so
+        its weights); the model itself is not changed.
         """
         kind = cfg.feature_cls if feature_cls is None else feature_cls
         if kind not in FEATURE_CLASSES:
@@ -411,14 +415,45 @@ class FeatureFactory:
             )
         _check_served(model, kind)
         available = _feature_info(model)
-        taps = FeatureTaps(available, take_indices(available, cfg.out_indices if out_indices is None else out_indices))
+        wanted = cfg.out_indices if out_indices is None else out_indices
+        taps = FeatureTaps(available, take_indices(available, wanted))
+        names = None if out_map is None else _out_names(out_map, kind, wanted, taps)
         if kind == "list":
             return FeatureListNet(model, taps, flatten_sequential=cfg.flatten_sequential)
         if kind == "dict":
-            return FeatureDictNet(model, taps, flatten_sequential=cfg.flatten_sequential)
+            return FeatureDictNet(model, taps, flatten_sequential=cfg.flatten_sequential, out_map=names)
         if kind == "hook":
-            return FeatureHookNet(model, taps)
+            # as the reference: with flatten_sequential, the re-sequenced modules, hooked; else the whole model
+            return FeatureHookSequenceNet(model, taps) if cfg.flatten_sequential else FeatureHookNet(model, taps)
         return FeatureGetterNet(model, taps)
+
+
+def _out_names(out_map: object, kind: str, wanted: Sequence[int] | None, taps: FeatureTaps) -> list[str]:
+    """out_map's names in network order: out_map[i] names the tap out_indices[i] selects (every tap by default)."""
+    valid = f"a sequence of {len(taps)} unique non-empty strings, one per selected tap ({list(taps.out_indices)})"
+    if kind != "dict":
+        raise InvalidFeatureRequestError(
+            f"out_map={out_map!r} names the outputs of feature_cls='dict' only, not of feature_cls={kind!r} "
+            "(which returns a list); pass feature_cls='dict' or leave out_map out"
+        )
+    if isinstance(out_map, (str, bytes)) or not isinstance(out_map, Sequence):
+        raise InvalidFeatureRequestError(f"out_map={out_map!r} is invalid: expected {valid}")
+    names: list[object] = list(out_map)
+    bad = [n for n in names if not isinstance(n, str) or not n]
+    dupes = sorted({n for n in names if isinstance(n, str) and names.count(n) > 1})
+    if len(names) != len(taps) or bad or dupes:
+        reason = (
+            f"{len(names)} names"
+            if len(names) != len(taps)
+            else f"{bad} not non-empty strings"
+            if bad
+            else f"{dupes} repeated"
+        )
+        raise InvalidFeatureRequestError(f"out_map={out_map!r} is invalid ({reason}): expected {valid}")
+    n = len(taps.available)
+    order = range(n) if wanted is None else [operator.index(i) % n for i in wanted]
+    by_index = dict(zip(order, cast(list[str], names), strict=True))
+    return [by_index[i] for i in taps.out_indices]
 
 
 def _check_served(model: nn.Module, kind: str) -> None:
@@ -463,15 +498,27 @@ def _submodule(model: nn.Module, path: str) -> nn.Module:
 
 
 def _resequence(module: nn.Module, prefix: str, taps: Sequence[str], flatten: bool) -> list[tuple[str, nn.Module]]:
-    """(dotted path, module) in forward order: named_children, opening the nn.Sequentials that hold a tap."""
+    """(dotted path, module) in forward order: named_children, opening nn.Sequentials into their children.
+
+    With flatten, every top-level nn.Sequential is opened (as the reference flattens them), and below it
+    those holding a tap; without, a top-level nn.Sequential holding a tap is opened one level. A Sequential
+    that is a tap itself stays whole.
+    """
     steps: list[tuple[str, nn.Module]] = []
     for name, child in module.named_children():
         path = prefix + name
-        if flatten and isinstance(child, nn.Sequential) and any(t.startswith(path + ".") for t in taps):
-            steps.extend(_resequence(child, path + ".", taps, flatten))
+        holds_tap = any(t.startswith(path + ".") for t in taps)
+        # a Sequential that is itself a tap stays one step, its output being the tap's
+        opens = isinstance(child, nn.Sequential) and path not in taps
+        if opens and (holds_tap or (flatten and not prefix)) and (flatten or not prefix):
+            steps.extend(_resequence(child, path + ".", taps, flatten) if flatten else _children(child, path))
         else:
             steps.append((path, child))
     return steps
+
+
+def _children(module: nn.Module, path: str) -> list[tuple[str, nn.Module]]:
+    return [(f"{path}.{name}", child) for name, child in module.named_children()]
 
 
 def _backbone(model: nn.Module, out_indices: Sequence[int]) -> nn.Module:
