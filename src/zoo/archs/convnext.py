@@ -17,6 +17,7 @@ from torch import nn
 from zoo.archs.base import ZooModule
 from zoo.archs.catalogue import family_specs
 from zoo.archs.layers import (
+    POOL_TYPES,
     ClassifierHead,
     DropPath,
     GlobalPool,
@@ -183,6 +184,13 @@ def _stem(
     return nn.Sequential(*layers)
 
 
+def _head_pools(head: nn.Module) -> tuple[str, ...]:
+    """The poolings a head takes: a hidden layer after pooling reads a fixed width, so not the doubling 'catavgmax'."""
+    if isinstance(head, NormMlpClassifierHead) and head.hidden_size is not None:
+        return tuple(p for p in POOL_TYPES if p != "catavgmax")
+    return POOL_TYPES
+
+
 def _init_weights(model: ConvNeXt, *, fresh: bool) -> None:
     """ConvNeXt's init, on construction (fresh=False: over torch's defaults) and one-pass creation (fresh: every
     tensor once): convolutions and linears N(0, 0.02) with zero bias, the head's linears scaled by head_init_scale;
@@ -212,7 +220,8 @@ class ConvNeXt(ZooModule):
     head_hidden_size); head_norm_first normalises the map before pooling instead (the norm then ends
     forward_features). norm_layer picks every norm (CHANNEL_NORMS), act_layer the MLPs' activation
     (and the 'overlap_act' stem's), use_grn adds V2's global response norm to the MLPs.
-    set_grad_checkpointing recomputes each block's activations in backward.
+    set_grad_checkpointing recomputes each block's activations in backward. global_pools: the poolings the
+    head takes (reset_classifier refuses the others).
     """
 
     classifier_name = "head.fc"
@@ -332,6 +341,7 @@ class ConvNeXt(ZooModule):
             )
         )
         self.head_hidden_size = self.head.num_features
+        self.global_pools = _head_pools(self.head)
         self._head_init_scale = head_init_scale
         _init_weights(self, fresh=False)
 
@@ -360,6 +370,7 @@ class ConvNeXt(ZooModule):
             self.head = ClassifierHead(self.num_features, num_classes, pool, self.drop_rate)
         self.num_classes = num_classes
         self.head_hidden_size = self.head.num_features
+        self.global_pools = _head_pools(self.head)
 
     @torch.jit.unused
     def _stages_checkpointed(self, x: torch.Tensor) -> torch.Tensor:
@@ -441,6 +452,7 @@ class ConvNeXt(ZooModule):
         if prune_head:
             # no pooling, no norm, no classifier: forward returns the map
             self.head = ClassifierHead(self.num_features, 0, "", self.drop_rate)
+            self.global_pools = POOL_TYPES
             self.num_classes = 0
             self.head_hidden_size = self.num_features
         return list(kept)
