@@ -333,7 +333,7 @@ def test_stems_reduce_by_four(stem_type: str, layers: list[str]) -> None:
 
 def test_v2_blocks_and_norm_and_activation_choices() -> None:
     model = small(use_grn=True, ls_init_value=None, norm_layer="simplenorm", act_layer="silu", conv_mlp=True)
-    block = model.stages[0].blocks[0]
+    block = model.get_submodule("stages.0.blocks.0")
     assert isinstance(block, ConvNeXtBlock)
     assert block.gamma is None
     assert isinstance(block.norm, SimpleNorm2d)
@@ -342,9 +342,9 @@ def test_v2_blocks_and_norm_and_activation_choices() -> None:
     head = model.head
     assert isinstance(head, NormMlpClassifierHead)
     assert isinstance(head.norm, SimpleNorm2d)
-    linear = small(use_grn=True, act_layer="gelu_tanh").stages[0].blocks[0]
+    linear = small(use_grn=True, act_layer="gelu_tanh").get_submodule("stages.0.blocks.0")
     assert isinstance(linear, ConvNeXtBlock)
-    assert isinstance(linear.norm, SimpleNorm) is False
+    assert not isinstance(linear.norm, SimpleNorm)
     assert isinstance(linear.mlp.act, nn.GELU)
     assert linear.mlp.act.approximate == "tanh"
     assert isinstance(linear.mlp.grn, GlobalResponseNorm)
