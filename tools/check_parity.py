@@ -208,7 +208,8 @@ def main(patterns: list[str]) -> int:
         spec = zoo.api.default_zoo().get_spec(name)
         family = spec.family
         for kwargs in KNOBS.get(family, ({},)):
-            if kwargs.get("head_hidden_size") and spec.model_args.get("head_norm_first"):
+            combined = {**spec.model_args, **kwargs}
+            if combined.get("head_hidden_size") and combined.get("head_norm_first"):
                 print(f"-- {name} {kwargs}: not a setting (a head_norm_first head has no hidden layer)")
                 continue
             lines = [check(name, **kwargs)]
