@@ -21,8 +21,22 @@ from zoo.archs.catalogue import FAMILIES  # noqa: E402
 # The reference lists tags alphabetically; these are the tags timm 1.0.31 resolves a bare name to
 # where that is not the first listed (a fact read off timm by hand). The default goes first.
 DEFAULT_TAGS = {
+    "convnext_base": "fb_in22k_ft_in1k",
+    "convnext_large": "fb_in22k_ft_in1k",
+    "convnext_large_mlp": "clip_laion2b_soup_ft_in12k_in1k_320",
+    "convnext_nano": "in12k_ft_in1k",
     "convnext_small": "in12k_ft_in1k",
     "convnext_tiny": "in12k_ft_in1k",
+    "convnext_xlarge": "fb_in22k_ft_in1k",
+    "convnext_xxlarge": "clip_laion2b_soup_ft_in1k",
+    "convnextv2_atto": "fcmae_ft_in1k",
+    "convnextv2_base": "fcmae_ft_in22k_in1k",
+    "convnextv2_femto": "fcmae_ft_in1k",
+    "convnextv2_huge": "fcmae_ft_in22k_in1k_384",
+    "convnextv2_large": "fcmae_ft_in22k_in1k",
+    "convnextv2_nano": "fcmae_ft_in22k_in1k",
+    "convnextv2_pico": "fcmae_ft_in1k",
+    "convnextv2_tiny": "fcmae_ft_in22k_in1k",
     "efficientnet_b0": "ra_in1k",
     "efficientnet_b1": "ra4_e3600_r240_in1k",
     "mobilenetv3_large_100": "ra_in1k",

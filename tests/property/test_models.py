@@ -7,6 +7,7 @@ real build is held to the same layout.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from typing import Any
 
@@ -81,8 +82,11 @@ def test_reset_classifier(name: str) -> None:
             norm = getattr(head, "norm", None) if isinstance(head, nn.Module) else None
             if isinstance(norm, nn.Module):
                 feats = model.forward_features(x)
-                torch.testing.assert_close(fmap, norm(feats))
-                torch.testing.assert_close(pooled, norm(feats.mean((2, 3), keepdim=True)).flatten(1))
+                # ... and a hidden layer after the norm (ConvNeXt's MLP head) applies at every position too
+                hidden = getattr(head, "pre_logits", nn.Identity())
+                assert isinstance(hidden, nn.Module)
+                torch.testing.assert_close(fmap, hidden(norm(feats).permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
+                torch.testing.assert_close(pooled, hidden(norm(feats.mean((2, 3), keepdim=True)).flatten(1)))
             elif pooled.shape[1] == model.num_features:  # no head conv between pooling and the classifier
                 torch.testing.assert_close(fmap.mean((2, 3)), pooled)
         assert fmap.ndim == 4
@@ -90,15 +94,24 @@ def test_reset_classifier(name: str) -> None:
         assert torch.isfinite(fmap).all()
 
 
+@functools.cache
+def model_pools(name: str) -> tuple[str, ...]:
+    """The poolings name's model takes: its global_pools (read off a meta build) where it has them, else POOL_TYPES."""
+    with on_meta():
+        pools: tuple[str, ...] = getattr(zoo.create_model(name), "global_pools", POOL_TYPES)
+    return pools
+
+
 @st.composite
 def build_options(draw: st.DrawFn, name: str) -> tuple[int, int, dict[str, Any]]:
     """num_classes, in_chans, and the model keywords global_pool and output_stride where the model takes them.
 
-    The pooling is one of the model class's global_pools where it has them (a token model), else POOL_TYPES.
+    The pooling is one of the model's global_pools where it has them (a token model, a hidden layer after
+    pooling), else POOL_TYPES.
     """
     spec = zoo.api.default_zoo().get_spec(name)
     takes = constructor_params(spec) or ()
-    pools: tuple[str, ...] = getattr(spec.constructor, "global_pools", POOL_TYPES)
+    pools = model_pools(name)
     pool = draw(st.sampled_from(pools)) if "global_pool" in takes else "avg"
     num_classes = 0 if pool == "" else draw(st.integers(0, 12))
     in_chans = draw(st.integers(1, 5))

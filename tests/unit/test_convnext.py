@@ -23,7 +23,8 @@ from model_checks import (
 )
 from zoo.archs.convnext import ConvNeXt, ConvNeXtBlock
 from zoo.archs.layers import DropPath
-from zoo.archs.layers.norm import LayerNorm2d
+from zoo.archs.layers.grn import GlobalResponseNorm
+from zoo.archs.layers.norm import LayerNorm2d, SimpleNorm, SimpleNorm2d
 from zoo.archs.layers.norm_head import NormMlpClassifierHead
 
 X = images()
@@ -217,6 +218,10 @@ def test_in_chans(in_chans: int) -> None:
         ({"num_classes": 2.5}, "num_classes"),
         ({"global_pool": "mean"}, "global_pool"),
         ({"global_pool": ""}, "global_pool"),
+        ({"stem_type": "overlapping"}, "stem_type"),
+        ({"act_layer": "swish"}, "act_layer"),
+        ({"norm_layer": "rmsnorm"}, "norm_layer"),
+        ({"use_grn": 1}, "use_grn"),
     ],
 )
 def test_invalid_arguments_name_themselves(kwargs: dict[str, object], named: str) -> None:
@@ -273,3 +278,99 @@ def test_original_release_checkpoints_are_renamed(conv_mlp: bool) -> None:
     assert all(torch.equal(converted[k], v) for k, v in state.items())
     # a checkpoint already in this layout (the hub's) passes as it is
     assert spec.pretrained_filter(state, model) == state
+
+
+def test_simple_norm_scales_by_the_unbiased_deviation_without_centring() -> None:
+    torch.manual_seed(0)
+    norm = SimpleNorm(6, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    x = torch.randn(2, 3, 6) + 2.0
+    expected = x / torch.sqrt(x.var(-1, unbiased=True, keepdim=True) + 1e-5) * norm.weight
+    torch.testing.assert_close(norm(x), expected)
+    assert list(norm.state_dict()) == ["weight"]
+    map_norm = SimpleNorm2d(6, eps=1e-5)
+    map_norm.load_state_dict(norm.state_dict())
+    nchw = x.reshape(2, 3, 1, 6).permute(0, 3, 1, 2)
+    torch.testing.assert_close(map_norm(nchw), expected.reshape(2, 3, 1, 6).permute(0, 3, 1, 2))
+
+
+def test_global_response_norm() -> None:
+    torch.manual_seed(0)
+    grn = GlobalResponseNorm(5, channels_last=False)
+    x = torch.randn(2, 5, 4, 3)
+    assert torch.equal(grn(x), x)  # zero weight and bias: the identity
+    with torch.no_grad():
+        grn.weight.uniform_(-1, 1)
+        grn.bias.uniform_(-1, 1)
+    energy = x.pow(2).sum((2, 3), keepdim=True).sqrt()
+    relative = energy / (energy.mean(1, keepdim=True) + 1e-6)
+    w, b = grn.weight.view(1, -1, 1, 1), grn.bias.view(1, -1, 1, 1)
+    torch.testing.assert_close(grn(x), x + b + w * x * relative)
+    last = GlobalResponseNorm(5)  # channels-last: the same values on the permuted map
+    last.load_state_dict(grn.state_dict())
+    torch.testing.assert_close(last(x.permute(0, 2, 3, 1)), grn(x).permute(0, 2, 3, 1))
+
+
+@pytest.mark.parametrize(
+    ("stem_type", "layers"),
+    [
+        ("patch", ["Conv2d", "LayerNorm2d"]),
+        ("overlap", ["Conv2d", "Conv2d", "LayerNorm2d"]),
+        ("overlap_tiered", ["Conv2d", "Conv2d", "LayerNorm2d"]),
+        ("overlap_act", ["Conv2d", "GELU", "Conv2d", "LayerNorm2d"]),
+    ],
+)
+def test_stems_reduce_by_four(stem_type: str, layers: list[str]) -> None:
+    model = small(stem_type=stem_type, dims=(40, 48, 56, 64)).eval()
+    assert [type(m).__name__ for m in model.stem] == layers
+    if stem_type == "overlap_tiered":
+        assert model.stem[0].out_channels == 24  # half the width, rounded up to a multiple of 8
+    with torch.no_grad():
+        assert model.stem(X).shape[-1] == X.shape[-1] // 4
+    assert model.feature_info[0].reduction == 4
+
+
+def test_v2_blocks_and_norm_and_activation_choices() -> None:
+    model = small(use_grn=True, ls_init_value=None, norm_layer="simplenorm", act_layer="silu", conv_mlp=True)
+    block = model.get_submodule("stages.0.blocks.0")
+    assert isinstance(block, ConvNeXtBlock)
+    assert block.gamma is None
+    assert isinstance(block.norm, SimpleNorm2d)
+    assert isinstance(block.mlp.grn, GlobalResponseNorm)
+    assert isinstance(block.mlp.act, nn.SiLU)
+    head = model.head
+    assert isinstance(head, NormMlpClassifierHead)
+    assert isinstance(head.norm, SimpleNorm2d)
+    linear = small(use_grn=True, act_layer="gelu_tanh").get_submodule("stages.0.blocks.0")
+    assert isinstance(linear, ConvNeXtBlock)
+    assert not isinstance(linear.norm, SimpleNorm)
+    assert isinstance(linear.mlp.act, nn.GELU)
+    assert linear.mlp.act.approximate == "tanh"
+    assert isinstance(linear.mlp.grn, GlobalResponseNorm)
+    assert linear.mlp.grn.channels_last
+
+
+def test_v2_release_and_clip_checkpoints_are_renamed() -> None:
+    model = small(use_grn=True, ls_init_value=None, conv_mlp=True)
+    state = model.state_dict()
+    fb = _fb_layout(state)
+    for key in [k for k in fb if ".mlp.grn." in k or ".grn." in k]:
+        value = fb.pop(key)
+        stage_block, leaf = key.rsplit(".grn.", 1)
+        fb[f"{stage_block.removesuffix('.mlp')}.grn.{'gamma' if leaf == 'weight' else 'beta'}"] = value.reshape(
+            1, 1, 1, -1
+        )
+    fb["projectors.0.weight"] = torch.zeros(3)  # an extra head of some releases: dropped
+    spec = zoo.api.default_zoo().get_spec("convnextv2_atto")
+    assert spec.pretrained_filter is not None
+    converted = spec.pretrained_filter(fb, model)
+    assert converted.keys() == state.keys()
+    assert all(torch.equal(converted[k], v) for k, v in state.items())
+    # an OpenCLIP image tower: the trunk, and its projection as the classifier (zero bias)
+    clip = {f"visual.trunk.{k}": v for k, v in state.items() if not k.startswith("head.fc.")}
+    clip["visual.head.proj.weight"] = state["head.fc.weight"]
+    from_clip = spec.pretrained_filter(clip, model)
+    assert from_clip.keys() == state.keys()
+    assert torch.equal(from_clip["head.fc.weight"], state["head.fc.weight"])
+    assert not from_clip["head.fc.bias"].any()

@@ -216,6 +216,21 @@ _OPTIONS: dict[str, tuple[type[ZooModule], dict[str, object]]] = {
         ConvNeXt,
         {"depths": (1, 1), "dims": (16, 32), "head_init_scale": 0.0, "conv_mlp": True, "ls_init_value": None},
     ),
+    "convnext-v2-grn-simplenorm-overlap-stem": (
+        ConvNeXt,
+        {
+            "depths": (1, 1),
+            "dims": (16, 32),
+            "use_grn": True,
+            "ls_init_value": None,
+            "norm_layer": "simplenorm",
+            "stem_type": "overlap_act",
+        },
+    ),
+    "convnext-v2-grn-conv-mlp-tiered-stem": (
+        ConvNeXt,
+        {"depths": (1, 1), "dims": (16, 32), "use_grn": True, "conv_mlp": True, "stem_type": "overlap_tiered"},
+    ),
     "regnet-se-no-zero-init-last": (
         RegNet,
         {"cfg": RegNetCfg(depth=6, w0=8, wa=30, wm=2, group_size=8, se_ratio=0.25), "zero_init_last": False},

@@ -1,4 +1,5 @@
-"""Layer normalisation over channels: channels-last (token/NHWC) and channels-first (NCHW) forms."""
+"""Normalisation over channels: LayerNorm and SimpleNorm (scale by the inverse standard deviation, no centring),
+each in a channels-last (token/NHWC) and a channels-first (NCHW) form."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LayerNorm", "LayerNorm2d"]
+from zoo.domain.checks import check_choice
+
+__all__ = ["CHANNEL_NORMS", "LayerNorm", "LayerNorm2d", "SimpleNorm", "SimpleNorm2d", "channel_norm"]
+
+# the kinds channel_norm builds, by name
+CHANNEL_NORMS: tuple[str, ...] = ("layernorm", "simplenorm")
 
 
 class LayerNorm(nn.LayerNorm):
@@ -28,3 +34,48 @@ class LayerNorm2d(nn.LayerNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
         return x.permute(0, 3, 1, 2)
+
+
+class SimpleNorm(nn.Module):
+    """x / sqrt(var(x) + eps) * weight over the last dimension: LayerNorm without centring or bias.
+
+    The variance is the unbiased one (n - 1 in the denominator), as the published zepto_rms weights were
+    trained with. Its state_dict holds `weight` only.
+    """
+
+    def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.num_channels = num_channels
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_channels))
+
+    def reset_parameters(self) -> None:
+        """weight back to ones."""
+        nn.init.ones_(self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _simple_norm(x, self.weight, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_channels}, eps={self.eps}"
+
+
+class SimpleNorm2d(SimpleNorm):
+    """SimpleNorm over the channels of an NCHW map (each position normalised on its own)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _simple_norm(x.permute(0, 2, 3, 1), self.weight, self.eps).permute(0, 3, 1, 2)
+
+
+def _simple_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    # a function both forms call: TorchScript compiles no super() call
+    var = torch.var(x, dim=-1, keepdim=True)
+    return x * torch.rsqrt(var + eps) * weight
+
+
+def channel_norm(kind: str, num_channels: int, eps: float = 1e-6, *, channels_last: bool = False) -> nn.Module:
+    """A channel norm by name (one of CHANNEL_NORMS), for NCHW maps or, with channels_last, NHWC maps and tokens."""
+    check_choice("norm_layer", kind, CHANNEL_NORMS)
+    if kind == "simplenorm":
+        return SimpleNorm(num_channels, eps) if channels_last else SimpleNorm2d(num_channels, eps)
+    return LayerNorm(num_channels, eps) if channels_last else LayerNorm2d(num_channels, eps)
