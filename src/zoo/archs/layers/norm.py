@@ -1,4 +1,4 @@
-"""Layer normalisation over channels: channels-last (token/NHWC) and channels-first (NCHW) forms."""
+"""Normalisation: layer norm over channels (channels-last and NCHW forms), and plain 2d norms by name."""
 
 from __future__ import annotations
 
@@ -6,7 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LayerNorm", "LayerNorm2d"]
+from zoo.domain.errors import InvalidValueError
+
+__all__ = ["NORM2D_LAYERS", "LayerNorm", "LayerNorm2d", "make_norm2d"]
+
+# plain (activation-free) norms of NCHW maps by name; group norm uses 32 groups
+NORM2D_LAYERS: tuple[str, ...] = ("batchnorm", "groupnorm")
+GROUPS = 32
 
 
 class LayerNorm(nn.LayerNorm):
@@ -28,3 +34,16 @@ class LayerNorm2d(nn.LayerNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
         return x.permute(0, 3, 1, 2)
+
+
+def make_norm2d(kind: str, num_features: int) -> nn.BatchNorm2d | nn.GroupNorm:
+    """A plain 2d norm by name: 'batchnorm' (BatchNorm2d) or 'groupnorm' (GroupNorm, 32 groups)."""
+    if kind == "batchnorm":
+        return nn.BatchNorm2d(num_features)
+    if kind == "groupnorm":
+        if num_features % GROUPS:
+            raise InvalidValueError(
+                f"norm_layer='groupnorm' needs a multiple of {GROUPS} channels, got a layer of {num_features}"
+            )
+        return nn.GroupNorm(GROUPS, num_features)
+    raise InvalidValueError(f"norm_layer={kind!r} is invalid: expected one of {NORM2D_LAYERS}")
