@@ -226,6 +226,7 @@ def make_stem_pool(channels: int, *, replace_stem_pool: bool, aa_layer: str | No
             layers.append(create_aa(aa_layer, channels, 2))
         return nn.Sequential(*layers, make_norm2d(norm_layer, channels), nn.ReLU(inplace=True))
     if aa_layer == "avg":
+        # rounds down, as the reference's stem does: the blocks after it carry odd sizes through unchanged
         return nn.AvgPool2d(2)
     if aa_layer == "blur":
         return nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), BlurPool2d(channels, stride=2))

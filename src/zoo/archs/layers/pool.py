@@ -93,11 +93,13 @@ def create_aa(kind: str | None, channels: int, stride: int = 2, *, enable: bool 
     """Anti-aliased downsampling by name ('avg': stride x stride average pooling, 'blur': BlurPool2d).
 
     None, '' or enable=False give nn.Identity: the block keeps its stride in its convolution then.
+    Average pooling rounds up (ceil_mode), as a strided conv or a ceil-mode shortcut pool does, so an odd
+    map keeps its shortcut's size; on even maps that is plain stride x stride pooling.
     """
     if not kind or not enable:
         return nn.Identity()
     if kind == "avg":
-        return nn.AvgPool2d(stride)
+        return nn.AvgPool2d(stride, ceil_mode=True)
     if kind == "blur":
         return BlurPool2d(channels, stride=stride)
     raise InvalidValueError(f"aa_layer={kind!r} is invalid: expected one of {AA_LAYERS} or None")
