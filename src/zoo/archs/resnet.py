@@ -6,7 +6,6 @@ for those names load unchanged.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Literal, cast
 
@@ -17,17 +16,9 @@ from torch import nn
 
 from zoo.archs.base import ZooModule
 from zoo.archs.catalogue import family_specs, pruned_layout
-from zoo.archs.layers import (
-    POOL_TYPES,
-    AvgPool2dSame,
-    DropPath,
-    GlobalPool,
-    check_head,
-    create_attn,
-    default_bias_,
-    init_each_module,
-    make_fc,
-)
+from zoo.archs.layers import NORM2D_LAYERS, POOL_TYPES, GlobalPool, check_head, default_bias_, init_each_module, make_fc
+from zoo.archs.layers.norm import make_norm2d
+from zoo.archs.resnet_blocks import BasicBlock, Bottleneck, make_downsample, make_stem, make_stem_pool
 from zoo.archs.surface import Step, TapStep, is_scripting, run_stage, take_taps, tap_is_state
 from zoo.domain.checks import MAX_WIDTH, check_bool, check_choice, check_float, check_int, check_ints
 from zoo.domain.errors import InvalidValueError
@@ -35,120 +26,6 @@ from zoo.domain.grouping import GroupMatcher
 from zoo.domain.values import FeatureCfg, FeatureInfo, ModelSpec
 
 __all__ = ["MODEL_SPECS", "BasicBlock", "Bottleneck", "ResNet"]
-
-
-class BasicBlock(nn.Module):
-    """Two 3x3 convolutions with a residual connection (ResNet-18/34)."""
-
-    expansion = 1
-
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        stride: int = 1,
-        downsample: nn.Module | None = None,
-        *,
-        cardinality: int = 1,
-        base_width: int = 64,
-        dilation: int = 1,
-        first_dilation: int | None = None,
-        attn_layer: str | None = None,
-        drop_path_rate: float = 0.0,
-    ) -> None:
-        super().__init__()
-        if cardinality != 1 or base_width != 64:
-            raise InvalidValueError(
-                f"BasicBlock supports cardinality=1 and base_width=64 only, got {cardinality=}, {base_width=}"
-            )
-        outplanes = planes * self.expansion
-        first_dilation = first_dilation or dilation
-        self.conv1 = nn.Conv2d(
-            inplanes, planes, 3, stride=stride, padding=first_dilation, dilation=first_dilation, bias=False
-        )
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.act1 = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(planes, outplanes, 3, padding=dilation, dilation=dilation, bias=False)
-        self.bn2 = nn.BatchNorm2d(outplanes)
-        self.se = create_attn(attn_layer, outplanes)
-        self.act2 = nn.ReLU(inplace=True)
-        self.downsample = downsample
-        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
-
-    def zero_init_last(self) -> None:
-        """Start the residual branch at zero so each block begins as an identity."""
-        nn.init.zeros_(self.bn2.weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x if self.downsample is None else self.downsample(x)
-        x = self.act1(self.bn1(self.conv1(x)))
-        x = self.bn2(self.conv2(x))
-        if self.se is not None:
-            x = self.se(x)
-        x = self.drop_path(x) + shortcut
-        out: torch.Tensor = self.act2(x)
-        return out
-
-
-class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3 (grouped) and 1x1 expand convolutions with a residual (ResNet-50 and up)."""
-
-    expansion = 4
-
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        stride: int = 1,
-        downsample: nn.Module | None = None,
-        *,
-        cardinality: int = 1,
-        base_width: int = 64,
-        dilation: int = 1,
-        first_dilation: int | None = None,
-        attn_layer: str | None = None,
-        drop_path_rate: float = 0.0,
-    ) -> None:
-        super().__init__()
-        width = int(math.floor(planes * (base_width / 64)) * cardinality)
-        outplanes = planes * self.expansion
-        first_dilation = first_dilation or dilation
-        self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.act1 = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(
-            width,
-            width,
-            3,
-            stride=stride,
-            padding=first_dilation,
-            dilation=first_dilation,
-            groups=cardinality,
-            bias=False,
-        )
-        self.bn2 = nn.BatchNorm2d(width)
-        self.act2 = nn.ReLU(inplace=True)
-        self.conv3 = nn.Conv2d(width, outplanes, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(outplanes)
-        self.se = create_attn(attn_layer, outplanes)
-        self.act3 = nn.ReLU(inplace=True)
-        self.downsample = downsample
-        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
-
-    def zero_init_last(self) -> None:
-        """Start the residual branch at zero so each block begins as an identity."""
-        nn.init.zeros_(self.bn3.weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x if self.downsample is None else self.downsample(x)
-        x = self.act1(self.bn1(self.conv1(x)))
-        x = self.act2(self.bn2(self.conv2(x)))
-        x = self.bn3(self.conv3(x))
-        if self.se is not None:
-            x = self.se(x)
-        x = self.drop_path(x) + shortcut
-        out: torch.Tensor = self.act3(x)
-        return out
 
 
 Block = type[BasicBlock] | type[Bottleneck]
@@ -174,23 +51,6 @@ def _init_weights(model: ResNet, *, fresh: bool) -> None:
                 m.zero_init_last()
 
 
-def _downsample(inplanes: int, outplanes: int, stride: int, dilation: int, avg_down: bool) -> nn.Module:
-    """The shortcut projection: a strided 1x1 conv, or (ResNet-D) average pooling then a 1x1 conv."""
-    if not avg_down:
-        return nn.Sequential(
-            nn.Conv2d(inplanes, outplanes, 1, stride=stride, bias=False),
-            nn.BatchNorm2d(outplanes),
-        )
-    pool: nn.Module
-    if stride == 1 and dilation == 1:
-        pool = nn.Identity()
-    elif stride == 1:
-        pool = AvgPool2dSame(2)
-    else:
-        pool = nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False)
-    return nn.Sequential(pool, nn.Conv2d(inplanes, outplanes, 1, bias=False), nn.BatchNorm2d(outplanes))
-
-
 class ResNet(ZooModule):
     """ResNet and its variants, selected by block type, depth, stem and shortcut style."""
 
@@ -199,7 +59,7 @@ class ResNet(ZooModule):
     def __init__(
         self,
         *,
-        block: Block,
+        block: Block | Sequence[Block],
         layers: Sequence[int],
         num_classes: int = 1000,
         in_chans: int = 3,
@@ -207,18 +67,30 @@ class ResNet(ZooModule):
         global_pool: str = "avg",
         cardinality: int = 1,
         base_width: int = 64,
+        channels: Sequence[int] = (64, 128, 256, 512),
         stem_width: int = 64,
-        stem_type: Literal["", "deep"] = "",
+        stem_type: Literal["", "deep", "deep_tiered"] = "",
+        replace_stem_pool: bool = False,
+        block_reduce_first: int = 1,
+        down_kernel_size: int = 1,
         avg_down: bool = False,
+        norm_layer: Literal["batchnorm", "groupnorm"] = "batchnorm",
+        aa_layer: Literal["avg", "blur"] | None = None,
         attn_layer: str | None = None,
+        attn_rd_ratio: float = 1.0 / 16,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         zero_init_last: bool = True,
     ) -> None:
         super().__init__()
         # every keyword is checked here, before any layer is built: a bad value is a ZooError naming it
-        if not any(block is b for b in (BasicBlock, Bottleneck)):
-            raise InvalidValueError(f"block={block!r} is invalid: expected BasicBlock or Bottleneck")
+        # one block type for every stage, or one per stage (test_resnet mixes them)
+        blocks_of = tuple(block) if isinstance(block, Sequence) else (block,) * 4
+        if len(blocks_of) != 4 or not all(any(b is k for k in (BasicBlock, Bottleneck)) for b in blocks_of):
+            raise InvalidValueError(
+                f"block={block!r} is invalid: expected BasicBlock or Bottleneck, "
+                "or a sequence of 4 of them (one per stage)"
+            )
         # a zero-depth stage would have no output of its own, and feature_info would describe a stage that is not there
         layers = check_ints("layers", layers, length=4, ge=1)
         num_classes = check_int("num_classes", num_classes, ge=0, le=MAX_WIDTH)
@@ -227,14 +99,21 @@ class ResNet(ZooModule):
         check_choice("global_pool", global_pool, POOL_TYPES)
         cardinality = check_int("cardinality", cardinality, ge=1)
         base_width = check_int("base_width", base_width, ge=1)
-        stem_width = check_int("stem_width", stem_width, ge=1)
-        check_choice("stem_type", stem_type, ("", "deep"))
+        channels = check_ints("channels", channels, length=4, ge=1, le=MAX_WIDTH)
+        stem_width = check_int("stem_width", stem_width, ge=1, le=MAX_WIDTH)
+        check_choice("stem_type", stem_type, ("", "deep", "deep_tiered"))
+        check_bool("replace_stem_pool", replace_stem_pool)
+        block_reduce_first = check_int("block_reduce_first", block_reduce_first, ge=1)
+        down_kernel_size = check_int("down_kernel_size", down_kernel_size, ge=1, le=7)
         check_bool("avg_down", avg_down)
+        check_choice("norm_layer", norm_layer, NORM2D_LAYERS)
+        check_choice("aa_layer", aa_layer, (None, "", "avg", "blur"))
         check_choice("attn_layer", attn_layer, (None, "", "se", "eca"))
+        attn_rd_ratio = check_float("attn_rd_ratio", attn_rd_ratio, ge=1e-3, le=1.0)
         drop_rate = check_float("drop_rate", drop_rate, ge=0.0, lt=1.0)
         drop_path_rate = check_float("drop_path_rate", drop_path_rate, ge=0.0, lt=1.0)
         check_bool("zero_init_last", zero_init_last)
-        if block is BasicBlock and (cardinality != 1 or base_width != 64):
+        if BasicBlock in blocks_of and (cardinality != 1 or base_width != 64):
             raise InvalidValueError(
                 f"cardinality={cardinality}, base_width={base_width} is invalid with BasicBlock: "
                 "it supports cardinality=1 and base_width=64 only (use Bottleneck for grouped or wider blocks)"
@@ -243,54 +122,57 @@ class ResNet(ZooModule):
         self.num_classes = num_classes
         self.drop_rate = drop_rate
 
-        inplanes = stem_width * 2 if stem_type == "deep" else 64
         self.conv1: nn.Module
-        if stem_type == "deep":
-            self.conv1 = nn.Sequential(
-                nn.Conv2d(in_chans, stem_width, 3, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(stem_width),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(stem_width, stem_width, 3, padding=1, bias=False),
-                nn.BatchNorm2d(stem_width),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(stem_width, inplanes, 3, padding=1, bias=False),
-            )
-        else:
-            self.conv1 = nn.Conv2d(in_chans, inplanes, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(inplanes)
+        self.conv1, inplanes = make_stem(in_chans, stem_width, stem_type, norm_layer)
+        self.bn1 = make_norm2d(norm_layer, inplanes)
         self.act1 = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.maxpool = make_stem_pool(
+            inplanes, replace_stem_pool=replace_stem_pool, aa_layer=aa_layer, norm_layer=norm_layer
+        )
         self.feature_info = [FeatureInfo(index=0, module="act1", num_chs=inplanes, reduction=2)]
 
         stages: list[nn.Sequential] = []
         total_blocks = sum(layers)
         block_idx = 0
         net_stride, dilation, prev_dilation = 4, 1, 1
-        for stage_idx, (planes, depth) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
+        for stage_idx, (stage_block, planes, depth) in enumerate(zip(blocks_of, channels, layers, strict=True)):
             stride = 1 if stage_idx == 0 else 2
             if net_stride >= output_stride:
                 dilation *= stride
                 stride = 1
             else:
                 net_stride *= stride
-            outplanes = planes * block.expansion
+            outplanes = planes * stage_block.expansion
             downsample = None
             if stride != 1 or inplanes != outplanes:
-                downsample = _downsample(inplanes, outplanes, stride, dilation, avg_down)
+                downsample = make_downsample(
+                    inplanes,
+                    outplanes,
+                    stride=stride,
+                    dilation=dilation,
+                    first_dilation=prev_dilation,
+                    avg_down=avg_down,
+                    kernel_size=down_kernel_size,
+                    norm_layer=norm_layer,
+                )
             blocks: list[nn.Module] = []
             for i in range(depth):
                 rate = drop_path_rate * block_idx / max(total_blocks - 1, 1)
                 blocks.append(
-                    block(
+                    stage_block(
                         inplanes,
                         planes,
                         stride if i == 0 else 1,
                         downsample if i == 0 else None,
                         cardinality=cardinality,
                         base_width=base_width,
+                        reduce_first=block_reduce_first,
                         dilation=dilation,
                         first_dilation=prev_dilation,
+                        norm_layer=norm_layer,
                         attn_layer=attn_layer,
+                        attn_rd_ratio=attn_rd_ratio,
+                        aa_layer=aa_layer,
                         drop_path_rate=rate,
                     )
                 )
@@ -405,33 +287,99 @@ class ResNet(ZooModule):
         return out
 
 
-# ResNet-D: a deep 3x3 stem and average-pooled shortcuts
-_D = {"stem_width": 32, "stem_type": "deep", "avg_down": True}
+# Stems and shortcuts, by the letter the names carry (the 'Bag of Tricks' variants):
+# c: a deep 3x3 stem (32, 32, 64); s: the same at (64, 64, 128); d: c with average-pooled shortcuts;
+# t: d with a tiered stem (24, 32, 64)
+_C: dict[str, object] = {"stem_width": 32, "stem_type": "deep"}
+_S: dict[str, object] = {"stem_width": 64, "stem_type": "deep"}
+_D: dict[str, object] = {**_C, "avg_down": True}
+_T: dict[str, object] = {**_D, "stem_type": "deep_tiered"}
+# ResNet-RS: a ResNet-D whose stem pool is a strided conv, with squeeze-excitation at a quarter width
+_RS: dict[str, object] = {**_D, "replace_stem_pool": True, "attn_layer": "se", "attn_rd_ratio": 0.25}
+_SE: dict[str, object] = {"attn_layer": "se"}
+_ECA: dict[str, object] = {"attn_layer": "eca"}
+_AA: dict[str, object] = {"aa_layer": "avg"}
+
+
+def _x(cardinality: int, base_width: int) -> dict[str, object]:
+    """ResNeXt's grouped bottleneck: <cardinality>x<base_width>d."""
+    return {"cardinality": cardinality, "base_width": base_width}
+
+
+def _bottleneck(*layers: int) -> dict[str, object]:
+    return {"block": Bottleneck, "layers": layers}
+
+
 # depth -> block and blocks per stage: resnet<depth> and its ResNet-D twin resnet<depth>d are built from these
 _DEPTHS: dict[int, dict[str, object]] = {
     18: {"block": BasicBlock, "layers": (2, 2, 2, 2)},
-    26: {"block": Bottleneck, "layers": (2, 2, 2, 2)},
+    26: _bottleneck(2, 2, 2, 2),
     34: {"block": BasicBlock, "layers": (3, 4, 6, 3)},
-    50: {"block": Bottleneck, "layers": (3, 4, 6, 3)},
-    101: {"block": Bottleneck, "layers": (3, 4, 23, 3)},
-    152: {"block": Bottleneck, "layers": (3, 8, 36, 3)},
+    50: _bottleneck(3, 4, 6, 3),
+    101: _bottleneck(3, 4, 23, 3),
+    152: _bottleneck(3, 8, 36, 3),
 }
+_R50, _R101, _R152 = _DEPTHS[50], _DEPTHS[101], _DEPTHS[152]
+_R200 = _bottleneck(3, 24, 36, 3)
 _ARCHS: dict[str, dict[str, object]] = {
     **{f"resnet{depth}": args for depth, args in _DEPTHS.items()},
     **{f"resnet{depth}d": {**args, **_D} for depth, args in _DEPTHS.items()},
-    "resnext50_32x4d": {**_DEPTHS[50], "cardinality": 32, "base_width": 4},
-    "resnext101_32x8d": {**_DEPTHS[101], "cardinality": 32, "base_width": 8},
-    "wide_resnet50_2": {**_DEPTHS[50], "base_width": 128},
-    "wide_resnet101_2": {**_DEPTHS[101], "base_width": 128},
-    "seresnet50": {**_DEPTHS[50], "attn_layer": "se"},
-    "ecaresnet50d": {**_DEPTHS[50], "attn_layer": "eca", **_D},
+    "resnext50_32x4d": {**_R50, **_x(32, 4)},
+    "resnext101_32x8d": {**_R101, **_x(32, 8)},
+    "wide_resnet50_2": {**_R50, "base_width": 128},
+    "wide_resnet101_2": {**_R101, "base_width": 128},
+    "seresnet50": {**_R50, **_SE},
+    "ecaresnet50d": {**_R50, **_ECA, **_D},
+    **{f"resnet{depth}c": {**_DEPTHS[depth], **_C} for depth in (50, 101, 152)},
+    **{f"resnet{depth}s": {**_DEPTHS[depth], **_S} for depth in (50, 101, 152)},
+    "resnet10t": {"block": BasicBlock, "layers": (1, 1, 1, 1), **_T},
+    "resnet14t": {**_bottleneck(1, 1, 1, 1), **_T},
+    "resnet26t": {**_DEPTHS[26], **_T},
+    "resnet200d": {**_R200, **_D},
+    "resnext50d_32x4d": {**_R50, **_x(32, 4), **_D},
+    **{f"resnext101_{c}x{w}d": {**_R101, **_x(c, w)} for c, w in ((32, 4), (64, 4), (32, 16), (32, 32))},
+    "seresnext26d_32x4d": {**_DEPTHS[26], **_x(32, 4), **_D, **_SE},
+    "seresnext26t_32x4d": {**_DEPTHS[26], **_x(32, 4), **_T, **_SE},
+    "seresnext50_32x4d": {**_R50, **_x(32, 4), **_SE},
+    **{f"seresnext101_{c}x{w}d": {**_R101, **_x(c, w), **_SE} for c, w in ((32, 4), (32, 8), (64, 4))},
+    "seresnext101d_32x8d": {**_R101, **_x(32, 8), **_D, **_SE},
+    "seresnet152d": {**_R152, **_D, **_SE},
+    "ecaresnet26t": {**_DEPTHS[26], **_T, **_ECA},
+    "ecaresnet50t": {**_R50, **_T, **_ECA},
+    "ecaresnet101d": {**_R101, **_D, **_ECA},
+    "ecaresnet269d": {**_bottleneck(3, 30, 48, 8), **_D, **_ECA},
+    # ECA-lite: a 7x7 stem, few early blocks, average-pooled shortcuts
+    "ecaresnetlight": {**_bottleneck(1, 1, 11, 3), "stem_width": 32, "avg_down": True, **_ECA},
+    "resnetaa50": {**_R50, **_AA},
+    "resnetaa50d": {**_R50, **_D, **_AA},
+    "resnetaa101d": {**_R101, **_D, **_AA},
+    "seresnextaa101d_32x8d": {**_R101, **_x(32, 8), **_D, **_AA, **_SE},
+    "seresnextaa201d_32x8d": {**_bottleneck(3, 24, 36, 4), **_x(32, 8), **_D, "stem_width": 64, **_AA, **_SE},
+    "resnetblur50": {**_R50, "aa_layer": "blur"},
+    "resnet50_gn": {**_R50, "norm_layer": "groupnorm"},
+    "resnetrs50": {**_R50, **_RS},
+    "resnetrs101": {**_R101, **_RS},
+    "resnetrs152": {**_R152, **_RS},
+    "resnetrs200": {**_R200, **_RS},
+    "resnetrs270": {**_bottleneck(4, 29, 53, 4), **_RS},
+    "resnetrs350": {**_bottleneck(4, 36, 72, 4), **_RS},
+    "resnetrs420": {**_bottleneck(4, 44, 87, 4), **_RS},
+    # SENet-154: a deep 64-wide stem, 64x4d blocks whose first conv halves the width, 3x3 strided shortcuts
+    "senet154": {**_R152, **_x(64, 4), **_S, "down_kernel_size": 3, "block_reduce_first": 2, **_SE},
+    "test_resnet": {
+        "block": (BasicBlock, BasicBlock, Bottleneck, BasicBlock),
+        "layers": (1, 1, 1, 1),
+        "channels": (32, 48, 48, 96),
+        **_D,
+        "stem_width": 16,
+    },
 }
 
 
 # Pruned ECA-ResNet-D: the unpruned architecture rebuilt at the published checkpoints' channel widths.
 _PRUNED: dict[str, dict[str, object]] = {
     "ecaresnet50d_pruned": _ARCHS["ecaresnet50d"],
-    "ecaresnet101d_pruned": {**_DEPTHS[101], "attn_layer": "eca", **_D},
+    "ecaresnet101d_pruned": {**_R101, **_ECA, **_D},
 }
 
 MODEL_SPECS: tuple[ModelSpec, ...] = tuple(

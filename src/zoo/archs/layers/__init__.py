@@ -7,6 +7,7 @@ from zoo.archs.layers.classifier import ClassifierHead, check_head, make_fc
 from zoo.archs.layers.drop import DropPath, drop_path
 from zoo.archs.layers.helpers import get_padding, is_scripting, make_divisible
 from zoo.archs.layers.init import default_bias_, init_each_module, owns_state
+from zoo.archs.layers.norm import NORM2D_LAYERS, make_norm2d
 from zoo.archs.layers.norm_act import (
     ACT_LAYERS,
     NORM_LAYERS,
@@ -16,12 +17,14 @@ from zoo.archs.layers.norm_act import (
     make_act,
     make_norm_act,
 )
-from zoo.archs.layers.pool import POOL_TYPES, AvgPool2dSame, BlurPool2d, GlobalPool
+from zoo.archs.layers.pool import AA_LAYERS, POOL_TYPES, AvgPool2dSame, BlurPool2d, GlobalPool, create_aa
 from zoo.archs.layers.sync_norm import SyncBatchNormAct, SyncInPlaceAbn, convert_sync_batchnorm
 from zoo.archs.layers.taps import sequential_prefix, sequential_steps
 
 __all__ = [
+    "AA_LAYERS",
     "ACT_LAYERS",
+    "NORM2D_LAYERS",
     "NORM_LAYERS",
     "POOL_TYPES",
     "AvgPool2dSame",
@@ -38,6 +41,7 @@ __all__ = [
     "SyncInPlaceAbn",
     "check_head",
     "convert_sync_batchnorm",
+    "create_aa",
     "create_attn",
     "default_bias_",
     "drop_path",
@@ -47,6 +51,7 @@ __all__ = [
     "make_act",
     "make_divisible",
     "make_fc",
+    "make_norm2d",
     "make_norm_act",
     "owns_state",
     "sequential_prefix",

@@ -51,12 +51,12 @@ class EcaModule(nn.Module):
         return out
 
 
-def create_attn(kind: str | None, channels: int) -> nn.Module | None:
-    """Channel attention by name: 'se', 'eca', or None for none."""
+def create_attn(kind: str | None, channels: int, *, rd_ratio: float = 1.0 / 16) -> nn.Module | None:
+    """Channel attention by name: 'se' (squeezed to rd_ratio of channels), 'eca', or None for none."""
     if kind is None or kind == "":
         return None
     if kind == "se":
-        return SEModule(channels)
+        return SEModule(channels, rd_ratio)
     if kind == "eca":
         return EcaModule(channels)
     raise InvalidValueError(f"attn_layer={kind!r} is invalid: expected 'se', 'eca' or None")

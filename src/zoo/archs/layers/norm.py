@@ -1,5 +1,5 @@
-"""Normalisation over channels: LayerNorm and SimpleNorm (scale by the inverse standard deviation, no centring),
-each in a channels-last (token/NHWC) and a channels-first (NCHW) form."""
+"""Normalisation: over channels, LayerNorm and SimpleNorm (scale by the inverse standard deviation, no
+centring), each in a channels-last (token/NHWC) and a channels-first (NCHW) form; and plain 2d norms by name."""
 
 from __future__ import annotations
 
@@ -8,11 +8,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.domain.checks import check_choice
+from zoo.domain.errors import InvalidValueError
 
-__all__ = ["CHANNEL_NORMS", "LayerNorm", "LayerNorm2d", "SimpleNorm", "SimpleNorm2d", "channel_norm"]
+__all__ = [
+    "CHANNEL_NORMS",
+    "NORM2D_LAYERS",
+    "LayerNorm",
+    "LayerNorm2d",
+    "SimpleNorm",
+    "SimpleNorm2d",
+    "channel_norm",
+    "make_norm2d",
+]
 
 # the kinds channel_norm builds, by name
 CHANNEL_NORMS: tuple[str, ...] = ("layernorm", "simplenorm")
+# plain (activation-free) norms of NCHW maps by name; group norm uses 32 groups
+NORM2D_LAYERS: tuple[str, ...] = ("batchnorm", "groupnorm")
+GROUPS = 32
 
 
 class LayerNorm(nn.LayerNorm):
@@ -79,3 +92,16 @@ def channel_norm(kind: str, num_channels: int, eps: float = 1e-6, *, channels_la
     if kind == "simplenorm":
         return SimpleNorm(num_channels, eps) if channels_last else SimpleNorm2d(num_channels, eps)
     return LayerNorm(num_channels, eps) if channels_last else LayerNorm2d(num_channels, eps)
+
+
+def make_norm2d(kind: str, num_features: int) -> nn.BatchNorm2d | nn.GroupNorm:
+    """A plain 2d norm by name: 'batchnorm' (BatchNorm2d) or 'groupnorm' (GroupNorm, 32 groups)."""
+    if kind == "batchnorm":
+        return nn.BatchNorm2d(num_features)
+    if kind == "groupnorm":
+        if num_features % GROUPS:
+            raise InvalidValueError(
+                f"norm_layer='groupnorm' needs a multiple of {GROUPS} channels, got a layer of {num_features}"
+            )
+        return nn.GroupNorm(GROUPS, num_features)
+    raise InvalidValueError(f"norm_layer={kind!r} is invalid: expected one of {NORM2D_LAYERS}")

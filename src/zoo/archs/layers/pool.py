@@ -12,9 +12,11 @@ from zoo.archs.layers.helpers import get_padding
 from zoo.domain.checks import check_int
 from zoo.domain.errors import InvalidValueError
 
-__all__ = ["POOL_TYPES", "AvgPool2dSame", "BlurPool2d", "GlobalPool"]
+__all__ = ["AA_LAYERS", "POOL_TYPES", "AvgPool2dSame", "BlurPool2d", "GlobalPool", "create_aa"]
 
 POOL_TYPES: tuple[str, ...] = ("avg", "max", "avgmax", "catavgmax", "")
+# anti-aliased downsampling by name: average pooling, or a binomial blur (BlurPool2d)
+AA_LAYERS: tuple[str, ...] = ("avg", "blur")
 
 
 class GlobalPool(nn.Module):
@@ -85,3 +87,19 @@ class BlurPool2d(nn.Module):
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, filt_size={self.filt_size}, stride={self.stride}"
+
+
+def create_aa(kind: str | None, channels: int, stride: int = 2, *, enable: bool = True) -> nn.Module:
+    """Anti-aliased downsampling by name ('avg': stride x stride average pooling, 'blur': BlurPool2d).
+
+    None, '' or enable=False give nn.Identity: the block keeps its stride in its convolution then.
+    Average pooling rounds up (ceil_mode), as a strided conv or a ceil-mode shortcut pool does, so an odd
+    map keeps its shortcut's size; on even maps that is plain stride x stride pooling.
+    """
+    if not kind or not enable:
+        return nn.Identity()
+    if kind == "avg":
+        return nn.AvgPool2d(stride, ceil_mode=True)
+    if kind == "blur":
+        return BlurPool2d(channels, stride=stride)
+    raise InvalidValueError(f"aa_layer={kind!r} is invalid: expected one of {AA_LAYERS} or None")
