@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import subprocess
 import sys
 
@@ -177,14 +178,17 @@ def test_model_zoo_defaults_to_the_standard_services() -> None:
 
 
 def test_listing_helpers() -> None:
-    assert zoo.list_models("resnet1*") == [
-        "resnet18",
-        "resnet18d",
-        "resnet101",
-        "resnet101d",
-        "resnet152",
-        "resnet152d",
-    ]
+    # a pattern selects the names it matches, numbers in order of their value (a registry of our own: the
+    # built-in catalogue grows)
+    reg = Registry()
+    for name in ("net101", "net18", "other1", "net18d", "net1", "net2"):
+        reg.register_model(name)(Toy)
+    assert reg.list_models("net1*") == ["net1", "net18", "net18d", "net101"]
+    everything = zoo.list_models()
+    matched = zoo.list_models("resnet1*")
+    assert {"resnet18", "resnet101", "resnet152"} <= set(matched)
+    assert matched == [n for n in everything if fnmatch.fnmatchcase(n, "resnet1*")]
+    assert matched.index("resnet18") < matched.index("resnet101")
     assert "resnet" in zoo.list_modules()
     assert "resnet50.a1_in1k" in zoo.list_pretrained("resnet50*")
     assert zoo.is_model("resnet50.a1_in1k")
