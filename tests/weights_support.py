@@ -16,6 +16,13 @@ from pathlib import Path
 from typing import Literal
 
 import attrs
+
+# huggingface_hub fixes the origins it trusts as the hub (whose redirects it follows on a HEAD) at import,
+# from HF_ENDPOINT as it is then. Imported here, with conftest, before any test points HF_ENDPOINT at a
+# loopback server: imported later, the first test's server stays a trusted origin for the whole process,
+# and a later test's storage listener that reuses its port has its redirect followed, losing the hub's
+# headers (test_the_hub_trusts_no_loopback_origin).
+import huggingface_hub.file_download  # noqa: F401  imported for that side effect alone
 import pytest
 import torch
 from safetensors.torch import save as save_safetensors

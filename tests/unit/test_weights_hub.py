@@ -161,3 +161,13 @@ def test_broken_download_is_a_typed_error(server: CheckpointServer, cache_dir: P
     # huggingface_hub retries (with its own pauses: about 5 s here) before giving up
     with pytest.raises(DownloadError, match=r"org/flaky/model\.safetensors .*download failed"):
         load(DefaultCfg(hf_hub_id="org/flaky"))
+
+
+def test_the_hub_trusts_no_loopback_origin(server: CheckpointServer, cache_dir: Path) -> None:
+    # huggingface_hub follows a HEAD's redirect to an origin it trusts as the hub and reads the file's
+    # metadata from the answer there; a loopback server trusted by an earlier import would take the storage
+    # listener of a later test (on a reused port) for the hub, and its answer lacks the hub's headers
+    from huggingface_hub.utils import _http
+
+    assert server.base.startswith("http://127.0.0.1:")
+    assert not [origin for origin in _http._HUB_ORIGINS if origin[1] == "127.0.0.1"]
