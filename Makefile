@@ -46,9 +46,9 @@ typecheck: $(VENV)/.dev
 	$(VENV)/bin/mypy --strict src tests benchmarks tools
 
 # a new Hypothesis seed each run, printed first so that a failure can be replayed: make unit SEED=...
-# The seed also draws the registered names whose real forwards run (tests/draw.py): any 12 consecutive
-# seeds draw every name, so a CI that passes its build number (make test SEED=$BUILD_NUMBER) covers every name
-# every 12 builds
+# The seed also draws the registered names whose real forwards run (tests/draw.py): about 10 names plus one
+# per family, whatever the zoo's size; any R = max(12, names / 10) consecutive seeds draw every name, so a CI
+# that passes its build number (make test SEED=$BUILD_NUMBER) covers every name every R builds
 ifeq ($(origin SEED), undefined)
 SEED := $(shell $(PYTHON) -c "import random; print(random.randrange(2**32))")
 endif

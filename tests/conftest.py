@@ -145,9 +145,10 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         names = tiers.drawn_names(config)
         number = draw.seed_number(seed)
         given = "" if seed is not None else ", as no --hypothesis-seed was given"
+        runs = draw.runs_of(tiers.families())
         lines = [
             f"names: every registered name ({len(tiers.every_name())}) on meta; drawn for real by seed {number} "
-            f"(slot {draw.slot(seed)} of {draw.RUNS}{given}; replay: make unit SEED={number}): {', '.join(names)}"
+            f"(slot {draw.slot(seed, runs)} of {runs}{given}; replay: make unit SEED={number}): {', '.join(names)}"
         ]
     over = [n for n in tiers.drawn_names(config) if tiers.over_budget(n)]
     if over:

@@ -11,9 +11,10 @@ runs every name) and are measured the same way, with the process's resident memo
 (the tests that raised it most are listed: in one process the suite's memory shows as a worker's does).
 
 The projection for N names: tier 1 is fixed + N x (mean per name) / W workers; the drawn tier draws
-about N / RUNS + (one per family) names a run (tests/draw.py), each at the measured mean. CPU seconds
-say what dedicated cores would take; wall seconds are this machine as it is now: on a machine others
-are using, the two differ, and say so when you quote them.
+N / runs_for(N) names (at most PER_SLOT, tests/draw.py: the slots grow with the names) plus one per
+family a run, each at the measured mean. CPU seconds say what dedicated cores would take; wall seconds
+are this machine as it is now: on a machine others are using, the two differ, and say so when you
+quote them.
 """
 
 from __future__ import annotations
@@ -191,7 +192,7 @@ def main(argv: list[str]) -> int:
     # the mean carries today's outliers (a pruned name prunes on meta as it builds, some 1 s): the next
     # issues' names are plain members of existing families, so the median is given beside it
     print(
-        f"projection on {args.workers} workers ({families} families as today, RUNS = {draw.RUNS}), "
+        f"projection on {args.workers} workers ({families} families as today, draw.runs_for(N) slots), "
         "by CPU and wall seconds, at the per-name mean (median):"
     )
     for n in args.names:
@@ -201,7 +202,7 @@ def main(argv: list[str]) -> int:
             for w in (0, 1)
         )
         if tier2 is not None:
-            drawn = n / draw.RUNS + families
+            drawn = n / draw.runs_for(n) + families
             line += f"; drawn tier about {drawn:.0f} names a run, " + " / ".join(
                 f"{drawn * tier2.mean(w) / args.workers / 60:.1f} "
                 f"({drawn * tier2.median(w) / args.workers / 60:.1f}) min"

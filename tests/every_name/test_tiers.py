@@ -19,19 +19,20 @@ from refdata import ROOT
 
 FAMILIES = tiers.families()
 NAMES = tiers.every_name()
+RUNS = draw.runs_of(FAMILIES)
 PYTHONPATH = os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])  # a subprocess imports this worktree's zoo
 
 
 def test_every_run_draws_every_family_and_any_runs_consecutive_seeds_draw_every_name() -> None:
     for start in (0, 1, 7, 2**32 - 5, 987654321):
-        runs = [draw.drawn(FAMILIES, start + i) for i in range(draw.RUNS)]
+        runs = [draw.drawn(FAMILIES, start + i) for i in range(RUNS)]
         for names in runs:
             assert {tiers.family_of(n) for n in names} == set(FAMILIES)
         assert set().union(*runs) == set(NAMES)
 
 
 def test_a_family_draws_other_members_from_one_run_to_the_next() -> None:
-    for seed in range(3 * draw.RUNS):
+    for seed in range(3 * RUNS):
         now, then = draw.drawn(FAMILIES, seed), draw.drawn(FAMILIES, seed + 1)
         for family, members in FAMILIES.items():
             if len(members) > 1:
@@ -39,10 +40,26 @@ def test_a_family_draws_other_members_from_one_run_to_the_next() -> None:
 
 
 def test_a_run_draws_its_share_of_each_family() -> None:
-    for seed in range(draw.RUNS):
+    for seed in range(RUNS):
         names = draw.drawn(FAMILIES, seed)
         for members in FAMILIES.values():
-            assert 1 <= len(set(names) & set(members)) <= math.ceil(len(members) / draw.RUNS)
+            assert 1 <= len(set(names) & set(members)) <= math.ceil(len(members) / RUNS)
+
+
+def test_a_run_draws_as_many_names_at_1000_names_as_today() -> None:
+    # the zoo grows: the slots grow with it, so a run's drawn tier stays PER_SLOT names plus one per family
+    sizes = (400, 230, 150, 90, 60, 35, 20, 9, 4, 2)
+    grown = {f"family{i}": [f"family{i}_m{j:03d}" for j in range(n)] for i, n in enumerate(sizes)}
+    runs = draw.runs_of(grown)
+    assert (sum(sizes), runs) == (1000, 1000 // draw.PER_SLOT)
+    seen: set[str] = set()
+    for seed in range(7, 7 + runs):
+        names = draw.drawn(grown, seed)
+        assert len(names) <= draw.PER_SLOT + len(grown)
+        assert {n.split("_")[0] for n in names} == set(grown)
+        seen.update(names)
+    assert len(seen) == 1000
+    assert draw.runs_for(len(NAMES)) == max(draw.MIN_RUNS, math.ceil(len(NAMES) / draw.PER_SLOT)) == RUNS
 
 
 def test_the_draw_is_a_function_of_the_seed_and_the_names_alone() -> None:
@@ -60,7 +77,8 @@ def test_the_draw_is_a_function_of_the_seed_and_the_names_alone() -> None:
 
 def test_the_readme_states_the_number_of_runs_that_draws_every_name() -> None:
     readme = " ".join((ROOT / "README.md").read_text().split())
-    assert f"any {draw.RUNS} consecutive seeds" in readme
+    assert f"R = max({draw.MIN_RUNS}, ⌈names / {draw.PER_SLOT}⌉) slots" in readme
+    assert f"at most {draw.PER_SLOT} names plus one per family" in readme
 
 
 def test_a_failing_drawn_case_names_its_seed_for_the_replay(tmp_path: Path) -> None:
@@ -83,7 +101,7 @@ def test_a_failing_drawn_case_names_its_seed_for_the_replay(tmp_path: Path) -> N
     (drawn,) = [n for n in draw.drawn(FAMILIES, 4242) if n in FAMILIES["xception"]]
     assert f"test_fails[{drawn}]" in run.stdout
     assert "replay with `make unit SEED=4242`" in run.stdout
-    assert f"slot {draw.slot(4242)} of {draw.RUNS}" in run.stdout  # and the header says what the run drew
+    assert f"slot {draw.slot(4242, RUNS)} of {RUNS}" in run.stdout  # and the header says what the run drew
 
 
 # -- above the budget ------------------------------------------------------------------------
