@@ -237,3 +237,53 @@ def test_compile_fullgraph_feature_extractor(kind: str) -> None:
     with torch.no_grad():
         for a, b in zip(compiled(x), extractor(x), strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+# -- save_onnx replaces its files as one change --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_program() -> tuple[nn.Module, torch.export.ExportedProgram]:
+    torch.manual_seed(0)
+    model = zoo.create_model("resnet10t", num_classes=5).eval()
+    return model, export_program(model, images(2, 64, 64))
+
+
+def test_a_failed_onnx_save_leaves_the_old_files_and_no_partial_one(
+    tmp_path: Path, small_program: tuple[nn.Module, torch.export.ExportedProgram], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"the user's model")
+    (tmp_path / "m.onnx.data").write_bytes(b"the user's weights")
+    real_save = torch.onnx.ONNXProgram.save
+
+    def save_then_fail(self: torch.onnx.ONNXProgram, destination: str | Path, **kwargs: Any) -> None:
+        real_save(self, destination, **kwargs)  # the whole file written, then the disk fills
+        Path(destination).with_name("m.onnx.data").write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch.onnx.ONNXProgram, "save", save_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        save_onnx(small_program[1], out)
+    assert out.read_bytes() == b"the user's model"
+    assert (tmp_path / "m.onnx.data").read_bytes() == b"the user's weights"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data"]
+
+
+def test_an_onnx_file_with_its_weights_beside_it_moves_in_whole_and_runs(
+    tmp_path: Path, small_program: tuple[nn.Module, torch.export.ExportedProgram], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import zoo.services.export as export
+
+    monkeypatch.setattr(export, "ONNX_INLINE_LIMIT", 0)  # as a model past protobuf's 2 GiB is written
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"an older export")
+    model, program = small_program
+    assert save_onnx(program, out) == out
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) == 2
+    assert files[0] == "m.onnx"
+    assert not files[1].startswith(".")  # the weights under their own name; no temp left
+    assert (tmp_path / files[1]).stat().st_size > out.stat().st_size  # the weights are in the second file
+    x = images(1, 64, 64)
+    assert_matches(run_onnx(out, x), eager(model, x))  # the model file finds its weights under their final name

@@ -8,8 +8,10 @@ specialises sizes 0 and 1).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
+import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +24,9 @@ from zoo.domain.checks import check_choice, check_int
 from zoo.domain.errors import ExportFailedError, FeatureNotAvailableError, InvalidValueError, ZooError
 from zoo.domain.protocols import Configured, Tapped
 from zoo.domain.values import DefaultCfg
+from zoo.services.files import PART, replace_together
+
+ONNX_INLINE_LIMIT = 2**31 - 2**26  # weights' bytes past which save_onnx writes them beside the model file
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -153,9 +158,18 @@ def save_onnx(program: ExportedProgram, out: str | os.PathLike[str], *, opset: i
         )
     if onnx_program is None:  # pragma: no cover - dynamo=True always returns the program
         raise ExportFailedError("torch.onnx.export returned no program")
-    # one self-contained file up to protobuf's 2 GiB limit; past it the weights go beside it, as ONNX requires
-    onnx_program.save(path, external_data=params >= 2**31 - 2**26)
+    # one self-contained file up to protobuf's 2 GiB limit; past it the weights go beside it, as ONNX requires.
+    # Saved under its own name in a temp folder beside out (the model file names its weights file), then
+    # moved into place together: out and its weights file are both the new ones, or both untouched.
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.", suffix=PART) as staging:
+        onnx_program.save(Path(staging) / path.name, external_data=params >= ONNX_INLINE_LIMIT)
+        written = sorted(Path(staging).iterdir())
+        replace_together(path.parent, [(f.name, functools.partial(_move, f)) for f in written])
     return path
+
+
+def _move(src: Path, dest: Path) -> None:
+    os.replace(src, dest)  # the same folder's file system: a rename, not a copy
 
 
 def export_file(
