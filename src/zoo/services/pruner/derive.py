@@ -152,6 +152,18 @@ def _where(node: fx.Node) -> str:
     return node.name
 
 
+def _op_name(target: object) -> str:
+    """An fx node's target as a reader knows it: 'torch.conv2d', 'Tensor.roll', not a built-in's repr."""
+    if isinstance(target, str):
+        return f"Tensor.{target}"
+    name = getattr(target, "__name__", None)
+    if not isinstance(name, str):
+        return repr(target)
+    module = getattr(target, "__module__", None)
+    owner = "torch" if module in (None, "torch", "torch._C", "torch._C._nn", "torch._C._VariableFunctions") else module
+    return f"{owner}.{name}"
+
+
 def _keeps_channel_dim(node: fx.Node) -> bool:
     """Whether a reduction or flatten leaves dim 1 as the channel dim."""
     target = node.target
@@ -208,7 +220,7 @@ def _trace_spaces(model: nn.Module) -> _Spaces:
             space[node] = None
         else:
             raise ZooError(
-                f"{type(model).__name__} cannot be pruned: layer {_where(node)!r} applies {node.target!r} "
+                f"{type(model).__name__} cannot be pruned: layer {_where(node)!r} applies {_op_name(node.target)} "
                 "to channels, and only convolutions, norms, activations, pooling, channel gates and "
                 "elementwise sums/products can be followed"
             )
