@@ -19,14 +19,30 @@ whole patches), compared with timm's extractor of the last three blocks (timm's 
 pretrained filter is compared with timm's: a 224 px checkpoint's pos_embed resampled to other grids.
 memory_efficient is a zoo-side knob here: zoo's checkpointed model is compared with timm's plain one,
 since checkpointing must change neither outputs, gradients nor statistics.
+
+--sequential (for models too large to hold twice, with gradients: convnext_xxlarge, say) keeps one model
+alive at a time: timm's model is built, its weights saved as safetensors in a temp dir, its eval outputs
+(logits, forward_features, every tap) kept and the parameter gradients of one train-mode forward/backward
+saved beside them; it is freed, and zoo's model is built loading that file (create_model's checkpoint_path:
+memory-mapped, nothing copied) and compared gradient by gradient, each read from disk alone. Batch 1 at
+--size (64 by default), the default model only (no knob settings, no features_only extractor):
+    PYTHONPATH=src:TIMM python tools/check_parity.py --sequential convnext_xlarge
+Beside each absolute max |diff| it prints the relative one (over the reference's max |value|, per tensor for
+gradients), and the run's peak resident memory.
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
+import ctypes
+import gc
 import inspect
 import sys
-from collections.abc import Callable
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import timm  # type: ignore[import-not-found]  # throwaway environment only
@@ -98,12 +114,17 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max().item())
 
 
+def _ramp(out: torch.Tensor) -> torch.Tensor:
+    """The loss of the train-mode comparison: a ramp over the classes, so every logit's gradient differs."""
+    return (out * torch.linspace(-1, 1, out.shape[-1])).sum()
+
+
 def _train_diffs(ref: nn.Module, mine: nn.Module, x: torch.Tensor) -> dict[str, float]:
     ref, mine = copy.deepcopy(ref).train(), copy.deepcopy(mine).train()
     xr, xm = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     out_r, out_m = ref(xr), mine(xm)
-    (out_r * torch.linspace(-1, 1, out_r.shape[-1])).sum().backward()
-    (out_m * torch.linspace(-1, 1, out_m.shape[-1])).sum().backward()
+    torch.autograd.backward(_ramp(out_r))
+    torch.autograd.backward(_ramp(out_m))
     grads_r = {k: p.grad for k, p in ref.named_parameters() if p.grad is not None}
     grads_m = {k: p.grad for k, p in mine.named_parameters() if p.grad is not None}
     assert grads_r.keys() == grads_m.keys(), "different parameters received gradients"
@@ -201,7 +222,155 @@ def check(name: str, **kwargs: Any) -> str:  # any model keyword of the family
     return f"{status} {name} {kwargs or ''} " + " ".join(f"{k}={v:.1e}" for k, v in diffs.items())
 
 
-def main(patterns: list[str]) -> int:
+def _eval_outputs(model: Any, x: torch.Tensor) -> dict[str, torch.Tensor]:  # timm's model or zoo's
+    with torch.no_grad():
+        outs = {"logits": model(x), "features": model.forward_features(x)}
+        taps: list[torch.Tensor] = model.forward_intermediates(x, intermediates_only=True)
+    outs.update({f"tap{i}": t for i, t in enumerate(taps)})
+    return outs
+
+
+def _train_outputs(model: Any, x: torch.Tensor) -> dict[str, torch.Tensor]:  # timm's model or zoo's
+    """One train-mode forward/backward: the logits, the input gradient and the batch-norm statistics after it;
+    the parameter gradients are left on the model."""
+    model.train()
+    xg = x.clone().requires_grad_(True)
+    out = model(xg)
+    torch.autograd.backward(_ramp(out))
+    assert xg.grad is not None
+    stats = {f"stat.{k}": v for k, v in model.state_dict().items() if "running" in k or "tracked" in k}
+    return {"train_logits": out.detach(), "train_input_grad": xg.grad, **stats}
+
+
+def _rel(diff: float, ref: torch.Tensor) -> float:
+    scale = float(ref.detach().float().abs().max().item()) if ref.numel() else 0.0
+    return diff / scale if scale else diff
+
+
+def _peak_mib() -> float:
+    """This process's peak resident memory since the last _reset_peak (Linux; 0 elsewhere)."""
+    status = Path("/proc/self/status")
+    if not status.is_file():
+        return 0.0
+    line = next((ln for ln in status.read_text().splitlines() if ln.startswith("VmHWM:")), "VmHWM: 0 kB")
+    return int(line.split()[1]) / 1024
+
+
+def _reset_peak() -> None:
+    clear = Path("/proc/self/clear_refs")
+    if clear.exists():
+        clear.write_text("5")  # the peak mark (VmHWM) starts again from the current resident memory
+
+
+def _return_freed_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc's malloc_trim; elsewhere nothing).
+
+    Tensors under glibc's mmap threshold (up to 32 MiB once larger ones were freed) live on the heap, and a
+    freed model's heap pages stay resident: zoo's model would otherwise be measured on top of timm's.
+    """
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
+
+
+def _saved_grads(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    """The gradients saved at path, one at a time, each read into memory of its own (not mapped)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device="cpu", backend="pread") as f:
+        for key in f.keys():  # noqa: SIM118  # safe_open is not a Mapping
+            yield key, f.get_tensor(key)
+
+
+def check_sequential(name: str, size: int = 64) -> tuple[str, dict[str, float], dict[str, float]]:
+    """Full-size parity with one model alive at a time (see --sequential): the report line, absolute and
+    relative max |diff| per quantity."""
+    from safetensors.torch import save_file
+
+    _reset_peak()
+    start = time.monotonic()
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with tempfile.TemporaryDirectory() as tmp:
+        weights, grads = Path(tmp) / "weights.safetensors", Path(tmp) / "grads.safetensors"
+        torch.manual_seed(0)
+        ref = _jittered(name, _timm_model(name).eval())
+        ref_info = [(d["module"], d["num_chs"], d["reduction"]) for d in ref.feature_info]
+        save_file({k: v.contiguous() for k, v in _without_counters(ref.state_dict(), name).items()}, str(weights))
+        expected = _eval_outputs(ref, x)
+        expected.update(_train_outputs(ref, x))
+        save_file({k: p.grad.contiguous() for k, p in ref.named_parameters() if p.grad is not None}, str(grads))
+        del ref
+        gc.collect()
+        _return_freed_memory()
+
+        mine: Any = zoo.create_model(name, checkpoint_path=str(weights)).eval()
+        info: list[FeatureInfo] = mine.feature_info
+        mine_taps = [(t.module, t.num_chs, t.reduction) for t in info]
+        assert mine_taps == ref_info, f"feature_info differs: {mine_taps} != {ref_info}"
+        got = _eval_outputs(mine, x)
+        got.update(_train_outputs(mine, x))
+        assert got.keys() == expected.keys(), f"different outputs: {sorted(got)} != {sorted(expected)}"
+        diffs: dict[str, float] = {}
+        rel: dict[str, float] = {}
+
+        def note(quantity: str, a: torch.Tensor, b: torch.Tensor) -> None:
+            assert a.shape == b.shape, f"{quantity}: shape {tuple(b.shape)} != {tuple(a.shape)}"
+            d = _max_diff(a, b)
+            diffs[quantity] = max(diffs.get(quantity, 0.0), d)
+            rel[quantity] = max(rel.get(quantity, 0.0), _rel(d, a))
+
+        for k, v in expected.items():
+            quantity = "intermediates" if k.startswith("tap") else "train_bn_stats" if k.startswith("stat.") else k
+            note(quantity, v, got[k])
+        params = dict(mine.named_parameters())
+        seen = set()
+        for k, g in _saved_grads(grads):
+            mine_grad = params[k].grad
+            assert mine_grad is not None, f"{k} received no gradient in zoo's model"
+            note("train_param_grads", g, mine_grad)
+            params[k].grad = None  # freed as it goes: the peak holds one set of gradients
+            seen.add(k)
+        extra = sorted(k for k, p in params.items() if p.grad is not None and k not in seen)
+        assert not extra, f"only zoo's model gave gradients to {extra[:5]}"
+        diffs.setdefault("train_bn_stats", 0.0)  # 0 for a model without batch norm (ViT, ConvNeXt)
+        rel.setdefault("train_bn_stats", 0.0)
+        del mine, params
+        gc.collect()
+    worst = max(diffs.values())
+    status = "OK " if worst < TOLERANCE else "BAD"
+    line = (
+        f"{status} {name} (sequential, 1x3x{size}x{size}) "
+        + " ".join(f"{k}={v:.1e}" for k, v in diffs.items())
+        + f"\n    relative: {' '.join(f'{k}={v:.1e}' for k, v in rel.items())}; "
+        + f"peak RSS {_peak_mib():.0f} MiB, {time.monotonic() - start:.0f} s"
+    )
+    return line, diffs, rel
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("patterns", nargs="*", help="model name patterns (fnmatch); none: every model")
+    parser.add_argument("--sequential", action="store_true", help="one model alive at a time (see above)")
+    parser.add_argument("--size", type=int, default=64, help="--sequential's input size (default 64)")
+    args = parser.parse_args(argv)
+    if args.sequential:
+        return _main_sequential(args.patterns, args.size)
+    return _main_knobs(args.patterns)
+
+
+def _main_sequential(patterns: list[str], size: int) -> int:
+    bad = 0
+    for name in zoo.list_models(patterns or ""):
+        line, _, _ = check_sequential(name, size)
+        bad += line.startswith("BAD")
+        print(line, flush=True)
+    print(f"{bad} model(s) differ")
+    return 1 if bad else 0
+
+
+def _main_knobs(patterns: list[str]) -> int:
     bad = 0
     worst: dict[str, float] = {}
     for name in zoo.list_models(patterns or ""):

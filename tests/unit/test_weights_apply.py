@@ -18,13 +18,15 @@ from weights_support import (
     cache_files,
     safetensors_bytes,
     tiny_checkpoint,
+    torch_bytes,
 )
 from zoo.api import ModelZoo, builtin_registry, default_zoo
 from zoo.archs.base import ZooModule
 from zoo.domain.errors import CheckpointMismatchError
+from zoo.domain.protocols import WeightLoader
 from zoo.domain.values import BuildRequest, DefaultCfg, ModelSpec
 from zoo.services.registry import Registry
-from zoo.services.weights import StateDictLoader, apply_weights, parameters_on_meta
+from zoo.services.weights import CachedWeightLoader, StateDictLoader, apply_weights, parameters_on_meta
 from zoo.services.weights.adapt import adapt_input_conv
 from zoo.services.weights.meta import meta_tensors
 
@@ -36,6 +38,7 @@ def tiny_zoo(
     *,
     constructor: Callable[..., nn.Module] = TinyNet,
     pretrained_filter: Callable[[StateDict, nn.Module], StateDict] | None = None,
+    weight_loader: WeightLoader | None = None,
 ) -> ModelZoo:
     reg = Registry()
     reg.register(
@@ -47,7 +50,7 @@ def tiny_zoo(
             pretrained_filter=pretrained_filter,
         )
     )
-    return ModelZoo(registry=reg, weight_loader=StateDictLoader(state_dict))
+    return ModelZoo(registry=reg, weight_loader=weight_loader or StateDictLoader(state_dict))
 
 
 def build(
@@ -155,6 +158,46 @@ def test_pretrained_build_skips_init_and_shares_checkpoint_memory() -> None:
     # the non-persistent buffer (in no checkpoint) has its computed value
     assert torch.equal(model.get_buffer("scale").flatten(), torch.arange(1.0, 5.0))
     assert model.get_parameter("conv1.weight").requires_grad
+
+
+def _mapped_from(path: Path) -> list[tuple[int, int]]:
+    """The address ranges this process maps from the file at path (Linux: /proc/self/maps)."""
+    ranges = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5] == str(path):
+            start, end = (int(a, 16) for a in fields[0].split("-"))
+            ranges.append((start, end))
+    return ranges
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads the process's memory map (Linux)")
+@pytest.mark.parametrize("fmt", ["safetensors", "torch"])
+def test_checkpoint_file_is_mapped_into_the_model_not_copied(tmp_path: Path, fmt: str) -> None:
+    # what keeps a pretrained build's peak memory near the checkpoint's size (benchmarks/pretrained_load.py
+    # measures it): every tensor the file holds stays in the file's pages, none is copied
+    ckpt = tiny_checkpoint()
+    path = (tmp_path / f"tiny.{'safetensors' if fmt == 'safetensors' else 'pth'}").resolve()
+    path.write_bytes(safetensors_bytes(ckpt) if fmt == "safetensors" else torch_bytes(ckpt))
+    written = path.read_bytes()
+    app = tiny_zoo(ckpt, weight_loader=CachedWeightLoader(cache_dir=tmp_path / "cache", progress=False))
+    model = app.create_model("tiny_net", checkpoint_path=str(path))
+    assert meta_tensors(model) == []
+    ranges = _mapped_from(path)
+    assert ranges, f"{path} is not mapped"
+    state = model.state_dict()
+    assert state.keys() == ckpt.keys()
+    copied = [
+        k for k, t in state.items() if not any(a <= t.data_ptr() and t.data_ptr() + t.nbytes <= b for a, b in ranges)
+    ]
+    assert copied == []
+    assert_loaded(model, ckpt)
+    # the mapping is private: a model that trains writes pages of its own, never the file
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(2.0)
+    del model, state
+    assert path.read_bytes() == written
 
 
 def test_meta_construction_does_not_leak_into_other_threads() -> None:
