@@ -90,9 +90,10 @@ DROPPED: dict[str, dict[str, object]] = {
 }
 TOLERANCE = 1e-4
 # families whose fresh models hold parameters at constants that hide a layer's computation (ConvNeXt: layer
-# scale at 1e-6, V2's global response norm at 0, so an identity): every parameter is jittered before the
-# comparison, so each layer computes something visible
-JITTERED = ("zoo.archs.convnext",)
+# scale at 1e-6, V2's global response norm at 0, so an identity; CSPNet: zero_init_last starts every residual
+# branch at zero, so its blocks, attention included, would pass their input through): every parameter is
+# jittered before the comparison, so each layer computes something visible
+JITTERED = ("zoo.archs.convnext", "zoo.archs.cspnet")
 
 
 def _timm_model(name: str, **kwargs: object) -> Any:  # a timm model: timm is untyped here

@@ -1,4 +1,5 @@
-"""Cross-stage-partial networks (CSPResNet(X)t, CSPDarkNet) and DarkNet, with dilation for output_stride 8/16.
+"""Cross-stage-partial networks (CSPResNe(X)t, CSPDarkNet, CS3DarkNet/EdgeNet) and DarkNet, with dilation
+for output_stride 8/16. The blocks, stages and stem are in cspnet_blocks.py.
 
 Parameter names and shapes follow timm 1.0.31 for the same model names (cspresnext50_iabn and
 cspdarknet53_iabn follow timm 0.4.12, which built them on in-place activated batch norm; zoo builds
@@ -15,21 +16,30 @@ from torch import nn
 
 from zoo.archs.base import ZooModule
 from zoo.archs.catalogue import family_specs
+from zoo.archs.cspnet_blocks import (
+    BottleneckBlock,
+    ConvArgs,
+    CrossStage,
+    CrossStage3,
+    DarkBlock,
+    DarkStage,
+    EdgeBlock,
+    StageCfg,
+    StemCfg,
+    make_stage,
+    make_stem,
+)
 from zoo.archs.layers import (
     NORM_LAYERS,
     ClassifierHead,
-    ConvNormAct,
-    DropPath,
     GlobalPool,
     check_head,
-    default_bias_,
     init_each_module,
     is_scripting,
-    make_act,
     sequential_prefix,
 )
 from zoo.archs.surface import TapStep, checkpoint_call, take_taps
-from zoo.domain.checks import check_bool, check_choice, check_float, check_int, check_ints
+from zoo.domain.checks import check_bool, check_choice, check_float, check_int
 from zoo.domain.errors import InvalidValueError
 from zoo.domain.grouping import GroupMatcher, GroupRule
 from zoo.domain.values import FeatureCfg, FeatureInfo, ModelSpec
@@ -39,262 +49,30 @@ __all__ = [
     "OUTPUT_STRIDES",
     "BottleneckBlock",
     "CrossStage",
+    "CrossStage3",
     "CspNet",
     "DarkBlock",
     "DarkStage",
+    "EdgeBlock",
     "StageCfg",
     "StemCfg",
 ]
 
 OUTPUT_STRIDES: tuple[int, ...] = (8, 16, 32)
-STAGE_TYPES: tuple[str, ...] = ("csp", "dark")
-BLOCK_TYPES: tuple[str, ...] = ("bottle", "dark")
-
-
-@attrs.frozen
-class StemCfg:
-    """The stem: one conv per width in out_chs, total stride 1, 2 or 4 (4 with a max pool after the convs)."""
-
-    out_chs: tuple[int, ...]
-    kernel_size: int = 3
-    stride: int = 2
-    pool: bool = False
-
-    def __attrs_post_init__(self) -> None:
-        chs = check_ints("StemCfg.out_chs", self.out_chs, ge=1)
-        if not chs:
-            raise InvalidValueError(f"StemCfg.out_chs={self.out_chs!r} is invalid: expected at least one width")
-        check_choice("StemCfg.kernel_size", self.kernel_size, (1, 3, 5, 7))
-        check_choice("StemCfg.stride", self.stride, (1, 2, 4))
-        check_bool("StemCfg.pool", self.pool)
-        if self.pool and self.stride != 4:
-            raise InvalidValueError(f"StemCfg.pool=True is invalid with stride={self.stride}: expected stride 4")
-
-
-@attrs.frozen
-class StageCfg:
-    """One stage: its depth and width, stride, and the cross-stage split's and blocks' ratios."""
-
-    depth: int
-    out_chs: int
-    stride: int = 2
-    stage_type: str = "csp"
-    block_type: str = "bottle"
-    groups: int = 1
-    block_ratio: float = 1.0
-    bottle_ratio: float = 1.0
-    expand_ratio: float = 1.0
-    cross_linear: bool = False
-    down_growth: bool = False
-
-    def __attrs_post_init__(self) -> None:
-        check_int("StageCfg.depth", self.depth, ge=1)
-        check_int("StageCfg.out_chs", self.out_chs, ge=1)
-        check_choice("StageCfg.stride", self.stride, (1, 2))
-        check_choice("StageCfg.stage_type", self.stage_type, STAGE_TYPES)
-        check_choice("StageCfg.block_type", self.block_type, BLOCK_TYPES)
-        check_int("StageCfg.groups", self.groups, ge=1)
-        for name in ("block_ratio", "bottle_ratio", "expand_ratio"):
-            ratio = check_float(f"StageCfg.{name}", getattr(self, name), ge=0.0)
-            if ratio <= 0.0:
-                raise InvalidValueError(f"StageCfg.{name}={ratio!r} is invalid: expected a ratio > 0")
-        check_bool("StageCfg.cross_linear", self.cross_linear)
-        check_bool("StageCfg.down_growth", self.down_growth)
-
-
-@attrs.frozen
-class _ConvArgs:
-    # what every conv + norm + act of a model shares
-    act_layer: str
-    norm_layer: str
-
-    def conv(
-        self,
-        in_chs: int,
-        out_chs: int,
-        kernel_size: int = 1,
-        stride: int = 1,
-        dilation: int = 1,
-        groups: int = 1,
-        apply_act: bool = True,
-    ) -> ConvNormAct:
-        return ConvNormAct(
-            in_chs,
-            out_chs,
-            kernel_size,
-            stride,
-            dilation,
-            groups=groups,
-            apply_act=apply_act,
-            act_layer=self.act_layer,
-            norm_layer=self.norm_layer,
-        )
-
-
-class BottleneckBlock(nn.Module):
-    """ResNe(X)t bottleneck: 1x1, grouped 3x3, linear 1x1, the residual added, then the activation."""
-
-    def __init__(
-        self,
-        in_chs: int,
-        out_chs: int,
-        dilation: int,
-        bottle_ratio: float,
-        groups: int,
-        drop_path_rate: float,
-        cargs: _ConvArgs,
-    ) -> None:
-        super().__init__()
-        mid_chs = round(out_chs * bottle_ratio)
-        self.conv1 = cargs.conv(in_chs, mid_chs)
-        self.conv2 = cargs.conv(mid_chs, mid_chs, 3, dilation=dilation, groups=groups)
-        self.conv3 = cargs.conv(mid_chs, out_chs, apply_act=False)
-        self.drop_path: nn.Module = DropPath(drop_path_rate) if drop_path_rate > 0.0 else nn.Identity()
-        self.act3 = make_act(cargs.act_layer)
-
-    def zero_init_last(self) -> None:
-        """Start the residual branch at zero: its last norm's scale."""
-        nn.init.zeros_(self.conv3.bn.get_parameter("weight"))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv3(self.conv2(self.conv1(x)))
-        out = self.drop_path(out) + x
-        result: torch.Tensor = self.act3(out)
-        return result
-
-
-class DarkBlock(nn.Module):
-    """DarkNet residual block: 1x1 down to the bottleneck, 3x3 back up, the input added (no activation after)."""
-
-    def __init__(
-        self,
-        in_chs: int,
-        out_chs: int,
-        dilation: int,
-        bottle_ratio: float,
-        groups: int,
-        drop_path_rate: float,
-        cargs: _ConvArgs,
-    ) -> None:
-        super().__init__()
-        mid_chs = round(out_chs * bottle_ratio)
-        self.conv1 = cargs.conv(in_chs, mid_chs)
-        self.conv2 = cargs.conv(mid_chs, out_chs, 3, dilation=dilation, groups=groups)
-        self.drop_path: nn.Module = DropPath(drop_path_rate) if drop_path_rate > 0.0 else nn.Identity()
-
-    def zero_init_last(self) -> None:
-        """Start the residual branch at zero: its last norm's scale."""
-        nn.init.zeros_(self.conv2.bn.get_parameter("weight"))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv2(self.conv1(x))
-        result: torch.Tensor = self.drop_path(out) + x
-        return result
-
-
-def _blocks(
-    cfg: StageCfg, in_chs: int, dilation: int, rates: Sequence[float], cargs: _ConvArgs
-) -> tuple[nn.Sequential, int]:
-    """A stage's residual blocks (named 0..depth-1) and their output width."""
-    block_cls = DarkBlock if cfg.block_type == "dark" else BottleneckBlock
-    out_chs = round(cfg.out_chs * cfg.block_ratio)
-    blocks = nn.Sequential()
-    for i in range(cfg.depth):
-        blocks.add_module(str(i), block_cls(in_chs, out_chs, dilation, cfg.bottle_ratio, cfg.groups, rates[i], cargs))
-        in_chs = out_chs
-    return blocks, out_chs
-
-
-class CrossStage(nn.Module):
-    """Cross-stage partial stage: expand, split in two, run the blocks on one half, transition and rejoin."""
-
-    def __init__(
-        self,
-        cfg: StageCfg,
-        in_chs: int,
-        stride: int,
-        dilation: int,
-        first_dilation: int,
-        rates: Sequence[float],
-        cargs: _ConvArgs,
-    ) -> None:
-        super().__init__()
-        self.conv_down: nn.Module = nn.Identity()
-        prev_chs = in_chs
-        if stride != 1 or first_dilation != dilation:
-            prev_chs = cfg.out_chs if cfg.down_growth else in_chs
-            self.conv_down = cargs.conv(in_chs, prev_chs, 3, stride, first_dilation, cfg.groups)
-        self.expand_chs = exp_chs = round(cfg.out_chs * cfg.expand_ratio)
-        self.conv_exp = cargs.conv(prev_chs, exp_chs, apply_act=not cfg.cross_linear)
-        self.blocks, block_chs = _blocks(cfg, exp_chs // 2, dilation, rates, cargs)
-        self.conv_transition_b = cargs.conv(block_chs, exp_chs // 2)
-        self.conv_transition = cargs.conv(exp_chs, cfg.out_chs)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv_exp(self.conv_down(x))
-        half = self.expand_chs // 2
-        cross, part = x[:, :half], x[:, half:]
-        part = self.conv_transition_b(self.blocks(part))
-        out: torch.Tensor = self.conv_transition(torch.cat([cross, part], dim=1))
-        return out
-
-
-class DarkStage(nn.Module):
-    """DarkNet stage: a strided 3x3 conv, then residual blocks."""
-
-    def __init__(
-        self,
-        cfg: StageCfg,
-        in_chs: int,
-        stride: int,
-        dilation: int,
-        first_dilation: int,
-        rates: Sequence[float],
-        cargs: _ConvArgs,
-    ) -> None:
-        super().__init__()
-        self.conv_down = cargs.conv(in_chs, cfg.out_chs, 3, stride, first_dilation, cfg.groups)
-        self.blocks, _ = _blocks(cfg, cfg.out_chs, dilation, rates, cargs)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.blocks(self.conv_down(x))
-        return out
-
-
-def _stem(in_chans: int, cfg: StemCfg, cargs: _ConvArgs) -> tuple[nn.Sequential, list[FeatureInfo], FeatureInfo]:
-    """The stem, its taps before its output (a conv before striding on), and its output as a would-be tap."""
-    stem = nn.Sequential()
-    taps: list[FeatureInfo] = []
-    prev: FeatureInfo | None = None
-    chs, reduction = in_chans, 1
-    last = len(cfg.out_chs) - 1
-    for i, out_chs in enumerate(cfg.out_chs):
-        # the first conv strides, and the last too where a stride of 4 comes without a pool
-        stride = 2 if (i == 0 and cfg.stride > 1) or (i == last and cfg.stride > 2 and not cfg.pool) else 1
-        if stride > 1 and prev is not None:
-            taps.append(prev)
-        stem.add_module(f"conv{i + 1}", cargs.conv(chs, out_chs, cfg.kernel_size, stride))
-        chs, reduction = out_chs, reduction * stride
-        prev = FeatureInfo(index=0, module=f"stem.conv{i + 1}", num_chs=chs, reduction=reduction)
-    assert prev is not None  # StemCfg holds at least one width
-    if cfg.pool:
-        taps.append(prev)
-        stem.add_module("pool", nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
-        reduction *= 2
-        prev = FeatureInfo(index=0, module="stem.pool", num_chs=chs, reduction=reduction)
-    return stem, taps, prev
+ACT_LAYERS: tuple[str, ...] = ("leaky_relu", "relu", "silu")
 
 
 def _init_weights(model: CspNet, *, fresh: bool) -> None:
     """CspNet's init, on construction (fresh=False: over torch's defaults) and one-pass creation (fresh: every
-    tensor once): convolutions Kaiming-normal (fan-out), the classifier N(0, 0.01) with zero bias, the rest
-    torch's default; with zero_init_last each residual branch's last norm starts at zero scale."""
+    tensor once): convolutions Kaiming-normal (fan-out) with zero bias (the attention's have one), the
+    classifier N(0, 0.01) with zero bias, the rest torch's default; with zero_init_last each residual
+    branch's last norm starts at zero scale."""
 
     def rule(m: nn.Module) -> bool:
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if fresh:
-                default_bias_(m)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
             return True
         if isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, std=0.01)
@@ -305,7 +83,7 @@ def _init_weights(model: CspNet, *, fresh: bool) -> None:
     init_each_module(model, rule, fresh=fresh)
     if model._zero_init_last:
         for m in model.modules():
-            if isinstance(m, (BottleneckBlock, DarkBlock)):
+            if isinstance(m, (BottleneckBlock, DarkBlock, EdgeBlock)):
                 m.zero_init_last()
 
 
@@ -341,7 +119,7 @@ class CspNet(ZooModule):
         check_choice("output_stride", output_stride, OUTPUT_STRIDES)
         drop_rate = check_float("drop_rate", drop_rate, ge=0.0, lt=1.0)
         drop_path_rate = check_float("drop_path_rate", drop_path_rate, ge=0.0, lt=1.0)
-        check_choice("act_layer", act_layer, ("leaky_relu", "relu"))
+        check_choice("act_layer", act_layer, ACT_LAYERS)
         check_choice("norm_layer", norm_layer, NORM_LAYERS)
         if norm_layer == "iabn" and act_layer != "leaky_relu":
             raise InvalidValueError(f"act_layer={act_layer!r} is invalid with norm_layer='iabn': expected 'leaky_relu'")
@@ -351,9 +129,9 @@ class CspNet(ZooModule):
         self.num_classes = num_classes
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
-        cargs = _ConvArgs(act_layer, norm_layer)
+        cargs = ConvArgs(act_layer, norm_layer)
 
-        self.stem, stem_taps, prev = _stem(in_chans, stem_cfg, cargs)
+        self.stem, stem_taps, prev = make_stem(in_chans, stem_cfg, cargs)
         taps = list(stem_taps)
         depths = [s.depth for s in stage_cfgs]
         rates = torch.linspace(0.0, drop_path_rate, sum(depths), device="cpu").tolist()
@@ -369,8 +147,7 @@ class CspNet(ZooModule):
             reduction *= stride
             first_dilation = 1 if dilation in (1, 2) else 2
             stage_rates = rates[sum(depths[:i]) : sum(depths[: i + 1])]
-            stage_cls = DarkStage if cfg.stage_type == "dark" else CrossStage
-            self.stages.add_module(str(i), stage_cls(cfg, chs, stride, dilation, first_dilation, stage_rates, cargs))
+            self.stages.add_module(str(i), make_stage(cfg, chs, stride, dilation, first_dilation, stage_rates, cargs))
             chs = cfg.out_chs
             prev = FeatureInfo(index=0, module=f"stages.{i}", num_chs=chs, reduction=reduction)
         taps.append(prev)
@@ -506,8 +283,54 @@ def _cspresnet(widths: Sequence[int], **ratios: Sequence[object]) -> tuple[Stage
     return _stages(_RESNET_DEPTHS, widths, (1, 2), cross_linear=(True,), **ratios)
 
 
-def _darknet(depths: Sequence[int]) -> tuple[StageCfg, ...]:
-    return _stages(depths, _DARK_WIDTHS, (2,), bottle_ratio=(0.5,), stage_type=("dark",), block_type=("dark",))
+def _darknet(depths: Sequence[int], avg_down: bool = False) -> tuple[StageCfg, ...]:
+    return _stages(
+        depths,
+        _DARK_WIDTHS,
+        (2,),
+        bottle_ratio=(0.5,),
+        stage_type=("dark",),
+        block_type=("dark",),
+        avg_down=(avg_down,),
+    )
+
+
+# CS3 sizes: the four stages' depths and the first stage's width (the others double it)
+_CS3_SIZES: dict[str, tuple[tuple[int, ...], int]] = {
+    "s": ((1, 3, 4, 1), 64),
+    "m": ((2, 4, 6, 2), 96),
+    "l": ((3, 6, 9, 3), 128),
+    "x": ((3, 7, 11, 3), 160),
+}
+
+
+def _cs3(
+    size: str, *, focus: bool = False, block_type: str = "dark", se_ratio: float | None = None
+) -> dict[str, object]:
+    """A CS3 network's arguments: a stride-2 stem (two 3x3 convs, or focus: one 6x6), four cs3 stages, SiLU.
+
+    Dark blocks keep the width of the half they run on, edge blocks widen it 1.5 times inside; se_ratio
+    puts squeeze-and-excitation of that ratio in each block.
+    """
+    depths, width = _CS3_SIZES[size]
+    if focus:
+        stem = StemCfg(out_chs=(width // 2,), kernel_size=6, stride=2, padding=2)
+    else:
+        stem = StemCfg(out_chs=(width // 4, width // 2), kernel_size=3, stride=2)
+    attn: dict[str, Sequence[object]] = (
+        {} if se_ratio is None else {"attn_layer": ("se",), "attn_rd_ratio": (se_ratio,)}
+    )
+    stages = _stages(
+        depths,
+        [width * 2**i for i in range(4)],
+        (2,),
+        stage_type=("cs3",),
+        block_type=(block_type,),
+        block_ratio=(0.5,),
+        bottle_ratio=(1.5 if block_type == "edge" else 1.0,),
+        **attn,
+    )
+    return {"stem_cfg": stem, "stage_cfgs": stages, "act_layer": "silu"}
 
 
 _CSPRESNEXT = _cspresnet(
@@ -538,6 +361,17 @@ _ARCHS: dict[str, dict[str, object]] = {
     "darknet17": {"stem_cfg": _DARK_STEM, "stage_cfgs": _darknet((1, 1, 1, 1, 1))},
     "darknet21": {"stem_cfg": _DARK_STEM, "stage_cfgs": _darknet((1, 1, 1, 2, 2))},
     "darknet53": {"stem_cfg": _DARK_STEM, "stage_cfgs": _darknet(_DARK_DEPTHS)},
+    "darknetaa53": {"stem_cfg": _DARK_STEM, "stage_cfgs": _darknet(_DARK_DEPTHS, avg_down=True)},
+    "cs3darknet_focus_s": _cs3("s", focus=True),
+    "cs3darknet_focus_m": _cs3("m", focus=True),
+    "cs3darknet_focus_l": _cs3("l", focus=True),
+    "cs3darknet_m": _cs3("m"),
+    "cs3darknet_l": _cs3("l"),
+    "cs3darknet_x": _cs3("x"),
+    "cs3sedarknet_l": _cs3("l", se_ratio=0.25),
+    "cs3sedarknet_x": _cs3("x", se_ratio=1 / 16),
+    "cs3edgenet_x": _cs3("x", block_type="edge"),
+    "cs3se_edgenet_x": _cs3("x", block_type="edge", se_ratio=0.25),
 }
 
 MODEL_SPECS: tuple[ModelSpec, ...] = family_specs(

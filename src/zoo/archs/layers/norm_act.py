@@ -136,7 +136,10 @@ def make_norm_act(
 
 
 class ConvNormAct(nn.Module):
-    """A bias-free convolution (`conv`), then a norm with an optional activation (`bn`, see make_norm_act)."""
+    """A bias-free convolution (`conv`), then a norm with an optional activation (`bn`, see make_norm_act).
+
+    padding None is the symmetric padding that keeps the size at stride 1 (get_padding); an int sets it.
+    """
 
     def __init__(
         self,
@@ -152,9 +155,11 @@ class ConvNormAct(nn.Module):
         groups: int = 1,
         act_layer: str | None = None,
         norm_layer: str = "batchnorm",
+        padding: int | None = None,
     ) -> None:
         super().__init__()
-        padding = get_padding(kernel_size, stride, dilation)
+        if padding is None:
+            padding = get_padding(kernel_size, stride, dilation)
         self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, dilation, groups=groups, bias=False)
         self.bn = make_norm_act(
             norm_layer, out_chs, apply_act=apply_act, act_layer=act_layer, eps=eps, momentum=momentum
