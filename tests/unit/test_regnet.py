@@ -27,7 +27,7 @@ from model_checks import (
 from refdata import reference
 from weights_support import CheckpointServer
 from zoo.archs.layers import DropPath, SEModule
-from zoo.archs.regnet import Bottleneck, RegNet, RegNetCfg, StageLayout, stage_layouts
+from zoo.archs.regnet import Bottleneck, PreBottleneck, RegNet, RegNetCfg, StageLayout, stage_layouts
 
 X = images()
 # block widths 8, 20, 32, 44, 56, 68 snap to 8, 16, 32, 32, 64, 64: four stages of 1, 1, 2, 2 blocks
@@ -56,12 +56,14 @@ def test_width_rule_gives_the_reference_layout(name: str) -> None:
     shapes = reference(name)["state_dict"]
     cfg = zoo.api.default_zoo().get_spec(name).model_args["cfg"]
     assert isinstance(cfg, RegNetCfg)
+    conv = "" if cfg.preact else ".conv"  # a pre-activation block's convolutions are bare
     expected = []
     for stage in range(1, 5):
         blocks = {int(m.group(1)) for k in shapes if (m := re.match(rf"s{stage}\.b(\d+)\.", k))}
-        width = shapes[f"s{stage}.b1.conv3.conv.weight"][0]
-        groups = width // shapes[f"s{stage}.b1.conv2.conv.weight"][1]
-        expected.append(StageLayout(width, len(blocks), width // groups))
+        width = shapes[f"s{stage}.b1.conv3{conv}.weight"][0]
+        mid, group = shapes[f"s{stage}.b1.conv2{conv}.weight"][:2]
+        assert mid == round(width * cfg.bottle_ratio)
+        expected.append(StageLayout(width, len(blocks), group))
     assert stage_layouts(cfg) == expected
 
 
@@ -70,7 +72,8 @@ def test_width_rule_gives_the_reference_layout(name: str) -> None:
 def test_feature_info(name: str, output_stride: int) -> None:
     model = meta_model(name, RegNet, output_stride=output_stride)
     check_reference_taps(model, name, output_stride=output_stride)
-    assert any(isinstance(m, SEModule) for m in model.modules()) == (name == "regnety_016")
+    assert any(isinstance(m, SEModule) for m in model.modules()) == (not name.startswith("regnetx_"))
+    assert any(isinstance(m, PreBottleneck) for m in model.modules()) == name.startswith("regnetv_")
 
 
 def test_surface_forward_intermediates() -> None:

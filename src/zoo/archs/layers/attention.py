@@ -8,16 +8,23 @@ import torch
 from torch import nn
 
 from zoo.archs.layers.helpers import make_divisible
+from zoo.archs.layers.norm_act import make_act
 from zoo.domain.errors import InvalidValueError
 
 __all__ = ["EcaModule", "SEModule", "create_attn"]
 
 
 class SEModule(nn.Module):
-    """Squeeze-and-excitation with 1x1 convolutions (fc1/fc2), ReLU and a sigmoid gate."""
+    """Squeeze-and-excitation with 1x1 convolutions (fc1/fc2), an activation (ReLU by default) and a sigmoid gate."""
 
     def __init__(
-        self, channels: int, rd_ratio: float = 1.0 / 16, rd_divisor: int = 8, *, rd_channels: int | None = None
+        self,
+        channels: int,
+        rd_ratio: float = 1.0 / 16,
+        rd_divisor: int = 8,
+        *,
+        rd_channels: int | None = None,
+        act_layer: str = "relu",
     ) -> None:
         super().__init__()
         # rd_channels, when given, is the squeezed width as is (RegNet sizes it from the block's input)
@@ -25,7 +32,7 @@ class SEModule(nn.Module):
             rd_channels = make_divisible(channels * rd_ratio, rd_divisor, round_limit=0.0)
         self.fc1 = nn.Conv2d(channels, rd_channels, kernel_size=1, bias=True)
         self.bn = nn.Identity()
-        self.act = nn.ReLU(inplace=True)
+        self.act = make_act(act_layer)
         self.fc2 = nn.Conv2d(rd_channels, channels, kernel_size=1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
