@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TypedDict
 
 import torch
 from torch import nn
+from typing_extensions import Unpack
 
 from zoo.archs.base import ZooModule
 from zoo.archs.catalogue import family_specs
@@ -238,27 +240,41 @@ class RegNet(ZooModule):
         return list(kept)
 
 
-# the Y designs: X's with squeeze-excitation; V: Y's pre-activated, with SiLU; Z: inverted bottlenecks with SiLU and
-# no residual where the shape changes
-_SE = {"se_ratio": 0.25}
-_V = {"se_ratio": 0.25, "preact": True, "act_layer": "silu"}
-_Z = {"bottle_ratio": 4.0, "se_ratio": 0.25, "downsample": None, "linear_out": True, "act_layer": "silu"}
+class _Design(TypedDict, total=False):
+    """RegNetCfg's fields past the width rule's five, as keywords a design passes on."""
+
+    bottle_ratio: float
+    se_ratio: float
+    group_min_ratio: float
+    downsample: str | None
+    linear_out: bool
+    preact: bool
+    num_features: int
+    act_layer: str
+
+
+# Y: X with squeeze-excitation; V: Y pre-activated, with SiLU; Z: inverted bottlenecks with SiLU, no activation
+# after the sums and no residual where the shape changes
+_SE: _Design = {"se_ratio": 0.25}
+_V: _Design = {"se_ratio": 0.25, "preact": True, "act_layer": "silu"}
+_Z: _Design = {"bottle_ratio": 4.0, "se_ratio": 0.25, "downsample": None, "linear_out": True, "act_layer": "silu"}
 # the torchvision-trained _tv designs round their bottleneck widths to group multiples as torchvision does
-_TV = {"group_min_ratio": 0.9}
+_TV: _Design = {"group_min_ratio": 0.9}
+_SE_TV: _Design = {**_SE, **_TV}
+_V_AVG: _Design = {**_V, "downsample": "avg"}  # shortcuts pool, then project
+_Z_HEAD: _Design = {**_Z, "num_features": 1536}  # a final 1x1 conv + norm + activation before the head
 
 
-def _arch(depth: int, w0: int, wa: float, wm: float, group_size: int, *extras: dict[str, object]) -> dict[str, object]:
-    fields: dict[str, object] = {k: v for extra in extras for k, v in extra.items()}
-    cfg = RegNetCfg(depth=depth, w0=w0, wa=wa, wm=wm, group_size=group_size, **fields)  # type: ignore[arg-type]  # checked
-    return {"cfg": cfg}
+def _arch(depth: int, w0: int, wa: float, wm: float, group_size: int, **design: Unpack[_Design]) -> dict[str, object]:
+    return {"cfg": RegNetCfg(depth=depth, w0=w0, wa=wa, wm=wm, group_size=group_size, **design)}
 
 
 _ARCHS: dict[str, dict[str, object]] = {
-    "regnetv_040": _arch(22, 96, 31.41, 2.24, 64, _V),
-    "regnetv_064": _arch(25, 112, 33.22, 2.27, 72, _V, {"downsample": "avg"}),
+    "regnetv_040": _arch(22, 96, 31.41, 2.24, 64, **_V),
+    "regnetv_064": _arch(25, 112, 33.22, 2.27, 72, **_V_AVG),
     "regnetx_002": _arch(13, 24, 36.44, 2.49, 8),
     "regnetx_004": _arch(22, 24, 24.48, 2.54, 16),
-    "regnetx_004_tv": _arch(22, 24, 24.48, 2.54, 16, _TV),
+    "regnetx_004_tv": _arch(22, 24, 24.48, 2.54, 16, **_TV),
     "regnetx_006": _arch(16, 48, 36.97, 2.24, 24),
     "regnetx_008": _arch(16, 56, 35.73, 2.28, 16),
     "regnetx_016": _arch(18, 80, 34.01, 2.25, 24),
@@ -269,26 +285,26 @@ _ARCHS: dict[str, dict[str, object]] = {
     "regnetx_120": _arch(19, 168, 73.36, 2.37, 112),
     "regnetx_160": _arch(22, 216, 55.59, 2.1, 128),
     "regnetx_320": _arch(23, 320, 69.86, 2.0, 168),
-    "regnety_002": _arch(13, 24, 36.44, 2.49, 8, _SE),
-    "regnety_004": _arch(16, 48, 27.89, 2.09, 8, _SE),
-    "regnety_006": _arch(15, 48, 32.54, 2.32, 16, _SE),
-    "regnety_008": _arch(14, 56, 38.84, 2.4, 16, _SE),
-    "regnety_008_tv": _arch(14, 56, 38.84, 2.4, 16, _SE, _TV),
-    "regnety_016": _arch(27, 48, 20.71, 2.65, 24, _SE),
-    "regnety_032": _arch(21, 80, 42.63, 2.66, 24, _SE),
-    "regnety_040": _arch(22, 96, 31.41, 2.24, 64, _SE),
-    "regnety_064": _arch(25, 112, 33.22, 2.27, 72, _SE),
-    "regnety_080": _arch(17, 192, 76.82, 2.19, 56, _SE),
-    "regnety_080_tv": _arch(17, 192, 76.82, 2.19, 56, _SE, _TV),
-    "regnety_120": _arch(19, 168, 73.36, 2.37, 112, _SE),
-    "regnety_1280": _arch(27, 456, 160.83, 2.52, 264, _SE),
-    "regnety_160": _arch(18, 200, 106.23, 2.48, 112, _SE),
-    "regnety_2560": _arch(27, 640, 230.83, 2.53, 373, _SE),
-    "regnety_320": _arch(20, 232, 115.89, 2.53, 232, _SE),
-    "regnety_640": _arch(20, 352, 147.48, 2.4, 328, _SE),
+    "regnety_002": _arch(13, 24, 36.44, 2.49, 8, **_SE),
+    "regnety_004": _arch(16, 48, 27.89, 2.09, 8, **_SE),
+    "regnety_006": _arch(15, 48, 32.54, 2.32, 16, **_SE),
+    "regnety_008": _arch(14, 56, 38.84, 2.4, 16, **_SE),
+    "regnety_008_tv": _arch(14, 56, 38.84, 2.4, 16, **_SE_TV),
+    "regnety_016": _arch(27, 48, 20.71, 2.65, 24, **_SE),
+    "regnety_032": _arch(21, 80, 42.63, 2.66, 24, **_SE),
+    "regnety_040": _arch(22, 96, 31.41, 2.24, 64, **_SE),
+    "regnety_064": _arch(25, 112, 33.22, 2.27, 72, **_SE),
+    "regnety_080": _arch(17, 192, 76.82, 2.19, 56, **_SE),
+    "regnety_080_tv": _arch(17, 192, 76.82, 2.19, 56, **_SE_TV),
+    "regnety_120": _arch(19, 168, 73.36, 2.37, 112, **_SE),
+    "regnety_1280": _arch(27, 456, 160.83, 2.52, 264, **_SE),
+    "regnety_160": _arch(18, 200, 106.23, 2.48, 112, **_SE),
+    "regnety_2560": _arch(27, 640, 230.83, 2.53, 373, **_SE),
+    "regnety_320": _arch(20, 232, 115.89, 2.53, 232, **_SE),
+    "regnety_640": _arch(20, 352, 147.48, 2.4, 328, **_SE),
     # built without zero_init_last, as the reference builds them
-    "regnetz_040": {**_arch(28, 48, 14.5, 2.226, 8, _Z), "zero_init_last": False},
-    "regnetz_040_h": {**_arch(28, 48, 14.5, 2.226, 8, _Z, {"num_features": 1536}), "zero_init_last": False},
+    "regnetz_040": {**_arch(28, 48, 14.5, 2.226, 8, **_Z), "zero_init_last": False},
+    "regnetz_040_h": {**_arch(28, 48, 14.5, 2.226, 8, **_Z_HEAD), "zero_init_last": False},
 }
 
 MODEL_SPECS: tuple[ModelSpec, ...] = family_specs(__name__, RegNet, _ARCHS, FeatureCfg())
