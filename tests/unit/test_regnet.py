@@ -28,6 +28,7 @@ from refdata import reference
 from weights_support import CheckpointServer
 from zoo.archs.layers import ConvNormAct, DropPath, SEModule
 from zoo.archs.regnet import Bottleneck, PreBottleneck, RegNet, RegNetCfg, StageLayout, stage_layouts
+from zoo.services.pruner import ChannelPruner
 
 X = images()
 # block widths 8, 20, 32, 44, 56, 68 snap to 8, 16, 32, 32, 64, 64: four stages of 1, 1, 2, 2 blocks
@@ -330,3 +331,13 @@ def test_z_designs_are_built_without_zero_init_last() -> None:
     model = meta_model("regnetz_040_h", RegNet)
     assert isinstance(model.final_conv, ConvNormAct)
     assert model.num_features == 1536
+
+
+@pytest.mark.parametrize("cfg", [SMALL, SMALL_V, SMALL_Z], ids=["y", "v", "z"])
+def test_channel_pruning_derives_a_narrower_model(cfg: RegNetCfg) -> None:
+    model = small(cfg=cfg).eval()
+    spec, pruned = ChannelPruner().derive(model, 0.5)
+    assert len(spec) > 0
+    assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
+    with torch.no_grad():
+        assert pruned.eval()(X).shape == (1, 5)
