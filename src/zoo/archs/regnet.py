@@ -1,32 +1,40 @@
-"""RegNet X and Y (regnetx_016, regnety_016): stage widths and depths from the quantised linear rule of RegNet.
+"""RegNet X, Y, V and Z: stage widths and depths from the quantised linear rule of RegNet.
 
-Parameter names and shapes follow timm 1.0.31 for the same model names, so published checkpoints for
-those names load unchanged.
+X is the plain bottleneck design, Y adds squeeze-excitation, V is Y with pre-activation blocks, Z has
+inverted bottlenecks (wider inside than out) without activations after the residual sums. The design
+rule and the blocks are in regnet_blocks. Parameter names and shapes follow timm 1.0.31 for the same
+model names, so published checkpoints for those names load unchanged.
 """
 
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Sequence
+from typing import TypedDict
 
-import attrs
 import torch
 from torch import nn
+from typing_extensions import Unpack
 
 from zoo.archs.base import ZooModule
 from zoo.archs.catalogue import family_specs
 from zoo.archs.layers import (
-    AvgPool2dSame,
     ClassifierHead,
     ConvNormAct,
-    DropPath,
     GlobalPool,
-    SEModule,
     check_head,
     init_each_module,
     is_scripting,
-    make_divisible,
+    make_act,
+)
+from zoo.archs.regnet_blocks import (
+    DOWNSAMPLE_TYPES,
+    Bottleneck,
+    PreBottleneck,
+    RegNetCfg,
+    StageLayout,
+    make_stage,
+    stage_layouts,
 )
 from zoo.archs.surface import TapStep, run_stage, take_taps
 from zoo.domain.checks import check_bool, check_choice, check_float, check_int
@@ -34,162 +42,20 @@ from zoo.domain.errors import InvalidValueError
 from zoo.domain.grouping import GroupMatcher
 from zoo.domain.values import FeatureCfg, FeatureInfo, ModelSpec
 
-__all__ = ["DOWNSAMPLE_TYPES", "MODEL_SPECS", "OUTPUT_STRIDES", "Bottleneck", "RegNet", "RegNetCfg", "StageLayout"]
+__all__ = [
+    "DOWNSAMPLE_TYPES",
+    "MODEL_SPECS",
+    "OUTPUT_STRIDES",
+    "Bottleneck",
+    "PreBottleneck",
+    "RegNet",
+    "RegNetCfg",
+    "StageLayout",
+    "stage_layouts",
+]
 
 OUTPUT_STRIDES: tuple[int, ...] = (8, 16, 32)
-DOWNSAMPLE_TYPES: tuple[str | None, ...] = ("conv1x1", "avg", None)
 STAGE_NAMES: tuple[str, ...] = ("s1", "s2", "s3", "s4")
-WIDTH_QUANTUM = 8
-
-
-@attrs.frozen
-class RegNetCfg:
-    """A RegNet design: per-block widths w0 + wa * j, snapped to powers of wm and multiples of 8, grouped into stages.
-
-    group_size is the width of each group of the 3x3 convolution, se_ratio (0: none) sizes the
-    squeeze-excitation from the block's input width, downsample is the projection shortcut's kind
-    ('conv1x1', 'avg' for pooling then 1x1, None for no shortcut), linear_out drops each block's
-    final activation (then one activation ends the network).
-    """
-
-    depth: int
-    w0: int
-    wa: float
-    wm: float
-    group_size: int
-    bottle_ratio: float = 1.0
-    se_ratio: float = 0.0
-    group_min_ratio: float = 0.0
-    stem_width: int = 32
-    downsample: str | None = "conv1x1"
-    linear_out: bool = False
-
-    def __attrs_post_init__(self) -> None:
-        check_int("RegNetCfg.depth", self.depth, ge=1)
-        check_int("RegNetCfg.w0", self.w0, ge=WIDTH_QUANTUM)
-        if self.w0 % WIDTH_QUANTUM:
-            raise InvalidValueError(f"RegNetCfg.w0={self.w0!r} is invalid: expected a multiple of {WIDTH_QUANTUM}")
-        check_float("RegNetCfg.wa", self.wa, ge=0.0)
-        wm = check_float("RegNetCfg.wm", self.wm)
-        if wm <= 1.0:
-            raise InvalidValueError(f"RegNetCfg.wm={self.wm!r} is invalid: expected a number above 1")
-        check_int("RegNetCfg.group_size", self.group_size, ge=1)
-        ratio = check_float("RegNetCfg.bottle_ratio", self.bottle_ratio, le=1.0)
-        if ratio <= 0.0:
-            raise InvalidValueError(f"RegNetCfg.bottle_ratio={self.bottle_ratio!r} is invalid: expected 0 < ratio <= 1")
-        check_float("RegNetCfg.se_ratio", self.se_ratio, ge=0.0, lt=1.0)
-        check_float("RegNetCfg.group_min_ratio", self.group_min_ratio, ge=0.0, lt=1.0)
-        check_int("RegNetCfg.stem_width", self.stem_width, ge=1)
-        check_choice("RegNetCfg.downsample", self.downsample, DOWNSAMPLE_TYPES)
-        check_bool("RegNetCfg.linear_out", self.linear_out)
-
-
-@attrs.frozen
-class StageLayout:
-    """One stage as the design rule lays it out: output width, number of blocks, 3x3 group width."""
-
-    width: int
-    depth: int
-    group_size: int
-
-
-def stage_layouts(cfg: RegNetCfg) -> list[StageLayout]:
-    """The stages of cfg's design: block widths quantised, equal widths merged, widths made divisible by groups."""
-    # in float32 on the CPU on purpose (also under a meta-device build): the published widths were derived so
-    linear = torch.arange(cfg.depth, dtype=torch.float32, device="cpu") * cfg.wa + cfg.w0
-    steps = torch.round(torch.log(linear / cfg.w0) / math.log(cfg.wm))
-    block_widths = torch.round(cfg.w0 * torch.pow(cfg.wm, steps) / WIDTH_QUANTUM) * WIDTH_QUANTUM
-    widths, depths = torch.unique(block_widths.int(), return_counts=True)
-    layouts = []
-    for width, depth in zip(widths.tolist(), depths.tolist(), strict=True):
-        bottleneck = int(width * cfg.bottle_ratio)
-        group = min(cfg.group_size, bottleneck)
-        if cfg.group_min_ratio:
-            bottleneck = make_divisible(bottleneck, group, round_limit=cfg.group_min_ratio)
-        else:
-            bottleneck = int(round(bottleneck / group) * group)
-        layouts.append(StageLayout(int(bottleneck / cfg.bottle_ratio), depth, group))
-    return layouts
-
-
-def _shortcut(kind: str | None, in_chs: int, out_chs: int, stride: int, dilation: tuple[int, int]) -> nn.Module | None:
-    """The residual path: Identity where shapes match, else a projection of the given kind (None: no residual)."""
-    if in_chs == out_chs and stride == 1 and dilation[0] == dilation[1]:
-        return nn.Identity()
-    if kind is None:
-        return None
-    if kind == "avg":
-        pool: nn.Module = nn.Identity()
-        if stride > 1:
-            pool = nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False)
-        elif dilation[0] > 1:
-            pool = AvgPool2dSame(2)
-        return nn.Sequential(pool, ConvNormAct(in_chs, out_chs, 1, apply_act=False))
-    return ConvNormAct(in_chs, out_chs, 1, stride, apply_act=False)
-
-
-class Bottleneck(nn.Module):
-    """1x1, grouped 3x3 (strided), squeeze-excitation (Y), 1x1 without activation; residual, then ReLU."""
-
-    def __init__(
-        self,
-        in_chs: int,
-        out_chs: int,
-        *,
-        stride: int,
-        dilation: tuple[int, int],
-        group_size: int,
-        cfg: RegNetCfg,
-        drop_path_rate: float,
-    ) -> None:
-        super().__init__()
-        mid = round(out_chs * cfg.bottle_ratio)
-        self.conv1 = ConvNormAct(in_chs, mid, 1)
-        self.conv2 = ConvNormAct(mid, mid, 3, stride, dilation[0], groups=mid // group_size)
-        self.se: nn.Module = SEModule(mid, rd_channels=round(in_chs * cfg.se_ratio)) if cfg.se_ratio else nn.Identity()
-        self.conv3 = ConvNormAct(mid, out_chs, 1, apply_act=False)
-        self.act3: nn.Module = nn.Identity() if cfg.linear_out else nn.ReLU()
-        # named downsample for checkpoint compatibility, though it is the shortcut (Identity where shapes match)
-        self.downsample = _shortcut(cfg.downsample, in_chs, out_chs, stride, dilation)
-        self.drop_path: nn.Module = DropPath(drop_path_rate) if drop_path_rate > 0.0 else nn.Identity()
-
-    def zero_init_last(self) -> None:
-        """Start the residual branch at zero: its last batch norm's scale."""
-        nn.init.zeros_(self.conv3.bn.get_parameter("weight"))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x
-        x = self.conv3(self.se(self.conv2(self.conv1(x))))
-        downsample = self.downsample
-        if downsample is not None:
-            x = self.drop_path(x) + downsample(shortcut)
-        out: torch.Tensor = self.act3(x)
-        return out
-
-
-def _stage(
-    in_chs: int,
-    layout: StageLayout,
-    stride: int,
-    dilation: int,
-    rates: Sequence[float],
-    cfg: RegNetCfg,
-) -> nn.Sequential:
-    """A stage's blocks b1..bN; the first strides (or starts the dilation) and changes the width."""
-    blocks: OrderedDict[str, nn.Module] = OrderedDict()
-    first_dilation = 1 if dilation in (1, 2) else 2
-    for i in range(layout.depth):
-        blocks[f"b{i + 1}"] = Bottleneck(
-            in_chs if i == 0 else layout.width,
-            layout.width,
-            stride=stride if i == 0 else 1,
-            dilation=(first_dilation, dilation),
-            group_size=layout.group_size,
-            cfg=cfg,
-            drop_path_rate=rates[i],
-        )
-        first_dilation = dilation
-    return nn.Sequential(blocks)
 
 
 def _init_layer(m: nn.Module) -> bool:
@@ -257,7 +123,11 @@ class RegNet(ZooModule):
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
 
-        self.stem = ConvNormAct(in_chans, cfg.stem_width, 3, stride=2)
+        self.stem: nn.Module = (
+            nn.Conv2d(in_chans, cfg.stem_width, 3, 2, 1, bias=False)  # pre-activation: the first block normalises
+            if cfg.preact
+            else ConvNormAct(in_chans, cfg.stem_width, 3, stride=2, act_layer=cfg.act_layer)
+        )
         self.feature_info = [FeatureInfo(index=0, module="stem", num_chs=cfg.stem_width, reduction=2)]
         depths = [s.depth for s in layouts]
         rates = torch.linspace(0.0, drop_path_rate, sum(depths), device="cpu").tolist()
@@ -270,7 +140,7 @@ class RegNet(ZooModule):
                 stride = 1
             reduction *= stride
             stage_rates = rates[sum(depths[:i]) : sum(depths[: i + 1])]
-            stages.append(_stage(chs, layout, stride, dilation, stage_rates, cfg))
+            stages.append(make_stage(chs, layout, stride, dilation, stage_rates, cfg))
             chs = layout.width
             self.feature_info.append(FeatureInfo(index=i + 1, module=STAGE_NAMES[i], num_chs=chs, reduction=reduction))
         self.s1: nn.Module = stages[0]
@@ -278,7 +148,12 @@ class RegNet(ZooModule):
         self.s3: nn.Module = stages[2]
         self.s4: nn.Module = stages[3]
         # not in place: the hook extractor's last tap is this module's input, which must survive it
-        self.final_conv: nn.Module = nn.ReLU() if cfg.linear_out else nn.Identity()
+        self.final_conv: nn.Module = nn.Identity()
+        if cfg.num_features:
+            self.final_conv = ConvNormAct(chs, cfg.num_features, 1, act_layer=cfg.act_layer)
+            chs = cfg.num_features
+        elif cfg.linear_out or cfg.preact:
+            self.final_conv = make_act(cfg.act_layer, inplace=False)
         self.num_features = chs
         self.head = ClassifierHead(chs, num_classes, global_pool, drop_rate)
         self.head_hidden_size = self.head.num_features
@@ -296,11 +171,12 @@ class RegNet(ZooModule):
         return x
 
     def group_matcher(self, coarse: bool = False) -> GroupMatcher:
-        """The stem, then each block (each stage s1..s4 with coarse); final_conv and the head last."""
+        """The stem, then each block (each stage s1..s4 with coarse); final_conv (with its parameters) and the head
+        last."""
         return GroupMatcher.of(stem=r"^stem", blocks=r"^s(\d+)" if coarse else r"^s(\d+)\.b(\d+)")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last stage's output (after the final activation of linear_out designs)."""
+        """The last stage's output, through the final activation (linear_out, preact) or conv (num_features)."""
         # is_scripting() must stand in the if itself: TorchScript then drops the branch it cannot compile
         if self.grad_checkpointing and not is_scripting():  # a ternary would not be dropped
             x = self._features_checkpointed(x)
@@ -338,7 +214,9 @@ class RegNet(ZooModule):
     ) -> list[int]:
         """Keep only the stem and stages the taps at indices need (and drop the head); returns the kept indices.
 
-        prune_norm drops the final activation of linear_out designs (the network has no final norm).
+        prune_norm drops what follows the last stage: the final activation of linear_out and pre-activation
+        designs (they have no final norm) or the final conv + norm of num_features designs. That final conv
+        goes with the head too (prune_head), as in the reference: it only feeds the classifier.
         """
         kept = take_taps(self.feature_info, indices)
         check_bool("prune_norm", prune_norm)
@@ -351,16 +229,82 @@ class RegNet(ZooModule):
             self.num_features = self.feature_info[last].num_chs
             self.final_conv = nn.Identity()
             prune_head = True  # the classifier was sized for the dropped stages
-        if prune_norm:
+        if isinstance(self.final_conv, ConvNormAct) and (prune_norm or prune_head):
+            self.final_conv = nn.Identity()
+            self.num_features = self.feature_info[-1].num_chs
+            prune_head = True  # the classifier was sized for the final conv's width
+        elif prune_norm:
             self.final_conv = nn.Identity()
         if prune_head:
             self.reset_classifier(0, "")
         return list(kept)
 
 
+class _Design(TypedDict, total=False):
+    """RegNetCfg's fields past the width rule's five, as keywords a design passes on."""
+
+    bottle_ratio: float
+    se_ratio: float
+    group_min_ratio: float
+    downsample: str | None
+    linear_out: bool
+    preact: bool
+    num_features: int
+    act_layer: str
+
+
+# Y: X with squeeze-excitation; V: Y pre-activated, with SiLU; Z: inverted bottlenecks with SiLU, no activation
+# after the sums and no residual where the shape changes
+_SE: _Design = {"se_ratio": 0.25}
+_V: _Design = {"se_ratio": 0.25, "preact": True, "act_layer": "silu"}
+_Z: _Design = {"bottle_ratio": 4.0, "se_ratio": 0.25, "downsample": None, "linear_out": True, "act_layer": "silu"}
+# the torchvision-trained _tv designs round their bottleneck widths to group multiples as torchvision does
+_TV: _Design = {"group_min_ratio": 0.9}
+_SE_TV: _Design = {**_SE, **_TV}
+_V_AVG: _Design = {**_V, "downsample": "avg"}  # shortcuts pool, then project
+_Z_HEAD: _Design = {**_Z, "num_features": 1536}  # a final 1x1 conv + norm + activation before the head
+
+
+def _arch(depth: int, w0: int, wa: float, wm: float, group_size: int, **design: Unpack[_Design]) -> dict[str, object]:
+    return {"cfg": RegNetCfg(depth=depth, w0=w0, wa=wa, wm=wm, group_size=group_size, **design)}
+
+
 _ARCHS: dict[str, dict[str, object]] = {
-    "regnetx_016": {"cfg": RegNetCfg(depth=18, w0=80, wa=34.01, wm=2.25, group_size=24)},
-    "regnety_016": {"cfg": RegNetCfg(depth=27, w0=48, wa=20.71, wm=2.65, group_size=24, se_ratio=0.25)},
+    "regnetv_040": _arch(22, 96, 31.41, 2.24, 64, **_V),
+    "regnetv_064": _arch(25, 112, 33.22, 2.27, 72, **_V_AVG),
+    "regnetx_002": _arch(13, 24, 36.44, 2.49, 8),
+    "regnetx_004": _arch(22, 24, 24.48, 2.54, 16),
+    "regnetx_004_tv": _arch(22, 24, 24.48, 2.54, 16, **_TV),
+    "regnetx_006": _arch(16, 48, 36.97, 2.24, 24),
+    "regnetx_008": _arch(16, 56, 35.73, 2.28, 16),
+    "regnetx_016": _arch(18, 80, 34.01, 2.25, 24),
+    "regnetx_032": _arch(25, 88, 26.31, 2.25, 48),
+    "regnetx_040": _arch(23, 96, 38.65, 2.43, 40),
+    "regnetx_064": _arch(17, 184, 60.83, 2.07, 56),
+    "regnetx_080": _arch(23, 80, 49.56, 2.88, 120),
+    "regnetx_120": _arch(19, 168, 73.36, 2.37, 112),
+    "regnetx_160": _arch(22, 216, 55.59, 2.1, 128),
+    "regnetx_320": _arch(23, 320, 69.86, 2.0, 168),
+    "regnety_002": _arch(13, 24, 36.44, 2.49, 8, **_SE),
+    "regnety_004": _arch(16, 48, 27.89, 2.09, 8, **_SE),
+    "regnety_006": _arch(15, 48, 32.54, 2.32, 16, **_SE),
+    "regnety_008": _arch(14, 56, 38.84, 2.4, 16, **_SE),
+    "regnety_008_tv": _arch(14, 56, 38.84, 2.4, 16, **_SE_TV),
+    "regnety_016": _arch(27, 48, 20.71, 2.65, 24, **_SE),
+    "regnety_032": _arch(21, 80, 42.63, 2.66, 24, **_SE),
+    "regnety_040": _arch(22, 96, 31.41, 2.24, 64, **_SE),
+    "regnety_064": _arch(25, 112, 33.22, 2.27, 72, **_SE),
+    "regnety_080": _arch(17, 192, 76.82, 2.19, 56, **_SE),
+    "regnety_080_tv": _arch(17, 192, 76.82, 2.19, 56, **_SE_TV),
+    "regnety_120": _arch(19, 168, 73.36, 2.37, 112, **_SE),
+    "regnety_1280": _arch(27, 456, 160.83, 2.52, 264, **_SE),
+    "regnety_160": _arch(18, 200, 106.23, 2.48, 112, **_SE),
+    "regnety_2560": _arch(27, 640, 230.83, 2.53, 373, **_SE),
+    "regnety_320": _arch(20, 232, 115.89, 2.53, 232, **_SE),
+    "regnety_640": _arch(20, 352, 147.48, 2.4, 328, **_SE),
+    # built without zero_init_last, as the reference builds them
+    "regnetz_040": {**_arch(28, 48, 14.5, 2.226, 8, **_Z), "zero_init_last": False},
+    "regnetz_040_h": {**_arch(28, 48, 14.5, 2.226, 8, **_Z_HEAD), "zero_init_last": False},
 }
 
 MODEL_SPECS: tuple[ModelSpec, ...] = family_specs(__name__, RegNet, _ARCHS, FeatureCfg())
