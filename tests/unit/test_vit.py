@@ -393,3 +393,24 @@ def test_the_cfg_describes_the_img_size_built_for_so_preprocessing_feeds_it() ->
         zoo.create_model("resnet18").pretrained_cfg.input_size
         == default_zoo().get_spec("resnet18").get_cfg("").input_size
     )
+
+
+def test_register_tokens_map_head_and_pre_norm() -> None:
+    model = small(class_token=False, reg_tokens=2, no_embed_class=True, global_pool="map", pre_norm=True).eval()
+    # register tokens join after the position embeddings, which cover the patches alone
+    assert model.pos_embed.shape == (1, 24, 32)
+    assert model.reg_token is not None
+    assert model.reg_token.shape == (1, 2, 32)
+    assert model.patch_embed.proj.bias is None  # a pre-norm (CLIP) patch projection has no bias
+    assert isinstance(model.norm_pre, nn.LayerNorm)
+    with torch.no_grad():
+        final, taps = model.forward_intermediates(X)
+        assert final.shape == (2, 2 + 24, 32)
+        assert all(t.shape == (2, 32, 4, 6) for t in taps)  # the register tokens are dropped from the maps
+        torch.testing.assert_close(taps[-1], on_grid(hooked_blocks(model, X)[-1], 4, 6, prefix=2), rtol=0, atol=0)
+        assert model(X).shape == (2, 5)
+    model.reset_classifier(3, "avg")  # another pooling drops the attention pool for good
+    assert isinstance(model.attn_pool, nn.Identity)
+    with pytest.raises(InvalidValueError, match="map"):
+        model.reset_classifier(3, "map")
+    assert model.global_pool == "avg"
