@@ -127,13 +127,17 @@ def as_map(model: nn.Module, feats: torch.Tensor, height: int, width: int) -> to
     """forward_features' output for an height x width input as an NCHW map.
 
     A convolutional model's map as is; a token model's [B, prefix + h * w, C] tokens with the prefix
-    (its num_prefix_tokens) dropped and the patch tokens laid out on the h x w grid (rounded up: padded).
+    (its num_prefix_tokens) dropped and the patch tokens laid out on the h x w grid (rounded up: padded),
+    or the grid its patch embedding says (a size not a whole number of patches, unpadded, drops the rest).
     """
     if feats.ndim == 4:
         return feats
     info: list[FeatureInfo] = getattr(model, "feature_info")  # noqa: B009  # every zoo model has it; nn.Module's typing does not say so
     reduction = info[-1].reduction
     h, w = -(-height // reduction), -(-width // reduction)
+    feat_size = getattr(getattr(model, "patch_embed", None), "feat_size", None)
+    if callable(feat_size):
+        h, w = feat_size(height, width)
     prefix = feats.shape[1] - h * w
     assert prefix == getattr(model, "num_prefix_tokens", 0), (feats.shape, h, w)
     return feats[:, prefix:].reshape(feats.shape[0], h, w, feats.shape[-1]).permute(0, 3, 1, 2)

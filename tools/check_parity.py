@@ -14,9 +14,12 @@ the arguments timm 0.4.12 used. The in-place activated batch-norm names (cspresn
 cspdarknet53_iabn) needed a CUDA extension timm never shipped; with that kernel replaced by its math
 (batch norm, then leaky ReLU 0.01 or nothing) timm's model is its plain counterpart (cspresnext50,
 cspdarknet53), which is what they are compared with, less the num_batches_tracked counters.
-ViTs are fed their img_size (224 by default; dynamic_img_size knobs get 96x96, or 88x100 padded to
-whole patches), compared with timm's extractor of the last three blocks (timm's default), and their
-pretrained filter is compared with timm's: a 224 px checkpoint's pos_embed resampled to other grids.
+ViTs are fed their img_size (the name's own; dynamic_img_size knobs get about 96x96 in whole patches, or
+88x100 padded to whole patches), compared with timm's extractor of the last three blocks (timm's default),
+and their pretrained filter is compared with timm's: a checkpoint's pos_embed resampled to other grids.
+A ViT of more than REDUCE_ABOVE parameters (by the reference's state_dict) is compared at REDUCED_DEPTH
+blocks, both models built with depth=REDUCED_DEPTH (its width, heads and every other setting as published);
+its line says so.
 memory_efficient is a zoo-side knob here: zoo's checkpointed model is compared with timm's plain one,
 since checkpointing must change neither outputs, gradients nor statistics.
 
@@ -38,6 +41,8 @@ import copy
 import ctypes
 import gc
 import inspect
+import json
+import math
 import sys
 import tempfile
 import time
@@ -51,6 +56,8 @@ from torch import nn
 
 import zoo
 from zoo.domain.values import FeatureInfo
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # knob settings checked per family (the first, no knobs, is the default model)
 KNOBS: dict[str, tuple[dict[str, object], ...]] = {
@@ -89,11 +96,15 @@ DROPPED: dict[str, dict[str, object]] = {
     "densenet264": {"growth_rate": 48, "block_config": (6, 12, 64, 48)},
 }
 TOLERANCE = 1e-4
+# ViTs above this many parameters are compared at a reduced depth (the machine holds two copies and gradients)
+REDUCE_ABOVE = 200_000_000
+REDUCED_DEPTH = 3
 # families whose fresh models hold parameters at constants that hide a layer's computation (ConvNeXt: layer
 # scale at 1e-6, V2's global response norm at 0, so an identity; CSPNet: zero_init_last starts every residual
-# branch at zero, so its blocks, attention included, would pass their input through): every parameter is
-# jittered before the comparison, so each layer computes something visible
-JITTERED = ("zoo.archs.convnext", "zoo.archs.cspnet")
+# branch at zero, so its blocks, attention included, would pass their input through; ViT: DINOv2's layer scale
+# at 1e-5, the prefix tokens at 1e-6): every parameter is jittered before the comparison, so each layer
+# computes something visible
+JITTERED = ("zoo.archs.convnext", "zoo.archs.cspnet", "zoo.archs.vit")
 
 
 def _timm_model(name: str, **kwargs: object) -> Any:  # a timm model: timm is untyped here
@@ -148,11 +159,31 @@ def _train_diffs(ref: nn.Module, mine: nn.Module, x: torch.Tensor) -> dict[str, 
     }
 
 
+def _is_vit(name: str) -> bool:
+    return zoo.api.default_zoo().get_spec(name).family == "zoo.archs.vit"
+
+
+def _reduced(name: str) -> dict[str, Any]:  # model keywords
+    """depth=REDUCED_DEPTH for a ViT above REDUCE_ABOVE parameters, else nothing."""
+    if not _is_vit(name):
+        return {}
+    facts = json.loads((ROOT / "tests" / "reference" / "timm-1.0.31" / f"{name}.json").read_text())
+    count = sum(math.prod(shape) for shape in facts["state_dict"].values())
+    return {"depth": REDUCED_DEPTH} if count > REDUCE_ABOVE else {}
+
+
 def _input_size(name: str, kwargs: dict[str, object]) -> tuple[int, int]:
-    """A fixed-size model's img_size (224 unless given), 88x100 for a padding ViT, else 96x96."""
-    if not name.startswith("vit_") or kwargs.get("dynamic_img_size"):
-        return (88, 100) if kwargs.get("dynamic_img_pad") else (96, 96)
-    size = kwargs.get("img_size", 224)
+    """A fixed-size model's img_size (the name's own unless given), 88x100 for a padding ViT, else about 96x96
+    (whole patches of a ViT's patch size)."""
+    spec = zoo.api.default_zoo().get_spec(name)
+    args = {**spec.model_args, **kwargs}
+    if not _is_vit(name) or args.get("dynamic_img_size"):
+        if kwargs.get("dynamic_img_pad"):
+            return (88, 100)
+        patch = int(args.get("patch_size", 16))  # type: ignore[call-overload]  # an int
+        side = patch * -(-96 // patch)
+        return (side, side)
+    size = args.get("img_size", 224)
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))  # type: ignore[index]  # a pair
 
 
@@ -163,11 +194,12 @@ def check_pos_embed_filter(name: str) -> str:
     from zoo.archs.vit import checkpoint_filter
 
     torch.manual_seed(0)
-    sd = _timm_model(name).state_dict()
+    reduced = _reduced(name)
+    sd = _timm_model(name, **reduced).state_dict()
     worst = 0.0
     for size in (96, 384, (160, 320)):
-        ref = checkpoint_filter_fn(dict(sd), _timm_model(name, img_size=size))["pos_embed"]
-        mine = checkpoint_filter(dict(sd), zoo.create_model(name, img_size=size))["pos_embed"]
+        ref = checkpoint_filter_fn(dict(sd), _timm_model(name, img_size=size, **reduced))["pos_embed"]
+        mine = checkpoint_filter(dict(sd), zoo.create_model(name, img_size=size, **reduced))["pos_embed"]
         assert ref.shape == mine.shape, f"{ref.shape} != {mine.shape}"
         worst = max(worst, _max_diff(ref, mine))
     status = "OK " if worst < TOLERANCE else "BAD"
@@ -208,7 +240,7 @@ def check(name: str, **kwargs: Any) -> str:  # any model keyword of the family
         if name not in DROPPED:
             ref_f = _jittered(name, timm.create_model(IABN.get(name, name), features_only=True, **ref_kwargs).eval())
             # timm's ViT extractor takes the last three blocks by default, zoo's every block
-            last3: dict[str, Any] = {"out_indices": (-3, -2, -1)} if name.startswith("vit_") else {}
+            last3: dict[str, Any] = {"out_indices": (-3, -2, -1)} if _is_vit(name) else {}
             mine_f = zoo.create_model(name, features_only=True, **kwargs, **last3).eval()
             # the extractors name their modules differently (timm flattens 'blocks.0' to 'blocks_0'): pair by order
             mine_keys = list(mine_f.state_dict())
@@ -377,13 +409,14 @@ def _main_knobs(patterns: list[str]) -> int:
     for name in zoo.list_models(patterns or ""):
         spec = zoo.api.default_zoo().get_spec(name)
         family = spec.family
-        for kwargs in KNOBS.get(family, ({},)):
+        for knob in KNOBS.get(family, ({},)):
+            kwargs = {**knob, **_reduced(name)}
             combined = {**spec.model_args, **kwargs}
             if combined.get("head_hidden_size") and combined.get("head_norm_first"):
                 print(f"-- {name} {kwargs}: not a setting (a head_norm_first head has no hidden layer)")
                 continue
             lines = [check(name, **kwargs)]
-            if family == "zoo.archs.vit" and not kwargs:
+            if family == "zoo.archs.vit" and not knob:
                 lines.append(check_pos_embed_filter(name))
             for line in lines:
                 bad += line.startswith("BAD")

@@ -63,9 +63,11 @@ def test_classifier_matches_reference(name: str) -> None:
     assert model.num_features == facts["num_features"]
     assert model.num_classes == facts["num_classes"]
     assert tap_dicts(model) == facts["feature_info"]
-    # the pre-logits width is what the reference's classifier reads (a head conv after pooling widens it)
+    # the pre-logits width is what the reference's classifier reads (a head conv after pooling widens it); a
+    # name published without a classifier (num_classes=0: DINOv2, SigLIP towers) gives its pooled features
     classifier = zoo.get_default_cfg(name).classifier
-    assert model.head_hidden_size == facts["state_dict"][f"{classifier}.weight"][1]
+    weight = facts["state_dict"].get(f"{classifier}.weight")
+    assert model.head_hidden_size == (facts["num_features"] if weight is None else weight[1])
 
 
 def test_default_cfgs_match_reference(name: str) -> None:
@@ -163,7 +165,8 @@ def test_output_shapes_of_every_out_indices_combination(name: str, request: pyte
     with memoised(model), torch.no_grad():
         features = model.forward_features(x)
         assert as_map(model, features, height, width).shape[:2] == (BATCH, model.num_features)
-        assert model.forward_head(features).shape == (BATCH, model.num_classes)
+        # without a classifier (num_classes=0) the head gives the pre-logits features
+        assert model.forward_head(features).shape == (BATCH, model.num_classes or model.head_hidden_size)
         assert model.forward_head(features, pre_logits=True).shape == (BATCH, model.head_hidden_size)
         every = FACTORY.wrap(model, cfg).forward_taps(x)  # all taps, the family's default kind
         assert [t.shape[1] for t in every] == [tap.num_chs for tap in model.feature_info]

@@ -56,7 +56,8 @@ def test_channels_last_and_bfloat16_autocast_agree_with_float32(name: str) -> No
         assert features.is_contiguous(memory_format=torch.channels_last)
     assert channels_last.dtype == torch.float32
     assert largest_error(channels_last, expected) <= CHANNELS_LAST_RTOL
-    assert autocast.dtype == torch.bfloat16  # the classifier ran in bfloat16, not silently in float32
+    if model.num_classes:  # the classifier ran in bfloat16, not silently in float32 (a headless model ends in a norm)
+        assert autocast.dtype == torch.bfloat16
     assert largest_error(autocast, expected) <= BF16_RTOL
     cosine = torch.nn.functional.cosine_similarity(autocast.float(), expected, dim=1)
     assert cosine.min() >= BF16_MIN_COSINE

@@ -56,7 +56,7 @@ def test_forward_shapes_and_values(name: str, batch: int, size: int) -> None:
     fmap = as_map(model, feats, size, size)  # a token model's tokens on its patch grid
     assert fmap.shape[:2] == (batch, model.num_features)
     assert all(abs(s - math.ceil(size / stride)) <= 1 for s in fmap.shape[-2:])
-    assert logits.shape == (batch, model.num_classes)
+    assert logits.shape == (batch, model.num_classes or model.head_hidden_size)  # headless: pre-logits
     assert torch.isfinite(logits).all()
     pre = model.forward_head(feats, pre_logits=True)
     assert pre.shape == (batch, model.head_hidden_size)

@@ -339,8 +339,15 @@ def test_in_chans(in_chans: int) -> None:
         ({"embed_dim": 0}, "embed_dim"),
         ({"depth": 0}, "depth"),
         ({"mlp_ratio": 0.0}, "mlp_ratio"),
-        ({"global_pool": "map"}, "global_pool"),
         ({"global_pool": "catavgmax"}, "global_pool"),
+        ({"global_pool": "token", "class_token": False, "reg_tokens": 2}, "global_pool"),
+        ({"reg_tokens": -1}, "reg_tokens"),
+        ({"norm_eps": 0.0}, "norm_eps"),
+        ({"act_layer": "relu"}, "act_layer"),
+        ({"mlp_layer": "moe"}, "mlp_layer"),
+        ({"mlp_layer": "glu", "mlp_ratio": 1.5 / 32}, "even"),
+        ({"pre_norm": 1}, "pre_norm"),
+        ({"no_embed_class": "no"}, "no_embed_class"),
         ({"global_pool": "", "num_classes": 5}, "global_pool"),
         ({"dynamic_img_size": "yes"}, "dynamic_img_size"),
         ({"dynamic_img_pad": 1}, "dynamic_img_pad"),
@@ -386,3 +393,24 @@ def test_the_cfg_describes_the_img_size_built_for_so_preprocessing_feeds_it() ->
         zoo.create_model("resnet18").pretrained_cfg.input_size
         == default_zoo().get_spec("resnet18").get_cfg("").input_size
     )
+
+
+def test_register_tokens_map_head_and_pre_norm() -> None:
+    model = small(class_token=False, reg_tokens=2, no_embed_class=True, global_pool="map", pre_norm=True).eval()
+    # register tokens join after the position embeddings, which cover the patches alone
+    assert model.pos_embed.shape == (1, 24, 32)
+    assert model.reg_token is not None
+    assert model.reg_token.shape == (1, 2, 32)
+    assert model.patch_embed.proj.bias is None  # a pre-norm (CLIP) patch projection has no bias
+    assert isinstance(model.norm_pre, nn.LayerNorm)
+    with torch.no_grad():
+        final, taps = model.forward_intermediates(X)
+        assert final.shape == (2, 2 + 24, 32)
+        assert all(t.shape == (2, 32, 4, 6) for t in taps)  # the register tokens are dropped from the maps
+        torch.testing.assert_close(taps[-1], on_grid(hooked_blocks(model, X)[-1], 4, 6, prefix=2), rtol=0, atol=0)
+        assert model(X).shape == (2, 5)
+    model.reset_classifier(3, "avg")  # another pooling drops the attention pool for good
+    assert isinstance(model.attn_pool, nn.Identity)
+    with pytest.raises(InvalidValueError, match="map"):
+        model.reset_classifier(3, "map")
+    assert model.global_pool == "avg"

@@ -1,8 +1,10 @@
-"""Vision Transformer (ViT-Ti/S/B, patch 16): patch tokens, a class token and learned absolute position embeddings.
+"""Vision Transformer: patch tokens, optional class and register tokens, learned absolute position embeddings.
 
-Parameter names and shapes follow timm 1.0.31 for the same model names, so published checkpoints for
-those names load unchanged; a checkpoint made for another image size has its position embeddings
-resampled to the model's grid on loading (checkpoint_filter).
+One class serves the plain ViTs, CLIP image towers (a norm before the blocks, QuickGELU), DINOv2 (layer
+scale, register tokens, a gated MLP), the GAP and register-token models and SigLIP (an attention-pool 'map'
+head). Parameter names and shapes follow timm 1.0.31 for the same model names, so published checkpoints for
+those names load unchanged; a checkpoint made for another image size has its position embeddings resampled
+to the model's grid on loading (checkpoint_filter).
 """
 
 from __future__ import annotations
@@ -20,14 +22,15 @@ from torch import nn
 
 from zoo.archs.base import ZooModule
 from zoo.archs.catalogue import family_specs
-from zoo.archs.layers import DropPath, init_each_module, is_scripting, sequential_prefix
-from zoo.archs.layers.layer_scale import LayerScale
-from zoo.archs.layers.mlp import Mlp
+from zoo.archs.layers import init_each_module, is_scripting, sequential_prefix
+from zoo.archs.layers.attention_pool import AttentionPoolLatent
+from zoo.archs.layers.mlp import MLP_ACTS, GluMlp
 from zoo.archs.layers.patch_embed import PatchEmbed
 from zoo.archs.layers.pos_embed import resample_abs_pos_embed
-from zoo.archs.layers.self_attention import Attention
 from zoo.archs.surface import TapStep, checkpoint_call, take_taps
-from zoo.domain.checks import check_bool, check_choice, check_float, check_int, check_ints, is_int
+from zoo.archs.vit_blocks import GLOBAL_POOLS, MLP_LAYERS, Block, check_pool, img_size_pair, init_gate, init_linear
+from zoo.archs.vit_cfgs import ARCHS
+from zoo.domain.checks import check_bool, check_choice, check_float, check_int
 from zoo.domain.errors import CheckpointMismatchError, InvalidValueError
 from zoo.domain.grouping import GroupMatcher, GroupRule
 from zoo.domain.values import FeatureCfg, FeatureInfo, ModelSpec
@@ -43,87 +46,21 @@ __all__ = [
 
 log = logging.getLogger("zoo.weights")
 
-# 'token' is the class token; the others reduce the patch tokens; '' keeps the whole token sequence
-GLOBAL_POOLS: tuple[str, ...] = ("token", "avg", "avgmax", "max", "")
 # tap layouts: a map (channels first or last) over the patch grid, or the patch tokens as a sequence
 OUTPUT_FORMATS: tuple[str, ...] = ("NCHW", "NHWC", "NLC")
-_LN_EPS = 1e-6
 
 # a leaf of torch.fx graphs: the resampling runs on the real grid size each time the traced graph runs
 torch.fx.wrap("resample_abs_pos_embed")
 
 
-class Block(nn.Module):
-    """A pre-norm transformer block: x + attention(norm(x)), then x + mlp(norm(x)), each optionally layer-scaled."""
-
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        mlp_ratio: float,
-        *,
-        qkv_bias: bool,
-        init_values: float | None,
-        proj_drop: float,
-        attn_drop: float,
-        drop_path: float,
-    ) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=_LN_EPS)
-        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop)
-        self.ls1: nn.Module = LayerScale(dim, init_values) if init_values is not None else nn.Identity()
-        self.drop_path1: nn.Module = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim, eps=_LN_EPS)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop)
-        self.ls2: nn.Module = LayerScale(dim, init_values) if init_values is not None else nn.Identity()
-        self.drop_path2: nn.Module = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x))))
-        out: torch.Tensor = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
-        return out
-
-
-def _img_size(value: object, patch_size: int) -> tuple[int, int]:
-    if is_int(value):
-        side = check_int("img_size", value, ge=patch_size)
-        return side, side
-    h, w = check_ints("img_size", value, length=2, ge=patch_size)
-    return h, w
-
-
-def _check_pool(global_pool: object, num_classes: int, class_token: bool) -> str:
-    """The pooling for a head of num_classes, or InvalidValueError (nothing is changed before this passes)."""
-    if global_pool == "map":
-        raise InvalidValueError(
-            "global_pool='map' (attention pooling) is not available in zoo's VisionTransformer; "
-            f"expected one of {', '.join(map(repr, GLOBAL_POOLS))}"
-        )
-    pool = str(check_choice("global_pool", global_pool, GLOBAL_POOLS))
-    if pool == "token" and not class_token:
-        raise InvalidValueError("global_pool='token' needs the class token (class_token=True); use 'avg' instead")
-    if pool == "" and num_classes > 0:
-        raise InvalidValueError(
-            f"global_pool='' (the whole token sequence) needs num_classes=0, got num_classes={num_classes}; "
-            f"use one of {', '.join(repr(p) for p in GLOBAL_POOLS if p)} to keep a classifier"
-        )
-    return pool
-
-
-def _init_linear(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        # timm's trunc_normal_(std=0.02) cuts at +-2 (absolute), 100 std out: the same as a plain normal_,
-        # which takes half the time (this init is most of a large ViT's build time)
-        nn.init.normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-
-
 class VisionTransformer(ZooModule):
-    """ViT: patch embedding, [class token +] position embeddings, transformer blocks, final norm, pooled head.
+    """ViT: patch embedding, prefix tokens and position embeddings, transformer blocks, final norm, pooled head.
 
-    forward_features returns the normalised token sequence [B, prefix + patches, C]; the feature taps are
-    the blocks, which forward_intermediates returns as maps over the patch grid (prefix tokens dropped).
+    The prefix is the class token (class_token) then reg_tokens register tokens; position embeddings cover the
+    prefix too unless no_embed_class. pre_norm adds a norm before the blocks (CLIP, whose patch projection then
+    has no bias); global_pool='map' pools with a learned query (SigLIP). forward_features returns the
+    normalised token sequence [B, prefix + patches, C]; the feature taps are the blocks, which
+    forward_intermediates returns as maps over the patch grid (prefix tokens dropped).
     Built for one img_size (other input sizes are refused with InvalidValueError) unless dynamic_img_size,
     which resamples the position embeddings to each input's grid (and dynamic_img_pad pads inputs to whole
     patches). set_grad_checkpointing recomputes each block's activations in backward.
@@ -153,7 +90,15 @@ class VisionTransformer(ZooModule):
         qkv_bias: bool = True,
         init_values: float | None = None,
         class_token: bool = True,
+        reg_tokens: int = 0,
+        no_embed_class: bool = False,
+        pre_norm: bool = False,
+        final_norm: bool = True,
         fc_norm: bool | None = None,
+        pool_include_prefix: bool = False,
+        norm_eps: float = 1e-6,
+        act_layer: str = "gelu",
+        mlp_layer: str = "mlp",
         dynamic_img_size: bool = False,
         dynamic_img_pad: bool = False,
         drop_rate: float = 0.0,
@@ -164,21 +109,33 @@ class VisionTransformer(ZooModule):
     ) -> None:
         super().__init__()
         patch_size = check_int("patch_size", patch_size, ge=1)
-        size = _img_size(img_size, patch_size)
+        size = img_size_pair(img_size, patch_size)
         in_chans = check_int("in_chans", in_chans, ge=1)
         num_classes = check_int("num_classes", num_classes, ge=0)
         embed_dim = check_int("embed_dim", embed_dim, ge=1)
         depth = check_int("depth", depth, ge=1)
         num_heads = check_int("num_heads", num_heads, ge=1)
         mlp_ratio = check_float("mlp_ratio", mlp_ratio, ge=1.0 / embed_dim)
-        check_bool("qkv_bias", qkv_bias)
         if init_values is not None:
             init_values = check_float("init_values", init_values, ge=0.0)
-        check_bool("class_token", class_token)
+        reg_tokens = check_int("reg_tokens", reg_tokens, ge=0)
+        norm_eps = check_float("norm_eps", norm_eps, ge=1e-12)
+        check_choice("act_layer", act_layer, MLP_ACTS)
+        check_choice("mlp_layer", mlp_layer, MLP_LAYERS)
+        flags = {
+            "qkv_bias": qkv_bias,
+            "class_token": class_token,
+            "no_embed_class": no_embed_class,
+            "pre_norm": pre_norm,
+            "final_norm": final_norm,
+            "pool_include_prefix": pool_include_prefix,
+            "dynamic_img_size": dynamic_img_size,
+            "dynamic_img_pad": dynamic_img_pad,
+        }
+        for k, v in flags.items():
+            check_bool(k, v)
         if fc_norm is not None:
             check_bool("fc_norm", fc_norm)
-        check_bool("dynamic_img_size", dynamic_img_size)
-        check_bool("dynamic_img_pad", dynamic_img_pad)
         rates = {
             "drop_rate": drop_rate,
             "pos_drop_rate": pos_drop_rate,
@@ -189,7 +146,7 @@ class VisionTransformer(ZooModule):
         drop_rate, pos_drop_rate, proj_drop_rate, attn_drop_rate, drop_path_rate = (
             check_float(k, v, ge=0.0, lt=1.0) for k, v in rates.items()
         )
-        pool = _check_pool(global_pool, num_classes, class_token)
+        pool = check_pool(global_pool, num_classes, class_token=class_token, attn_pool=True)
         if embed_dim % num_heads:
             raise InvalidValueError(
                 f"num_heads={num_heads} is invalid for embed_dim={embed_dim}: embed_dim must be a multiple of it"
@@ -200,19 +157,32 @@ class VisionTransformer(ZooModule):
         self.num_classes = num_classes
         self.global_pool = pool
         self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
-        self.num_prefix_tokens = 1 if class_token else 0
+        self.num_prefix_tokens = (1 if class_token else 0) + reg_tokens
+        self.num_reg_tokens = reg_tokens
         self.has_class_token = class_token
+        self.no_embed_class = no_embed_class
+        self.pool_include_prefix = pool_include_prefix
         self.dynamic_img_size = dynamic_img_size
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
 
         self.patch_embed = PatchEmbed(
-            size, patch_size, in_chans, embed_dim, strict_img_size=not dynamic_img_size, dynamic_img_pad=dynamic_img_pad
+            size,
+            patch_size,
+            in_chans,
+            embed_dim,
+            strict_img_size=not dynamic_img_size,
+            dynamic_img_pad=dynamic_img_pad,
+            bias=not pre_norm,
         )
         self.cls_token: nn.Parameter | None = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
-        embed_len = self.patch_embed.num_patches + self.num_prefix_tokens
+        self.reg_token: nn.Parameter | None = (
+            nn.Parameter(torch.zeros(1, reg_tokens, embed_dim)) if reg_tokens else None
+        )
+        embed_len = self.patch_embed.num_patches + (0 if no_embed_class else self.num_prefix_tokens)
         self.pos_embed = nn.Parameter(torch.zeros(1, embed_len, embed_dim))
         self.pos_drop = nn.Dropout(pos_drop_rate)
+        self.norm_pre: nn.Module = nn.LayerNorm(embed_dim, eps=norm_eps) if pre_norm else nn.Identity()
         self.blocks = nn.Sequential(
             *(
                 Block(
@@ -224,6 +194,9 @@ class VisionTransformer(ZooModule):
                     proj_drop=proj_drop_rate,
                     attn_drop=attn_drop_rate,
                     drop_path=drop_path_rate * i / max(depth - 1, 1),
+                    norm_eps=norm_eps,
+                    act_layer=act_layer,
+                    mlp_layer=mlp_layer,
                 )
                 for i in range(depth)
             )
@@ -231,13 +204,21 @@ class VisionTransformer(ZooModule):
         self.feature_info = [
             FeatureInfo(index=i, module=f"blocks.{i}", num_chs=embed_dim, reduction=patch_size) for i in range(depth)
         ]
-        self.norm: nn.Module = nn.Identity() if use_fc_norm else nn.LayerNorm(embed_dim, eps=_LN_EPS)
-        self.fc_norm: nn.Module = nn.LayerNorm(embed_dim, eps=_LN_EPS) if use_fc_norm else nn.Identity()
+        final = final_norm and not use_fc_norm
+        self.norm: nn.Module = nn.LayerNorm(embed_dim, eps=norm_eps) if final else nn.Identity()
+        # the attention pool exists only in a model built with 'map' (an Identity stands in otherwise)
+        self.attn_pool: nn.Module = (
+            AttentionPoolLatent(embed_dim, num_heads, mlp_ratio, norm_eps=norm_eps, act_layer=act_layer)
+            if pool == "map"
+            else nn.Identity()
+        )
+        self.fc_norm: nn.Module = nn.LayerNorm(embed_dim, eps=norm_eps) if final_norm and use_fc_norm else nn.Identity()
         self.head_drop = nn.Dropout(drop_rate)
         self.head = self._make_head(num_classes)
 
         self._init_tokens()
-        self.blocks.apply(_init_linear)
+        self.blocks.apply(init_linear)
+        self._init_gates()
 
     @torch.jit.unused
     def image_size_built_for(self) -> tuple[int, int] | None:
@@ -249,16 +230,33 @@ class VisionTransformer(ZooModule):
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=1e-6)
+        if self.reg_token is not None:
+            nn.init.normal_(self.reg_token, std=1e-6)
+
+    def _gated_fc1s(self) -> set[int]:
+        return {id(m.fc1) for m in self.modules() if isinstance(m, GluMlp)}
+
+    def _init_gates(self) -> None:
+        for m in self.modules():
+            if isinstance(m, GluMlp):
+                init_gate(m.fc1)
 
     def init_all_weights(self) -> None:
-        """Every tensor once: linears N(0, 0.02) with zero bias, pos_embed and cls_token as built, the rest torch's."""
+        """Every tensor once: linears N(0, 0.02) with zero bias (a gated MLP's gate half as timm starts it),
+        pos_embed and the prefix tokens as built, the attention pool's latent query, the rest torch's."""
+        gated = self._gated_fc1s()
 
         def rule(m: nn.Module) -> bool:
-            if m is self:  # the model's own tensors: the position embeddings and the class token
+            if m is self:  # the model's own tensors: the position embeddings and the prefix tokens
                 self._init_tokens()
                 return True
             if isinstance(m, nn.Linear):
-                _init_linear(m)
+                init_linear(m)
+                if id(m) in gated:
+                    init_gate(m)
+                return True
+            if isinstance(m, AttentionPoolLatent):
+                m.reset_latent()
                 return True
             return False  # the patch conv and the norms: torch's defaults; layer scale: init_values
 
@@ -268,32 +266,55 @@ class VisionTransformer(ZooModule):
         if num_classes == 0:
             return nn.Identity()
         head = nn.Linear(self.embed_dim, num_classes)
-        _init_linear(head)
+        init_linear(head)
         return head
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the classifier with a fresh one (0: none); optionally change the pooling (one of GLOBAL_POOLS).
 
-        The norms stay where the model was built with them (before or after pooling), as in timm.
+        The norms stay where the model was built with them (before or after pooling), as in timm. 'map' is
+        kept only by a model built with it; another pooling drops its attention pool for good.
         """
         num_classes = check_int("num_classes", num_classes, ge=0)
-        pool = _check_pool(self.global_pool if global_pool is None else global_pool, num_classes, self.has_class_token)
+        pool = check_pool(
+            self.global_pool if global_pool is None else global_pool,
+            num_classes,
+            class_token=self.has_class_token,
+            attn_pool=isinstance(self.attn_pool, AttentionPoolLatent),
+        )
         self.head = self._make_head(num_classes)
+        if pool != "map":
+            self.attn_pool = nn.Identity()
         self.num_classes = num_classes
         self.global_pool = pool
 
     def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
         """[B, H, W, C] patch tokens -> [B, prefix + H * W, C] tokens with position embeddings added."""
+        embedded_prefix = 0 if self.no_embed_class else self.num_prefix_tokens
         if self.dynamic_img_size:
             pos_embed = resample_abs_pos_embed(
-                self.pos_embed, [x.shape[1], x.shape[2]], self.patch_embed.grid_size, self.num_prefix_tokens
+                self.pos_embed, [x.shape[1], x.shape[2]], self.patch_embed.grid_size, embedded_prefix
             )
         else:
             pos_embed = self.pos_embed
         x = x.flatten(1, 2)
+        if self.no_embed_class:
+            x = x + pos_embed  # the patches alone have positions; the prefix joins after
+        prefix: list[torch.Tensor] = []
         if self.cls_token is not None:
-            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        out: torch.Tensor = self.pos_drop(x + pos_embed)
+            prefix.append(self.cls_token.expand(x.shape[0], -1, -1))
+        if self.reg_token is not None:
+            prefix.append(self.reg_token.expand(x.shape[0], -1, -1))
+        if len(prefix) > 0:
+            prefix.append(x)
+            x = torch.cat(prefix, dim=1)
+        if not self.no_embed_class:
+            x = x + pos_embed
+        out: torch.Tensor = self.pos_drop(x)
+        return out
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.norm_pre(self._pos_embed(x))
         return out
 
     @torch.jit.unused
@@ -315,7 +336,7 @@ class VisionTransformer(ZooModule):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The normalised token sequence after the last block, [B, prefix + patches, C]."""
-        x = self._pos_embed(self.patch_embed(x))
+        x = self._embed(self.patch_embed(x))
         # is_scripting() must stand in the if itself: TorchScript then drops the branch it cannot compile
         if self.grad_checkpointing and not is_scripting():  # noqa: SIM108  # a ternary would not be dropped
             x = self._blocks_checkpointed(x)
@@ -332,7 +353,11 @@ class VisionTransformer(ZooModule):
             return x[:, 0]
         if self.global_pool == "":
             return x
-        x = x[:, self.num_prefix_tokens :]
+        if not self.pool_include_prefix:
+            x = x[:, self.num_prefix_tokens :]
+        if self.global_pool == "map":
+            out: torch.Tensor = self.attn_pool(x)
+            return out
         if self.global_pool == "avg":
             return x.mean(dim=1)
         if self.global_pool == "max":
@@ -358,7 +383,7 @@ class VisionTransformer(ZooModule):
             if i == 0:
                 x = self.patch_embed(x)
                 grid[:] = [x.shape[1], x.shape[2]]
-                x = self._pos_embed(x)
+                x = self._embed(x)
             block = self.blocks[i]
             if checkpointed and torch.is_grad_enabled() and not isinstance(x, torch.fx.Proxy):
                 x = checkpoint_call(block, block, x)
@@ -405,7 +430,7 @@ def checkpoint_filter(state_dict: dict[str, torch.Tensor], model: nn.Module) -> 
     posemb = state_dict.get("pos_embed")
     if not isinstance(model, VisionTransformer) or posemb is None or posemb.shape == model.pos_embed.shape:
         return state_dict
-    prefix = model.num_prefix_tokens
+    prefix = 0 if model.no_embed_class else model.num_prefix_tokens
     patches = posemb.shape[1] - prefix if posemb.ndim == 3 else -1
     side = math.isqrt(max(patches, 0))
     if posemb.ndim != 3 or side * side != patches or patches == 0 or posemb.shape[2] != model.embed_dim:
@@ -421,14 +446,8 @@ def checkpoint_filter(state_dict: dict[str, torch.Tensor], model: nn.Module) -> 
     return {**state_dict, "pos_embed": resampled}
 
 
-_ARCHS: dict[str, dict[str, object]] = {
-    "vit_tiny_patch16_224": {"patch_size": 16, "embed_dim": 192, "depth": 12, "num_heads": 3},
-    "vit_small_patch16_224": {"patch_size": 16, "embed_dim": 384, "depth": 12, "num_heads": 6},
-    "vit_base_patch16_224": {"patch_size": 16, "embed_dim": 768, "depth": 12, "num_heads": 12},
-}
-
 # every block by default, as for every zoo model (timm's features_only default is the last three: out_indices=3)
 MODEL_SPECS: tuple[ModelSpec, ...] = tuple(
     attrs.evolve(spec, pretrained_filter=checkpoint_filter)
-    for spec in family_specs(__name__, VisionTransformer, _ARCHS, FeatureCfg(feature_cls="getter"))
+    for spec in family_specs(__name__, VisionTransformer, ARCHS, FeatureCfg(feature_cls="getter"))
 )

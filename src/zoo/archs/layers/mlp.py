@@ -1,24 +1,81 @@
-"""The transformer MLP: two linear layers around an activation, with dropout (parameters under fc1/fc2)."""
+"""Transformer MLPs: two linear layers around an activation (Mlp), or a gated variant (GluMlp), with dropout.
+
+Parameters sit under fc1/fc2 in both, as published ViT checkpoints have them.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-__all__ = ["Mlp"]
+from zoo.domain.checks import check_choice
+from zoo.domain.errors import InvalidValueError
+
+__all__ = ["MLP_ACTS", "GluMlp", "Mlp", "QuickGELU", "make_mlp_act"]
+
+# the activations a transformer MLP takes by name: exact GELU, its tanh approximation, CLIP's sigmoid
+# approximation (QuickGELU) and SiLU
+MLP_ACTS: tuple[str, ...] = ("gelu", "gelu_tanh", "quick_gelu", "silu")
+
+
+class QuickGELU(nn.Module):
+    """x * sigmoid(1.702 x): the GELU approximation OpenAI's CLIP models were trained with."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+def make_mlp_act(act_layer: str) -> nn.Module:
+    """An MLP activation by name (one of MLP_ACTS)."""
+    check_choice("act_layer", act_layer, MLP_ACTS)
+    if act_layer == "gelu_tanh":
+        return nn.GELU(approximate="tanh")
+    if act_layer == "quick_gelu":
+        return QuickGELU()
+    if act_layer == "silu":
+        return nn.SiLU()
+    return nn.GELU()
 
 
 class Mlp(nn.Module):
-    """fc1, GELU, dropout, fc2, dropout: the feed-forward half of a transformer block."""
+    """fc1, activation (GELU by default), dropout, fc2, dropout: the feed-forward half of a transformer block."""
 
-    def __init__(self, in_features: int, hidden_features: int, *, bias: bool = True, drop: float = 0.0) -> None:
+    def __init__(
+        self, in_features: int, hidden_features: int, *, bias: bool = True, drop: float = 0.0, act_layer: str = "gelu"
+    ) -> None:
         super().__init__()
         self.fc1 = nn.Linear(in_features, hidden_features, bias=bias)
-        self.act = nn.GELU()
+        self.act = make_mlp_act(act_layer)
         self.drop1 = nn.Dropout(drop)
         self.fc2 = nn.Linear(hidden_features, in_features, bias=bias)
         self.drop2 = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
+        return out
+
+
+class GluMlp(nn.Module):
+    """A gated MLP with both halves in one fc1: act(first half) * second half, then fc2 (SwiGLU with silu).
+
+    hidden_features is fc1's width, so fc2 takes half of it (it must be even).
+    """
+
+    def __init__(
+        self, in_features: int, hidden_features: int, *, bias: bool = True, drop: float = 0.0, act_layer: str = "silu"
+    ) -> None:
+        super().__init__()
+        if hidden_features % 2:
+            raise InvalidValueError(
+                f"a gated MLP's hidden width must be even (it is split into a value and a gate), got {hidden_features}"
+            )
+        self.fc1 = nn.Linear(in_features, hidden_features, bias=bias)
+        self.act = make_mlp_act(act_layer)
+        self.drop1 = nn.Dropout(drop)
+        self.fc2 = nn.Linear(hidden_features // 2, in_features, bias=bias)
+        self.drop2 = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gated, value = self.fc1(x).chunk(2, dim=-1)
+        out: torch.Tensor = self.drop2(self.fc2(self.drop1(self.act(gated) * value)))
         return out

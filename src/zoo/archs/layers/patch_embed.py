@@ -50,7 +50,7 @@ class PatchEmbed(nn.Module):
     """Conv2d with kernel = stride = patch size; returns the token grid channels-last, [B, H / p, W / p, C].
 
     strict_img_size refuses inputs other than img_size; without it any size is accepted (a whole number
-    of patches, or zero-padded to one with dynamic_img_pad).
+    of patches, or zero-padded to one with dynamic_img_pad). bias=False drops the projection's bias (CLIP).
     """
 
     def __init__(
@@ -62,6 +62,7 @@ class PatchEmbed(nn.Module):
         *,
         strict_img_size: bool = True,
         dynamic_img_pad: bool = False,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         self.img_size = [img_size[0], img_size[1]]
@@ -70,7 +71,7 @@ class PatchEmbed(nn.Module):
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         self.strict_img_size = strict_img_size
         self.dynamic_img_pad = dynamic_img_pad
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size, bias=bias)
 
     def feat_size(self, h: int, w: int) -> tuple[int, int]:
         """The token grid for an h x w input (rounded up where the input is padded to whole patches)."""

@@ -1,0 +1,100 @@
+"""The Vision Transformer names and their constructor arguments (the published models' configurations).
+
+Values read off timm 1.0.31 for the same names; img_size is the size the default weights were made at.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ARCHS"]
+
+# settings the published families share
+# CLIP image towers: a LayerNorm (eps 1e-5) after the position embeddings, no bias in the patch projection
+CLIP: dict[str, object] = {"pre_norm": True, "norm_eps": 1e-5}
+# global average pooling of the patch tokens without a class token, the final norm before pooling
+GAP: dict[str, object] = {"class_token": False, "fc_norm": False, "global_pool": "avg"}
+# SigLIP: attention pooling with a learned query, no class token
+MAP: dict[str, object] = {"class_token": False, "global_pool": "map"}
+# register-token models pooled by average (register tokens are not position-embedded), layer-scaled
+REG_GAP: dict[str, object] = {"init_values": 1e-5, "class_token": False, "no_embed_class": True, "global_pool": "avg"}
+# DINOv2's layer scale
+LAYER_SCALE: dict[str, object] = {"init_values": 1e-5}
+# DINOv2 giant's MLP: SiLU-gated, value and gate packed in one fc1
+SWIGLU: dict[str, object] = {"act_layer": "silu", "mlp_layer": "glu"}
+
+
+def _vit(
+    img_size: int, patch_size: int, embed_dim: int, depth: int, num_heads: int, **extra: object
+) -> dict[str, object]:
+    return {
+        "img_size": img_size,
+        "patch_size": patch_size,
+        "embed_dim": embed_dim,
+        "depth": depth,
+        "num_heads": num_heads,
+        **extra,
+    }
+
+
+# model name -> VisionTransformer keywords
+ARCHS: dict[str, dict[str, object]] = {
+    "vit_tiny_patch16_224": {"patch_size": 16, "embed_dim": 192, "depth": 12, "num_heads": 3},
+    "vit_small_patch16_224": {"patch_size": 16, "embed_dim": 384, "depth": 12, "num_heads": 6},
+    "vit_base_patch16_224": {"patch_size": 16, "embed_dim": 768, "depth": 12, "num_heads": 12},
+    # plain ViTs at other patch sizes and resolutions, and the small test models
+    "vit_tiny_patch16_384": _vit(384, 16, 192, 12, 3),
+    "vit_small_patch32_224": _vit(224, 32, 384, 12, 6),
+    "vit_small_patch32_384": _vit(384, 32, 384, 12, 6),
+    "vit_small_patch16_384": _vit(384, 16, 384, 12, 6),
+    "vit_small_patch8_224": _vit(224, 8, 384, 12, 6),
+    "vit_base_patch32_224": _vit(224, 32, 768, 12, 12),
+    "vit_base_patch32_384": _vit(384, 32, 768, 12, 12),
+    "vit_base_patch16_384": _vit(384, 16, 768, 12, 12),
+    "vit_base_patch8_224": _vit(224, 8, 768, 12, 12),
+    "vit_large_patch32_224": _vit(224, 32, 1024, 24, 16),
+    "vit_large_patch32_384": _vit(384, 32, 1024, 24, 16),
+    "vit_large_patch16_224": _vit(224, 16, 1024, 24, 16),
+    "vit_large_patch16_384": _vit(384, 16, 1024, 24, 16),
+    "vit_huge_patch14_224": _vit(224, 14, 1280, 32, 16),
+    "vit_base_patch16_224_miil": _vit(224, 16, 768, 12, 12, qkv_bias=False),
+    "test_vit": _vit(160, 16, 64, 6, 2, mlp_ratio=3.0, dynamic_img_size=True),
+    # CLIP image towers
+    "vit_base_patch16_clip_224": _vit(224, 16, 768, 12, 12, **CLIP),
+    "vit_base_patch16_clip_384": _vit(384, 16, 768, 12, 12, **CLIP),
+    "vit_base_patch16_clip_quickgelu_224": _vit(224, 16, 768, 12, 12, **CLIP, act_layer="quick_gelu"),
+    "vit_base_patch16_plus_clip_240": _vit(240, 16, 896, 12, 14, **CLIP),
+    "vit_base_patch32_clip_224": _vit(224, 32, 768, 12, 12, **CLIP),
+    "vit_base_patch32_clip_256": _vit(256, 32, 768, 12, 12, **CLIP),
+    "vit_base_patch32_clip_384": _vit(384, 32, 768, 12, 12, **CLIP),
+    "vit_base_patch32_clip_448": _vit(448, 32, 768, 12, 12, **CLIP),
+    "vit_base_patch32_clip_quickgelu_224": _vit(224, 32, 768, 12, 12, **CLIP, act_layer="quick_gelu"),
+    "vit_betwixt_patch32_clip_224": _vit(224, 32, 640, 12, 10, **CLIP),
+    "vit_giant_patch14_clip_224": _vit(224, 14, 1408, 40, 16, **CLIP, mlp_ratio=4.363636363636363),
+    "vit_gigantic_patch14_clip_224": _vit(224, 14, 1664, 48, 16, **CLIP, mlp_ratio=4.923076923076923),
+    "vit_gigantic_patch14_clip_378": _vit(378, 14, 1664, 48, 16, **CLIP, mlp_ratio=4.923076923076923),
+    "vit_gigantic_patch14_clip_quickgelu_224": _vit(
+        224, 14, 1664, 48, 16, **CLIP, mlp_ratio=4.923076923076923, act_layer="quick_gelu"
+    ),
+    "vit_huge_patch14_clip_224": _vit(224, 14, 1280, 32, 16, **CLIP),
+    "vit_huge_patch14_clip_336": _vit(336, 14, 1280, 32, 16, **CLIP),
+    "vit_huge_patch14_clip_378": _vit(378, 14, 1280, 32, 16, **CLIP),
+    "vit_huge_patch14_clip_quickgelu_224": _vit(224, 14, 1280, 32, 16, **CLIP, act_layer="quick_gelu"),
+    "vit_huge_patch14_clip_quickgelu_378": _vit(378, 14, 1280, 32, 16, **CLIP, act_layer="quick_gelu"),
+    "vit_large_patch14_clip_224": _vit(224, 14, 1024, 24, 16, **CLIP),
+    "vit_large_patch14_clip_336": _vit(336, 14, 1024, 24, 16, **CLIP),
+    "vit_large_patch14_clip_quickgelu_224": _vit(224, 14, 1024, 24, 16, **CLIP, act_layer="quick_gelu"),
+    "vit_large_patch14_clip_quickgelu_336": _vit(336, 14, 1024, 24, 16, **CLIP, act_layer="quick_gelu"),
+    "vit_medium_patch16_clip_224": _vit(224, 16, 512, 12, 8, **CLIP),
+    "vit_medium_patch32_clip_224": _vit(224, 32, 512, 12, 8, **CLIP),
+    "vit_xsmall_patch16_clip_224": _vit(224, 16, 256, 10, 4, **CLIP),
+    # DINOv2, with and without register tokens
+    "vit_base_patch14_dinov2": _vit(518, 14, 768, 12, 12, **LAYER_SCALE),
+    "vit_base_patch14_reg4_dinov2": _vit(518, 14, 768, 12, 12, **LAYER_SCALE, reg_tokens=4, no_embed_class=True),
+    "vit_giant_patch14_dinov2": _vit(518, 14, 1536, 40, 24, **LAYER_SCALE, **SWIGLU, mlp_ratio=5.33334),
+    "vit_giant_patch14_reg4_dinov2": _vit(
+        518, 14, 1536, 40, 24, **LAYER_SCALE, **SWIGLU, mlp_ratio=5.33334, reg_tokens=4, no_embed_class=True
+    ),
+    "vit_large_patch14_dinov2": _vit(518, 14, 1024, 24, 16, **LAYER_SCALE),
+    "vit_large_patch14_reg4_dinov2": _vit(518, 14, 1024, 24, 16, **LAYER_SCALE, reg_tokens=4, no_embed_class=True),
+    "vit_small_patch14_dinov2": _vit(518, 14, 384, 12, 6, **LAYER_SCALE),
+    "vit_small_patch14_reg4_dinov2": _vit(518, 14, 384, 12, 6, **LAYER_SCALE, reg_tokens=4, no_embed_class=True),
+}
