@@ -26,14 +26,16 @@ from zoo.archs.layers import (
     make_fc,
     sequential_prefix,
 )
+from zoo.archs.layers.block_string import decode_stages
 from zoo.archs.layers.init import init_each_module
 from zoo.archs.layers.mbconv import (
+    KERNELS,
     BlockDef,
+    Scaling,
     SeCfg,
     build_body,
     check_stages,
     google_init_,
-    scale_width,
     stage_steps,
 )
 from zoo.archs.layers.padding import create_conv2d
@@ -42,7 +44,17 @@ from zoo.domain.checks import check_bool, check_choice, check_float, check_int
 from zoo.domain.grouping import GroupMatcher, GroupRule
 from zoo.domain.values import FeatureCfg, ModelSpec
 
-__all__ = ["EFFICIENTNET_STAGES", "MODEL_SPECS", "EfficientNet"]
+__all__ = ["EFFICIENTNET_STAGES", "HEAD_SCALINGS", "MODEL_SPECS", "EfficientNet"]
+
+# how num_features becomes the head conv's width: scaled as the blocks are, as given, or the larger of both
+HEAD_SCALINGS: tuple[str, ...] = ("scale", "fixed", "grow")
+
+
+def _head_width(chs: int, rule: str, scaling: Scaling) -> int:
+    if rule == "fixed":
+        return chs
+    scaled = scaling.width(chs)
+    return max(chs, scaled) if rule == "grow" else scaled
 
 
 class EfficientNet(ZooModule):
@@ -62,9 +74,16 @@ class EfficientNet(ZooModule):
         *,
         stages: Sequence[Sequence[BlockDef]],
         channel_multiplier: float = 1.0,
-        depth_multiplier: float = 1.0,
+        depth_multiplier: float | Sequence[float] = 1.0,
+        channel_divisor: int = 8,
+        round_limit: float = 0.9,
+        depth_trunc: str = "ceil",
+        fix_first_last: bool = False,
+        fix_stem: bool = False,
         stem_size: int = 32,
+        stem_kernel_size: int = 3,
         num_features: int = 1280,
+        head_scaling: str = "scale",
         num_classes: int = 1000,
         in_chans: int = 3,
         act_layer: str = "silu",
@@ -76,10 +95,13 @@ class EfficientNet(ZooModule):
     ) -> None:
         super().__init__()
         defs = check_stages(stages)
-        width = check_float("channel_multiplier", channel_multiplier, ge=0.1, le=8.0)
-        depth = check_float("depth_multiplier", depth_multiplier, ge=0.1, le=8.0)
+        scaling = Scaling(
+            channel_multiplier, depth_multiplier, channel_divisor, round_limit, depth_trunc, fix_first_last, fix_stem
+        )
         stem_size = check_int("stem_size", stem_size, ge=1)
-        head_chs = check_int("num_features", num_features, ge=1)
+        check_choice("stem_kernel_size", stem_kernel_size, KERNELS)
+        head_chs = check_int("num_features", num_features, ge=0)
+        check_choice("head_scaling", head_scaling, HEAD_SCALINGS)
         in_chans = check_int("in_chans", in_chans, ge=1)
         check_choice("act_layer", act_layer, ACT_LAYERS)
         eps = check_float("bn_eps", bn_eps, ge=0.0, lt=1.0)
@@ -95,21 +117,25 @@ class EfficientNet(ZooModule):
             defs,
             in_chans,
             stem_size,
-            channel_multiplier=width,
+            scaling=scaling,
             act=act_layer,
             se=SeCfg(),
-            depth_multiplier=depth,
             drop_path_rate=drop_path_rate,
             bn_eps=eps,
             same_pad=same_pad,
+            stem_kernel=stem_kernel_size,
         )
         self.conv_stem = body.conv_stem
         self.bn1 = body.bn1
         self.blocks = body.stages.blocks
         self.feature_info = body.stages.feature_info
-        self.num_features = scale_width(head_chs, width)
-        self.conv_head: nn.Module = create_conv2d(body.stages.out_chs, self.num_features, 1)
-        self.bn2: nn.Module = BatchNormAct2d(self.num_features, eps, act_layer=act_layer)
+        self.conv_head: nn.Module = nn.Identity()
+        self.bn2: nn.Module = nn.Identity()
+        self.num_features = body.stages.out_chs
+        if head_chs:
+            self.num_features = _head_width(head_chs, head_scaling, scaling)
+            self.conv_head = create_conv2d(body.stages.out_chs, self.num_features, 1, same_pad=same_pad)
+            self.bn2 = BatchNormAct2d(self.num_features, eps, act_layer=act_layer)
         self.global_pool = pool
         self.head_hidden_size = self.num_features * pool.feat_mult()
         self.classifier = make_fc(self.head_hidden_size, num_classes)
@@ -189,14 +215,16 @@ class EfficientNet(ZooModule):
 
 
 # EfficientNet-B0 (Tan & Le, 2019): the base network every Bn scales
-EFFICIENTNET_STAGES: tuple[tuple[BlockDef, ...], ...] = (
-    (BlockDef.ds(3, 1, 16, se=0.25),),
-    (BlockDef.ir(2, 3, 2, 6, 24, se=0.25),),
-    (BlockDef.ir(2, 5, 2, 6, 40, se=0.25),),
-    (BlockDef.ir(3, 3, 2, 6, 80, se=0.25),),
-    (BlockDef.ir(3, 5, 1, 6, 112, se=0.25),),
-    (BlockDef.ir(4, 5, 2, 6, 192, se=0.25),),
-    (BlockDef.ir(1, 3, 1, 6, 320, se=0.25),),
+EFFICIENTNET_STAGES: tuple[tuple[BlockDef, ...], ...] = decode_stages(
+    (
+        ("ds_r1_k3_s1_e1_c16_se0.25",),
+        ("ir_r2_k3_s2_e6_c24_se0.25",),
+        ("ir_r2_k5_s2_e6_c40_se0.25",),
+        ("ir_r3_k3_s2_e6_c80_se0.25",),
+        ("ir_r3_k5_s1_e6_c112_se0.25",),
+        ("ir_r4_k5_s2_e6_c192_se0.25",),
+        ("ir_r1_k3_s1_e6_c320_se0.25",),
+    )
 )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import attrs
 import torch
@@ -16,6 +16,7 @@ from torch import nn
 
 from zoo.archs.layers.drop import DropPath
 from zoo.archs.layers.helpers import make_divisible
+from zoo.archs.layers.mixed_conv import block_conv
 from zoo.archs.layers.norm_act import ACT_LAYERS, BatchNormAct2d, make_act
 from zoo.archs.layers.padding import create_conv2d
 from zoo.archs.surface import TapStep, run_stage
@@ -25,13 +26,17 @@ from zoo.domain.values import FeatureInfo
 
 __all__ = [
     "BLOCK_KINDS",
+    "DEPTH_TRUNCS",
     "GATES",
+    "KERNELS",
     "BlockDef",
     "ConvBnAct",
     "DepthwiseSeparable",
+    "EdgeResidual",
     "InvertedResidual",
     "MbBody",
     "MbStages",
+    "Scaling",
     "SeCfg",
     "SqueezeExcite",
     "build_body",
@@ -39,12 +44,12 @@ __all__ = [
     "check_stages",
     "google_init_",
     "scale_repeats",
-    "scale_width",
     "stage_steps",
 ]
 
-BLOCK_KINDS: tuple[str, ...] = ("ds", "ir", "cn")
+BLOCK_KINDS: tuple[str, ...] = ("ds", "ir", "er", "cn")
 GATES: tuple[str, ...] = ("sigmoid", "hard_sigmoid")
+KERNELS: tuple[int, ...] = (1, 3, 5, 7, 9, 11)
 
 
 def _opt_act(inst: object, a: attrs.Attribute[str | None], v: str | None) -> None:
@@ -52,17 +57,37 @@ def _opt_act(inst: object, a: attrs.Attribute[str | None], v: str | None) -> Non
         check_choice(f"BlockDef.{a.name}", v, ACT_LAYERS)
 
 
+def _kernels(value: int | Sequence[int]) -> tuple[int, ...]:
+    # a bare int is one kernel; _check_kernels then checks every size
+    if isinstance(value, Sequence):
+        return tuple(value)
+    return (value,)
+
+
+def _check_kernels(inst: object, a: attrs.Attribute[tuple[int, ...]], v: tuple[int, ...]) -> None:
+    if not v:
+        raise InvalidValueError(f"BlockDef.{a.name}={v!r} is invalid: expected at least one kernel size")
+    for k in v:
+        check_choice(f"BlockDef.{a.name}", k, KERNELS)
+
+
 @attrs.frozen
 class BlockDef:
-    """One run of identical blocks: kind ('ds' depthwise-separable, 'ir' inverted residual, 'cn' conv-bn-act).
+    """One run of identical blocks of one kind.
 
-    The first block of the run strides; act None takes the model's activation; se_ratio 0 means no
-    squeeze-and-excitation.
+    Kinds: 'ds' depthwise-separable, 'ir' inverted residual (MBConv), 'er' edge residual (fused MBConv:
+    a full conv expands), 'cn' conv-bn-act. The first block of the run strides; act None takes the
+    model's activation; se_ratio 0 means no squeeze-and-excitation. kernel is the spatial conv's kernel
+    (the depthwise one; 'er': the expansion's), exp_kernel / pw_kernel the 1x1 expansion's and projection's;
+    several sizes make a mixed-kernel conv over as many channel groups. group_size None is the kind's
+    grouping (depthwise for 'ds'/'ir', dense for 'er'/'cn'), 0 dense, n groups of n channels. noskip
+    drops the residual of 'ds'/'ir'/'er'; skip gives 'cn' one; pw_act activates 'ds''s projection;
+    num_experts > 0 makes an 'ir' CondConv; force_in_chs sizes an 'er' expansion from that width.
     """
 
     kind: str = attrs.field(validator=lambda i, a, v: check_choice("BlockDef.kind", v, BLOCK_KINDS))
     repeats: int = attrs.field(validator=lambda i, a, v: check_int("BlockDef.repeats", v, ge=1))
-    kernel: int = attrs.field(validator=lambda i, a, v: check_choice("BlockDef.kernel", v, (1, 3, 5, 7)))
+    kernel: tuple[int, ...] = attrs.field(converter=_kernels, validator=_check_kernels)
     stride: int = attrs.field(validator=lambda i, a, v: check_choice("BlockDef.stride", v, (1, 2)))
     out_chs: int = attrs.field(validator=lambda i, a, v: check_int("BlockDef.out_chs", v, ge=1))
     exp_ratio: float = attrs.field(
@@ -73,6 +98,15 @@ class BlockDef:
     )
     act: str | None = attrs.field(default=None, validator=_opt_act)
     noskip: bool = attrs.field(default=False, validator=lambda i, a, v: check_bool("BlockDef.noskip", v))
+    exp_kernel: tuple[int, ...] = attrs.field(default=(1,), converter=_kernels, validator=_check_kernels)
+    pw_kernel: tuple[int, ...] = attrs.field(default=(1,), converter=_kernels, validator=_check_kernels)
+    group_size: int | None = attrs.field(
+        default=None, validator=lambda i, a, v: v is None or check_int("BlockDef.group_size", v, ge=0)
+    )
+    skip: bool = attrs.field(default=False, validator=lambda i, a, v: check_bool("BlockDef.skip", v))
+    pw_act: bool = attrs.field(default=False, validator=lambda i, a, v: check_bool("BlockDef.pw_act", v))
+    num_experts: int = attrs.field(default=0, validator=lambda i, a, v: check_int("BlockDef.num_experts", v, ge=0))
+    force_in_chs: int = attrs.field(default=0, validator=lambda i, a, v: check_int("BlockDef.force_in_chs", v, ge=0))
 
     @classmethod
     def ds(cls, kernel: int, stride: int, out_chs: int, *, se: float = 0.0, act: str | None = None) -> BlockDef:
@@ -93,6 +127,15 @@ class BlockDef:
     ) -> BlockDef:
         """A run of inverted-residual blocks."""
         return cls("ir", repeats, kernel, stride, out_chs, exp_ratio=exp_ratio, se_ratio=se, act=act)
+
+    def groups(self, chs: int) -> int:
+        """The groups of this block's spatial conv over chs channels."""
+        size = self.group_size if self.group_size is not None else (1 if self.kind in ("ds", "ir") else 0)
+        if size == 0:
+            return 1
+        if chs % size:
+            raise InvalidValueError(f"BlockDef.group_size={size} is invalid: it does not divide {chs} channels")
+        return chs // size
 
 
 @attrs.frozen
@@ -145,17 +188,21 @@ def _drop(rate: float) -> nn.Module:
     return DropPath(rate) if rate > 0.0 else nn.Identity()
 
 
+def _skip(in_chs: int, d: BlockDef) -> bool:
+    return d.stride == 1 and in_chs == d.out_chs and not d.noskip
+
+
 class DepthwiseSeparable(nn.Module):
-    """Depthwise conv (bn1 + act), optional SE, pointwise conv (bn2, no act); residual when shapes allow."""
+    """Depthwise conv (bn1 + act), optional SE, pointwise conv (bn2, act if pw_act); residual when shapes allow."""
 
     def __init__(self, in_chs: int, d: BlockDef, act: str, se: nn.Module, drop_path_rate: float, norm: _Norm) -> None:
         super().__init__()
-        self.has_skip = d.stride == 1 and in_chs == d.out_chs and not d.noskip
-        self.conv_dw = create_conv2d(in_chs, in_chs, d.kernel, d.stride, groups=in_chs, same_pad=norm.same_pad)
+        self.has_skip = _skip(in_chs, d)
+        self.conv_dw = block_conv(in_chs, in_chs, d.kernel, d.stride, groups=d.groups(in_chs), same_pad=norm.same_pad)
         self.bn1 = BatchNormAct2d(in_chs, norm.eps, act_layer=act)
         self.se = se
-        self.conv_pw = create_conv2d(in_chs, d.out_chs, 1)
-        self.bn2 = BatchNormAct2d(d.out_chs, norm.eps, apply_act=False)
+        self.conv_pw = block_conv(in_chs, d.out_chs, d.pw_kernel, same_pad=norm.same_pad)
+        self.bn2 = BatchNormAct2d(d.out_chs, norm.eps, apply_act=d.pw_act, act_layer=act)
         self.drop_path = _drop(drop_path_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -173,13 +220,15 @@ class InvertedResidual(nn.Module):
         self, in_chs: int, mid_chs: int, d: BlockDef, act: str, se: nn.Module, drop_path_rate: float, norm: _Norm
     ) -> None:
         super().__init__()
-        self.has_skip = d.stride == 1 and in_chs == d.out_chs and not d.noskip
-        self.conv_pw = create_conv2d(in_chs, mid_chs, 1)
+        self.has_skip = _skip(in_chs, d)
+        self.conv_pw = block_conv(in_chs, mid_chs, d.exp_kernel, same_pad=norm.same_pad)
         self.bn1 = BatchNormAct2d(mid_chs, norm.eps, act_layer=act)
-        self.conv_dw = create_conv2d(mid_chs, mid_chs, d.kernel, d.stride, groups=mid_chs, same_pad=norm.same_pad)
+        self.conv_dw = block_conv(
+            mid_chs, mid_chs, d.kernel, d.stride, groups=d.groups(mid_chs), same_pad=norm.same_pad
+        )
         self.bn2 = BatchNormAct2d(mid_chs, norm.eps, act_layer=act)
         self.se = se
-        self.conv_pwl = create_conv2d(mid_chs, d.out_chs, 1)
+        self.conv_pwl = block_conv(mid_chs, d.out_chs, d.pw_kernel, same_pad=norm.same_pad)
         self.bn3 = BatchNormAct2d(d.out_chs, norm.eps, apply_act=False)
         self.drop_path = _drop(drop_path_rate)
 
@@ -192,26 +241,59 @@ class InvertedResidual(nn.Module):
         return out
 
 
-class ConvBnAct(nn.Module):
-    """A plain conv (`conv`) with bn1 + act, without a residual (the head conv of MobileNetV3's last stage)."""
+class EdgeResidual(nn.Module):
+    """Fused MBConv: a full (strided) conv expands (bn1 + act), optional SE, linear projection (bn2)."""
 
-    def __init__(self, in_chs: int, d: BlockDef, act: str, norm: _Norm) -> None:
+    def __init__(
+        self, in_chs: int, mid_chs: int, d: BlockDef, act: str, se: nn.Module, drop_path_rate: float, norm: _Norm
+    ) -> None:
         super().__init__()
-        self.conv = create_conv2d(in_chs, d.out_chs, d.kernel, d.stride, same_pad=norm.same_pad)
-        self.bn1 = BatchNormAct2d(d.out_chs, norm.eps, act_layer=act)
+        self.has_skip = _skip(in_chs, d)
+        groups = d.groups(mid_chs)  # grouped by the expanded width, as the reference does
+        self.conv_exp = block_conv(in_chs, mid_chs, d.kernel, d.stride, groups=groups, same_pad=norm.same_pad)
+        self.bn1 = BatchNormAct2d(mid_chs, norm.eps, act_layer=act)
+        self.se = se
+        self.conv_pwl = block_conv(mid_chs, d.out_chs, d.pw_kernel, same_pad=norm.same_pad)
+        self.bn2 = BatchNormAct2d(d.out_chs, norm.eps, apply_act=False)
+        self.drop_path = _drop(drop_path_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.bn1(self.conv(x))
+        y = self.bn2(self.conv_pwl(self.se(self.bn1(self.conv_exp(x)))))
+        if self.has_skip:
+            y = self.drop_path(y) + x
+        out: torch.Tensor = y
         return out
 
 
-def scale_repeats(repeats: Sequence[int], depth_multiplier: float) -> list[int]:
-    """A stage's repeat counts scaled by depth_multiplier (total rounded up), spread over its runs from the last.
+class ConvBnAct(nn.Module):
+    """A plain conv (`conv`) with bn1 + act; a residual only where the def asks (skip) and shapes allow."""
 
-    The first run of a stage is the least likely to grow, as in EfficientNet's compound scaling.
+    def __init__(self, in_chs: int, d: BlockDef, act: str, drop_path_rate: float, norm: _Norm) -> None:
+        super().__init__()
+        self.has_skip = d.skip and d.stride == 1 and in_chs == d.out_chs
+        self.conv = create_conv2d(
+            in_chs, d.out_chs, d.kernel[0], d.stride, groups=d.groups(in_chs), same_pad=norm.same_pad
+        )
+        self.bn1 = BatchNormAct2d(d.out_chs, norm.eps, act_layer=act)
+        self.drop_path = _drop(drop_path_rate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn1(self.conv(x))
+        if self.has_skip:
+            y = self.drop_path(y) + x
+        out: torch.Tensor = y
+        return out
+
+
+def scale_repeats(repeats: Sequence[int], depth_multiplier: float, trunc: str = "ceil") -> list[int]:
+    """A stage's repeat counts scaled by depth_multiplier, spread over its runs from the last.
+
+    The scaled total is rounded up (trunc 'ceil', EfficientNet's compound scaling) or to the nearest
+    integer, at least 1 (trunc 'round', as MixNet-M/L/XL and TinyNet scale). The first run of a stage
+    is the least likely to grow.
     """
     left = sum(repeats)
-    target = math.ceil(left * depth_multiplier)
+    target = math.ceil(left * depth_multiplier) if trunc == "ceil" else max(1, round(left * depth_multiplier))
     scaled: list[int] = []
     for r in reversed(repeats):
         n = max(1, round(r / left * target))
@@ -219,6 +301,64 @@ def scale_repeats(repeats: Sequence[int], depth_multiplier: float) -> list[int]:
         left -= r
         target -= n
     return scaled[::-1]
+
+
+DEPTH_TRUNCS: tuple[str, ...] = ("ceil", "round")
+
+
+def _check_depths(inst: object, a: object, v: float | tuple[float, ...]) -> None:
+    for m in v if isinstance(v, tuple) else (v,):
+        check_float("depth_multiplier", m, ge=0.1, le=8.0)
+
+
+def _depths(value: float | Sequence[float]) -> float | tuple[float, ...]:
+    return tuple(value) if isinstance(value, Sequence) else value
+
+
+@attrs.frozen
+class Scaling:
+    """How a body scales its base definition: widths, repeat counts and the stem.
+
+    Widths are multiplied by channel_multiplier and rounded to a multiple of divisor, never below round_limit
+    of the product. depth_multiplier (one, or one per stage) scales each stage's repeats (trunc: see
+    scale_repeats); fix_first_last keeps the first and last stages' repeats, fix_stem the stem's width.
+    """
+
+    channel_multiplier: float = attrs.field(
+        default=1.0, validator=lambda i, a, v: check_float("channel_multiplier", v, ge=0.1, le=8.0)
+    )
+    depth_multiplier: float | tuple[float, ...] = attrs.field(default=1.0, converter=_depths, validator=_check_depths)
+    divisor: int = attrs.field(default=8, validator=lambda i, a, v: check_int("channel_divisor", v, ge=1))
+    round_limit: float = attrs.field(
+        default=0.9, validator=lambda i, a, v: check_float("round_limit", v, ge=0.0, le=1.0)
+    )
+    depth_trunc: str = attrs.field(
+        default="ceil", validator=lambda i, a, v: check_choice("depth_trunc", v, DEPTH_TRUNCS)
+    )
+    fix_first_last: bool = attrs.field(default=False, validator=lambda i, a, v: check_bool("fix_first_last", v))
+    fix_stem: bool = attrs.field(default=False, validator=lambda i, a, v: check_bool("fix_stem", v))
+
+    def width(self, chs: int) -> int:
+        """A width scaled and rounded as this body's block widths are."""
+        return make_divisible(chs * self.channel_multiplier, self.divisor, round_limit=self.round_limit)
+
+    def stage_repeats(self, stages: Sequence[Sequence[BlockDef]]) -> list[list[int]]:
+        """Every run's scaled repeat count, stage by stage."""
+        depths = self.depth_multiplier
+        per_stage = depths if isinstance(depths, tuple) else (depths,) * len(stages)
+        if len(per_stage) != len(stages):
+            raise InvalidValueError(
+                f"depth_multiplier={depths!r} is invalid: expected one multiplier or one per stage ({len(stages)})"
+            )
+        last = len(stages) - 1
+        return [
+            scale_repeats(
+                [d.repeats for d in stage],
+                1.0 if self.fix_first_last and s in (0, last) else m,
+                self.depth_trunc,
+            )
+            for s, (stage, m) in enumerate(zip(stages, per_stage, strict=True))
+        ]
 
 
 @attrs.frozen
@@ -236,8 +376,7 @@ def build_stages(
     *,
     act: str,
     se: SeCfg,
-    round_chs: Callable[[int], int],
-    depth_multiplier: float,
+    scaling: Scaling,
     drop_path_rate: float,
     bn_eps: float,
     same_pad: bool,
@@ -247,10 +386,10 @@ def build_stages(
 
     Stochastic depth grows linearly with the block's position over the whole network.
     """
-    runs: list[list[BlockDef]] = []
-    for stage in stages:
-        counts = scale_repeats([d.repeats for d in stage], depth_multiplier)
-        runs.append([attrs.evolve(d, repeats=n) for d, n in zip(stage, counts, strict=True)])
+    runs = [
+        [attrs.evolve(d, repeats=n) for d, n in zip(stage, counts, strict=True)]
+        for stage, counts in zip(stages, scaling.stage_repeats(stages), strict=True)
+    ]
     total = sum(d.repeats for run in runs for d in run)
     norm = _Norm(bn_eps, same_pad)
     blocks = nn.Sequential()
@@ -260,7 +399,12 @@ def build_stages(
         seq = nn.Sequential()
         for d in run:
             for r in range(d.repeats):
-                block_def = attrs.evolve(d, out_chs=round_chs(d.out_chs), stride=d.stride if r == 0 else 1)
+                block_def = attrs.evolve(
+                    d,
+                    out_chs=scaling.width(d.out_chs),
+                    stride=d.stride if r == 0 else 1,
+                    force_in_chs=scaling.width(d.force_in_chs) if d.force_in_chs else 0,
+                )
                 rate = drop_path_rate * index / total
                 seq.add_module(str(len(seq)), _make_block(chs, block_def, act, se, rate, norm))
                 chs = block_def.out_chs
@@ -294,14 +438,9 @@ def google_init_(module: nn.Module) -> bool:
     return True
 
 
-def scale_width(chs: int, channel_multiplier: float) -> int:
-    """A width scaled by channel_multiplier, rounded to a multiple of 8 (as every width of a body is)."""
-    return make_divisible(chs * channel_multiplier, 8)
-
-
 @attrs.frozen
 class MbBody:
-    """What build_body made: the stem (conv_stem, a strided 3x3 conv, and bn1) and the stages."""
+    """What build_body made: the stem (conv_stem, a strided conv, and bn1) and the stages."""
 
     conv_stem: nn.Conv2d
     bn1: BatchNormAct2d
@@ -313,25 +452,24 @@ def build_body(
     in_chans: int,
     stem_size: int,
     *,
-    channel_multiplier: float,
+    scaling: Scaling,
     act: str,
     se: SeCfg,
-    depth_multiplier: float,
     drop_path_rate: float,
     bn_eps: float,
     same_pad: bool,
+    stem_kernel: int = 3,
 ) -> MbBody:
-    """The stem and stages of an EfficientNet or MobileNetV3, every width scaled by channel_multiplier."""
-    stem = scale_width(stem_size, channel_multiplier)
-    conv_stem = create_conv2d(in_chans, stem, 3, 2, same_pad=same_pad)
+    """The stem and stages of an EfficientNet or MobileNetV3, scaled by scaling."""
+    stem = stem_size if scaling.fix_stem else scaling.width(stem_size)
+    conv_stem = create_conv2d(in_chans, stem, stem_kernel, 2, same_pad=same_pad)
     bn1 = BatchNormAct2d(stem, bn_eps, act_layer=act)
     built = build_stages(
         stages,
         stem,
         act=act,
         se=se,
-        round_chs=functools.partial(scale_width, channel_multiplier=channel_multiplier),
-        depth_multiplier=depth_multiplier,
+        scaling=scaling,
         drop_path_rate=drop_path_rate,
         bn_eps=bn_eps,
         same_pad=same_pad,
@@ -342,13 +480,15 @@ def build_body(
 def _make_block(in_chs: int, d: BlockDef, model_act: str, se: SeCfg, rate: float, norm: _Norm) -> nn.Module:
     act = d.act or model_act
     if d.kind == "cn":
-        return ConvBnAct(in_chs, d, act, norm)
-    mid = in_chs if d.kind == "ds" else make_divisible(in_chs * d.exp_ratio)
+        return ConvBnAct(in_chs, d, act, rate, norm)
+    mid = in_chs if d.kind == "ds" else make_divisible((d.force_in_chs or in_chs) * d.exp_ratio)
     gate: nn.Module = nn.Identity()
     if d.se_ratio > 0.0:
         gate = SqueezeExcite(mid, se.reduced(mid, d.se_ratio, d.exp_ratio), se.act or act, se.gate)
     if d.kind == "ds":
         return DepthwiseSeparable(in_chs, d, act, gate, rate, norm)
+    if d.kind == "er":
+        return EdgeResidual(in_chs, mid, d, act, gate, rate, norm)
     return InvertedResidual(in_chs, mid, d, act, gate, rate, norm)
 
 
