@@ -1,8 +1,11 @@
-"""EfficientNet B0-B3 and the pruned B1-B3: compound-scaled stages of mobile inverted-bottleneck blocks.
+"""EfficientNet and its relatives: stem, stages of mobile inverted-bottleneck blocks, head conv, classifier.
 
+One class builds EfficientNet B0-B8/L2 (and their TF ports), -Lite, -EdgeTPU, -V2, MobileNet V1/V2,
+MnasNet, FBNet-C, SPNASNet, MixNet and TinyNet from block-string definitions (efficientnet_archs).
 Parameter names and shapes follow timm 1.0.31 for the same model names, so published checkpoints for
-those names load unchanged. The pruned names are the unpruned architecture (with TensorFlow's batch-norm
-eps and 'same' padding, as they were trained) rebuilt by the Pruner at the published channel layouts.
+those names load unchanged. The B1-B3 pruned names are the unpruned architecture (with TensorFlow's
+batch-norm eps and 'same' padding, as they were trained) rebuilt by the Pruner at the published channel
+layouts.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from torch import nn
 
 from zoo.archs.base import ZooModule
 from zoo.archs.catalogue import family_specs, pruned_layout
+from zoo.archs.efficientnet_archs import ARCHS, EFFICIENTNET_STAGES
 from zoo.archs.layers import (
     ACT_LAYERS,
     BatchNormAct2d,
@@ -26,7 +30,6 @@ from zoo.archs.layers import (
     make_fc,
     sequential_prefix,
 )
-from zoo.archs.layers.block_string import decode_stages
 from zoo.archs.layers.init import init_each_module
 from zoo.archs.layers.mbconv import (
     KERNELS,
@@ -44,7 +47,7 @@ from zoo.domain.checks import check_bool, check_choice, check_float, check_int
 from zoo.domain.grouping import GroupMatcher, GroupRule
 from zoo.domain.values import FeatureCfg, ModelSpec
 
-__all__ = ["EFFICIENTNET_STAGES", "HEAD_SCALINGS", "MODEL_SPECS", "EfficientNet"]
+__all__ = ["EFFICIENTNET_STAGES", "HEAD_SCALINGS", "MODEL_SPECS", "PRUNED_NAMES", "EfficientNet"]
 
 # how num_features becomes the head conv's width: scaled as the blocks are, as given, or the larger of both
 HEAD_SCALINGS: tuple[str, ...] = ("scale", "fixed", "grow")
@@ -214,38 +217,10 @@ class EfficientNet(ZooModule):
         return list(kept)
 
 
-# EfficientNet-B0 (Tan & Le, 2019): the base network every Bn scales
-EFFICIENTNET_STAGES: tuple[tuple[BlockDef, ...], ...] = decode_stages(
-    (
-        ("ds_r1_k3_s1_e1_c16_se0.25",),
-        ("ir_r2_k3_s2_e6_c24_se0.25",),
-        ("ir_r2_k5_s2_e6_c40_se0.25",),
-        ("ir_r3_k3_s2_e6_c80_se0.25",),
-        ("ir_r3_k5_s1_e6_c112_se0.25",),
-        ("ir_r4_k5_s2_e6_c192_se0.25",),
-        ("ir_r1_k3_s1_e6_c320_se0.25",),
-    )
-)
-
-
-def _scaled(width: float, depth: float) -> dict[str, object]:
-    return {"stages": EFFICIENTNET_STAGES, "channel_multiplier": width, "depth_multiplier": depth}
-
-
-# the pruned checkpoints were trained in TensorFlow: its batch-norm eps and 'same' padding
-_TF = {"bn_eps": 1e-3, "same_pad": True}
-_ARCHS: dict[str, dict[str, object]] = {
-    "efficientnet_b0": _scaled(1.0, 1.0),
-    "efficientnet_b1": _scaled(1.0, 1.1),
-    "efficientnet_b2": _scaled(1.1, 1.2),
-    "efficientnet_b3": _scaled(1.2, 1.4),
-    "efficientnet_b1_pruned": {**_scaled(1.0, 1.1), **_TF},
-    "efficientnet_b2_pruned": {**_scaled(1.1, 1.2), **_TF},
-    "efficientnet_b3_pruned": {**_scaled(1.2, 1.4), **_TF},
-}
-
+# the names published as pruned channel layouts: B1-B3 (the '_pruned' edge names were published unpruned)
+PRUNED_NAMES: tuple[str, ...] = tuple(n for n in ARCHS if n.startswith("efficientnet_b") and n.endswith("_pruned"))
 
 MODEL_SPECS: tuple[ModelSpec, ...] = tuple(
-    attrs.evolve(spec, prune_spec=pruned_layout(spec.name)) if spec.name.endswith("_pruned") else spec
-    for spec in family_specs(__name__, EfficientNet, _ARCHS, FeatureCfg(feature_cls="list"))
+    attrs.evolve(spec, prune_spec=pruned_layout(spec.name)) if spec.name in PRUNED_NAMES else spec
+    for spec in family_specs(__name__, EfficientNet, ARCHS, FeatureCfg(feature_cls="list"))
 )
