@@ -55,6 +55,11 @@ def test_edge_residual_width_and_groups() -> None:
     assert decode_block("ir_r1_k3_s2_e8_c64").groups(256) == 256  # depthwise by default
 
 
+def test_space_to_depth_marks_a_depthwise_separable_run() -> None:
+    assert decode_block("ds_r1_k3_s1_e1_c16_se0.25_d1").s2d
+    assert not decode_block("ds_r1_k3_s1_e1_c16_se0.25_d0").s2d
+
+
 def test_condconv_experts_are_multiplied_per_definition() -> None:
     stages = decode_stages((("ds_r1_k3_s1_c16",), ("ir_r3_k5_s1_e6_c112_se0.25_cc4",)), experts_multiplier=2)
     assert stages[0][0].num_experts == 0
@@ -71,7 +76,7 @@ def test_condconv_experts_are_multiplied_per_definition() -> None:
         ("ir_r1_k4_s1_e6_c8", "kernel"),
         ("ir_r1_k3_s3_e6_c8", "stride"),
         ("ir_r1_k3.x_s1_e6_c8", "k3.x"),
-        ("ds_r1_k3_s1_c16_d1", "space-to-depth"),
+        ("ir_r1_k3_s1_e6_c16_d1", "s2d"),
         ("ir_r1_k3_s1_e6_c8_nmi", "nmi"),
     ],
 )

@@ -23,13 +23,13 @@ from zoo.archs.catalogue import family_specs, pruned_layout
 from zoo.archs.efficientnet_archs import ARCHS, EFFICIENTNET_STAGES
 from zoo.archs.layers import (
     ACT_LAYERS,
-    BatchNormAct2d,
     GlobalPool,
     check_head,
     is_scripting,
     make_fc,
     sequential_prefix,
 )
+from zoo.archs.layers.block_norms import BLOCK_NORMS, make_block_norm
 from zoo.archs.layers.init import init_each_module
 from zoo.archs.layers.mbconv import (
     KERNELS,
@@ -63,8 +63,13 @@ def _head_width(chs: int, rule: str, scaling: Scaling) -> int:
 class EfficientNet(ZooModule):
     """EfficientNet: conv_stem + bn1, block stages, conv_head + bn2 (1x1 to num_features), pooling, classifier.
 
-    Widths scale by channel_multiplier (rounded to multiples of 8), depths by depth_multiplier (rounded up).
-    same_pad pads stride-2 convolutions as TensorFlow does (for the TF-trained checkpoints).
+    Widths scale by channel_multiplier (rounded to multiples of channel_divisor within round_limit), depths by
+    depth_multiplier (one, or one per stage; rounded up, or to the nearest with depth_trunc='round');
+    fix_first_last / fix_stem keep the end stages' depths / the stem's width (layers.mbconv.Scaling).
+    num_features is scaled, kept or grown to the scaled width by head_scaling; 0 builds no head conv.
+    se_layer 'gc' gates by global context instead of SE; norm_layer picks the blocks' norm (batch norm, or the
+    group/layer/EvoNorm forms of the reference's test models). same_pad pads stride-2 convolutions as
+    TensorFlow does (for the TF-trained checkpoints).
     forward_intermediates' norm=True passes the last tap through the head conv + bn2, as forward_features does.
     set_grad_checkpointing recomputes each block's activations in backward. Random weights are drawn as
     TensorFlow's reference does (layers.mbconv.google_init_), as timm's are.
@@ -90,6 +95,8 @@ class EfficientNet(ZooModule):
         num_classes: int = 1000,
         in_chans: int = 3,
         act_layer: str = "silu",
+        se_layer: str = "se",
+        norm_layer: str = "batchnorm",
         bn_eps: float = 1e-5,
         same_pad: bool = False,
         drop_rate: float = 0.0,
@@ -105,6 +112,7 @@ class EfficientNet(ZooModule):
         check_choice("stem_kernel_size", stem_kernel_size, KERNELS)
         head_chs = check_int("num_features", num_features, ge=0)
         check_choice("head_scaling", head_scaling, HEAD_SCALINGS)
+        check_choice("norm_layer", norm_layer, BLOCK_NORMS)
         in_chans = check_int("in_chans", in_chans, ge=1)
         check_choice("act_layer", act_layer, ACT_LAYERS)
         eps = check_float("bn_eps", bn_eps, ge=0.0, lt=1.0)
@@ -122,11 +130,12 @@ class EfficientNet(ZooModule):
             stem_size,
             scaling=scaling,
             act=act_layer,
-            se=SeCfg(),
+            se=SeCfg(layer=se_layer),
             drop_path_rate=drop_path_rate,
             bn_eps=eps,
             same_pad=same_pad,
             stem_kernel=stem_kernel_size,
+            norm_layer=norm_layer,
         )
         self.conv_stem = body.conv_stem
         self.bn1 = body.bn1
@@ -138,7 +147,7 @@ class EfficientNet(ZooModule):
         if head_chs:
             self.num_features = _head_width(head_chs, head_scaling, scaling)
             self.conv_head = create_conv2d(body.stages.out_chs, self.num_features, 1, same_pad=same_pad)
-            self.bn2 = BatchNormAct2d(self.num_features, eps, act_layer=act_layer)
+            self.bn2 = make_block_norm(norm_layer, self.num_features, eps, act_layer=act_layer)
         self.global_pool = pool
         self.head_hidden_size = self.num_features * pool.feat_mult()
         self.classifier = make_fc(self.head_hidden_size, num_classes)
@@ -187,7 +196,8 @@ class EfficientNet(ZooModule):
         return out
 
     def _tap_stages(self) -> list[int]:
-        return [int(t.module.split(".")[1]) for t in self.feature_info]
+        # the stem's tap (bn1, where the first block strides or folds space) is stage -1
+        return [-1 if t.module == "bn1" else int(t.module.split(".")[1]) for t in self.feature_info]
 
     def _tap_steps(self) -> list[TapStep]:
         return stage_steps([self.conv_stem, self.bn1], self.blocks, self._tap_stages(), self.grad_checkpointing)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from zoo.archs.layers.block_def import BlockDef
 from zoo.archs.layers.block_string import decode_stages
-from zoo.archs.layers.mbconv import BlockDef
 
 __all__ = ["ARCHS", "EFFICIENTNET_STAGES"]
 
@@ -40,6 +40,36 @@ _LITE = _stages(
     ["ir_r4_k5_s2_e6_c192"],
     ["ir_r1_k3_s1_e6_c320"],
 )
+
+
+def _condconv(experts_multiplier: int) -> Stages:
+    # EfficientNet-B0 with CondConv (4 experts, or 4 times experts_multiplier) in its last three stages
+    arch = (
+        ["ds_r1_k3_s1_e1_c16_se0.25"],
+        ["ir_r2_k3_s2_e6_c24_se0.25"],
+        ["ir_r2_k5_s2_e6_c40_se0.25"],
+        ["ir_r3_k3_s2_e6_c80_se0.25"],
+        ["ir_r3_k5_s1_e6_c112_se0.25_cc4"],
+        ["ir_r4_k5_s2_e6_c192_se0.25_cc4"],
+        ["ir_r1_k3_s1_e6_c320_se0.25_cc4"],
+    )
+    return decode_stages(arch, experts_multiplier=experts_multiplier)
+
+
+def _x(exp: int) -> Stages:
+    # EfficientNet-X (Li et al., 2021): space to depth in the first block, fused ReLU blocks early; 'h' (the
+    # second version) expands 4x instead of 6x in stages 1-3
+    return _stages(
+        ["ds_r1_k3_s1_e1_c16_se0.25_d1"],
+        [f"er_r2_k3_s2_e{exp}_c24_se0.25_nre"],
+        [f"er_r2_k5_s2_e{exp}_c40_se0.25_nre"],
+        [f"ir_r3_k3_s2_e{exp}_c80_se0.25"],
+        ["ir_r3_k5_s1_e6_c112_se0.25"],
+        ["ir_r4_k5_s2_e6_c192_se0.25"],
+        ["ir_r1_k3_s1_e6_c320_se0.25"],
+    )
+
+
 # EfficientNet-EdgeTPU S/M/L: fused (edge) blocks in the early stages
 _EDGE = _stages(
     ["er_r1_k3_s1_e4_c24_fc24_noskip"],
@@ -291,6 +321,11 @@ def _v2_base(width: float, depth: float) -> Args:
     return {**_v2(_V2_BASE, width, depth), "stem_size": 32, "round_limit": 0.0, **_TF}
 
 
+def _test(norm: str) -> Args:
+    # the reference's tiny test model, with batch norm or one of its other norms (layers.block_norms)
+    return {"stages": _TEST, "stem_size": 24, "num_features": 256, "round_limit": 0.0, "norm_layer": norm}
+
+
 ARCHS: dict[str, Args] = {
     "efficientnet_b0": _b(1.0, 1.0),
     "efficientnet_b1": _b(1.0, 1.1),
@@ -311,6 +346,11 @@ ARCHS: dict[str, Args] = {
     "tf_efficientnet_b7": {**_b(2.0, 3.1), **_TF},
     "tf_efficientnet_b8": {**_b(2.2, 3.6), **_TF},
     "tf_efficientnet_l2": {**_b(4.3, 5.3), **_TF},
+    "tf_efficientnet_cc_b0_4e": {**_b(1.0, 1.0), "stages": _condconv(1), **_TF},
+    "tf_efficientnet_cc_b0_8e": {**_b(1.0, 1.0), "stages": _condconv(2), **_TF},
+    "tf_efficientnet_cc_b1_8e": {**_b(1.0, 1.1), "stages": _condconv(2), **_TF},
+    "efficientnet_x_b5": {**_b(1.6, 2.2), "stages": _x(6)},
+    "efficientnet_h_b5": {**_b(1.92, 2.2), "stages": _x(4)},
     "efficientnet_lite0": _lite(1.0, 1.0),
     "tf_efficientnet_lite0": {**_lite(1.0, 1.0), **_TF},
     "tf_efficientnet_lite1": {**_lite(1.0, 1.1), **_TF},
@@ -344,6 +384,7 @@ ARCHS: dict[str, Args] = {
     "tf_mixnet_m": {**_mixnet(_MIXNET_M, 1.0), **_TF},
     "tf_mixnet_l": {**_mixnet(_MIXNET_M, 1.3), **_TF},
     "efficientnetv2_rw_t": _v2(_V2_S, 0.8, 0.9),
+    "gc_efficientnetv2_rw_t": _v2(_V2_S, 0.8, 0.9, se_layer="gc"),
     "efficientnetv2_rw_s": _v2(_V2_S_RW, num_features=1792),
     "efficientnetv2_rw_m": _v2(_V2_S_RW, 1.2, (1.2,) * 4 + (1.6,) * 2, num_features=1792),
     "tf_efficientnetv2_s": {**_v2(_V2_S), **_TF},
@@ -371,5 +412,8 @@ ARCHS: dict[str, Args] = {
         "head_scaling": "fixed",
         "act_layer": "relu",
     },
-    "test_efficientnet": {"stages": _TEST, "stem_size": 24, "num_features": 256, "round_limit": 0.0},
+    "test_efficientnet": _test("batchnorm"),
+    "test_efficientnet_gn": _test("groupnorm"),
+    "test_efficientnet_ln": _test("layernorm"),
+    "test_efficientnet_evos": _test("evonorm"),
 }

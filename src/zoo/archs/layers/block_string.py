@@ -11,7 +11,7 @@ reads as published. Kinds: 'ds', 'dsa' (a 'ds' whose projection is activated and
     c<n>  output channels    se<x>  SE ratio                     gs<n>  group size (1: depthwise)
     cc<n>  CondConv experts  fc<n>  width the expansion is sized from ('er')
     nre / nr6 / nsw / nhs  ReLU / ReLU6 / SiLU / hard-swish instead of the model's activation
-    noskip  no residual      skip  a residual ('cn')
+    noskip  no residual      skip  a residual ('cn')        d1  space to depth first ('ds')
 
 Several kernel sizes ('k3.5.7') make a mixed-kernel conv over as many channel groups. An option a kind
 does not use is ignored, as the reference ignores it; an unknown kind or option is refused.
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import attrs
 
-from zoo.archs.layers.mbconv import BlockDef
+from zoo.archs.layers.block_def import BlockDef
 from zoo.domain.errors import InvalidValueError
 
 __all__ = ["decode_block", "decode_stages"]
@@ -75,8 +75,6 @@ def decode_block(text: str) -> BlockDef:
     for key in ("r", "k", "s", "c"):
         if key not in options:
             raise _refuse(text, f"option {key!r} is missing")
-    if int(_number(text, "d", options.get("d", "0"), int)):
-        raise _refuse(text, "space-to-depth blocks ('d1') are not supported")
     fields: dict[str, object] = {
         "kind": "ds" if kind == "dsa" else kind,
         "repeats": int(_number(text, "r", options["r"], int)),
@@ -95,6 +93,8 @@ def decode_block(text: str) -> BlockDef:
         fields["noskip"] = skip is False or kind == "dsa"
     if kind == "dsa":
         fields["pw_act"] = True
+    if int(_number(text, "d", options.get("d", "0"), int)):
+        fields["s2d"] = True
     if kind in ("ir", "er"):
         if "e" not in options:
             raise _refuse(text, "option 'e' is missing")
