@@ -26,7 +26,7 @@ from modelcache import built_as
 from refdata import pruned_layout, reference
 from weights_support import CheckpointServer
 from zoo.archs.catalogue import FAMILIES
-from zoo.archs.efficientnet import EfficientNet
+from zoo.archs.efficientnet import PRUNED_NAMES, EfficientNet
 from zoo.archs.layers import BatchNormAct2d, DropPath
 from zoo.archs.layers.mbconv import BlockDef, InvertedResidual, SqueezeExcite, scale_repeats
 from zoo.archs.layers.padding import Conv2dSame, create_conv2d
@@ -211,7 +211,7 @@ def test_same_padding_pads_like_tensorflow(size: int) -> None:
 
 # -- the pruned names -----------------------------------------------------------------------------
 
-PRUNED = tuple(n for n in NAMES if n.endswith("_pruned"))
+PRUNED = PRUNED_NAMES
 
 
 @pytest.mark.parametrize("name", PRUNED)

@@ -1,8 +1,11 @@
-"""EfficientNet B0-B3 and the pruned B1-B3: compound-scaled stages of mobile inverted-bottleneck blocks.
+"""EfficientNet and its relatives: stem, stages of mobile inverted-bottleneck blocks, head conv, classifier.
 
+One class builds EfficientNet B0-B8/L2 (and their TF ports), -Lite, -EdgeTPU, -V2, MobileNet V1/V2,
+MnasNet, FBNet-C, SPNASNet, MixNet and TinyNet from block-string definitions (efficientnet_archs).
 Parameter names and shapes follow timm 1.0.31 for the same model names, so published checkpoints for
-those names load unchanged. The pruned names are the unpruned architecture (with TensorFlow's batch-norm
-eps and 'same' padding, as they were trained) rebuilt by the Pruner at the published channel layouts.
+those names load unchanged. The B1-B3 pruned names are the unpruned architecture (with TensorFlow's
+batch-norm eps and 'same' padding, as they were trained) rebuilt by the Pruner at the published channel
+layouts.
 """
 
 from __future__ import annotations
@@ -17,23 +20,25 @@ from torch import nn
 
 from zoo.archs.base import ZooModule
 from zoo.archs.catalogue import family_specs, pruned_layout
+from zoo.archs.efficientnet_archs import ARCHS, EFFICIENTNET_STAGES
 from zoo.archs.layers import (
     ACT_LAYERS,
-    BatchNormAct2d,
     GlobalPool,
     check_head,
     is_scripting,
     make_fc,
     sequential_prefix,
 )
+from zoo.archs.layers.block_norms import BLOCK_NORMS, make_block_norm
 from zoo.archs.layers.init import init_each_module
 from zoo.archs.layers.mbconv import (
+    KERNELS,
     BlockDef,
+    Scaling,
     SeCfg,
     build_body,
     check_stages,
     google_init_,
-    scale_width,
     stage_steps,
 )
 from zoo.archs.layers.padding import create_conv2d
@@ -42,14 +47,29 @@ from zoo.domain.checks import check_bool, check_choice, check_float, check_int
 from zoo.domain.grouping import GroupMatcher, GroupRule
 from zoo.domain.values import FeatureCfg, ModelSpec
 
-__all__ = ["EFFICIENTNET_STAGES", "MODEL_SPECS", "EfficientNet"]
+__all__ = ["EFFICIENTNET_STAGES", "HEAD_SCALINGS", "MODEL_SPECS", "PRUNED_NAMES", "EfficientNet"]
+
+# how num_features becomes the head conv's width: scaled as the blocks are, as given, or the larger of both
+HEAD_SCALINGS: tuple[str, ...] = ("scale", "fixed", "grow")
+
+
+def _head_width(chs: int, rule: str, scaling: Scaling) -> int:
+    if rule == "fixed":
+        return chs
+    scaled = scaling.width(chs)
+    return max(chs, scaled) if rule == "grow" else scaled
 
 
 class EfficientNet(ZooModule):
     """EfficientNet: conv_stem + bn1, block stages, conv_head + bn2 (1x1 to num_features), pooling, classifier.
 
-    Widths scale by channel_multiplier (rounded to multiples of 8), depths by depth_multiplier (rounded up).
-    same_pad pads stride-2 convolutions as TensorFlow does (for the TF-trained checkpoints).
+    Widths scale by channel_multiplier (rounded to multiples of channel_divisor within round_limit), depths by
+    depth_multiplier (one, or one per stage; rounded up, or to the nearest with depth_trunc='round');
+    fix_first_last / fix_stem keep the end stages' depths / the stem's width (layers.mbconv.Scaling).
+    num_features is scaled, kept or grown to the scaled width by head_scaling; 0 builds no head conv.
+    se_layer 'gc' gates by global context instead of SE; norm_layer picks the blocks' norm (batch norm, or the
+    group/layer/EvoNorm forms of the reference's test models). same_pad pads stride-2 convolutions as
+    TensorFlow does (for the TF-trained checkpoints).
     forward_intermediates' norm=True passes the last tap through the head conv + bn2, as forward_features does.
     set_grad_checkpointing recomputes each block's activations in backward. Random weights are drawn as
     TensorFlow's reference does (layers.mbconv.google_init_), as timm's are.
@@ -62,12 +82,21 @@ class EfficientNet(ZooModule):
         *,
         stages: Sequence[Sequence[BlockDef]],
         channel_multiplier: float = 1.0,
-        depth_multiplier: float = 1.0,
+        depth_multiplier: float | Sequence[float] = 1.0,
+        channel_divisor: int = 8,
+        round_limit: float = 0.9,
+        depth_trunc: str = "ceil",
+        fix_first_last: bool = False,
+        fix_stem: bool = False,
         stem_size: int = 32,
+        stem_kernel_size: int = 3,
         num_features: int = 1280,
+        head_scaling: str = "scale",
         num_classes: int = 1000,
         in_chans: int = 3,
         act_layer: str = "silu",
+        se_layer: str = "se",
+        norm_layer: str = "batchnorm",
         bn_eps: float = 1e-5,
         same_pad: bool = False,
         drop_rate: float = 0.0,
@@ -76,10 +105,14 @@ class EfficientNet(ZooModule):
     ) -> None:
         super().__init__()
         defs = check_stages(stages)
-        width = check_float("channel_multiplier", channel_multiplier, ge=0.1, le=8.0)
-        depth = check_float("depth_multiplier", depth_multiplier, ge=0.1, le=8.0)
+        scaling = Scaling(
+            channel_multiplier, depth_multiplier, channel_divisor, round_limit, depth_trunc, fix_first_last, fix_stem
+        )
         stem_size = check_int("stem_size", stem_size, ge=1)
-        head_chs = check_int("num_features", num_features, ge=1)
+        check_choice("stem_kernel_size", stem_kernel_size, KERNELS)
+        head_chs = check_int("num_features", num_features, ge=0)
+        check_choice("head_scaling", head_scaling, HEAD_SCALINGS)
+        check_choice("norm_layer", norm_layer, BLOCK_NORMS)
         in_chans = check_int("in_chans", in_chans, ge=1)
         check_choice("act_layer", act_layer, ACT_LAYERS)
         eps = check_float("bn_eps", bn_eps, ge=0.0, lt=1.0)
@@ -95,21 +128,26 @@ class EfficientNet(ZooModule):
             defs,
             in_chans,
             stem_size,
-            channel_multiplier=width,
+            scaling=scaling,
             act=act_layer,
-            se=SeCfg(),
-            depth_multiplier=depth,
+            se=SeCfg(layer=se_layer),
             drop_path_rate=drop_path_rate,
             bn_eps=eps,
             same_pad=same_pad,
+            stem_kernel=stem_kernel_size,
+            norm_layer=norm_layer,
         )
         self.conv_stem = body.conv_stem
         self.bn1 = body.bn1
         self.blocks = body.stages.blocks
         self.feature_info = body.stages.feature_info
-        self.num_features = scale_width(head_chs, width)
-        self.conv_head: nn.Module = create_conv2d(body.stages.out_chs, self.num_features, 1)
-        self.bn2: nn.Module = BatchNormAct2d(self.num_features, eps, act_layer=act_layer)
+        self.conv_head: nn.Module = nn.Identity()
+        self.bn2: nn.Module = nn.Identity()
+        self.num_features = body.stages.out_chs
+        if head_chs:
+            self.num_features = _head_width(head_chs, head_scaling, scaling)
+            self.conv_head = create_conv2d(body.stages.out_chs, self.num_features, 1, same_pad=same_pad)
+            self.bn2 = make_block_norm(norm_layer, self.num_features, eps, act_layer=act_layer)
         self.global_pool = pool
         self.head_hidden_size = self.num_features * pool.feat_mult()
         self.classifier = make_fc(self.head_hidden_size, num_classes)
@@ -158,7 +196,8 @@ class EfficientNet(ZooModule):
         return out
 
     def _tap_stages(self) -> list[int]:
-        return [int(t.module.split(".")[1]) for t in self.feature_info]
+        # the stem's tap (bn1, where the first block strides or folds space) is stage -1
+        return [-1 if t.module == "bn1" else int(t.module.split(".")[1]) for t in self.feature_info]
 
     def _tap_steps(self) -> list[TapStep]:
         return stage_steps([self.conv_stem, self.bn1], self.blocks, self._tap_stages(), self.grad_checkpointing)
@@ -188,36 +227,10 @@ class EfficientNet(ZooModule):
         return list(kept)
 
 
-# EfficientNet-B0 (Tan & Le, 2019): the base network every Bn scales
-EFFICIENTNET_STAGES: tuple[tuple[BlockDef, ...], ...] = (
-    (BlockDef.ds(3, 1, 16, se=0.25),),
-    (BlockDef.ir(2, 3, 2, 6, 24, se=0.25),),
-    (BlockDef.ir(2, 5, 2, 6, 40, se=0.25),),
-    (BlockDef.ir(3, 3, 2, 6, 80, se=0.25),),
-    (BlockDef.ir(3, 5, 1, 6, 112, se=0.25),),
-    (BlockDef.ir(4, 5, 2, 6, 192, se=0.25),),
-    (BlockDef.ir(1, 3, 1, 6, 320, se=0.25),),
-)
-
-
-def _scaled(width: float, depth: float) -> dict[str, object]:
-    return {"stages": EFFICIENTNET_STAGES, "channel_multiplier": width, "depth_multiplier": depth}
-
-
-# the pruned checkpoints were trained in TensorFlow: its batch-norm eps and 'same' padding
-_TF = {"bn_eps": 1e-3, "same_pad": True}
-_ARCHS: dict[str, dict[str, object]] = {
-    "efficientnet_b0": _scaled(1.0, 1.0),
-    "efficientnet_b1": _scaled(1.0, 1.1),
-    "efficientnet_b2": _scaled(1.1, 1.2),
-    "efficientnet_b3": _scaled(1.2, 1.4),
-    "efficientnet_b1_pruned": {**_scaled(1.0, 1.1), **_TF},
-    "efficientnet_b2_pruned": {**_scaled(1.1, 1.2), **_TF},
-    "efficientnet_b3_pruned": {**_scaled(1.2, 1.4), **_TF},
-}
-
+# the names published as pruned channel layouts: B1-B3 (the '_pruned' edge names were published unpruned)
+PRUNED_NAMES: tuple[str, ...] = tuple(n for n in ARCHS if n.startswith("efficientnet_b") and n.endswith("_pruned"))
 
 MODEL_SPECS: tuple[ModelSpec, ...] = tuple(
-    attrs.evolve(spec, prune_spec=pruned_layout(spec.name)) if spec.name.endswith("_pruned") else spec
-    for spec in family_specs(__name__, EfficientNet, _ARCHS, FeatureCfg(feature_cls="list"))
+    attrs.evolve(spec, prune_spec=pruned_layout(spec.name)) if spec.name in PRUNED_NAMES else spec
+    for spec in family_specs(__name__, EfficientNet, ARCHS, FeatureCfg(feature_cls="list"))
 )

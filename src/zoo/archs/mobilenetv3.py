@@ -25,8 +25,9 @@ from zoo.archs.layers import (
     make_fc,
     sequential_prefix,
 )
+from zoo.archs.layers.block_string import decode_stages
 from zoo.archs.layers.init import init_each_module
-from zoo.archs.layers.mbconv import BlockDef, SeCfg, build_body, check_stages, google_init_, stage_steps
+from zoo.archs.layers.mbconv import BlockDef, Scaling, SeCfg, build_body, check_stages, google_init_, stage_steps
 from zoo.archs.surface import TapStep, checkpoint_call, take_taps
 from zoo.domain.checks import check_bool, check_choice, check_float, check_int
 from zoo.domain.grouping import GroupMatcher
@@ -64,7 +65,7 @@ class MobileNetV3(ZooModule):
     ) -> None:
         super().__init__()
         defs = check_stages(stages)
-        width = check_float("channel_multiplier", channel_multiplier, ge=0.1, le=8.0)
+        scaling = Scaling(channel_multiplier=channel_multiplier)
         stem_size = check_int("stem_size", stem_size, ge=1)
         head_size = check_int("head_size", head_size, ge=1)
         in_chans = check_int("in_chans", in_chans, ge=1)
@@ -81,11 +82,10 @@ class MobileNetV3(ZooModule):
             defs,
             in_chans,
             stem_size,
-            channel_multiplier=width,
+            scaling=scaling,
             act=act_layer,
             # SE width from the expanded width, rounded to 8, with ReLU inside and a hard-sigmoid gate
             se=SeCfg(from_exp=True, round_to=8, act="relu", gate="hard_sigmoid"),
-            depth_multiplier=1.0,
             drop_path_rate=drop_path_rate,
             bn_eps=eps,
             same_pad=False,
@@ -199,14 +199,16 @@ class MobileNetV3(ZooModule):
 
 
 # MobileNetV3-Large (Howard et al., 2019): ReLU in the first stages, hard-swish (the model's) after
-MOBILENETV3_LARGE_STAGES: tuple[tuple[BlockDef, ...], ...] = (
-    (BlockDef.ds(3, 1, 16, act="relu"),),
-    (BlockDef.ir(1, 3, 2, 4, 24, act="relu"), BlockDef.ir(1, 3, 1, 3, 24, act="relu")),
-    (BlockDef.ir(3, 5, 2, 3, 40, se=0.25, act="relu"),),
-    (BlockDef.ir(1, 3, 2, 6, 80), BlockDef.ir(1, 3, 1, 2.5, 80), BlockDef.ir(2, 3, 1, 2.3, 80)),
-    (BlockDef.ir(2, 3, 1, 6, 112, se=0.25),),
-    (BlockDef.ir(3, 5, 2, 6, 160, se=0.25),),
-    (BlockDef("cn", 1, 1, 1, 960),),
+MOBILENETV3_LARGE_STAGES: tuple[tuple[BlockDef, ...], ...] = decode_stages(
+    (
+        ("ds_r1_k3_s1_e1_c16_nre",),
+        ("ir_r1_k3_s2_e4_c24_nre", "ir_r1_k3_s1_e3_c24_nre"),
+        ("ir_r3_k5_s2_e3_c40_se0.25_nre",),
+        ("ir_r1_k3_s2_e6_c80", "ir_r1_k3_s1_e2.5_c80", "ir_r2_k3_s1_e2.3_c80"),
+        ("ir_r2_k3_s1_e6_c112_se0.25",),
+        ("ir_r3_k5_s2_e6_c160_se0.25",),
+        ("cn_r1_k1_s1_c960",),
+    )
 )
 
 _ARCHS: dict[str, dict[str, object]] = {

@@ -1,22 +1,34 @@
-"""Mobile inverted-bottleneck blocks (EfficientNet, MobileNetV3): their typed definitions and the stage builder.
+"""Mobile inverted-bottleneck bodies (EfficientNet, MobileNetV3): scaling and the stage builder.
 
-Module and parameter names follow timm 1.0.31 (conv_pw/bn1/conv_dw/bn2/se/conv_pwl/bn3, se.conv_reduce/
-conv_expand), so the checkpoints published for those families load unchanged.
+The block definitions live in layers.block_def, the blocks in layers.mb_blocks; both are re-exported here.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import attrs
 import torch
 from torch import nn
 
-from zoo.archs.layers.drop import DropPath
+from zoo.archs.layers.block_def import BLOCK_KINDS, KERNELS, BlockDef
+from zoo.archs.layers.block_norms import make_block_norm
+from zoo.archs.layers.cond_conv import CondConv2d
 from zoo.archs.layers.helpers import make_divisible
-from zoo.archs.layers.norm_act import ACT_LAYERS, BatchNormAct2d, make_act
+from zoo.archs.layers.mb_blocks import (
+    GATES,
+    SE_LAYERS,
+    BlockNorm,
+    CondConvResidual,
+    ConvBnAct,
+    DepthwiseSeparable,
+    EdgeResidual,
+    InvertedResidual,
+    SeCfg,
+    SqueezeExcite,
+)
 from zoo.archs.layers.padding import create_conv2d
 from zoo.archs.surface import TapStep, run_stage
 from zoo.domain.checks import check_bool, check_choice, check_float, check_int
@@ -25,13 +37,19 @@ from zoo.domain.values import FeatureInfo
 
 __all__ = [
     "BLOCK_KINDS",
+    "DEPTH_TRUNCS",
     "GATES",
+    "KERNELS",
+    "SE_LAYERS",
     "BlockDef",
+    "CondConvResidual",
     "ConvBnAct",
     "DepthwiseSeparable",
+    "EdgeResidual",
     "InvertedResidual",
     "MbBody",
     "MbStages",
+    "Scaling",
     "SeCfg",
     "SqueezeExcite",
     "build_body",
@@ -39,179 +57,19 @@ __all__ = [
     "check_stages",
     "google_init_",
     "scale_repeats",
-    "scale_width",
     "stage_steps",
 ]
 
-BLOCK_KINDS: tuple[str, ...] = ("ds", "ir", "cn")
-GATES: tuple[str, ...] = ("sigmoid", "hard_sigmoid")
 
+def scale_repeats(repeats: Sequence[int], depth_multiplier: float, trunc: str = "ceil") -> list[int]:
+    """A stage's repeat counts scaled by depth_multiplier, spread over its runs from the last.
 
-def _opt_act(inst: object, a: attrs.Attribute[str | None], v: str | None) -> None:
-    if v is not None:
-        check_choice(f"BlockDef.{a.name}", v, ACT_LAYERS)
-
-
-@attrs.frozen
-class BlockDef:
-    """One run of identical blocks: kind ('ds' depthwise-separable, 'ir' inverted residual, 'cn' conv-bn-act).
-
-    The first block of the run strides; act None takes the model's activation; se_ratio 0 means no
-    squeeze-and-excitation.
-    """
-
-    kind: str = attrs.field(validator=lambda i, a, v: check_choice("BlockDef.kind", v, BLOCK_KINDS))
-    repeats: int = attrs.field(validator=lambda i, a, v: check_int("BlockDef.repeats", v, ge=1))
-    kernel: int = attrs.field(validator=lambda i, a, v: check_choice("BlockDef.kernel", v, (1, 3, 5, 7)))
-    stride: int = attrs.field(validator=lambda i, a, v: check_choice("BlockDef.stride", v, (1, 2)))
-    out_chs: int = attrs.field(validator=lambda i, a, v: check_int("BlockDef.out_chs", v, ge=1))
-    exp_ratio: float = attrs.field(
-        default=1.0, validator=lambda i, a, v: check_float("BlockDef.exp_ratio", v, ge=1.0, le=16.0)
-    )
-    se_ratio: float = attrs.field(
-        default=0.0, validator=lambda i, a, v: check_float("BlockDef.se_ratio", v, ge=0.0, le=1.0)
-    )
-    act: str | None = attrs.field(default=None, validator=_opt_act)
-    noskip: bool = attrs.field(default=False, validator=lambda i, a, v: check_bool("BlockDef.noskip", v))
-
-    @classmethod
-    def ds(cls, kernel: int, stride: int, out_chs: int, *, se: float = 0.0, act: str | None = None) -> BlockDef:
-        """One depthwise-separable block."""
-        return cls("ds", 1, kernel, stride, out_chs, se_ratio=se, act=act)
-
-    @classmethod
-    def ir(
-        cls,
-        repeats: int,
-        kernel: int,
-        stride: int,
-        exp_ratio: float,
-        out_chs: int,
-        *,
-        se: float = 0.0,
-        act: str | None = None,
-    ) -> BlockDef:
-        """A run of inverted-residual blocks."""
-        return cls("ir", repeats, kernel, stride, out_chs, exp_ratio=exp_ratio, se_ratio=se, act=act)
-
-
-@attrs.frozen
-class SeCfg:
-    """How a family sizes and gates squeeze-and-excitation.
-
-    from_exp: the reduced width is se_ratio of the expanded width (MobileNetV3) rather than of the block input
-    (EfficientNet); round_to: that width is rounded to a multiple of it (0: to the nearest integer); act None
-    takes the block's activation.
-    """
-
-    from_exp: bool = False
-    round_to: int = 0
-    act: str | None = None
-    gate: str = attrs.field(default="sigmoid", validator=lambda i, a, v: check_choice("SeCfg.gate", v, GATES))
-
-    def reduced(self, chs: int, se_ratio: float, exp_ratio: float) -> int:
-        """The reduced width of the SE of a block whose expanded width is chs."""
-        ratio = se_ratio if self.from_exp else se_ratio / exp_ratio
-        if self.round_to:
-            return make_divisible(chs * ratio, self.round_to)
-        return round(chs * ratio)
-
-
-class SqueezeExcite(nn.Module):
-    """Squeeze-and-excitation: pooled channels through conv_reduce, an activation, conv_expand and a gate."""
-
-    def __init__(self, chs: int, rd_chs: int, act_layer: str, gate: str) -> None:
-        super().__init__()
-        self.conv_reduce = nn.Conv2d(chs, rd_chs, 1, bias=True)
-        self.act1 = make_act(act_layer)  # in place is safe: it acts on a fresh tensor
-        self.conv_expand = nn.Conv2d(rd_chs, chs, 1, bias=True)
-        self.gate: nn.Module = nn.Hardsigmoid() if gate == "hard_sigmoid" else nn.Sigmoid()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.conv_expand(self.act1(self.conv_reduce(x.mean((2, 3), keepdim=True))))
-        out: torch.Tensor = x * self.gate(s)
-        return out
-
-
-@attrs.frozen
-class _Norm:
-    """Settings every block of a model shares: batch-norm eps, and whether strided convs pad TF-style."""
-
-    eps: float
-    same_pad: bool
-
-
-def _drop(rate: float) -> nn.Module:
-    return DropPath(rate) if rate > 0.0 else nn.Identity()
-
-
-class DepthwiseSeparable(nn.Module):
-    """Depthwise conv (bn1 + act), optional SE, pointwise conv (bn2, no act); residual when shapes allow."""
-
-    def __init__(self, in_chs: int, d: BlockDef, act: str, se: nn.Module, drop_path_rate: float, norm: _Norm) -> None:
-        super().__init__()
-        self.has_skip = d.stride == 1 and in_chs == d.out_chs and not d.noskip
-        self.conv_dw = create_conv2d(in_chs, in_chs, d.kernel, d.stride, groups=in_chs, same_pad=norm.same_pad)
-        self.bn1 = BatchNormAct2d(in_chs, norm.eps, act_layer=act)
-        self.se = se
-        self.conv_pw = create_conv2d(in_chs, d.out_chs, 1)
-        self.bn2 = BatchNormAct2d(d.out_chs, norm.eps, apply_act=False)
-        self.drop_path = _drop(drop_path_rate)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.bn2(self.conv_pw(self.se(self.bn1(self.conv_dw(x)))))
-        if self.has_skip:
-            y = self.drop_path(y) + x
-        out: torch.Tensor = y
-        return out
-
-
-class InvertedResidual(nn.Module):
-    """Pointwise expansion (bn1 + act), depthwise conv (bn2 + act), optional SE, linear projection (bn3)."""
-
-    def __init__(
-        self, in_chs: int, mid_chs: int, d: BlockDef, act: str, se: nn.Module, drop_path_rate: float, norm: _Norm
-    ) -> None:
-        super().__init__()
-        self.has_skip = d.stride == 1 and in_chs == d.out_chs and not d.noskip
-        self.conv_pw = create_conv2d(in_chs, mid_chs, 1)
-        self.bn1 = BatchNormAct2d(mid_chs, norm.eps, act_layer=act)
-        self.conv_dw = create_conv2d(mid_chs, mid_chs, d.kernel, d.stride, groups=mid_chs, same_pad=norm.same_pad)
-        self.bn2 = BatchNormAct2d(mid_chs, norm.eps, act_layer=act)
-        self.se = se
-        self.conv_pwl = create_conv2d(mid_chs, d.out_chs, 1)
-        self.bn3 = BatchNormAct2d(d.out_chs, norm.eps, apply_act=False)
-        self.drop_path = _drop(drop_path_rate)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.bn2(self.conv_dw(self.bn1(self.conv_pw(x))))
-        y = self.bn3(self.conv_pwl(self.se(y)))
-        if self.has_skip:
-            y = self.drop_path(y) + x
-        out: torch.Tensor = y
-        return out
-
-
-class ConvBnAct(nn.Module):
-    """A plain conv (`conv`) with bn1 + act, without a residual (the head conv of MobileNetV3's last stage)."""
-
-    def __init__(self, in_chs: int, d: BlockDef, act: str, norm: _Norm) -> None:
-        super().__init__()
-        self.conv = create_conv2d(in_chs, d.out_chs, d.kernel, d.stride, same_pad=norm.same_pad)
-        self.bn1 = BatchNormAct2d(d.out_chs, norm.eps, act_layer=act)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.bn1(self.conv(x))
-        return out
-
-
-def scale_repeats(repeats: Sequence[int], depth_multiplier: float) -> list[int]:
-    """A stage's repeat counts scaled by depth_multiplier (total rounded up), spread over its runs from the last.
-
-    The first run of a stage is the least likely to grow, as in EfficientNet's compound scaling.
+    The scaled total is rounded up (trunc 'ceil', EfficientNet's compound scaling) or to the nearest
+    integer, at least 1 (trunc 'round', as MixNet-M/L/XL and TinyNet scale). The first run of a stage
+    is the least likely to grow.
     """
     left = sum(repeats)
-    target = math.ceil(left * depth_multiplier)
+    target = math.ceil(left * depth_multiplier) if trunc == "ceil" else max(1, round(left * depth_multiplier))
     scaled: list[int] = []
     for r in reversed(repeats):
         n = max(1, round(r / left * target))
@@ -219,6 +77,64 @@ def scale_repeats(repeats: Sequence[int], depth_multiplier: float) -> list[int]:
         left -= r
         target -= n
     return scaled[::-1]
+
+
+DEPTH_TRUNCS: tuple[str, ...] = ("ceil", "round")
+
+
+def _check_depths(inst: object, a: object, v: float | tuple[float, ...]) -> None:
+    for m in v if isinstance(v, tuple) else (v,):
+        check_float("depth_multiplier", m, ge=0.1, le=8.0)
+
+
+def _depths(value: float | Sequence[float]) -> float | tuple[float, ...]:
+    return tuple(value) if isinstance(value, Sequence) else value
+
+
+@attrs.frozen
+class Scaling:
+    """How a body scales its base definition: widths, repeat counts and the stem.
+
+    Widths are multiplied by channel_multiplier and rounded to a multiple of divisor, never below round_limit
+    of the product. depth_multiplier (one, or one per stage) scales each stage's repeats (trunc: see
+    scale_repeats); fix_first_last keeps the first and last stages' repeats, fix_stem the stem's width.
+    """
+
+    channel_multiplier: float = attrs.field(
+        default=1.0, validator=lambda i, a, v: check_float("channel_multiplier", v, ge=0.1, le=8.0)
+    )
+    depth_multiplier: float | tuple[float, ...] = attrs.field(default=1.0, converter=_depths, validator=_check_depths)
+    divisor: int = attrs.field(default=8, validator=lambda i, a, v: check_int("channel_divisor", v, ge=1))
+    round_limit: float = attrs.field(
+        default=0.9, validator=lambda i, a, v: check_float("round_limit", v, ge=0.0, le=1.0)
+    )
+    depth_trunc: str = attrs.field(
+        default="ceil", validator=lambda i, a, v: check_choice("depth_trunc", v, DEPTH_TRUNCS)
+    )
+    fix_first_last: bool = attrs.field(default=False, validator=lambda i, a, v: check_bool("fix_first_last", v))
+    fix_stem: bool = attrs.field(default=False, validator=lambda i, a, v: check_bool("fix_stem", v))
+
+    def width(self, chs: int) -> int:
+        """A width scaled and rounded as this body's block widths are."""
+        return make_divisible(chs * self.channel_multiplier, self.divisor, round_limit=self.round_limit)
+
+    def stage_repeats(self, stages: Sequence[Sequence[BlockDef]]) -> list[list[int]]:
+        """Every run's scaled repeat count, stage by stage."""
+        depths = self.depth_multiplier
+        per_stage = depths if isinstance(depths, tuple) else (depths,) * len(stages)
+        if len(per_stage) != len(stages):
+            raise InvalidValueError(
+                f"depth_multiplier={depths!r} is invalid: expected one multiplier or one per stage ({len(stages)})"
+            )
+        last = len(stages) - 1
+        return [
+            scale_repeats(
+                [d.repeats for d in stage],
+                1.0 if self.fix_first_last and s in (0, last) else m,
+                self.depth_trunc,
+            )
+            for s, (stage, m) in enumerate(zip(stages, per_stage, strict=True))
+        ]
 
 
 @attrs.frozen
@@ -236,38 +152,57 @@ def build_stages(
     *,
     act: str,
     se: SeCfg,
-    round_chs: Callable[[int], int],
-    depth_multiplier: float,
+    scaling: Scaling,
     drop_path_rate: float,
     bn_eps: float,
     same_pad: bool,
     stem_reduction: int = 2,
+    norm_layer: str = "batchnorm",
 ) -> MbStages:
     """Build the block stages; a tap ends each stage that the next one strides after (and the last stage).
 
     Stochastic depth grows linearly with the block's position over the whole network.
     """
-    runs: list[list[BlockDef]] = []
-    for stage in stages:
-        counts = scale_repeats([d.repeats for d in stage], depth_multiplier)
-        runs.append([attrs.evolve(d, repeats=n) for d, n in zip(stage, counts, strict=True)])
+    runs = [
+        [attrs.evolve(d, repeats=n) for d, n in zip(stage, counts, strict=True)]
+        for stage, counts in zip(stages, scaling.stage_repeats(stages), strict=True)
+    ]
     total = sum(d.repeats for run in runs for d in run)
-    norm = _Norm(bn_eps, same_pad)
+    norm = BlockNorm(bn_eps, same_pad, norm_layer)
     blocks = nn.Sequential()
     feature_info: list[FeatureInfo] = []
+    if runs[0][0].stride > 1 or runs[0][0].s2d:  # the stem's output is a tap of its own
+        feature_info.append(FeatureInfo(index=0, module="bn1", num_chs=in_chs, reduction=stem_reduction))
     reduction, index, chs = stem_reduction, 0, in_chs
+    # space to depth: 0 off, 1 the block that folds space, 2 the blocks at 4x widths after it
+    s2d = 0
     for s, run in enumerate(runs):
         seq = nn.Sequential()
         for d in run:
             for r in range(d.repeats):
-                block_def = attrs.evolve(d, out_chs=round_chs(d.out_chs), stride=d.stride if r == 0 else 1)
+                stride, exp_ratio = d.stride if r == 0 else 1, d.exp_ratio
+                if not s2d and d.s2d:
+                    s2d, reduction = 1, reduction * 2
+                if s2d == 2 and stride == 2:  # the maps are already folded: this block expands 4x less instead
+                    stride, exp_ratio, s2d = 1, exp_ratio / 4, 0
+                folds = s2d == 1
+                block_def = attrs.evolve(
+                    d,
+                    out_chs=scaling.width(d.out_chs) * (4 if s2d else 1),
+                    stride=stride,
+                    exp_ratio=exp_ratio,
+                    se_ratio=d.se_ratio / 4 if folds else d.se_ratio,
+                    s2d=folds,
+                    force_in_chs=scaling.width(d.force_in_chs) if d.force_in_chs else 0,
+                )
                 rate = drop_path_rate * index / total
                 seq.add_module(str(len(seq)), _make_block(chs, block_def, act, se, rate, norm))
                 chs = block_def.out_chs
                 reduction *= block_def.stride
                 index += 1
+                s2d = 2 if s2d else 0
         blocks.add_module(str(s), seq)
-        if s + 1 == len(runs) or runs[s + 1][0].stride > 1:
+        if s + 1 == len(runs) or (runs[s + 1][0].stride > 1 and not s2d):
             feature_info.append(
                 FeatureInfo(index=len(feature_info), module=f"blocks.{s}", num_chs=chs, reduction=reduction)
             )
@@ -281,6 +216,10 @@ def google_init_(module: nn.Module) -> bool:
     group; a linear layer from U(-1/sqrt(out_features), 1/sqrt(out_features)); biases are zero. Batch norms
     keep torch's reset (ones, zeros), which is TensorFlow's. A rule for archs.layers.init.init_each_module.
     """
+    if isinstance(module, CondConv2d):  # every expert as the conv it mixes into; no bias
+        fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
+        nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
+        return True
     if isinstance(module, nn.Conv2d):
         fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
         nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
@@ -294,17 +233,12 @@ def google_init_(module: nn.Module) -> bool:
     return True
 
 
-def scale_width(chs: int, channel_multiplier: float) -> int:
-    """A width scaled by channel_multiplier, rounded to a multiple of 8 (as every width of a body is)."""
-    return make_divisible(chs * channel_multiplier, 8)
-
-
 @attrs.frozen
 class MbBody:
-    """What build_body made: the stem (conv_stem, a strided 3x3 conv, and bn1) and the stages."""
+    """What build_body made: the stem (conv_stem, a strided conv, and bn1) and the stages."""
 
     conv_stem: nn.Conv2d
-    bn1: BatchNormAct2d
+    bn1: nn.Module
     stages: MbStages
 
 
@@ -313,42 +247,47 @@ def build_body(
     in_chans: int,
     stem_size: int,
     *,
-    channel_multiplier: float,
+    scaling: Scaling,
     act: str,
     se: SeCfg,
-    depth_multiplier: float,
     drop_path_rate: float,
     bn_eps: float,
     same_pad: bool,
+    stem_kernel: int = 3,
+    norm_layer: str = "batchnorm",
 ) -> MbBody:
-    """The stem and stages of an EfficientNet or MobileNetV3, every width scaled by channel_multiplier."""
-    stem = scale_width(stem_size, channel_multiplier)
-    conv_stem = create_conv2d(in_chans, stem, 3, 2, same_pad=same_pad)
-    bn1 = BatchNormAct2d(stem, bn_eps, act_layer=act)
+    """The stem and stages of an EfficientNet or MobileNetV3, scaled by scaling."""
+    stem = stem_size if scaling.fix_stem else scaling.width(stem_size)
+    conv_stem = create_conv2d(in_chans, stem, stem_kernel, 2, same_pad=same_pad)
+    bn1 = make_block_norm(norm_layer, stem, bn_eps, act_layer=act)
     built = build_stages(
         stages,
         stem,
         act=act,
         se=se,
-        round_chs=functools.partial(scale_width, channel_multiplier=channel_multiplier),
-        depth_multiplier=depth_multiplier,
+        scaling=scaling,
         drop_path_rate=drop_path_rate,
         bn_eps=bn_eps,
         same_pad=same_pad,
+        norm_layer=norm_layer,
     )
     return MbBody(conv_stem=conv_stem, bn1=bn1, stages=built)
 
 
-def _make_block(in_chs: int, d: BlockDef, model_act: str, se: SeCfg, rate: float, norm: _Norm) -> nn.Module:
+def _make_block(in_chs: int, d: BlockDef, model_act: str, se: SeCfg, rate: float, norm: BlockNorm) -> nn.Module:
     act = d.act or model_act
     if d.kind == "cn":
-        return ConvBnAct(in_chs, d, act, norm)
-    mid = in_chs if d.kind == "ds" else make_divisible(in_chs * d.exp_ratio)
+        return ConvBnAct(in_chs, d, act, rate, norm)
+    mid = in_chs * (4 if d.s2d else 1) if d.kind == "ds" else make_divisible((d.force_in_chs or in_chs) * d.exp_ratio)
     gate: nn.Module = nn.Identity()
     if d.se_ratio > 0.0:
-        gate = SqueezeExcite(mid, se.reduced(mid, d.se_ratio, d.exp_ratio), se.act or act, se.gate)
+        gate = se.build(mid, d.se_ratio, d.exp_ratio, act)
     if d.kind == "ds":
         return DepthwiseSeparable(in_chs, d, act, gate, rate, norm)
+    if d.kind == "er":
+        return EdgeResidual(in_chs, mid, d, act, gate, rate, norm)
+    if d.num_experts:
+        return CondConvResidual(in_chs, mid, d, act, gate, rate, norm)
     return InvertedResidual(in_chs, mid, d, act, gate, rate, norm)
 
 
@@ -378,13 +317,14 @@ def stage_steps(
 ) -> list[TapStep]:
     """Tap steps over stem modules + stages: step i runs the stages after tap i-1 up to tap i's (the first: stem too).
 
-    Every module is the model's own (torch.fx traces only calls of installed submodules).
+    A tap stage of -1 is the stem's own output. Every module is the model's own (torch.fx traces only calls
+    of installed submodules).
     """
     stages = list(blocks)
     steps: list[TapStep] = []
-    start = 0
+    start, pending = 0, list(stem)
     for end in tap_stages:
         run = stages[start : end + 1]
-        steps.append(functools.partial(_run_stages, [*stem, *run] if start == 0 else run, checkpointed))
-        start = end + 1
+        steps.append(functools.partial(_run_stages, [*pending, *run], checkpointed))
+        start, pending = end + 1, []
     return steps

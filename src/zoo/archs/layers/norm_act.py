@@ -12,13 +12,13 @@ from zoo.domain.errors import InvalidValueError
 
 __all__ = ["ACT_LAYERS", "NORM_LAYERS", "BatchNormAct2d", "ConvNormAct", "InPlaceAbn2d", "make_act", "make_norm_act"]
 
-ACT_LAYERS: tuple[str, ...] = ("relu", "leaky_relu", "silu", "hard_swish")
+ACT_LAYERS: tuple[str, ...] = ("relu", "leaky_relu", "silu", "hard_swish", "relu6")
 NORM_LAYERS: tuple[str, ...] = ("batchnorm", "iabn")
 LEAKY_SLOPE = 0.01
 
 
 def make_act(act_layer: str, inplace: bool = True) -> nn.Module:
-    """An activation by name: 'relu', 'leaky_relu' (slope 0.01), 'silu' (swish) or 'hard_swish'."""
+    """An activation by name: 'relu', 'leaky_relu' (slope 0.01), 'silu' (swish), 'hard_swish' or 'relu6'."""
     check_choice("act_layer", act_layer, ACT_LAYERS)
     if act_layer == "leaky_relu":
         return nn.LeakyReLU(LEAKY_SLOPE, inplace=inplace)
@@ -26,6 +26,8 @@ def make_act(act_layer: str, inplace: bool = True) -> nn.Module:
         return nn.SiLU(inplace=inplace)
     if act_layer == "hard_swish":
         return nn.Hardswish(inplace=inplace)
+    if act_layer == "relu6":
+        return nn.ReLU6(inplace=inplace)
     return nn.ReLU(inplace=inplace)
 
 
