@@ -90,6 +90,9 @@ KNOBS: dict[str, tuple[dict[str, object], ...]] = {
     ),
 }
 IABN = {"cspresnext50_iabn": "cspresnext50", "cspdarknet53_iabn": "cspdarknet53"}
+# reference arguments timm applies only when it loads the published weights, and zoo always (its published
+# checkpoint was trained with TensorFlow's batch-norm eps)
+PRETRAINED_ONLY: dict[str, dict[str, object]] = {"fbnetc_100": {"bn_eps": 1e-3}}
 ZOO_ONLY = ("memory_efficient",)
 DROPPED: dict[str, dict[str, object]] = {
     "densenet121d": {"growth_rate": 32, "block_config": (6, 12, 24, 16), "stem_type": "deep"},
@@ -113,7 +116,7 @@ def _timm_model(name: str, **kwargs: object) -> Any:  # a timm model: timm is un
 
         model: nn.Module = DenseNet(**DROPPED[name], **kwargs)
         return model
-    made: nn.Module = timm.create_model(IABN.get(name, name), **kwargs)
+    made: nn.Module = timm.create_model(IABN.get(name, name), **{**PRETRAINED_ONLY.get(name, {}), **kwargs})
     return made
 
 
@@ -238,7 +241,7 @@ def check(name: str, **kwargs: Any) -> str:  # any model keyword of the family
         assert len(ref_taps) == len(my_taps), "different number of taps"
         diffs["intermediates"] = max(_max_diff(a, b) for a, b in zip(ref_taps, my_taps, strict=True))
         if name not in DROPPED:
-            ref_f = _jittered(name, timm.create_model(IABN.get(name, name), features_only=True, **ref_kwargs).eval())
+            ref_f = _jittered(name, _timm_model(name, features_only=True, **ref_kwargs).eval())
             # timm's ViT extractor takes the last three blocks by default, zoo's every block
             last3: dict[str, Any] = {"out_indices": (-3, -2, -1)} if _is_vit(name) else {}
             mine_f = zoo.create_model(name, features_only=True, **kwargs, **last3).eval()
