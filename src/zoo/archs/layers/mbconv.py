@@ -17,8 +17,11 @@ from torch import nn
 from zoo.archs.layers.drop import DropPath
 from zoo.archs.layers.helpers import make_divisible
 from zoo.archs.layers.mixed_conv import block_conv
+from zoo.archs.layers.mobile_attention import MobileAttention
 from zoo.archs.layers.norm_act import ACT_LAYERS, BatchNormAct2d, make_act
 from zoo.archs.layers.padding import create_conv2d
+from zoo.archs.layers.pool import create_aa
+from zoo.archs.layers.uir import UniversalInvertedResidual
 from zoo.archs.surface import TapStep, run_stage
 from zoo.domain.checks import check_bool, check_choice, check_float, check_int
 from zoo.domain.errors import InvalidValueError
@@ -45,9 +48,10 @@ __all__ = [
     "google_init_",
     "scale_repeats",
     "stage_steps",
+    "tap_stage",
 ]
 
-BLOCK_KINDS: tuple[str, ...] = ("ds", "ir", "er", "cn")
+BLOCK_KINDS: tuple[str, ...] = ("ds", "ir", "er", "cn", "uir", "mqa")
 GATES: tuple[str, ...] = ("sigmoid", "hard_sigmoid")
 KERNELS: tuple[int, ...] = (1, 3, 5, 7, 9, 11)
 
@@ -67,8 +71,10 @@ def _kernels(value: int | Sequence[int]) -> tuple[int, ...]:
 def _check_kernels(inst: object, a: attrs.Attribute[tuple[int, ...]], v: tuple[int, ...]) -> None:
     if not v:
         raise InvalidValueError(f"BlockDef.{a.name}={v!r} is invalid: expected at least one kernel size")
+    # a 'uir' block's three depthwise kernels (kernel, exp_kernel, pw_kernel) may be 0: that conv is left out
+    allowed = (0, *KERNELS) if getattr(inst, "kind", None) == "uir" else KERNELS
     for k in v:
-        check_choice(f"BlockDef.{a.name}", k, KERNELS)
+        check_choice(f"BlockDef.{a.name}", k, allowed)
 
 
 @attrs.frozen
@@ -76,8 +82,11 @@ class BlockDef:
     """One run of identical blocks of one kind.
 
     Kinds: 'ds' depthwise-separable, 'ir' inverted residual (MBConv), 'er' edge residual (fused MBConv:
-    a full conv expands), 'cn' conv-bn-act. The first block of the run strides; act None takes the
-    model's activation; se_ratio 0 means no squeeze-and-excitation. kernel is the spatial conv's kernel
+    a full conv expands), 'cn' conv-bn-act, 'uir' universal inverted residual (MobileNetV4: kernel is the
+    middle depthwise conv's, exp_kernel the start one's, pw_kernel the end one's, 0 for none; depthwise by
+    default), 'mqa' mobile multi-query attention (num_heads, key_dim, kv_stride; kernel: the strided key/value
+    conv's). The first block of the run strides; act None takes the model's activation; se_ratio 0 means
+    no squeeze-and-excitation. kernel is the spatial conv's kernel
     (the depthwise one; 'er': the expansion's), exp_kernel / pw_kernel the 1x1 expansion's and projection's;
     several sizes make a mixed-kernel conv over as many channel groups. group_size None is the kind's
     grouping (depthwise for 'ds'/'ir', dense for 'er'/'cn'), 0 dense, n groups of n channels. noskip
@@ -107,6 +116,9 @@ class BlockDef:
     pw_act: bool = attrs.field(default=False, validator=lambda i, a, v: check_bool("BlockDef.pw_act", v))
     num_experts: int = attrs.field(default=0, validator=lambda i, a, v: check_int("BlockDef.num_experts", v, ge=0))
     force_in_chs: int = attrs.field(default=0, validator=lambda i, a, v: check_int("BlockDef.force_in_chs", v, ge=0))
+    num_heads: int = attrs.field(default=0, validator=lambda i, a, v: check_int("BlockDef.num_heads", v, ge=0))
+    key_dim: int = attrs.field(default=0, validator=lambda i, a, v: check_int("BlockDef.key_dim", v, ge=0))
+    kv_stride: int = attrs.field(default=1, validator=lambda i, a, v: check_int("BlockDef.kv_stride", v, ge=1))
 
     @classmethod
     def ds(cls, kernel: int, stride: int, out_chs: int, *, se: float = 0.0, act: str | None = None) -> BlockDef:
@@ -130,7 +142,7 @@ class BlockDef:
 
     def groups(self, chs: int) -> int:
         """The groups of this block's spatial conv over chs channels."""
-        size = self.group_size if self.group_size is not None else (1 if self.kind in ("ds", "ir") else 0)
+        size = self.group_size if self.group_size is not None else (1 if self.kind in ("ds", "ir", "uir") else 0)
         if size == 0:
             return 1
         if chs % size:
@@ -144,19 +156,20 @@ class SeCfg:
 
     from_exp: the reduced width is se_ratio of the expanded width (MobileNetV3) rather than of the block input
     (EfficientNet); round_to: that width is rounded to a multiple of it (0: to the nearest integer); act None
-    takes the block's activation.
+    takes the block's activation; round_limit: how far below the exact width the rounding may go.
     """
 
     from_exp: bool = False
     round_to: int = 0
     act: str | None = None
     gate: str = attrs.field(default="sigmoid", validator=lambda i, a, v: check_choice("SeCfg.gate", v, GATES))
+    round_limit: float = 0.9
 
     def reduced(self, chs: int, se_ratio: float, exp_ratio: float) -> int:
         """The reduced width of the SE of a block whose expanded width is chs."""
         ratio = se_ratio if self.from_exp else se_ratio / exp_ratio
         if self.round_to:
-            return make_divisible(chs * ratio, self.round_to)
+            return make_divisible(chs * ratio, self.round_to, round_limit=self.round_limit)
         return round(chs * ratio)
 
 
@@ -178,14 +191,24 @@ class SqueezeExcite(nn.Module):
 
 @attrs.frozen
 class _Norm:
-    """Settings every block of a model shares: batch-norm eps, and whether strided convs pad TF-style."""
+    """Settings every block of a model shares: batch-norm eps, whether strided convs pad TF-style, the layer
+    scale's initial value of 'uir' and 'mqa' blocks (None: none), and the anti-aliasing kind of strided ones."""
 
     eps: float
     same_pad: bool
+    layer_scale: float | None = None
+    aa: str | None = None
 
 
 def _drop(rate: float) -> nn.Module:
     return DropPath(rate) if rate > 0.0 else nn.Identity()
+
+
+def _aa(norm: _Norm, chs: int, stride: int) -> tuple[int, nn.Module]:
+    # anti-aliased striding: the conv runs at stride 1 and `aa` downsamples after its norm
+    if norm.aa and stride > 1:
+        return 1, create_aa(norm.aa, chs, stride)
+    return stride, nn.Identity()
 
 
 def _skip(in_chs: int, d: BlockDef) -> bool:
@@ -198,7 +221,8 @@ class DepthwiseSeparable(nn.Module):
     def __init__(self, in_chs: int, d: BlockDef, act: str, se: nn.Module, drop_path_rate: float, norm: _Norm) -> None:
         super().__init__()
         self.has_skip = _skip(in_chs, d)
-        self.conv_dw = block_conv(in_chs, in_chs, d.kernel, d.stride, groups=d.groups(in_chs), same_pad=norm.same_pad)
+        stride, self.aa = _aa(norm, in_chs, d.stride)
+        self.conv_dw = block_conv(in_chs, in_chs, d.kernel, stride, groups=d.groups(in_chs), same_pad=norm.same_pad)
         self.bn1 = BatchNormAct2d(in_chs, norm.eps, act_layer=act)
         self.se = se
         self.conv_pw = block_conv(in_chs, d.out_chs, d.pw_kernel, same_pad=norm.same_pad)
@@ -206,7 +230,7 @@ class DepthwiseSeparable(nn.Module):
         self.drop_path = _drop(drop_path_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.bn2(self.conv_pw(self.se(self.bn1(self.conv_dw(x)))))
+        y = self.bn2(self.conv_pw(self.se(self.aa(self.bn1(self.conv_dw(x))))))
         if self.has_skip:
             y = self.drop_path(y) + x
         out: torch.Tensor = y
@@ -223,9 +247,8 @@ class InvertedResidual(nn.Module):
         self.has_skip = _skip(in_chs, d)
         self.conv_pw = block_conv(in_chs, mid_chs, d.exp_kernel, same_pad=norm.same_pad)
         self.bn1 = BatchNormAct2d(mid_chs, norm.eps, act_layer=act)
-        self.conv_dw = block_conv(
-            mid_chs, mid_chs, d.kernel, d.stride, groups=d.groups(mid_chs), same_pad=norm.same_pad
-        )
+        stride, self.aa = _aa(norm, mid_chs, d.stride)
+        self.conv_dw = block_conv(mid_chs, mid_chs, d.kernel, stride, groups=d.groups(mid_chs), same_pad=norm.same_pad)
         self.bn2 = BatchNormAct2d(mid_chs, norm.eps, act_layer=act)
         self.se = se
         self.conv_pwl = block_conv(mid_chs, d.out_chs, d.pw_kernel, same_pad=norm.same_pad)
@@ -233,7 +256,7 @@ class InvertedResidual(nn.Module):
         self.drop_path = _drop(drop_path_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.bn2(self.conv_dw(self.bn1(self.conv_pw(x))))
+        y = self.aa(self.bn2(self.conv_dw(self.bn1(self.conv_pw(x)))))
         y = self.bn3(self.conv_pwl(self.se(y)))
         if self.has_skip:
             y = self.drop_path(y) + x
@@ -250,7 +273,8 @@ class EdgeResidual(nn.Module):
         super().__init__()
         self.has_skip = _skip(in_chs, d)
         groups = d.groups(mid_chs)  # grouped by the expanded width, as the reference does
-        self.conv_exp = block_conv(in_chs, mid_chs, d.kernel, d.stride, groups=groups, same_pad=norm.same_pad)
+        stride, self.aa = _aa(norm, mid_chs, d.stride)
+        self.conv_exp = block_conv(in_chs, mid_chs, d.kernel, stride, groups=groups, same_pad=norm.same_pad)
         self.bn1 = BatchNormAct2d(mid_chs, norm.eps, act_layer=act)
         self.se = se
         self.conv_pwl = block_conv(mid_chs, d.out_chs, d.pw_kernel, same_pad=norm.same_pad)
@@ -258,7 +282,7 @@ class EdgeResidual(nn.Module):
         self.drop_path = _drop(drop_path_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.bn2(self.conv_pwl(self.se(self.bn1(self.conv_exp(x)))))
+        y = self.bn2(self.conv_pwl(self.se(self.aa(self.bn1(self.conv_exp(x))))))
         if self.has_skip:
             y = self.drop_path(y) + x
         out: torch.Tensor = y
@@ -271,14 +295,15 @@ class ConvBnAct(nn.Module):
     def __init__(self, in_chs: int, d: BlockDef, act: str, drop_path_rate: float, norm: _Norm) -> None:
         super().__init__()
         self.has_skip = d.skip and d.stride == 1 and in_chs == d.out_chs
+        stride, self.aa = _aa(norm, d.out_chs, d.stride)
         self.conv = create_conv2d(
-            in_chs, d.out_chs, d.kernel[0], d.stride, groups=d.groups(in_chs), same_pad=norm.same_pad
+            in_chs, d.out_chs, d.kernel[0], stride, groups=d.groups(in_chs), same_pad=norm.same_pad
         )
         self.bn1 = BatchNormAct2d(d.out_chs, norm.eps, act_layer=act)
         self.drop_path = _drop(drop_path_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.bn1(self.conv(x))
+        y = self.aa(self.bn1(self.conv(x)))
         if self.has_skip:
             y = self.drop_path(y) + x
         out: torch.Tensor = y
@@ -381,8 +406,12 @@ def build_stages(
     bn_eps: float,
     same_pad: bool,
     stem_reduction: int = 2,
+    layer_scale: float | None = None,
+    aa_layer: str | None = None,
 ) -> MbStages:
     """Build the block stages; a tap ends each stage that the next one strides after (and the last stage).
+
+    Where the first stage strides, the stem's output (bn1) is the first tap.
 
     Stochastic depth grows linearly with the block's position over the whole network.
     """
@@ -391,10 +420,12 @@ def build_stages(
         for stage, counts in zip(stages, scaling.stage_repeats(stages), strict=True)
     ]
     total = sum(d.repeats for run in runs for d in run)
-    norm = _Norm(bn_eps, same_pad)
+    norm = _Norm(bn_eps, same_pad, layer_scale, aa_layer)
     blocks = nn.Sequential()
     feature_info: list[FeatureInfo] = []
     reduction, index, chs = stem_reduction, 0, in_chs
+    if runs[0][0].stride > 1:
+        feature_info.append(FeatureInfo(index=0, module="bn1", num_chs=chs, reduction=reduction))
     for s, run in enumerate(runs):
         seq = nn.Sequential()
         for d in run:
@@ -459,6 +490,8 @@ def build_body(
     bn_eps: float,
     same_pad: bool,
     stem_kernel: int = 3,
+    layer_scale: float | None = None,
+    aa_layer: str | None = None,
 ) -> MbBody:
     """The stem and stages of an EfficientNet or MobileNetV3, scaled by scaling."""
     stem = stem_size if scaling.fix_stem else scaling.width(stem_size)
@@ -473,12 +506,20 @@ def build_body(
         drop_path_rate=drop_path_rate,
         bn_eps=bn_eps,
         same_pad=same_pad,
+        layer_scale=layer_scale,
+        aa_layer=aa_layer,
     )
     return MbBody(conv_stem=conv_stem, bn1=bn1, stages=built)
 
 
 def _make_block(in_chs: int, d: BlockDef, model_act: str, se: SeCfg, rate: float, norm: _Norm) -> nn.Module:
     act = d.act or model_act
+    if d.kind == "mqa":
+        return MobileAttention(
+            in_chs, d.out_chs, num_heads=d.num_heads, key_dim=d.key_dim, kv_stride=d.kv_stride, kernel=d.kernel[0],
+            noskip=d.noskip or d.stride > 1, drop_path_rate=rate, eps=norm.eps, same_pad=norm.same_pad,
+            layer_scale=norm.layer_scale,
+        )  # fmt: skip
     if d.kind == "cn":
         return ConvBnAct(in_chs, d, act, rate, norm)
     mid = in_chs if d.kind == "ds" else make_divisible((d.force_in_chs or in_chs) * d.exp_ratio)
@@ -487,6 +528,12 @@ def _make_block(in_chs: int, d: BlockDef, model_act: str, se: SeCfg, rate: float
         gate = SqueezeExcite(mid, se.reduced(mid, d.se_ratio, d.exp_ratio), se.act or act, se.gate)
     if d.kind == "ds":
         return DepthwiseSeparable(in_chs, d, act, gate, rate, norm)
+    if d.kind == "uir":
+        return UniversalInvertedResidual(
+            in_chs, mid, d.out_chs, (d.exp_kernel[0], d.kernel[0], d.pw_kernel[0]), d.stride,
+            group_size=1 if d.group_size is None else d.group_size, noskip=d.noskip, act=act, se=gate,
+            drop_path_rate=rate, eps=norm.eps, same_pad=norm.same_pad, layer_scale=norm.layer_scale, aa=norm.aa,
+        )  # fmt: skip
     if d.kind == "er":
         return EdgeResidual(in_chs, mid, d, act, gate, rate, norm)
     return InvertedResidual(in_chs, mid, d, act, gate, rate, norm)
@@ -513,10 +560,17 @@ def _run_stages(stages: Sequence[nn.Module], checkpointed: bool, x: torch.Tensor
     return x, x
 
 
+def tap_stage(info: FeatureInfo) -> int:
+    """The stage a tap ends (its 'blocks.<stage>' module); -1 for the stem's tap ('bn1')."""
+    return -1 if info.module == "bn1" else int(info.module.split(".")[1])
+
+
 def stage_steps(
     stem: Sequence[nn.Module], blocks: nn.Sequential, tap_stages: Sequence[int], checkpointed: bool
 ) -> list[TapStep]:
     """Tap steps over stem modules + stages: step i runs the stages after tap i-1 up to tap i's (the first: stem too).
+
+    A tap stage of -1 is the stem's own output.
 
     Every module is the model's own (torch.fx traces only calls of installed submodules).
     """
@@ -525,6 +579,6 @@ def stage_steps(
     start = 0
     for end in tap_stages:
         run = stages[start : end + 1]
-        steps.append(functools.partial(_run_stages, [*stem, *run] if start == 0 else run, checkpointed))
+        steps.append(functools.partial(_run_stages, run if steps else [*stem, *run], checkpointed))
         start = end + 1
     return steps
