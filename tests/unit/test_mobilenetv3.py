@@ -168,3 +168,77 @@ def test_grad_checkpointing_changes_nothing_but_memory() -> None:
 def test_invalid_arguments_name_themselves(kwargs: dict[str, object], named: str) -> None:
     with pytest.raises(zoo.ZooError, match=named):
         small(**kwargs)
+
+
+def test_uir_and_mqa_strings_decode_to_their_fields() -> None:
+    from zoo.archs.layers.block_string import decode_block
+
+    extra_dw = decode_block("uir_r2_a3_k5_s2_e4_c80")
+    assert (extra_dw.kind, extra_dw.exp_kernel, extra_dw.kernel, extra_dw.pw_kernel) == ("uir", (3,), (5,), (0,))
+    ffn = decode_block("uir_r1_a0_k0_s1_e2_c160")
+    assert (ffn.exp_kernel, ffn.kernel, ffn.pw_kernel, ffn.exp_ratio) == ((0,), (0,), (0,), 2.0)
+    mqa = decode_block("mqa_r1_k3_h4_s1_v2_d64_c160")
+    assert (mqa.kind, mqa.num_heads, mqa.key_dim, mqa.kv_stride, mqa.kernel) == ("mqa", 4, 64, 2, (3,))
+    with pytest.raises(zoo.ZooError, match="'h' is missing"):
+        decode_block("mqa_r1_k3_s1_d64_c160")
+    with pytest.raises(zoo.ZooError, match="kernel"):
+        BlockDef("ir", 1, 0, 1, 8)  # 0 (no conv) is a 'uir' kernel only
+
+
+def test_universal_inverted_residual_forms() -> None:
+    from zoo.archs.layers.uir import UniversalInvertedResidual
+
+    model = zoo.create_model("mobilenetv4_conv_small", pretrained=False)
+    first = model.get_submodule("blocks.2.0")  # ExtraDW: start and mid depthwise convs; the mid one strides
+    assert isinstance(first, UniversalInvertedResidual)
+    assert first.dw_start.conv.stride == (1, 1)
+    assert first.dw_mid.conv.stride == (2, 2)
+    assert not first.has_skip
+    convnext = model.get_submodule("blocks.2.5")  # ConvNeXt-like: a start conv only, residual
+    assert isinstance(convnext, UniversalInvertedResidual)
+    assert isinstance(convnext.dw_mid, nn.Identity)
+    assert convnext.has_skip
+    assert isinstance(convnext.layer_scale, nn.Identity)  # the conv models have no layer scale
+
+
+def test_tf_ports_pad_like_tensorflow_and_use_its_eps() -> None:
+    from zoo.archs.layers.padding import Conv2dSame
+
+    model = zoo.create_model("tf_mobilenetv3_small_100", pretrained=False).eval()
+    assert isinstance(model.conv_stem, Conv2dSame)
+    assert all(m.eps == 1e-3 for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    # the strided stem makes the first tap: the stem's output ('bn1')
+    assert model.feature_info[0].module == "bn1"
+    with torch.no_grad():
+        odd = model.forward_intermediates(torch.randn(1, 3, 37, 45), intermediates_only=True)
+    assert [tuple(t.shape[-2:]) for t in odd] == [(19, 23), (10, 12), (5, 6), (3, 3), (2, 2)]
+
+
+def test_hybrid_attention_keeps_the_map_and_scales_its_branch() -> None:
+    from zoo.archs.layers.mobile_attention import MobileAttention
+    from zoo.archs.mobilenetv4_archs import MNV4_HYBRID_ARCHS
+
+    model = MobileNetV3(**MNV4_HYBRID_ARCHS["mobilenetv4_hybrid_medium"]).eval()  # type: ignore[arg-type]  # checked by MobileNetV3
+    attn = model.get_submodule("blocks.2.4")
+    assert isinstance(attn, MobileAttention)
+    assert attn.has_skip
+    assert hasattr(attn.attn.key, "down_conv")  # keys and values from a 2x downsampled map
+    x = torch.randn(2, 160, 7, 9)
+    with torch.no_grad():
+        out = attn(x)
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, x, rtol=0, atol=1e-3)  # the branch starts scaled by 1e-5
+
+
+def test_anti_aliasing_kinds_of_mobilenetv4() -> None:
+    from zoo.archs.layers.pool import BlurPool2d
+
+    blur = zoo.create_model("mobilenetv4_conv_blur_medium", pretrained=False)
+    er = blur.get_submodule("blocks.0.0")
+    assert isinstance(er.aa, BlurPool2d)
+    assert er.aa.pad_mode == "constant"
+    aa = zoo.create_model("mobilenetv4_conv_aa_large", pretrained=False)
+    pool = aa.get_submodule("blocks.1.0.dw_mid.aa")
+    assert isinstance(pool, nn.AvgPool2d)
+    assert not pool.ceil_mode
+    assert aa.get_submodule("blocks.1.0.dw_mid.conv").stride == (1, 1)

@@ -40,6 +40,7 @@ from zoo.archs.layers.mbconv import (
     check_stages,
     google_init_,
     stage_steps,
+    tap_stage,
 )
 from zoo.archs.layers.padding import create_conv2d
 from zoo.archs.surface import TapStep, checkpoint_call, take_taps
@@ -197,7 +198,7 @@ class EfficientNet(ZooModule):
 
     def _tap_stages(self) -> list[int]:
         # the stem's tap (bn1, where the first block strides or folds space) is stage -1
-        return [-1 if t.module == "bn1" else int(t.module.split(".")[1]) for t in self.feature_info]
+        return [tap_stage(t) for t in self.feature_info]
 
     def _tap_steps(self) -> list[TapStep]:
         return stage_steps([self.conv_stem, self.bn1], self.blocks, self._tap_stages(), self.grad_checkpointing)

@@ -1,7 +1,7 @@
-"""MobileNetV3-Large: inverted-bottleneck stages with hard-swish, hard-sigmoid SE, and a conv head after pooling.
+"""MobileNetV3 and its relatives (LCNet, FBNetV3): inverted-bottleneck stages and a conv head after pooling.
 
-Parameter names and shapes follow timm 1.0.31 for the same model name, so published checkpoints for it
-load unchanged.
+Parameter names and shapes follow timm 1.0.31 for the same model names, so published checkpoints for them
+load unchanged. The architectures' definitions are in mobilenetv3_archs.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from torch import nn
 from zoo.archs.base import ZooModule
 from zoo.archs.catalogue import family_specs
 from zoo.archs.layers import (
+    AA_LAYERS,
     ACT_LAYERS,
+    BatchNormAct2d,
     GlobalPool,
     check_head,
     is_scripting,
@@ -25,9 +27,18 @@ from zoo.archs.layers import (
     make_fc,
     sequential_prefix,
 )
-from zoo.archs.layers.block_string import decode_stages
 from zoo.archs.layers.init import init_each_module
-from zoo.archs.layers.mbconv import BlockDef, Scaling, SeCfg, build_body, check_stages, google_init_, stage_steps
+from zoo.archs.layers.mbconv import (
+    BlockDef,
+    Scaling,
+    SeCfg,
+    build_body,
+    check_stages,
+    google_init_,
+    stage_steps,
+    tap_stage,
+)
+from zoo.archs.mobilenetv3_archs import ARCHS, MOBILENETV3_LARGE_STAGES
 from zoo.archs.surface import TapStep, checkpoint_call, take_taps
 from zoo.domain.checks import check_bool, check_choice, check_float, check_int
 from zoo.domain.grouping import GroupMatcher
@@ -38,10 +49,16 @@ __all__ = ["MOBILENETV3_LARGE_STAGES", "MODEL_SPECS", "MobileNetV3"]
 
 class MobileNetV3(ZooModule):
     """MobileNetV3: conv_stem + bn1, block stages (ending in a 1x1 conv to num_features), then the head:
-    global pooling, conv_head (1x1, to head_size) + activation, dropout, classifier.
+    global pooling, conv_head (1x1, to head_size) + activation (head_norm: a batch norm + activation,
+    norm_head), dropout, classifier.
 
     head_hidden_size is conv_head's width (the pre-logits), num_features the last stage's. With global_pool=''
     the head keeps the unpooled map and skips conv_head (a per-pixel head conv is no pooled feature).
+    Squeeze-and-excitation is sized from the expanded width (se_from_exp) or the block input, rounded to a
+    multiple of 8 (se_round) or to the nearest integer, with se_act inside (None: the block's activation)
+    and a hard-sigmoid gate. same_pad pads strided convs as TensorFlow's 'same' does (the tf_ ports).
+    MobileNetV4's universal inverted residuals take a layer scale (layer_scale_init_value, None: none) and
+    anti-aliased striding (aa_layer).
     set_grad_checkpointing recomputes each block's activations in backward. Random weights are drawn as
     TensorFlow's reference does (layers.mbconv.google_init_), as timm's are.
     """
@@ -53,24 +70,51 @@ class MobileNetV3(ZooModule):
         *,
         stages: Sequence[Sequence[BlockDef]],
         channel_multiplier: float = 1.0,
+        depth_multiplier: float = 1.0,
+        round_limit: float = 0.9,
+        fix_stem: bool = False,
         stem_size: int = 16,
         head_size: int = 1280,
+        head_bias: bool = True,
+        head_norm: bool = False,
         num_classes: int = 1000,
         in_chans: int = 3,
         act_layer: str = "hard_swish",
+        se_from_exp: bool = True,
+        se_round: bool = True,
+        se_act: str | None = "relu",
         bn_eps: float = 1e-5,
+        same_pad: bool = False,
+        layer_scale_init_value: float | None = None,
+        aa_layer: str | None = None,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         global_pool: str = "avg",
     ) -> None:
         super().__init__()
         defs = check_stages(stages)
-        scaling = Scaling(channel_multiplier=channel_multiplier)
+        scaling = Scaling(
+            channel_multiplier=channel_multiplier,
+            depth_multiplier=depth_multiplier,
+            round_limit=round_limit,
+            fix_stem=fix_stem,
+        )
         stem_size = check_int("stem_size", stem_size, ge=1)
         head_size = check_int("head_size", head_size, ge=1)
+        head_bias = check_bool("head_bias", head_bias)
+        head_norm = check_bool("head_norm", head_norm)
         in_chans = check_int("in_chans", in_chans, ge=1)
         check_choice("act_layer", act_layer, ACT_LAYERS)
+        check_bool("se_from_exp", se_from_exp)
+        check_bool("se_round", se_round)
+        if se_act is not None:
+            check_choice("se_act", se_act, ACT_LAYERS)
         eps = check_float("bn_eps", bn_eps, ge=0.0, lt=1.0)
+        same_pad = check_bool("same_pad", same_pad)
+        if layer_scale_init_value is not None:
+            check_float("layer_scale_init_value", layer_scale_init_value, ge=0.0, le=1.0)
+        if aa_layer is not None:
+            check_choice("aa_layer", aa_layer, AA_LAYERS)
         self.drop_rate = check_float("drop_rate", drop_rate, ge=0.0, lt=1.0)
         drop_path_rate = check_float("drop_path_rate", drop_path_rate, ge=0.0, lt=1.0)
         check_head(num_classes, global_pool)
@@ -84,11 +128,18 @@ class MobileNetV3(ZooModule):
             stem_size,
             scaling=scaling,
             act=act_layer,
-            # SE width from the expanded width, rounded to 8, with ReLU inside and a hard-sigmoid gate
-            se=SeCfg(from_exp=True, round_to=8, act="relu", gate="hard_sigmoid"),
+            se=SeCfg(
+                from_exp=se_from_exp,
+                round_to=8 if se_round else 0,
+                act=se_act,
+                gate="hard_sigmoid",
+                round_limit=scaling.round_limit,
+            ),
             drop_path_rate=drop_path_rate,
             bn_eps=eps,
-            same_pad=False,
+            same_pad=same_pad,
+            layer_scale=layer_scale_init_value,
+            aa_layer=aa_layer,
         )
         self.conv_stem = body.conv_stem
         self.bn1 = body.bn1
@@ -96,8 +147,11 @@ class MobileNetV3(ZooModule):
         self.feature_info = body.stages.feature_info
         self.num_features = body.stages.out_chs
         self.global_pool = pool
-        self.conv_head: nn.Module = nn.Conv2d(self.num_features * pool.feat_mult(), head_size, 1, bias=True)
-        self.act2 = make_act(act_layer)
+        # with head_norm the head conv never has a bias: the norm's shift stands in for it
+        head_bias = head_bias and not head_norm
+        self.conv_head: nn.Module = nn.Conv2d(self.num_features * pool.feat_mult(), head_size, 1, bias=head_bias)
+        self.norm_head: nn.Module = BatchNormAct2d(head_size, eps, act_layer=act_layer) if head_norm else nn.Identity()
+        self.act2 = nn.Identity() if head_norm else make_act(act_layer)
         self.use_conv_head = global_pool != ""  # with the map unpooled (or conv_head pruned) the head skips it
         self.head_hidden_size = self._head_width(pool)
         self.classifier = make_fc(self.head_hidden_size, num_classes)
@@ -129,7 +183,8 @@ class MobileNetV3(ZooModule):
                 stacklevel=2,
             )
             old = self.conv_head
-            self.conv_head = nn.Conv2d(pooled, old.out_channels, 1, bias=True, device=old.weight.device)
+            bias = old.bias is not None
+            self.conv_head = nn.Conv2d(pooled, old.out_channels, 1, bias=bias, device=old.weight.device)
         self.global_pool = pool
         self.use_conv_head = pool_type != "" and isinstance(self.conv_head, nn.Conv2d)
         self.head_hidden_size = self._head_width(pool)
@@ -157,10 +212,10 @@ class MobileNetV3(ZooModule):
         return out
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool, conv_head + activation, (pre_logits stops here) dropout and classify."""
+        """Pool, conv_head + norm / activation, (pre_logits stops here) dropout and classify."""
         x = self.global_pool(x)
         if self.use_conv_head:
-            x = self.act2(self.conv_head(x))
+            x = self.act2(self.norm_head(self.conv_head(x)))
         if self.global_pool.pool_type != "":
             x = x.flatten(1)
         if pre_logits:
@@ -171,7 +226,7 @@ class MobileNetV3(ZooModule):
         return out
 
     def _tap_steps(self) -> list[TapStep]:
-        tap_stages = [int(t.module.split(".")[1]) for t in self.feature_info]
+        tap_stages = [tap_stage(t) for t in self.feature_info]
         return stage_steps([self.conv_stem, self.bn1], self.blocks, tap_stages, self.grad_checkpointing)
 
     def prune_intermediate_layers(
@@ -179,40 +234,24 @@ class MobileNetV3(ZooModule):
     ) -> list[int]:
         """Keep only the stages the taps at indices need; returns the kept indices.
 
-        prune_head drops conv_head with the classifier (forward then returns the last kept tap's map), as does
-        any cut before the last tap. The model has no final norm: prune_norm changes nothing.
+        prune_head drops conv_head (and norm_head) with the classifier (forward then returns the last kept tap's
+        map), as does any cut before the last tap. The model has no final norm: prune_norm changes nothing.
         """
         kept = take_taps(self.feature_info, indices)
         check_bool("prune_norm", prune_norm)
         check_bool("prune_head", prune_head)
         last = max(kept)
         if last < len(self.feature_info) - 1:
-            stage = int(self.feature_info[last].module.split(".")[1])
+            stage = tap_stage(self.feature_info[last])
             self.blocks = sequential_prefix(self.blocks, stage + 1)
             self.feature_info = self.feature_info[: last + 1]
             self.num_features = self.feature_info[-1].num_chs
             prune_head = True  # conv_head was sized for the dropped stages
         if prune_head:
             self.conv_head = nn.Identity()
+            self.norm_head = nn.Identity()
             self.reset_classifier(0, "")
         return list(kept)
 
 
-# MobileNetV3-Large (Howard et al., 2019): ReLU in the first stages, hard-swish (the model's) after
-MOBILENETV3_LARGE_STAGES: tuple[tuple[BlockDef, ...], ...] = decode_stages(
-    (
-        ("ds_r1_k3_s1_e1_c16_nre",),
-        ("ir_r1_k3_s2_e4_c24_nre", "ir_r1_k3_s1_e3_c24_nre"),
-        ("ir_r3_k5_s2_e3_c40_se0.25_nre",),
-        ("ir_r1_k3_s2_e6_c80", "ir_r1_k3_s1_e2.5_c80", "ir_r2_k3_s1_e2.3_c80"),
-        ("ir_r2_k3_s1_e6_c112_se0.25",),
-        ("ir_r3_k5_s2_e6_c160_se0.25",),
-        ("cn_r1_k1_s1_c960",),
-    )
-)
-
-_ARCHS: dict[str, dict[str, object]] = {
-    "mobilenetv3_large_100": {"stages": MOBILENETV3_LARGE_STAGES, "channel_multiplier": 1.0},
-}
-
-MODEL_SPECS: tuple[ModelSpec, ...] = family_specs(__name__, MobileNetV3, _ARCHS, FeatureCfg(feature_cls="list"))
+MODEL_SPECS: tuple[ModelSpec, ...] = family_specs(__name__, MobileNetV3, ARCHS, FeatureCfg(feature_cls="list"))

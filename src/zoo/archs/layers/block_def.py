@@ -15,7 +15,7 @@ from zoo.domain.errors import InvalidValueError
 
 __all__ = ["BLOCK_KINDS", "KERNELS", "BlockDef"]
 
-BLOCK_KINDS: tuple[str, ...] = ("ds", "ir", "er", "cn")
+BLOCK_KINDS: tuple[str, ...] = ("ds", "ir", "er", "cn", "uir", "mqa")
 KERNELS: tuple[int, ...] = (1, 3, 5, 7, 9, 11)
 
 
@@ -34,8 +34,10 @@ def _kernels(value: int | Sequence[int]) -> tuple[int, ...]:
 def _check_kernels(inst: object, a: attrs.Attribute[tuple[int, ...]], v: tuple[int, ...]) -> None:
     if not v:
         raise InvalidValueError(f"BlockDef.{a.name}={v!r} is invalid: expected at least one kernel size")
+    # a 'uir' block's three depthwise kernels (kernel, exp_kernel, pw_kernel) may be 0: that conv is left out
+    allowed = (0, *KERNELS) if getattr(inst, "kind", None) == "uir" else KERNELS
     for k in v:
-        check_choice(f"BlockDef.{a.name}", k, KERNELS)
+        check_choice(f"BlockDef.{a.name}", k, allowed)
 
 
 @attrs.frozen
@@ -43,8 +45,11 @@ class BlockDef:
     """One run of identical blocks of one kind.
 
     Kinds: 'ds' depthwise-separable, 'ir' inverted residual (MBConv), 'er' edge residual (fused MBConv:
-    a full conv expands), 'cn' conv-bn-act. The first block of the run strides; act None takes the
-    model's activation; se_ratio 0 means no squeeze-and-excitation. kernel is the spatial conv's kernel
+    a full conv expands), 'cn' conv-bn-act, 'uir' universal inverted residual (MobileNetV4: kernel is the
+    middle depthwise conv's, exp_kernel the start one's, pw_kernel the end one's, 0 for none; depthwise by
+    default), 'mqa' mobile multi-query attention (num_heads, key_dim, kv_stride; kernel: the strided key/value
+    conv's). The first block of the run strides; act None takes the model's activation; se_ratio 0 means
+    no squeeze-and-excitation. kernel is the spatial conv's kernel
     (the depthwise one; 'er': the expansion's), exp_kernel / pw_kernel the 1x1 expansion's and projection's;
     several sizes make a mixed-kernel conv over as many channel groups. group_size None is the kind's
     grouping (depthwise for 'ds'/'ir', dense for 'er'/'cn'), 0 dense, n groups of n channels. noskip
@@ -78,6 +83,9 @@ class BlockDef:
     num_experts: int = attrs.field(default=0, validator=lambda i, a, v: check_int("BlockDef.num_experts", v, ge=0))
     force_in_chs: int = attrs.field(default=0, validator=lambda i, a, v: check_int("BlockDef.force_in_chs", v, ge=0))
     s2d: bool = attrs.field(default=False, validator=lambda i, a, v: check_bool("BlockDef.s2d", v))
+    num_heads: int = attrs.field(default=0, validator=lambda i, a, v: check_int("BlockDef.num_heads", v, ge=0))
+    key_dim: int = attrs.field(default=0, validator=lambda i, a, v: check_int("BlockDef.key_dim", v, ge=0))
+    kv_stride: int = attrs.field(default=1, validator=lambda i, a, v: check_int("BlockDef.kv_stride", v, ge=1))
 
     @classmethod
     def ds(cls, kernel: int, stride: int, out_chs: int, *, se: float = 0.0, act: str | None = None) -> BlockDef:
@@ -105,7 +113,7 @@ class BlockDef:
 
     def groups(self, chs: int) -> int:
         """The groups of this block's spatial conv over chs channels."""
-        size = self.group_size if self.group_size is not None else (1 if self.kind in ("ds", "ir") else 0)
+        size = self.group_size if self.group_size is not None else (1 if self.kind in ("ds", "ir", "uir") else 0)
         if size == 0:
             return 1
         if chs % size:

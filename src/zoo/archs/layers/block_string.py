@@ -4,7 +4,10 @@ A string describes one run of blocks: its kind first, then options joined by '_'
 'ir_r2_k3_s2_e6_c24_se0.25' (two inverted residuals, 3x3, the first strided, expansion 6, 24 channels,
 SE 0.25). The notation is the reference's (timm 1.0.31's arch_def strings), so a family's definition
 reads as published. Kinds: 'ds', 'dsa' (a 'ds' whose projection is activated and never residual), 'ir',
-'er', 'cn'. Options:
+'er', 'cn', 'uir' (MobileNetV4's universal inverted residual: a<k> / k<k> / p<k> are its start, middle and
+end depthwise kernels, 0 or absent for none, except k, which is required), 'mqa' (MobileNetV4's mobile
+multi-query attention: h<n> query heads, d<n> key and value width, v<n> key/value stride, k<k> the kernel of
+the strided key/value conv). Options:
 
     r<n>  repeats            k<k>[.<k>...]  spatial kernel(s)    a<k>[.<k>...]  expansion kernel(s)
     p<k>[.<k>...]  projection kernel(s)     s<n>  stride         e<x>  expansion ratio
@@ -31,8 +34,8 @@ __all__ = ["decode_block", "decode_stages"]
 
 _ACTS = {"re": "relu", "r6": "relu6", "sw": "silu", "hs": "hard_swish"}
 # longest keys first: 'se' before 's', 'cc' before 'c', 'gs' before 'g'
-_OPTION = re.compile(r"^(se|cc|fc|gs|r|k|a|p|s|e|c|d)(\d[\d.]*)$")
-_KINDS = ("ds", "dsa", "ir", "er", "cn")
+_OPTION = re.compile(r"^(se|cc|fc|gs|r|k|a|p|s|e|c|d|h|v)(\d[\d.]*)$")
+_KINDS = ("ds", "dsa", "ir", "er", "cn", "uir", "mqa")
 
 
 def _refuse(text: str, why: str) -> InvalidValueError:
@@ -85,7 +88,15 @@ def decode_block(text: str) -> BlockDef:
     }
     if "gs" in options:
         fields["group_size"] = int(_number(text, "gs", options["gs"], int))
-    if kind == "cn":
+    if kind == "mqa":
+        for key in ("h", "d"):
+            if key not in options:
+                raise _refuse(text, f"option {key!r} is missing")
+        fields["num_heads"] = int(_number(text, "h", options["h"], int))
+        fields["key_dim"] = int(_number(text, "d", options["d"], int))
+        fields["kv_stride"] = int(_number(text, "v", options.get("v", "1"), int))
+        fields["noskip"] = skip is False
+    elif kind == "cn":
         fields["skip"] = skip is True
     else:
         fields["se_ratio"] = _number(text, "se", options.get("se", "0"), float)
@@ -93,9 +104,12 @@ def decode_block(text: str) -> BlockDef:
         fields["noskip"] = skip is False or kind == "dsa"
     if kind == "dsa":
         fields["pw_act"] = True
-    if int(_number(text, "d", options.get("d", "0"), int)):
+    if kind != "mqa" and int(_number(text, "d", options.get("d", "0"), int)):  # mqa's 'd' is its key width
         fields["s2d"] = True
-    if kind in ("ir", "er"):
+    if kind == "uir":
+        fields["exp_kernel"] = _kernels(text, options.get("a", "0"))
+        fields["pw_kernel"] = _kernels(text, options.get("p", "0"))
+    if kind in ("ir", "er", "uir"):
         if "e" not in options:
             raise _refuse(text, "option 'e' is missing")
         fields["exp_ratio"] = _number(text, "e", options["e"], float)

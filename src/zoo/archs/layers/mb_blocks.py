@@ -20,6 +20,7 @@ from zoo.archs.layers.helpers import make_divisible
 from zoo.archs.layers.mixed_conv import block_conv
 from zoo.archs.layers.norm_act import make_act
 from zoo.archs.layers.padding import create_conv2d
+from zoo.archs.layers.pool import create_aa
 from zoo.domain.checks import check_choice
 
 __all__ = [
@@ -45,8 +46,8 @@ class SeCfg:
 
     from_exp: the reduced width is se_ratio of the expanded width (MobileNetV3) rather than of the block input
     (EfficientNet); round_to: that width is rounded to a multiple of it (0: to the nearest integer); act None
-    takes the block's activation. layer 'gc' gates by global context (layers.global_context) instead, its
-    reduced width rounded half up.
+    takes the block's activation; round_limit: how far below the exact width the rounding may go. layer 'gc'
+    gates by global context (layers.global_context) instead, its reduced width rounded half up.
     """
 
     from_exp: bool = False
@@ -54,6 +55,7 @@ class SeCfg:
     act: str | None = None
     gate: str = attrs.field(default="sigmoid", validator=lambda i, a, v: check_choice("SeCfg.gate", v, GATES))
     layer: str = attrs.field(default="se", validator=lambda i, a, v: check_choice("se_layer", v, SE_LAYERS))
+    round_limit: float = 0.9
 
     def build(self, chs: int, se_ratio: float, exp_ratio: float, block_act: str) -> nn.Module:
         """The gate of a block whose expanded width is chs."""
@@ -66,7 +68,7 @@ class SeCfg:
         """The reduced width of the SE of a block whose expanded width is chs."""
         ratio = se_ratio if self.from_exp else se_ratio / exp_ratio
         if self.round_to:
-            return make_divisible(chs * ratio, self.round_to)
+            return make_divisible(chs * ratio, self.round_to, round_limit=self.round_limit)
         return round(chs * ratio)
 
 
@@ -88,11 +90,14 @@ class SqueezeExcite(nn.Module):
 
 @attrs.frozen
 class BlockNorm:
-    """Settings every block of a model shares: its norm (kind, eps), and whether strided convs pad TF-style."""
+    """Settings every block of a model shares: its norm (kind, eps), whether strided convs pad TF-style, the
+    layer scale's initial value of 'uir' and 'mqa' blocks (None: none), and the anti-aliasing kind of strided ones."""
 
     eps: float
     same_pad: bool
     kind: str = "batchnorm"
+    layer_scale: float | None = None
+    aa: str | None = None
 
     def make(self, chs: int, *, act_layer: str = "relu", apply_act: bool = True) -> nn.Module:
         """A norm (+ activation unless apply_act is False) of this kind over chs channels."""
@@ -101,6 +106,13 @@ class BlockNorm:
 
 def _drop(rate: float) -> nn.Module:
     return DropPath(rate) if rate > 0.0 else nn.Identity()
+
+
+def _aa(norm: BlockNorm, chs: int, stride: int) -> tuple[int, nn.Module]:
+    # anti-aliased striding: the conv runs at stride 1 and `aa` downsamples after its norm
+    if norm.aa and stride > 1:
+        return 1, create_aa(norm.aa, chs, stride)
+    return stride, nn.Identity()
 
 
 def _skip(in_chs: int, d: BlockDef) -> bool:
@@ -128,7 +140,8 @@ class DepthwiseSeparable(nn.Module):
             self.bn_s2d = norm.make(4 * in_chs, act_layer=act)
             in_chs, kernels = 4 * in_chs, tuple((k + 1) // 2 for k in kernels)
             same = same or kernels == (2,)
-        self.conv_dw = block_conv(in_chs, in_chs, kernels, d.stride, groups=d.groups(in_chs), same_pad=same)
+        stride, self.aa = _aa(norm, in_chs, d.stride)
+        self.conv_dw = block_conv(in_chs, in_chs, kernels, stride, groups=d.groups(in_chs), same_pad=same)
         self.bn1 = norm.make(in_chs, act_layer=act)
         self.se = se
         self.conv_pw = block_conv(in_chs, d.out_chs, d.pw_kernel, same_pad=norm.same_pad)
@@ -137,7 +150,7 @@ class DepthwiseSeparable(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.bn_s2d(self.conv_s2d(x))
-        y = self.bn2(self.conv_pw(self.se(self.bn1(self.conv_dw(y)))))
+        y = self.bn2(self.conv_pw(self.se(self.aa(self.bn1(self.conv_dw(y))))))
         if self.has_skip:
             y = self.drop_path(y) + x
         out: torch.Tensor = y
@@ -154,9 +167,8 @@ class InvertedResidual(nn.Module):
         self.has_skip = _skip(in_chs, d)
         self.conv_pw = block_conv(in_chs, mid_chs, d.exp_kernel, same_pad=norm.same_pad)
         self.bn1 = norm.make(mid_chs, act_layer=act)
-        self.conv_dw = block_conv(
-            mid_chs, mid_chs, d.kernel, d.stride, groups=d.groups(mid_chs), same_pad=norm.same_pad
-        )
+        stride, self.aa = _aa(norm, mid_chs, d.stride)
+        self.conv_dw = block_conv(mid_chs, mid_chs, d.kernel, stride, groups=d.groups(mid_chs), same_pad=norm.same_pad)
         self.bn2 = norm.make(mid_chs, act_layer=act)
         self.se = se
         self.conv_pwl = block_conv(mid_chs, d.out_chs, d.pw_kernel, same_pad=norm.same_pad)
@@ -164,7 +176,7 @@ class InvertedResidual(nn.Module):
         self.drop_path = _drop(drop_path_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.bn2(self.conv_dw(self.bn1(self.conv_pw(x))))
+        y = self.aa(self.bn2(self.conv_dw(self.bn1(self.conv_pw(x)))))
         y = self.bn3(self.conv_pwl(self.se(y)))
         if self.has_skip:
             y = self.drop_path(y) + x
@@ -183,8 +195,9 @@ class CondConvResidual(nn.Module):
         e, pad = d.num_experts, norm.same_pad
         self.conv_pw = CondConv2d(in_chs, mid_chs, d.exp_kernel[0], num_experts=e, same_pad=pad)
         self.bn1 = norm.make(mid_chs, act_layer=act)
+        stride, self.aa = _aa(norm, mid_chs, d.stride)
         self.conv_dw = CondConv2d(
-            mid_chs, mid_chs, d.kernel[0], d.stride, groups=d.groups(mid_chs), num_experts=e, same_pad=pad
+            mid_chs, mid_chs, d.kernel[0], stride, groups=d.groups(mid_chs), num_experts=e, same_pad=pad
         )
         self.bn2 = norm.make(mid_chs, act_layer=act)
         self.se = se
@@ -195,7 +208,7 @@ class CondConvResidual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         routing = torch.sigmoid(self.routing_fn(x.mean((2, 3))))
-        y = self.bn2(self.conv_dw(self.bn1(self.conv_pw(x, routing)), routing))
+        y = self.aa(self.bn2(self.conv_dw(self.bn1(self.conv_pw(x, routing)), routing)))
         y = self.bn3(self.conv_pwl(self.se(y), routing))
         if self.has_skip:
             y = self.drop_path(y) + x
@@ -212,7 +225,8 @@ class EdgeResidual(nn.Module):
         super().__init__()
         self.has_skip = _skip(in_chs, d)
         groups = d.groups(mid_chs)  # grouped by the expanded width, as the reference does
-        self.conv_exp = block_conv(in_chs, mid_chs, d.kernel, d.stride, groups=groups, same_pad=norm.same_pad)
+        stride, self.aa = _aa(norm, mid_chs, d.stride)
+        self.conv_exp = block_conv(in_chs, mid_chs, d.kernel, stride, groups=groups, same_pad=norm.same_pad)
         self.bn1 = norm.make(mid_chs, act_layer=act)
         self.se = se
         self.conv_pwl = block_conv(mid_chs, d.out_chs, d.pw_kernel, same_pad=norm.same_pad)
@@ -220,7 +234,7 @@ class EdgeResidual(nn.Module):
         self.drop_path = _drop(drop_path_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.bn2(self.conv_pwl(self.se(self.bn1(self.conv_exp(x)))))
+        y = self.bn2(self.conv_pwl(self.se(self.aa(self.bn1(self.conv_exp(x))))))
         if self.has_skip:
             y = self.drop_path(y) + x
         out: torch.Tensor = y
@@ -233,14 +247,15 @@ class ConvBnAct(nn.Module):
     def __init__(self, in_chs: int, d: BlockDef, act: str, drop_path_rate: float, norm: BlockNorm) -> None:
         super().__init__()
         self.has_skip = d.skip and d.stride == 1 and in_chs == d.out_chs
+        stride, self.aa = _aa(norm, d.out_chs, d.stride)
         self.conv = create_conv2d(
-            in_chs, d.out_chs, d.kernel[0], d.stride, groups=d.groups(in_chs), same_pad=norm.same_pad
+            in_chs, d.out_chs, d.kernel[0], stride, groups=d.groups(in_chs), same_pad=norm.same_pad
         )
         self.bn1 = norm.make(d.out_chs, act_layer=act)
         self.drop_path = _drop(drop_path_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.bn1(self.conv(x))
+        y = self.aa(self.bn1(self.conv(x)))
         if self.has_skip:
             y = self.drop_path(y) + x
         out: torch.Tensor = y

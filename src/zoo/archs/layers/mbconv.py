@@ -29,7 +29,9 @@ from zoo.archs.layers.mb_blocks import (
     SeCfg,
     SqueezeExcite,
 )
+from zoo.archs.layers.mobile_attention import MobileAttention
 from zoo.archs.layers.padding import create_conv2d
+from zoo.archs.layers.uir import UniversalInvertedResidual
 from zoo.archs.surface import TapStep, run_stage
 from zoo.domain.checks import check_bool, check_choice, check_float, check_int
 from zoo.domain.errors import InvalidValueError
@@ -58,6 +60,7 @@ __all__ = [
     "google_init_",
     "scale_repeats",
     "stage_steps",
+    "tap_stage",
 ]
 
 
@@ -158,6 +161,8 @@ def build_stages(
     same_pad: bool,
     stem_reduction: int = 2,
     norm_layer: str = "batchnorm",
+    layer_scale: float | None = None,
+    aa_layer: str | None = None,
 ) -> MbStages:
     """Build the block stages; a tap ends each stage that the next one strides after (and the last stage).
 
@@ -168,7 +173,7 @@ def build_stages(
         for stage, counts in zip(stages, scaling.stage_repeats(stages), strict=True)
     ]
     total = sum(d.repeats for run in runs for d in run)
-    norm = BlockNorm(bn_eps, same_pad, norm_layer)
+    norm = BlockNorm(bn_eps, same_pad, norm_layer, layer_scale, aa_layer)
     blocks = nn.Sequential()
     feature_info: list[FeatureInfo] = []
     if runs[0][0].stride > 1 or runs[0][0].s2d:  # the stem's output is a tap of its own
@@ -255,6 +260,8 @@ def build_body(
     same_pad: bool,
     stem_kernel: int = 3,
     norm_layer: str = "batchnorm",
+    layer_scale: float | None = None,
+    aa_layer: str | None = None,
 ) -> MbBody:
     """The stem and stages of an EfficientNet or MobileNetV3, scaled by scaling."""
     stem = stem_size if scaling.fix_stem else scaling.width(stem_size)
@@ -270,12 +277,20 @@ def build_body(
         bn_eps=bn_eps,
         same_pad=same_pad,
         norm_layer=norm_layer,
+        layer_scale=layer_scale,
+        aa_layer=aa_layer,
     )
     return MbBody(conv_stem=conv_stem, bn1=bn1, stages=built)
 
 
 def _make_block(in_chs: int, d: BlockDef, model_act: str, se: SeCfg, rate: float, norm: BlockNorm) -> nn.Module:
     act = d.act or model_act
+    if d.kind == "mqa":
+        return MobileAttention(
+            in_chs, d.out_chs, num_heads=d.num_heads, key_dim=d.key_dim, kv_stride=d.kv_stride, kernel=d.kernel[0],
+            noskip=d.noskip or d.stride > 1, drop_path_rate=rate, eps=norm.eps, same_pad=norm.same_pad,
+            layer_scale=norm.layer_scale,
+        )  # fmt: skip
     if d.kind == "cn":
         return ConvBnAct(in_chs, d, act, rate, norm)
     mid = in_chs * (4 if d.s2d else 1) if d.kind == "ds" else make_divisible((d.force_in_chs or in_chs) * d.exp_ratio)
@@ -284,6 +299,12 @@ def _make_block(in_chs: int, d: BlockDef, model_act: str, se: SeCfg, rate: float
         gate = se.build(mid, d.se_ratio, d.exp_ratio, act)
     if d.kind == "ds":
         return DepthwiseSeparable(in_chs, d, act, gate, rate, norm)
+    if d.kind == "uir":
+        return UniversalInvertedResidual(
+            in_chs, mid, d.out_chs, (d.exp_kernel[0], d.kernel[0], d.pw_kernel[0]), d.stride,
+            group_size=1 if d.group_size is None else d.group_size, noskip=d.noskip, act=act, se=gate,
+            drop_path_rate=rate, eps=norm.eps, same_pad=norm.same_pad, layer_scale=norm.layer_scale, aa=norm.aa,
+        )  # fmt: skip
     if d.kind == "er":
         return EdgeResidual(in_chs, mid, d, act, gate, rate, norm)
     if d.num_experts:
@@ -310,6 +331,11 @@ def _run_stages(stages: Sequence[nn.Module], checkpointed: bool, x: torch.Tensor
     for stage in stages:
         x = run_stage(stage, x, checkpointed)
     return x, x
+
+
+def tap_stage(info: FeatureInfo) -> int:
+    """The stage a tap ends (its 'blocks.<stage>' module); -1 for the stem's tap ('bn1')."""
+    return -1 if info.module == "bn1" else int(info.module.split(".")[1])
 
 
 def stage_steps(

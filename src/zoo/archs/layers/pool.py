@@ -9,14 +9,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.archs.layers.helpers import get_padding
-from zoo.domain.checks import check_int
+from zoo.domain.checks import check_choice, check_int
 from zoo.domain.errors import InvalidValueError
 
 __all__ = ["AA_LAYERS", "POOL_TYPES", "AvgPool2dSame", "BlurPool2d", "GlobalPool", "create_aa"]
 
 POOL_TYPES: tuple[str, ...] = ("avg", "max", "avgmax", "catavgmax", "")
 # anti-aliased downsampling by name: average pooling, or a binomial blur (BlurPool2d)
-AA_LAYERS: tuple[str, ...] = ("avg", "blur")
+AA_LAYERS: tuple[str, ...] = ("avg", "blur", "avg_floor", "blurpc")
 
 
 class GlobalPool(nn.Module):
@@ -67,8 +67,10 @@ class BlurPool2d(nn.Module):
     The filter is a non-persistent buffer, so checkpoints carry no key for it.
     """
 
-    def __init__(self, channels: int, filt_size: int = 3, stride: int = 2) -> None:
+    def __init__(self, channels: int, filt_size: int = 3, stride: int = 2, pad_mode: str = "reflect") -> None:
         super().__init__()
+        check_choice("pad_mode", pad_mode, ("reflect", "constant"))
+        self.pad_mode = pad_mode
         self.channels = check_int("channels", channels, ge=1)
         self.filt_size = check_int("filt_size", filt_size, ge=2)
         self.stride = check_int("stride", stride, ge=1)
@@ -82,7 +84,7 @@ class BlurPool2d(nn.Module):
         self.register_buffer("filt", kernel, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.pad(x, self.padding, mode="reflect")
+        x = F.pad(x, self.padding, mode=self.pad_mode)
         return F.conv2d(x, self.filt.to(x.dtype), stride=self.stride, groups=self.channels)
 
     def extra_repr(self) -> str:
@@ -92,6 +94,8 @@ class BlurPool2d(nn.Module):
 def create_aa(kind: str | None, channels: int, stride: int = 2, *, enable: bool = True) -> nn.Module:
     """Anti-aliased downsampling by name ('avg': stride x stride average pooling, 'blur': BlurPool2d).
 
+    'avg_floor' pools rounding down and 'blurpc' blurs a zero-padded map (MobileNetV4's, as published).
+
     None, '' or enable=False give nn.Identity: the block keeps its stride in its convolution then.
     Average pooling rounds up (ceil_mode), as a strided conv or a ceil-mode shortcut pool does, so an odd
     map keeps its shortcut's size; on even maps that is plain stride x stride pooling.
@@ -100,6 +104,8 @@ def create_aa(kind: str | None, channels: int, stride: int = 2, *, enable: bool 
         return nn.Identity()
     if kind == "avg":
         return nn.AvgPool2d(stride, ceil_mode=True)
-    if kind == "blur":
-        return BlurPool2d(channels, stride=stride)
+    if kind == "avg_floor":
+        return nn.AvgPool2d(stride)
+    if kind in ("blur", "blurpc"):
+        return BlurPool2d(channels, stride=stride, pad_mode="constant" if kind == "blurpc" else "reflect")
     raise InvalidValueError(f"aa_layer={kind!r} is invalid: expected one of {AA_LAYERS} or None")
