@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["LayerScale"]
+__all__ = ["LayerScale", "LayerScale2d"]
 
 
 class LayerScale(nn.Module):
@@ -26,3 +26,10 @@ class LayerScale(nn.Module):
 
     def extra_repr(self) -> str:
         return f"init_values={self.init_values}"
+
+
+class LayerScale2d(LayerScale):
+    """x * gamma per channel of an NCHW map (dim 1), gamma starting at init_values."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma.view(1, -1, 1, 1)

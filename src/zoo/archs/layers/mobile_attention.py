@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.archs.layers.drop import DropPath
+from zoo.archs.layers.layer_scale import LayerScale2d
 from zoo.archs.layers.norm_act import BatchNormAct2d
 from zoo.archs.layers.padding import create_conv2d
-from zoo.archs.layers.uir import LayerScale2d
 
 __all__ = ["MobileAttention", "MultiQueryAttention2d"]
 

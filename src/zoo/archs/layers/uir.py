@@ -10,11 +10,12 @@ import torch
 from torch import nn
 
 from zoo.archs.layers.drop import DropPath
+from zoo.archs.layers.layer_scale import LayerScale2d
 from zoo.archs.layers.norm_act import BatchNormAct2d
 from zoo.archs.layers.padding import create_conv2d
 from zoo.archs.layers.pool import create_aa
 
-__all__ = ["ConvBnAa", "LayerScale2d", "UniversalInvertedResidual"]
+__all__ = ["ConvBnAa", "UniversalInvertedResidual"]
 
 
 class ConvBnAa(nn.Module):
@@ -46,26 +47,6 @@ class ConvBnAa(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.aa(self.bn(self.conv(x)))
         return out
-
-
-class LayerScale2d(nn.Module):
-    """x * gamma per channel of an NCHW map, gamma starting at init_values."""
-
-    def __init__(self, dim: int, init_values: float) -> None:
-        super().__init__()
-        self.init_values = init_values
-        self.gamma = nn.Parameter(torch.full((dim,), init_values))
-
-    def reset_parameters(self) -> None:
-        """Back to init_values (what the weight loader calls for a module a checkpoint does not cover)."""
-        with torch.no_grad():
-            self.gamma.fill_(self.init_values)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gamma.view(1, -1, 1, 1)
-
-    def extra_repr(self) -> str:
-        return f"init_values={self.init_values}"
 
 
 def _groups(group_size: int, chs: int) -> int:
