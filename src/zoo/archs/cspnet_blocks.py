@@ -254,6 +254,16 @@ def _conv_down(
     return nn.Sequential(pool, cargs.conv(in_chs, out_chs, groups=cfg.groups))
 
 
+def _cross_down(
+    cfg: StageCfg, in_chs: int, stride: int, dilation: int, first_dilation: int, cargs: ConvArgs
+) -> tuple[nn.Module, int]:
+    """A cross stage's downsampling (Identity where it neither strides nor changes dilation) and its width."""
+    if stride == 1 and first_dilation == dilation:
+        return nn.Identity(), in_chs
+    out_chs = cfg.out_chs if cfg.down_growth else in_chs
+    return _conv_down(cfg, in_chs, out_chs, stride, first_dilation, cargs), out_chs
+
+
 class CrossStage(nn.Module):
     """Cross-stage partial stage: expand, split in two, run the blocks on one half, transition and rejoin."""
 
@@ -268,11 +278,7 @@ class CrossStage(nn.Module):
         cargs: ConvArgs,
     ) -> None:
         super().__init__()
-        self.conv_down: nn.Module = nn.Identity()
-        prev_chs = in_chs
-        if stride != 1 or first_dilation != dilation:
-            prev_chs = cfg.out_chs if cfg.down_growth else in_chs
-            self.conv_down = _conv_down(cfg, in_chs, prev_chs, stride, first_dilation, cargs)
+        self.conv_down, prev_chs = _cross_down(cfg, in_chs, stride, dilation, first_dilation, cargs)
         self.expand_chs = exp_chs = round(cfg.out_chs * cfg.expand_ratio)
         self.conv_exp = cargs.conv(prev_chs, exp_chs, apply_act=not cfg.cross_linear)
         self.blocks, block_chs = _blocks(cfg, exp_chs // 2, dilation, rates, cargs)
@@ -302,11 +308,7 @@ class CrossStage3(nn.Module):
         cargs: ConvArgs,
     ) -> None:
         super().__init__()
-        self.conv_down: nn.Module = nn.Identity()
-        prev_chs = in_chs
-        if stride != 1 or first_dilation != dilation:
-            prev_chs = cfg.out_chs if cfg.down_growth else in_chs
-            self.conv_down = _conv_down(cfg, in_chs, prev_chs, stride, first_dilation, cargs)
+        self.conv_down, prev_chs = _cross_down(cfg, in_chs, stride, dilation, first_dilation, cargs)
         self.expand_chs = exp_chs = round(cfg.out_chs * cfg.expand_ratio)
         self.conv_exp = cargs.conv(prev_chs, exp_chs, apply_act=not cfg.cross_linear)
         self.blocks, block_chs = _blocks(cfg, exp_chs // 2, dilation, rates, cargs)
