@@ -146,7 +146,7 @@ def test_in_chans(in_chans: int) -> None:
         ({"depth_multiplier": "2"}, "depth_multiplier"),
         ({"stem_size": 0}, "stem_size"),
         ({"num_features": 2.0}, "num_features"),
-        ({"act_layer": "gelu"}, "act_layer"),
+        ({"act_layer": "mish"}, "act_layer"),
         ({"bn_eps": -1.0}, "bn_eps"),
         ({"same_pad": 1}, "same_pad"),
         ({"drop_rate": 1.0}, "drop_rate"),

@@ -16,7 +16,15 @@ import zoo
 from zoo.archs.resnet import ResNet
 from zoo.cli import main
 from zoo.domain import FeatureNotAvailableError, InvalidValueError
-from zoo.services.export import MAX_OPSET, MIN_OPSET, export_file, export_program, input_dims, save_onnx
+from zoo.services.export import (
+    MAX_OPSET,
+    MIN_OPSET,
+    export_file,
+    export_program,
+    input_dims,
+    min_dynamic_size,
+    save_onnx,
+)
 
 ort = pytest.importorskip("onnxruntime")  # the zoo[onnx] extra, in the dev extra CI installs
 
@@ -212,6 +220,19 @@ def test_hook_extractor_exports() -> None:
     with torch.no_grad():
         for a, b in zip(program.module()(x), extractor(x), strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_an_extractor_cut_before_strided_attention_keys_starts_at_their_depth() -> None:
+    # mobilenetv4_hybrid_medium's stage at stride 16 (tap 3) attends to keys and values at stride 32: an
+    # extractor ending there must not take 32x32 (keys 1x1, which torch.export specialises) as its floor
+    extractor = zoo.create_model("mobilenetv4_hybrid_medium", features_only=True, out_indices=(3,)).eval()
+    assert [t.reduction for t in extractor.feature_info] == [16]
+    assert min_dynamic_size(extractor) == 64
+    program = export_program(extractor, images(2, 64, 64), dynamic_size=True)
+    assert input_dims(program)[2] == ("height", 64, None)
+    x = images(2, 96, 80)
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x), extractor(x), rtol=1e-4, atol=1e-5)
 
 
 # -- torch.compile ----------------------------------------------------------------------------

@@ -216,12 +216,12 @@ def test_tf_ports_pad_like_tensorflow_and_use_its_eps() -> None:
 
 def test_hybrid_attention_keeps_the_map_and_scales_its_branch() -> None:
     from zoo.archs.layers.mobile_attention import MobileAttention
-    from zoo.archs.mobilenetv4_archs import MNV4_HYBRID_ARCHS
 
-    model = MobileNetV3(**MNV4_HYBRID_ARCHS["mobilenetv4_hybrid_medium"]).eval()  # type: ignore[arg-type]  # checked by MobileNetV3
+    model = zoo.create_model("mobilenetv4_hybrid_medium").eval()
     attn = model.get_submodule("blocks.2.4")
     assert isinstance(attn, MobileAttention)
     assert attn.has_skip
+    assert attn.deepest_reduction == 32  # its input at stride 16, keys and values at 32
     assert hasattr(attn.attn.key, "down_conv")  # keys and values from a 2x downsampled map
     x = torch.randn(2, 160, 7, 9)
     with torch.no_grad():

@@ -49,16 +49,19 @@ _ONNX_MODULES = ("onnx", "onnxscript")
 
 
 def min_dynamic_size(model: nn.Module) -> int:
-    """The smallest height/width a program exported from model accepts: twice its deepest tap's stride.
+    """The smallest height/width a program exported from model accepts: twice the stride of its deepest map.
 
     At that size the deepest feature map is 2x2; torch.export specialises a size of 1 (a 1x1 map),
-    so a range reaching it would not hold. Without feature_info, 64.
+    so a range reaching it would not hold. The deepest map is the deepest tap's, or deeper where a module
+    says it makes one (its int attribute deepest_reduction: an attention block's strided keys and values,
+    which a model cut at an earlier tap still runs). Without feature_info, 64.
     """
     if not isinstance(model, Tapped):
         return 64
     # a feature extractor's FeatureTaps iterates over the selected taps only; a classifier's list, every tap
     reductions = [int(t.reduction) for t in model.feature_info]
-    return 2 * max(reductions, default=32)
+    inner = [r for m in model.modules() if isinstance(r := getattr(m, "deepest_reduction", None), int)]
+    return 2 * max(reductions + inner, default=32)
 
 
 def export_program(

@@ -201,7 +201,8 @@ def build_stages(
                     force_in_chs=scaling.width(d.force_in_chs) if d.force_in_chs else 0,
                 )
                 rate = drop_path_rate * index / total
-                seq.add_module(str(len(seq)), _make_block(chs, block_def, act, se, rate, norm))
+                block = _make_block(chs, block_def, act, se, rate, norm, reduction)
+                seq.add_module(str(len(seq)), block)
                 chs = block_def.out_chs
                 reduction *= block_def.stride
                 index += 1
@@ -283,13 +284,16 @@ def build_body(
     return MbBody(conv_stem=conv_stem, bn1=bn1, stages=built)
 
 
-def _make_block(in_chs: int, d: BlockDef, model_act: str, se: SeCfg, rate: float, norm: BlockNorm) -> nn.Module:
+def _make_block(
+    in_chs: int, d: BlockDef, model_act: str, se: SeCfg, rate: float, norm: BlockNorm, reduction: int
+) -> nn.Module:
+    """The block d defines, taking in_chs channels at reduction (its input's stride to the image)."""
     act = d.act or model_act
     if d.kind == "mqa":
         return MobileAttention(
             in_chs, d.out_chs, num_heads=d.num_heads, key_dim=d.key_dim, kv_stride=d.kv_stride, kernel=d.kernel[0],
             noskip=d.noskip or d.stride > 1, drop_path_rate=rate, eps=norm.eps, same_pad=norm.same_pad,
-            layer_scale=norm.layer_scale,
+            layer_scale=norm.layer_scale, reduction=reduction * d.stride,
         )  # fmt: skip
     if d.kind == "cn":
         return ConvBnAct(in_chs, d, act, rate, norm)

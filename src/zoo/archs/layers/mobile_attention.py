@@ -79,8 +79,12 @@ class MobileAttention(nn.Module):
         eps: float,
         same_pad: bool,
         layer_scale: float | None,
+        reduction: int = 1,
     ) -> None:
         super().__init__()
+        # the stride of its keys and values to the image (reduction: its input's), the deepest map it makes;
+        # torch.export reads it (services.export.min_dynamic_size) where no tap is as deep
+        self.deepest_reduction = reduction * kv_stride
         self.has_skip = in_chs == out_chs and not noskip
         self.norm = BatchNormAct2d(in_chs, eps, apply_act=False)
         self.attn = MultiQueryAttention2d(in_chs, out_chs, num_heads, key_dim, kv_stride, kernel, eps, same_pad)

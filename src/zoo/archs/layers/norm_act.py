@@ -12,13 +12,16 @@ from zoo.domain.errors import InvalidValueError
 
 __all__ = ["ACT_LAYERS", "NORM_LAYERS", "BatchNormAct2d", "ConvNormAct", "InPlaceAbn2d", "make_act", "make_norm_act"]
 
-ACT_LAYERS: tuple[str, ...] = ("relu", "leaky_relu", "silu", "hard_swish", "relu6")
+ACT_LAYERS: tuple[str, ...] = ("relu", "leaky_relu", "silu", "hard_swish", "relu6", "gelu")
 NORM_LAYERS: tuple[str, ...] = ("batchnorm", "iabn")
 LEAKY_SLOPE = 0.01
 
 
 def make_act(act_layer: str, inplace: bool = True) -> nn.Module:
-    """An activation by name: 'relu', 'leaky_relu' (slope 0.01), 'silu' (swish), 'hard_swish' or 'relu6'."""
+    """An activation by name: 'relu', 'leaky_relu' (slope 0.01), 'silu' (swish), 'hard_swish', 'relu6' or 'gelu'.
+
+    GELU (the exact, erf form) has no in-place variant, so inplace does not apply to it.
+    """
     check_choice("act_layer", act_layer, ACT_LAYERS)
     if act_layer == "leaky_relu":
         return nn.LeakyReLU(LEAKY_SLOPE, inplace=inplace)
@@ -28,6 +31,8 @@ def make_act(act_layer: str, inplace: bool = True) -> nn.Module:
         return nn.Hardswish(inplace=inplace)
     if act_layer == "relu6":
         return nn.ReLU6(inplace=inplace)
+    if act_layer == "gelu":
+        return nn.GELU()
     return nn.ReLU(inplace=inplace)
 
 
