@@ -72,8 +72,18 @@ KNOBS: dict[str, tuple[dict[str, object], ...]] = {
         {"dynamic_img_size": True},
         {"dynamic_img_size": True, "dynamic_img_pad": True, "global_pool": "avgmax"},
     ),
-    "zoo.archs.efficientnet": ({}, {"global_pool": "max", "num_classes": 10}),
-    "zoo.archs.mobilenetv3": ({}, {"global_pool": "max", "num_classes": 10}),
+    "zoo.archs.efficientnet": (
+        {},
+        {"output_stride": 16},
+        {"output_stride": 8},
+        {"global_pool": "max", "num_classes": 10},
+    ),
+    "zoo.archs.mobilenetv3": (
+        {},
+        {"output_stride": 16},
+        {"output_stride": 8},
+        {"global_pool": "max", "num_classes": 10},
+    ),
     "zoo.archs.convnext": (
         {},
         {"output_stride": 16},

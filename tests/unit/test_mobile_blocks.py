@@ -98,3 +98,68 @@ def test_space_to_depth_is_for_depthwise_separable_blocks_only() -> None:
         BlockDef("ir", 1, 3, 1, 8, exp_ratio=6, s2d=True)
     with pytest.raises(zoo.ZooError, match="se_layer"):
         small_model(EfficientNet, {"stages": decode_stages((("ds_r1_k3_s1_c8",),))}, {"se_layer": "eca"})
+
+
+# -- output_stride: dilation instead of striding, in every block kind -----------------------------------------
+
+# a name per block kind that can dilate: ds/ir, TF 'same' padding, mixed kernels, CondConv, fused 'er', global
+# context, MobileNetV3's head, MobileNetV4's universal inverted residuals and its attention's strided keys
+DILATING = (
+    "efficientnet_b0",
+    "tf_efficientnet_b0",
+    "mixnet_s",
+    "tf_efficientnet_cc_b0_4e",
+    "efficientnetv2_rw_t",
+    "gc_efficientnetv2_rw_t",
+    "mobilenetv3_large_100",
+    "mobilenetv4_conv_small",
+    "mobilenetv4_hybrid_medium",
+)
+
+
+def _dilations(model: nn.Module) -> set[int]:
+    found: set[int] = set()
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d | CondConv2d):
+            found.add(int(m.dilation[0]))
+    return found
+
+
+@pytest.mark.parametrize("name", DILATING)
+@pytest.mark.parametrize("output_stride", [8, 16])
+def test_output_stride_dilates_instead_of_striding(name: str, output_stride: int) -> None:
+    with torch.device("meta"):
+        plain = zoo.create_model(name)
+        dense = zoo.create_model(name, output_stride=output_stride)
+    # the same weights (a published checkpoint loads), the taps' strides capped at output_stride
+    assert {k: v.shape for k, v in dense.state_dict().items()} == {k: v.shape for k, v in plain.state_dict().items()}
+    assert [t.reduction for t in dense.feature_info] == [min(t.reduction, output_stride) for t in plain.feature_info]
+    assert _dilations(plain) == {1}
+    assert max(_dilations(dense)) == 32 // output_stride
+    x = torch.randn(1, 3, 64, 48, device="meta")
+    maps = dense.forward_intermediates(x, intermediates_only=True)
+    expect = [(-(-64 // t.reduction), -(-48 // t.reduction)) for t in dense.feature_info]
+    assert [tuple(m.shape[-2:]) for m in maps] == expect
+
+
+def test_a_dilated_model_runs_and_matches_its_strided_self_where_they_agree() -> None:
+    # before the first dilated block both models compute the same maps; the dense one's last map is 2x larger
+    torch.manual_seed(0)
+    plain = zoo.create_model("mobilenetv3_large_100").eval()
+    dense = zoo.create_model("mobilenetv3_large_100", output_stride=16).eval()
+    dense.load_state_dict(plain.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        a = plain.forward_intermediates(x, intermediates_only=True)
+        b = dense.forward_intermediates(x, intermediates_only=True)
+        logits = dense(x)
+    for p, d in zip(a[:-1], b[:-1], strict=True):
+        torch.testing.assert_close(p, d)
+    assert a[-1].shape[-1] * 2 == b[-1].shape[-1]
+    assert logits.shape == (1, 1000) and bool(torch.isfinite(logits).all())
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "mobilenetv3_large_100"])
+def test_an_output_stride_it_cannot_keep_is_refused_by_name(name: str) -> None:
+    with pytest.raises(zoo.ZooError, match=r"output_stride=4 .*8, 16, 32"):
+        zoo.create_model(name, output_stride=4)

@@ -27,7 +27,7 @@ from zoo.archs.layers import (
     sequential_prefix,
 )
 from zoo.archs.layers.conv_mlp import MLP_ACT_LAYERS, PointwiseMlp, make_mlp_act
-from zoo.archs.layers.helpers import make_divisible
+from zoo.archs.layers.helpers import OUTPUT_STRIDES, make_divisible
 from zoo.archs.layers.norm import CHANNEL_NORMS, channel_norm
 from zoo.archs.layers.norm_head import NormMlpClassifierHead
 from zoo.archs.layers.same_pad import same_conv
@@ -47,7 +47,6 @@ __all__ = [
     "convert_fb_checkpoint",
 ]
 
-OUTPUT_STRIDES: tuple[int, ...] = (8, 16, 32)
 # 'patch': one patch_size-strided conv; the others two 3x3 stride-2 convs ('tiered': the first half as wide,
 # 'act': an activation between them)
 STEM_TYPES: tuple[str, ...] = ("patch", "overlap", "overlap_tiered", "overlap_act")

@@ -38,6 +38,7 @@ from zoo.archs.layers import (
     is_scripting,
     sequential_prefix,
 )
+from zoo.archs.layers.helpers import OUTPUT_STRIDES
 from zoo.archs.surface import TapStep, checkpoint_call, take_taps
 from zoo.domain.checks import check_bool, check_choice, check_float, check_int
 from zoo.domain.errors import InvalidValueError
@@ -58,7 +59,6 @@ __all__ = [
     "StemCfg",
 ]
 
-OUTPUT_STRIDES: tuple[int, ...] = (8, 16, 32)
 ACT_LAYERS: tuple[str, ...] = ("leaky_relu", "relu", "silu")
 
 

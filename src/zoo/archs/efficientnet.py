@@ -30,6 +30,7 @@ from zoo.archs.layers import (
     sequential_prefix,
 )
 from zoo.archs.layers.block_norms import BLOCK_NORMS, make_block_norm
+from zoo.archs.layers.helpers import OUTPUT_STRIDES
 from zoo.archs.layers.init import init_each_module
 from zoo.archs.layers.mbconv import (
     KERNELS,
@@ -70,7 +71,8 @@ class EfficientNet(ZooModule):
     num_features is scaled, kept or grown to the scaled width by head_scaling; 0 builds no head conv.
     se_layer 'gc' gates by global context instead of SE; norm_layer picks the blocks' norm (batch norm, or the
     group/layer/EvoNorm forms of the reference's test models). same_pad pads stride-2 convolutions as
-    TensorFlow does (for the TF-trained checkpoints).
+    TensorFlow does (for the TF-trained checkpoints). output_stride 16 or 8 keeps the last maps at that stride,
+    the stages past it dilating instead of striding (a dense-prediction backbone).
     forward_intermediates' norm=True passes the last tap through the head conv + bn2, as forward_features does.
     set_grad_checkpointing recomputes each block's activations in backward. Random weights are drawn as
     TensorFlow's reference does (layers.mbconv.google_init_), as timm's are.
@@ -103,6 +105,7 @@ class EfficientNet(ZooModule):
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         global_pool: str = "avg",
+        output_stride: int = 32,
     ) -> None:
         super().__init__()
         defs = check_stages(stages)
@@ -120,6 +123,7 @@ class EfficientNet(ZooModule):
         same_pad = check_bool("same_pad", same_pad)
         self.drop_rate = check_float("drop_rate", drop_rate, ge=0.0, lt=1.0)
         drop_path_rate = check_float("drop_path_rate", drop_path_rate, ge=0.0, lt=1.0)
+        check_choice("output_stride", output_stride, OUTPUT_STRIDES)
         check_head(num_classes, global_pool)
         pool = GlobalPool(global_pool)  # refuses an unknown pooling before anything is built
 
@@ -137,6 +141,7 @@ class EfficientNet(ZooModule):
             same_pad=same_pad,
             stem_kernel=stem_kernel_size,
             norm_layer=norm_layer,
+            output_stride=output_stride,
         )
         self.conv_stem = body.conv_stem
         self.bn1 = body.bn1

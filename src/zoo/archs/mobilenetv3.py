@@ -27,6 +27,7 @@ from zoo.archs.layers import (
     make_fc,
     sequential_prefix,
 )
+from zoo.archs.layers.helpers import OUTPUT_STRIDES
 from zoo.archs.layers.init import init_each_module
 from zoo.archs.layers.mbconv import (
     BlockDef,
@@ -58,7 +59,8 @@ class MobileNetV3(ZooModule):
     multiple of 8 (se_round) or to the nearest integer, with se_act inside (None: the block's activation)
     and a hard-sigmoid gate. same_pad pads strided convs as TensorFlow's 'same' does (the tf_ ports).
     MobileNetV4's universal inverted residuals take a layer scale (layer_scale_init_value, None: none) and
-    anti-aliased striding (aa_layer).
+    anti-aliased striding (aa_layer). output_stride 16 or 8 keeps the last maps at that stride, the stages
+    past it dilating instead of striding.
     set_grad_checkpointing recomputes each block's activations in backward. Random weights are drawn as
     TensorFlow's reference does (layers.mbconv.google_init_), as timm's are.
     """
@@ -90,6 +92,7 @@ class MobileNetV3(ZooModule):
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         global_pool: str = "avg",
+        output_stride: int = 32,
     ) -> None:
         super().__init__()
         defs = check_stages(stages)
@@ -117,6 +120,7 @@ class MobileNetV3(ZooModule):
             check_choice("aa_layer", aa_layer, AA_LAYERS)
         self.drop_rate = check_float("drop_rate", drop_rate, ge=0.0, lt=1.0)
         drop_path_rate = check_float("drop_path_rate", drop_path_rate, ge=0.0, lt=1.0)
+        check_choice("output_stride", output_stride, OUTPUT_STRIDES)
         check_head(num_classes, global_pool)
         pool = GlobalPool(global_pool, flatten=False)  # refuses an unknown pooling before anything is built
 
@@ -140,6 +144,7 @@ class MobileNetV3(ZooModule):
             same_pad=same_pad,
             layer_scale=layer_scale_init_value,
             aa_layer=aa_layer,
+            output_stride=output_stride,
         )
         self.conv_stem = body.conv_stem
         self.bn1 = body.bn1

@@ -27,6 +27,7 @@ from zoo.archs.layers import (
     is_scripting,
     make_act,
 )
+from zoo.archs.layers.helpers import OUTPUT_STRIDES
 from zoo.archs.regnet_blocks import (
     DOWNSAMPLE_TYPES,
     Bottleneck,
@@ -54,7 +55,6 @@ __all__ = [
     "stage_layouts",
 ]
 
-OUTPUT_STRIDES: tuple[int, ...] = (8, 16, 32)
 STAGE_NAMES: tuple[str, ...] = ("s1", "s2", "s3", "s4")
 
 

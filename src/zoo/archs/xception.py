@@ -27,6 +27,7 @@ from zoo.archs.layers import (
     is_scripting,
     sequential_prefix,
 )
+from zoo.archs.layers.helpers import OUTPUT_STRIDES
 from zoo.archs.layers.init import init_each_module
 from zoo.archs.surface import TapStep, checkpoint_call, take_taps
 from zoo.domain.checks import check_bool, check_choice, check_float, check_int, check_ints
@@ -35,8 +36,6 @@ from zoo.domain.grouping import GroupMatcher
 from zoo.domain.values import FeatureCfg, FeatureInfo, ModelSpec
 
 __all__ = ["MODEL_SPECS", "OUTPUT_STRIDES", "BlockCfg", "XceptionAligned", "XceptionBlock"]
-
-OUTPUT_STRIDES: tuple[int, ...] = (8, 16, 32)
 
 
 @attrs.frozen

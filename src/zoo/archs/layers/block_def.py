@@ -57,7 +57,8 @@ class BlockDef:
     num_experts > 0 makes an 'ir' CondConv; force_in_chs sizes an 'er' expansion from that width. s2d
     ('ds' only) turns space into depth first: a 2x2 stride-2 conv to 4x the channels, a depthwise kernel
     of about half the size; the blocks after it work at 4x widths until the next strided block, which
-    does not stride but divides its expansion by 4 instead (EfficientNet-X).
+    does not stride but divides its expansion by 4 instead (EfficientNet-X). dilation spaces the spatial
+    convs' taps (set by the builder where a network keeps a smaller output_stride instead of striding).
     """
 
     kind: str = attrs.field(validator=lambda i, a, v: check_choice("BlockDef.kind", v, BLOCK_KINDS))
@@ -86,6 +87,7 @@ class BlockDef:
     num_heads: int = attrs.field(default=0, validator=lambda i, a, v: check_int("BlockDef.num_heads", v, ge=0))
     key_dim: int = attrs.field(default=0, validator=lambda i, a, v: check_int("BlockDef.key_dim", v, ge=0))
     kv_stride: int = attrs.field(default=1, validator=lambda i, a, v: check_int("BlockDef.kv_stride", v, ge=1))
+    dilation: int = attrs.field(default=1, validator=lambda i, a, v: check_int("BlockDef.dilation", v, ge=1))
 
     @classmethod
     def ds(cls, kernel: int, stride: int, out_chs: int, *, se: float = 0.0, act: str | None = None) -> BlockDef:

@@ -36,17 +36,19 @@ class CondConv2d(nn.Module):
         groups: int = 1,
         num_experts: int,
         same_pad: bool = False,
+        dilation: int = 1,
     ) -> None:
         super().__init__()
         self.in_channels = in_chs
         self.out_channels = out_chs
         self.kernel_size = (kernel_size, kernel_size)
         self.stride = (stride, stride)
+        self.dilation = (dilation, dilation)
         self.groups = groups
         self.num_experts = num_experts
         # dynamic only where a static padding could differ from TF's (as create_conv2d decides)
-        self.dynamic_pad = same_pad and not (stride == 1 and (kernel_size - 1) % 2 == 0)
-        self.padding = 0 if self.dynamic_pad else get_padding(kernel_size, stride)
+        self.dynamic_pad = same_pad and not (stride == 1 and (dilation * (kernel_size - 1)) % 2 == 0)
+        self.padding = 0 if self.dynamic_pad else get_padding(kernel_size, stride, dilation)
         self.weight = nn.Parameter(torch.empty(num_experts, out_chs * (in_chs // groups) * kernel_size * kernel_size))
         self.reset_parameters()
 
@@ -64,6 +66,6 @@ class CondConv2d(nn.Module):
         )
         x = x.reshape(1, -1, x.shape[-2], x.shape[-1])
         if self.dynamic_pad:
-            x = pad_same(x, list(self.kernel_size), list(self.stride), [1, 1])
-        out = F.conv2d(x, kernel, None, self.stride, self.padding, 1, self.groups * b)
+            x = pad_same(x, list(self.kernel_size), list(self.stride), list(self.dilation))
+        out = F.conv2d(x, kernel, None, self.stride, self.padding, self.dilation, self.groups * b)
         return out.reshape(b, self.out_channels, out.shape[-2], out.shape[-1])

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from torch._jit_internal import is_scripting
 
-__all__ = ["get_padding", "is_scripting", "make_divisible"]
+__all__ = ["OUTPUT_STRIDES", "get_padding", "is_scripting", "make_divisible"]
+
+# the strides of its last map a dilating network can be built at (past it, stages dilate instead of striding)
+OUTPUT_STRIDES: tuple[int, ...] = (8, 16, 32)
 
 
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:

@@ -141,7 +141,9 @@ class DepthwiseSeparable(nn.Module):
             in_chs, kernels = 4 * in_chs, tuple((k + 1) // 2 for k in kernels)
             same = same or kernels == (2,)
         stride, self.aa = _aa(norm, in_chs, d.stride)
-        self.conv_dw = block_conv(in_chs, in_chs, kernels, stride, groups=d.groups(in_chs), same_pad=same)
+        self.conv_dw = block_conv(
+            in_chs, in_chs, kernels, stride, groups=d.groups(in_chs), same_pad=same, dilation=d.dilation
+        )
         self.bn1 = norm.make(in_chs, act_layer=act)
         self.se = se
         self.conv_pw = block_conv(in_chs, d.out_chs, d.pw_kernel, same_pad=norm.same_pad)
@@ -168,7 +170,9 @@ class InvertedResidual(nn.Module):
         self.conv_pw = block_conv(in_chs, mid_chs, d.exp_kernel, same_pad=norm.same_pad)
         self.bn1 = norm.make(mid_chs, act_layer=act)
         stride, self.aa = _aa(norm, mid_chs, d.stride)
-        self.conv_dw = block_conv(mid_chs, mid_chs, d.kernel, stride, groups=d.groups(mid_chs), same_pad=norm.same_pad)
+        self.conv_dw = block_conv(
+            mid_chs, mid_chs, d.kernel, stride, groups=d.groups(mid_chs), same_pad=norm.same_pad, dilation=d.dilation
+        )
         self.bn2 = norm.make(mid_chs, act_layer=act)
         self.se = se
         self.conv_pwl = block_conv(mid_chs, d.out_chs, d.pw_kernel, same_pad=norm.same_pad)
@@ -197,8 +201,9 @@ class CondConvResidual(nn.Module):
         self.bn1 = norm.make(mid_chs, act_layer=act)
         stride, self.aa = _aa(norm, mid_chs, d.stride)
         self.conv_dw = CondConv2d(
-            mid_chs, mid_chs, d.kernel[0], stride, groups=d.groups(mid_chs), num_experts=e, same_pad=pad
-        )
+            mid_chs, mid_chs, d.kernel[0], stride, groups=d.groups(mid_chs), num_experts=e, same_pad=pad,
+            dilation=d.dilation,
+        )  # fmt: skip
         self.bn2 = norm.make(mid_chs, act_layer=act)
         self.se = se
         self.conv_pwl = CondConv2d(mid_chs, d.out_chs, d.pw_kernel[0], num_experts=e, same_pad=pad)
@@ -226,7 +231,9 @@ class EdgeResidual(nn.Module):
         self.has_skip = _skip(in_chs, d)
         groups = d.groups(mid_chs)  # grouped by the expanded width, as the reference does
         stride, self.aa = _aa(norm, mid_chs, d.stride)
-        self.conv_exp = block_conv(in_chs, mid_chs, d.kernel, stride, groups=groups, same_pad=norm.same_pad)
+        self.conv_exp = block_conv(
+            in_chs, mid_chs, d.kernel, stride, groups=groups, same_pad=norm.same_pad, dilation=d.dilation
+        )
         self.bn1 = norm.make(mid_chs, act_layer=act)
         self.se = se
         self.conv_pwl = block_conv(mid_chs, d.out_chs, d.pw_kernel, same_pad=norm.same_pad)
@@ -249,7 +256,7 @@ class ConvBnAct(nn.Module):
         self.has_skip = d.skip and d.stride == 1 and in_chs == d.out_chs
         stride, self.aa = _aa(norm, d.out_chs, d.stride)
         self.conv = create_conv2d(
-            in_chs, d.out_chs, d.kernel[0], stride, groups=d.groups(in_chs), same_pad=norm.same_pad
+            in_chs, d.out_chs, d.kernel[0], stride, d.dilation, groups=d.groups(in_chs), same_pad=norm.same_pad
         )
         self.bn1 = norm.make(d.out_chs, act_layer=act)
         self.drop_path = _drop(drop_path_rate)

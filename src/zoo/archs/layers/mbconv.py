@@ -163,10 +163,13 @@ def build_stages(
     norm_layer: str = "batchnorm",
     layer_scale: float | None = None,
     aa_layer: str | None = None,
+    output_stride: int = 32,
 ) -> MbStages:
     """Build the block stages; a tap ends each stage that the next one strides after (and the last stage).
 
-    Stochastic depth grows linearly with the block's position over the whole network.
+    Stochastic depth grows linearly with the block's position over the whole network. A stride that would
+    take the maps past output_stride becomes dilation instead: that block runs at stride 1 with the dilation
+    so far, the blocks after it at that dilation times the stride (the taps' reductions stop growing).
     """
     runs = [
         [attrs.evolve(d, repeats=n) for d, n in zip(stage, counts, strict=True)]
@@ -180,7 +183,7 @@ def build_stages(
         feature_info.append(FeatureInfo(index=0, module="bn1", num_chs=in_chs, reduction=stem_reduction))
     reduction, index, chs = stem_reduction, 0, in_chs
     # space to depth: 0 off, 1 the block that folds space, 2 the blocks at 4x widths after it
-    s2d = 0
+    s2d, dilation = 0, 1
     for s, run in enumerate(runs):
         seq = nn.Sequential()
         for d in run:
@@ -191,6 +194,9 @@ def build_stages(
                 if s2d == 2 and stride == 2:  # the maps are already folded: this block expands 4x less instead
                     stride, exp_ratio, s2d = 1, exp_ratio / 4, 0
                 folds = s2d == 1
+                next_dilation = dilation
+                if stride > 1 and reduction * stride > output_stride:
+                    stride, next_dilation = 1, dilation * stride
                 block_def = attrs.evolve(
                     d,
                     out_chs=scaling.width(d.out_chs) * (4 if s2d else 1),
@@ -199,12 +205,14 @@ def build_stages(
                     se_ratio=d.se_ratio / 4 if folds else d.se_ratio,
                     s2d=folds,
                     force_in_chs=scaling.width(d.force_in_chs) if d.force_in_chs else 0,
+                    dilation=dilation,
                 )
                 rate = drop_path_rate * index / total
                 block = _make_block(chs, block_def, act, se, rate, norm, reduction)
                 seq.add_module(str(len(seq)), block)
                 chs = block_def.out_chs
                 reduction *= block_def.stride
+                dilation = next_dilation
                 index += 1
                 s2d = 2 if s2d else 0
         blocks.add_module(str(s), seq)
@@ -263,8 +271,9 @@ def build_body(
     norm_layer: str = "batchnorm",
     layer_scale: float | None = None,
     aa_layer: str | None = None,
+    output_stride: int = 32,
 ) -> MbBody:
-    """The stem and stages of an EfficientNet or MobileNetV3, scaled by scaling."""
+    """The stem and stages of an EfficientNet or MobileNetV3, scaled by scaling (output_stride: build_stages)."""
     stem = stem_size if scaling.fix_stem else scaling.width(stem_size)
     conv_stem = create_conv2d(in_chans, stem, stem_kernel, 2, same_pad=same_pad)
     bn1 = make_block_norm(norm_layer, stem, bn_eps, act_layer=act)
@@ -280,6 +289,7 @@ def build_body(
         norm_layer=norm_layer,
         layer_scale=layer_scale,
         aa_layer=aa_layer,
+        output_stride=output_stride,
     )
     return MbBody(conv_stem=conv_stem, bn1=bn1, stages=built)
 
@@ -293,7 +303,7 @@ def _make_block(
         return MobileAttention(
             in_chs, d.out_chs, num_heads=d.num_heads, key_dim=d.key_dim, kv_stride=d.kv_stride, kernel=d.kernel[0],
             noskip=d.noskip or d.stride > 1, drop_path_rate=rate, eps=norm.eps, same_pad=norm.same_pad,
-            layer_scale=norm.layer_scale, reduction=reduction * d.stride,
+            layer_scale=norm.layer_scale, reduction=reduction * d.stride, dilation=d.dilation,
         )  # fmt: skip
     if d.kind == "cn":
         return ConvBnAct(in_chs, d, act, rate, norm)
@@ -308,6 +318,7 @@ def _make_block(
             in_chs, mid, d.out_chs, (d.exp_kernel[0], d.kernel[0], d.pw_kernel[0]), d.stride,
             group_size=1 if d.group_size is None else d.group_size, noskip=d.noskip, act=act, se=gate,
             drop_path_rate=rate, eps=norm.eps, same_pad=norm.same_pad, layer_scale=norm.layer_scale, aa=norm.aa,
+            dilation=d.dilation,
         )  # fmt: skip
     if d.kind == "er":
         return EdgeResidual(in_chs, mid, d, act, gate, rate, norm)

@@ -38,11 +38,12 @@ class MixedConv2d(nn.ModuleList):
         *,
         depthwise: bool = False,
         same_pad: bool = False,
+        dilation: int = 1,
     ) -> None:
         in_splits = split_channels(in_chs, len(kernels))
         out_splits = split_channels(out_chs, len(kernels))
         super().__init__(
-            create_conv2d(ci, co, k, stride, groups=ci if depthwise else 1, same_pad=same_pad)
+            create_conv2d(ci, co, k, stride, dilation, groups=ci if depthwise else 1, same_pad=same_pad)
             for k, ci, co in zip(kernels, in_splits, out_splits, strict=True)
         )
         self.in_channels = in_chs
@@ -62,8 +63,10 @@ def block_conv(
     *,
     groups: int = 1,
     same_pad: bool = False,
+    dilation: int = 1,
 ) -> nn.Module:
     """One kernel: a (TF 'same' padded where asked) Conv2d; several: a MixedConv2d (groups 1 or depthwise only)."""
     if len(kernels) == 1:
-        return create_conv2d(in_chs, out_chs, kernels[0], stride, groups=groups, same_pad=same_pad)
-    return MixedConv2d(in_chs, out_chs, kernels, stride, depthwise=groups == in_chs > 1, same_pad=same_pad)
+        return create_conv2d(in_chs, out_chs, kernels[0], stride, dilation, groups=groups, same_pad=same_pad)
+    depthwise = groups == in_chs > 1
+    return MixedConv2d(in_chs, out_chs, kernels, stride, depthwise=depthwise, same_pad=same_pad, dilation=dilation)

@@ -19,10 +19,13 @@ from zoo.archs.layers.padding import create_conv2d
 __all__ = ["MobileAttention", "MultiQueryAttention2d"]
 
 
-def _kv_branch(dim: int, out_dim: int, kernel: int, stride: int, eps: float, same_pad: bool) -> nn.Sequential:
+def _kv_branch(
+    dim: int, out_dim: int, kernel: int, stride: int, eps: float, same_pad: bool, dilation: int
+) -> nn.Sequential:
     branch = nn.Sequential()
     if stride > 1:
-        branch.add_module("down_conv", create_conv2d(dim, dim, kernel, stride, groups=dim, same_pad=same_pad))
+        down = create_conv2d(dim, dim, kernel, stride, dilation, groups=dim, same_pad=same_pad)
+        branch.add_module("down_conv", down)
         branch.add_module("norm", nn.BatchNorm2d(dim, eps=eps))
     branch.add_module("proj", nn.Conv2d(dim, out_dim, 1, bias=False))
     return branch
@@ -32,20 +35,20 @@ class MultiQueryAttention2d(nn.Module):
     """Attention over an NCHW map: num_heads query heads share one key head and one value head of key_dim.
 
     With kv_stride > 1 the keys and values come from a map downsampled by a strided depthwise conv + norm,
-    so the attention costs (H*W) x (H*W / kv_stride**2).
+    so the attention costs (H*W) x (H*W / kv_stride**2); dilation spaces that conv's taps.
     """
 
     def __init__(
         self, dim: int, dim_out: int, num_heads: int, key_dim: int, kv_stride: int, kernel: int, eps: float,
-        same_pad: bool,
+        same_pad: bool, dilation: int = 1,
     ) -> None:  # fmt: skip
         super().__init__()
         self.num_heads = num_heads
         self.key_dim = key_dim
         self.query = nn.Sequential()
         self.query.add_module("proj", nn.Conv2d(dim, num_heads * key_dim, 1, bias=False))
-        self.key = _kv_branch(dim, key_dim, kernel, kv_stride, eps, same_pad)
-        self.value = _kv_branch(dim, key_dim, kernel, kv_stride, eps, same_pad)
+        self.key = _kv_branch(dim, key_dim, kernel, kv_stride, eps, same_pad, dilation)
+        self.value = _kv_branch(dim, key_dim, kernel, kv_stride, eps, same_pad, dilation)
         self.output = nn.Sequential()
         self.output.add_module("proj", nn.Conv2d(key_dim * num_heads, dim_out, 1, bias=False))
 
@@ -80,6 +83,7 @@ class MobileAttention(nn.Module):
         same_pad: bool,
         layer_scale: float | None,
         reduction: int = 1,
+        dilation: int = 1,
     ) -> None:
         super().__init__()
         # the stride of its keys and values to the image (reduction: its input's), the deepest map it makes;
@@ -87,7 +91,9 @@ class MobileAttention(nn.Module):
         self.deepest_reduction = reduction * kv_stride
         self.has_skip = in_chs == out_chs and not noskip
         self.norm = BatchNormAct2d(in_chs, eps, apply_act=False)
-        self.attn = MultiQueryAttention2d(in_chs, out_chs, num_heads, key_dim, kv_stride, kernel, eps, same_pad)
+        self.attn = MultiQueryAttention2d(
+            in_chs, out_chs, num_heads, key_dim, kv_stride, kernel, eps, same_pad, dilation
+        )
         self.layer_scale: nn.Module = nn.Identity() if layer_scale is None else LayerScale2d(out_chs, layer_scale)
         self.drop_path: nn.Module = DropPath(drop_path_rate) if drop_path_rate > 0.0 else nn.Identity()
 

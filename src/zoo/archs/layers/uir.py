@@ -37,10 +37,13 @@ class ConvBnAa(nn.Module):
         apply_act: bool = True,
         same_pad: bool = False,
         aa: str | None = None,
+        dilation: int = 1,
     ) -> None:
         super().__init__()
         use_aa = bool(aa) and stride > 1
-        self.conv = create_conv2d(in_chs, out_chs, kernel, 1 if use_aa else stride, groups=groups, same_pad=same_pad)
+        self.conv = create_conv2d(
+            in_chs, out_chs, kernel, 1 if use_aa else stride, dilation, groups=groups, same_pad=same_pad
+        )
         self.bn = BatchNormAct2d(out_chs, eps, apply_act=apply_act, act_layer=act)
         self.aa = create_aa(aa, out_chs, stride, enable=use_aa)
 
@@ -59,7 +62,7 @@ class UniversalInvertedResidual(nn.Module):
     kernels gives the start, mid and end depthwise kernels, 0 for none (nn.Identity). The stride goes to the
     first of them that exists (mid before end), as the reference places it. Depending on which exist the block
     is an inverted residual (mid), 'ExtraDW' (start and mid), ConvNeXt-like (start) or an FFN (none).
-    group_size: channels per group of the depthwise convs (1: depthwise, 0: dense).
+    group_size: channels per group of the depthwise convs (1: depthwise, 0: dense); dilation spaces all three.
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class UniversalInvertedResidual(nn.Module):
         same_pad: bool,
         layer_scale: float | None,
         aa: str | None,
+        dilation: int = 1,
     ) -> None:
         super().__init__()
         start, mid, end = kernels
@@ -87,14 +91,14 @@ class UniversalInvertedResidual(nn.Module):
         if start:
             self.dw_start = ConvBnAa(
                 in_chs, in_chs, start, 1 if mid else stride, groups=_groups(group_size, in_chs),
-                eps=eps, act=act, apply_act=False, same_pad=same_pad, aa=aa,
+                eps=eps, act=act, apply_act=False, same_pad=same_pad, aa=aa, dilation=dilation,
             )  # fmt: skip
         self.pw_exp = ConvBnAa(in_chs, mid_chs, 1, eps=eps, act=act, same_pad=same_pad)
         self.dw_mid: nn.Module = nn.Identity()
         if mid:
             self.dw_mid = ConvBnAa(
                 mid_chs, mid_chs, mid, stride, groups=_groups(group_size, mid_chs),
-                eps=eps, act=act, same_pad=same_pad, aa=aa,
+                eps=eps, act=act, same_pad=same_pad, aa=aa, dilation=dilation,
             )  # fmt: skip
         self.se = se
         self.pw_proj = ConvBnAa(mid_chs, out_chs, 1, eps=eps, act=act, apply_act=False, same_pad=same_pad)
@@ -103,7 +107,7 @@ class UniversalInvertedResidual(nn.Module):
             # the end conv strides only where neither other does; it never anti-aliases (as the reference)
             self.dw_end = ConvBnAa(
                 out_chs, out_chs, end, 1 if start or mid else stride, groups=_groups(group_size, out_chs),
-                eps=eps, act=act, apply_act=False, same_pad=same_pad,
+                eps=eps, act=act, apply_act=False, same_pad=same_pad, dilation=dilation,
             )  # fmt: skip
         self.layer_scale: nn.Module = nn.Identity() if layer_scale is None else LayerScale2d(out_chs, layer_scale)
         self.drop_path: nn.Module = DropPath(drop_path_rate) if drop_path_rate > 0.0 else nn.Identity()
