@@ -17,7 +17,9 @@ from zoo.api import (
     list_models,
     list_modules,
     list_pretrained,
+    model_card,
     save_pretrained,
+    search_models,
 )
 from zoo.domain.errors import ZooError
 from zoo.domain.values import DefaultCfg
@@ -46,8 +48,10 @@ __all__ = [
     "list_models",
     "list_modules",
     "list_pretrained",
+    "model_card",
     "optim",
     "save_pretrained",
+    "search_models",
 ]
 __version__ = "0.1.0"
 

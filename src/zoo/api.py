@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
 
     from zoo.archs.base import ZooModule
+    from zoo.domain.cards import ModelCard, SortKey
     from zoo.domain.prune import PruneSpec
     from zoo.services.builder import Builder
     from zoo.services.features import FeatureExtractor
@@ -43,7 +44,9 @@ __all__ = [
     "list_models",
     "list_modules",
     "list_pretrained",
+    "model_card",
     "save_pretrained",
+    "search_models",
 ]
 
 
@@ -442,6 +445,41 @@ def list_models(
     """
     return default_zoo().list_models(
         filter, exclude_filters=exclude_filters, module=module, pretrained=pretrained, include_tags=include_tags
+    )
+
+
+def model_card(name: str, *, img_size: int | None = None) -> ModelCard:
+    """The published ImageNet-1k accuracy and cost of NAME or NAME.TAG (see zoo.cards.model_card)."""
+    from zoo.cards import model_card as card
+
+    return card(name, img_size=img_size)
+
+
+def search_models(
+    filter: str | list[str] | tuple[str, ...] = "",
+    *,
+    exclude_filters: str | list[str] | tuple[str, ...] = (),
+    sort: SortKey | None = None,
+    max_params: float | None = None,
+    min_top1: float | None = None,
+    max_gmacs: float | None = None,
+    img_size: int | None = None,
+) -> list[ModelCard]:
+    """list_models' companion: the cards of the NAME.TAGs that pass published-figure bounds, sorted.
+
+    E.g. the most accurate model under 10M parameters: search_models(sort="top1", max_params=10)[0].
+    See zoo.cards.search_models for the units and what is left out.
+    """
+    from zoo.cards import search_models as search
+
+    return search(
+        filter,
+        exclude_filters=exclude_filters,
+        sort=sort,
+        max_params=max_params,
+        min_top1=min_top1,
+        max_gmacs=max_gmacs,
+        img_size=img_size,
     )
 
 

@@ -217,6 +217,7 @@ def test_info_json(r18: ResNet, capsys: pytest.CaptureFixture[str]) -> None:
         "default_cfg",
         "data_config",
         "feature_info",
+        "card",
     }
     assert (record["schema"], record["name"], record["tag"], record["family"]) == (
         1,
@@ -232,6 +233,7 @@ def test_info_json(r18: ResNet, capsys: pytest.CaptureFixture[str]) -> None:
     assert record["feature_info"] == [
         {"index": t.index, "module": t.module, "num_chs": t.num_chs, "reduction": t.reduction} for t in r18.feature_info
     ]
+    assert record["card"] == zoo.model_card("resnet18.tv_in1k").to_dict()
 
 
 def test_info_json_of_a_pruned_model(capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from zoo import api
 from zoo.cli._common import MAX_IMAGE_SIDE, Subcommands, one_line, say
+from zoo.domain.cards import SORT_KEYS
 from zoo.domain.checks import check_int
 from zoo.domain.errors import InvalidValueError, ZooError
 from zoo.domain.values import FEATURE_CLASSES
@@ -19,9 +20,13 @@ if TYPE_CHECKING:
 
     from zoo import FeatureExtractor
     from zoo.describe import ModelDescription
+    from zoo.domain.cards import ModelCard
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    bounds = (args.sort, args.max_params, args.min_top1, args.max_gmacs, args.img_size)
+    if args.json or any(b is not None for b in bounds):
+        return _list_cards(args)
     names = api.list_models(args.patterns or "", pretrained=args.pretrained, include_tags=True if args.tags else None)
     for name in names:
         print(name)
@@ -29,6 +34,57 @@ def _cmd_list(args: argparse.Namespace) -> int:
         say("note", f"no model matches {' '.join(map(repr, args.patterns)) or 'the filters'}")
         return 1
     return 0
+
+
+def _list_cards(args: argparse.Namespace) -> int:
+    """zoo list with published figures: a table (or --json) of the cards passing the bounds, in --sort order."""
+    if args.pretrained or args.tags:
+        say("note", "--pretrained and --tags are implied: cards are per weight set (NAME.TAG)")
+    cards = api.search_models(
+        args.patterns or "",
+        sort=args.sort,
+        max_params=args.max_params,
+        min_top1=args.min_top1,
+        max_gmacs=args.max_gmacs,
+        img_size=args.img_size,
+    )
+    if args.json:
+        print(json.dumps([c.to_dict() for c in cards], indent=2))
+    else:
+        if cards:
+            print(f"{'model':58} {'img':>4} {'top1':>7} {'top5':>7} {'params_m':>9} {'gmacs':>8}")
+        for c in cards:
+            print(
+                f"{c.full_name:58} {c.img_size:>4} {_figure(c.top1, 3)} {_figure(c.top5, 3)} "
+                f"{_figure(c.params_m, 2, 9)} {_figure(c.gmacs, 2, 8)}"
+            )
+    if not cards:
+        say(
+            "note",
+            f"no weight set with published figures matches {' '.join(map(repr, args.patterns)) or 'the filters'}",
+        )
+        return 1
+    return 0
+
+
+def _figure(value: float | None, digits: int, width: int = 7) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
+
+
+def _print_card(card: ModelCard) -> None:
+    shown = {
+        "top-1": None if card.top1 is None else f"{card.top1:.3f}%",
+        "top-5": None if card.top5 is None else f"{card.top5:.3f}%",
+        "params": None if card.params_m is None else f"{card.params_m:.2f} M",
+        "GMACs": None if card.gmacs is None else f"{card.gmacs:.2f}",
+        "activations": None if card.activations_m is None else f"{card.activations_m:.2f} M",
+        "crop_pct": card.crop_pct,
+        "license": card.license or None,
+        "weights from": card.source or None,
+    }
+    print(f"published card ({card.full_name} at {card.img_size} px; the publisher's ImageNet-1k figures):")
+    for key, value in shown.items():
+        print(f"  {key:17} {'-' if value is None else value}")
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -54,6 +110,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"  {'index':>5}  {'module':20} {'channels':>8} {'reduction':>9}")
     for tap in described.feature_info:
         print(f"  {tap.index:>5}  {tap.module:20} {tap.num_chs:>8} {tap.reduction:>9}")
+    if not saved:
+        _print_card(api.model_card(args.name))
     return 0
 
 
@@ -81,6 +139,8 @@ def _info_record(described: ModelDescription) -> dict[str, object]:
             {"index": t.index, "module": t.module, "num_chs": t.num_chs, "reduction": t.reduction}
             for t in described.feature_info
         ],
+        # the publisher's figures for this weight set (null for a saved model)
+        "card": None if saved else api.model_card(described.name).to_dict(),
     }
 
 
@@ -156,6 +216,14 @@ def add_parsers(sub: Subcommands) -> None:
     p.add_argument("patterns", nargs="*", help="fnmatch patterns, e.g. 'resnet*'")
     p.add_argument("--pretrained", action="store_true", help="only names with published weights")
     p.add_argument("--tags", action="store_true", help="list name.tag for every weight set")
+    figures = "the publisher's ImageNet-1k figures (any of these shows NAME.TAG cards: img, top1, top5, params, gmacs)"
+    g = p.add_argument_group(figures)
+    g.add_argument("--sort", choices=SORT_KEYS, help="top1 best first; params or gmacs smallest first")
+    g.add_argument("--max-params", type=float, metavar="M", help="at most M million parameters")
+    g.add_argument("--min-top1", type=float, metavar="X", help="ImageNet-1k top-1 of at least X percent")
+    g.add_argument("--max-gmacs", type=float, metavar="G", help="at most G billion multiply-accumulates per image")
+    g.add_argument("--img-size", type=int, metavar="N", help="weight sets with figures published at N px")
+    g.add_argument("--json", action="store_true", help="the cards as a JSON list")
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("info", help="describe a model: parameters, default cfg, tags, feature taps")
