@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Sequence
 from typing import TextIO
 
-from zoo.cli import artefacts, demo, models, predict, weights
+from zoo.cli import artefacts, demo, evaluate, models, predict, weights
 from zoo.cli._common import Parser, one_line, say
 
 # the demo's steps and its network probe stay reachable here, where tests and scripts have always found them
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     weights.add_parsers(sub)  # fetch, cache
     artefacts.add_parsers(sub)  # prune, export
     predict.add_parsers(sub)
+    evaluate.add_parsers(sub)  # validate, benchmark
     demo.add_parsers(sub)
     return parser
 

@@ -132,3 +132,11 @@ class SaveSurfaceError(ModelSurfaceError, SavedModelError):
 
 class ExportFailedError(ZooError, RuntimeError):
     """torch.export (or the ONNX translation after it) could not capture a model as a graph."""
+
+
+class DeviceUnavailableError(ZooError, ValueError):
+    """A device that is not there (cuda without a GPU, cuda:3 on a machine with one), or not a device at all."""
+
+
+class DatasetError(ZooError, ValueError):
+    """An image folder that cannot be validated on: no classes, no images, or classes that map to no model class."""
