@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 # to minutes of CPU, and a drawn 10**9 must be refused before torch tries to allocate it
 MAX_IMAGE_SIDE = 4096
 
+DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: cuda where available, else cpu)"
+
 
 class Parser(argparse.ArgumentParser):
     """argparse, with a usage error as one line (the usage itself is one `--help` away)."""

@@ -7,7 +7,8 @@ import contextlib
 import time
 from collections.abc import Iterator
 
-from zoo.cli._common import MAX_IMAGE_SIDE, Subcommands, check_out, create_named, one_line
+from zoo.cli._common import DEVICE_HELP, MAX_IMAGE_SIDE, Subcommands, check_out, create_named, one_line
+from zoo.devices import resolve_device
 from zoo.domain.checks import check_float, check_int
 from zoo.domain.errors import InvalidValueError, ZooError
 
@@ -64,7 +65,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     # the format, opset and output file are checked before the model is built and exported (minutes, for some)
     check_out("--out", args.out)
     check_export(args.out, fmt=args.format, opset=args.opset)
+    device = resolve_device(args.device)
     model, weights = create_named(args.name, checkpoint=args.checkpoint, features_only=args.features)
+    model.to(device)
     t0 = time.perf_counter()
     exported = export_model(model, args.out, fmt=args.format, opset=args.opset)
     seconds = time.perf_counter() - t0
@@ -106,4 +109,5 @@ def add_parsers(sub: Subcommands) -> None:
     p.add_argument("--format", required=True, choices=("onnx", "pt2"), help="onnx (needs zoo[onnx]) or pt2")
     p.add_argument("--out", required=True, metavar="FILE", help="file to write")
     p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    p.add_argument("--device", help=DEVICE_HELP)
     p.set_defaults(func=_cmd_export)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from zoo.cli._common import Subcommands, create_named
+from zoo.cli._common import DEVICE_HELP, Subcommands, create_named
 from zoo.devices import AMP_DTYPES
 
 
@@ -92,7 +92,7 @@ def _cell(value: object, width: int, left: bool) -> str:
 
 def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="images per step (default: 32)")
-    p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: cuda where available, else cpu)")
+    p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument("--amp", choices=AMP_DTYPES, help="autocast to bfloat16 or float16")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     p.add_argument("--json", action="store_true", help="one JSON value, for scripts")

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from zoo import api
-from zoo.cli._common import Subcommands, say
+from zoo.cli._common import DEVICE_HELP, Subcommands, say
+from zoo.devices import resolve_device
 from zoo.domain.checks import check_int
 from zoo.domain.errors import InvalidValueError, ZooError
 
@@ -33,6 +34,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         spec, _ = api.default_zoo().registry.resolve(args.model)
         name = f"{spec.name}.{cfg.tag}" if cfg.tag else spec.name
     top_k = None if args.top_k is None else check_int("--top-k", args.top_k, ge=1)
+    device = resolve_device(args.device)
     channels = cfg.input_size[0]
     if channels not in (1, 3):
         raise InvalidValueError(
@@ -50,6 +52,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if images:
         checkpoint = args.checkpoint
         model = api.create_model(args.model, pretrained=checkpoint is None, checkpoint_path=checkpoint)
+        model.to(device)
         code = _predict(model, name, images, top_k, checkpoint, as_json=args.json, failed=failed)
     for _, message in failed:
         say("error", message)
@@ -173,5 +176,6 @@ def add_parsers(sub: Subcommands) -> None:
         type=int,
         help=f"classes to show per image (default: {DEFAULT_TOP_K}, or every class of a model with fewer)",
     )
+    p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     p.set_defaults(func=_cmd_predict)

@@ -197,6 +197,9 @@ def export_file(
                 f"{type(model).__name__} has no default_cfg.input_size to make an example from: pass example="
             )
         example = torch.randn(2, *size, generator=torch.Generator().manual_seed(0))
+        device = next((p.device for p in model.parameters()), None)
+        if device is not None:  # the example goes where the model is (an export on a GPU)
+            example = example.to(device)
     # each module's own flag, as the caller left it: a model partly in eval (frozen norms) gets that back
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
