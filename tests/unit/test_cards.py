@@ -183,5 +183,5 @@ def test_zoo_list_and_info_show_the_cards(capsys: pytest.CaptureFixture[str]) ->
     out = capsys.readouterr().out
     assert f"top-1             {zoo.model_card('resnet18.a1_in1k').top1:.3f}%" in out
     assert main(["list", "--min-top1", "101"]) == 2
-    assert "min_top1=101" in capsys.readouterr().err
+    assert "--min-top1 101" in capsys.readouterr().err
     assert main(["list", "--min-top1", "99.9"]) == 1  # nothing is that accurate: nothing listed

@@ -47,7 +47,7 @@ def _write(folder: Path, images: dict[str, list[tuple[int, int, int]]]) -> None:
             Image.new("RGB", (40, 30), colour).save(folder / name / f"{i}.png")
 
 
-def test_validation_counts_what_the_model_gets_right(tmp_path: Path) -> None:
+def test_validation_counts_what_the_model_gets_right(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     red, green, blue = COLOURS
     # folder i (sorted) is class i; an image is right when its colour is its folder's
     images = {"0_red": [red, red, green], "1_green": [green, blue, green, green], "2_blue": [red, blue]}
@@ -66,6 +66,9 @@ def test_validation_counts_what_the_model_gets_right(tmp_path: Path) -> None:
         pytest.approx(100 * right[c.folder] / c.images) for c in result.per_class
     ]
     assert result.images_per_sec > 0
+    assert capsys.readouterr().err == ""  # no bar where stderr is not a terminal
+    validate_model(ColourNet(), str(tmp_path), batch_size=4, workers=0, device="cpu", progress=True)
+    assert "validate: 100%" in capsys.readouterr().err  # a tqdm bar, when asked (a terminal asks)
     limited = validate_model(ColourNet(), str(tmp_path), batch_size=2, workers=1, device="cpu", limit=3)
     assert limited.images == 3
     assert limited.top1 == pytest.approx(100 * 2 / 3)  # the first folder's three images

@@ -40,14 +40,14 @@ def _list_cards(args: argparse.Namespace) -> int:
     """zoo list with published figures: a table (or --json) of the cards passing the bounds, in --sort order."""
     if args.pretrained or args.tags:
         say("note", "--pretrained and --tags are implied: cards are per weight set (NAME.TAG)")
-    cards = api.search_models(
-        args.patterns or "",
-        sort=args.sort,
-        max_params=args.max_params,
-        min_top1=args.min_top1,
-        max_gmacs=args.max_gmacs,
-        img_size=args.img_size,
-    )
+    bounds = {"max_params": args.max_params, "min_top1": args.min_top1, "max_gmacs": args.max_gmacs}
+    try:
+        cards = api.search_models(args.patterns or "", sort=args.sort, img_size=args.img_size, **bounds)
+    except InvalidValueError as e:  # said with the flag's spelling: --max-params, not max_params
+        message = str(e)
+        for key in (*bounds, "img_size"):
+            message = message.replace(f"{key}=", f"--{key.replace('_', '-')} ")
+        raise InvalidValueError(message) from None
     if args.json:
         print(json.dumps([c.to_dict() for c in cards], indent=2))
     else:
