@@ -13,7 +13,7 @@ import pytest
 import zoo
 from zoo.cards import published_costs, published_results, search_models
 from zoo.cli import main
-from zoo.describe import model_layout
+from zoo.describe import count_macs, model_layout
 from zoo.domain.cards import ModelCard, SearchFilter
 from zoo.domain.errors import InvalidValueError, UnknownModelError
 
@@ -61,6 +61,33 @@ def test_the_published_parameter_counts_are_zoos_own() -> None:
     for name in COSTED_WITH_ANOTHER_HEAD:  # the exception is real: still different, by the head's size
         cost = next(c for (n, _), c in published_costs().items() if n == name)
         assert _millions(count(name, 1000)) != cost.params_m
+
+
+# zoo counts the multiply-adds of convolutions and linear layers; the publisher's counter also counts attention's
+# matrix products (ViTs, MobileNetV4 hybrids) and every CondConv expert's routing, so there its figure is larger
+COUNTED_BEYOND_CONV_AND_LINEAR = ("vit_", "test_vit", "mobilenetv4_hybrid", "_cc_")
+# beyond those, what else it counts (normalisation, activations, squeeze-excitation gates) adds at most 5%
+# (tf_mixnet_l: 4.5%, the largest over every published row of a network of 0.5 GMACs or more)
+OTHER_OPS = 1.05
+ROUNDING = 0.005  # GMACs are published to two decimals
+
+
+def test_the_published_gmacs_bound_zoos_count() -> None:
+    """zoo's count (on the meta device) never exceeds the publisher's beyond its rounding, and for networks of
+    convolutions is within OTHER_OPS of it. One in five names (sorted) at its cfg's size: a few seconds."""
+    names = sorted({n for n, _ in published_costs()})[::5]
+    checked = 0
+    for name in names:
+        cfg = zoo.get_default_cfg(name)
+        cost = published_costs().get((name, cfg.input_size[1]))
+        if cost is None or cfg.num_classes != 1000 or cfg.input_size[1] != cfg.input_size[2]:
+            continue
+        ours = count_macs(model_layout(name), cfg.input_size[1]) / 1e9
+        assert cost.gmacs >= ours - ROUNDING, name
+        if ours >= 0.5 and not any(part in name for part in COUNTED_BEYOND_CONV_AND_LINEAR):
+            assert cost.gmacs <= ours * OTHER_OPS + ROUNDING, name
+        checked += 1
+    assert checked > 30
 
 
 @pytest.mark.skipif(not REFERENCE.is_dir(), reason="the reference results are not beside this checkout")
