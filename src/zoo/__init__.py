@@ -17,6 +17,7 @@ from zoo.api import (
     list_models,
     list_modules,
     list_pretrained,
+    optimize_for_inference,
     save_pretrained,
 )
 from zoo.domain.errors import ZooError
@@ -47,6 +48,7 @@ __all__ = [
     "list_modules",
     "list_pretrained",
     "optim",
+    "optimize_for_inference",
     "save_pretrained",
 ]
 __version__ = "0.1.0"
