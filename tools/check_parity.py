@@ -99,6 +99,9 @@ KNOBS: dict[str, tuple[dict[str, object], ...]] = {
         {"global_pool": "catavgmax", "num_classes": 10, "drop_path_rate": 0.0},
     ),
 }
+# knobs the reference's classifier does not take but its features_only extractor does (timm's MobileNetV3
+# dilates only as MobileNetV3Features): compared extractor with extractor
+FEATURES_ONLY_KNOBS: dict[str, set[str]] = {"zoo.archs.mobilenetv3": {"output_stride"}}
 IABN = {"cspresnext50_iabn": "cspresnext50", "cspdarknet53_iabn": "cspdarknet53"}
 # reference arguments timm applies only when it loads the published weights, and zoo always (its published
 # checkpoint was trained with TensorFlow's batch-norm eps)
@@ -225,6 +228,26 @@ def _jittered(name: str, model: Any) -> Any:  # a timm model: timm is untyped he
             for p in model.parameters():
                 p.add_(torch.randn_like(p) * 0.1)
     return model
+
+
+def check_features_only(name: str, **kwargs: Any) -> str:  # any model keyword of the family
+    """The eval outputs of zoo's and timm's default features_only extractors built with kwargs, timm's weights."""
+    torch.manual_seed(0)
+    ref = _timm_model(name, features_only=True, **kwargs).eval()
+    mine = zoo.create_model(name, features_only=True, **kwargs).eval()
+    ref_taps = [(d["module"], d["num_chs"], d["reduction"]) for d in ref.feature_info.get_dicts()]
+    mine_taps = [(t.module, t.num_chs, t.reduction) for t in mine.feature_info]
+    assert mine_taps == ref_taps, f"feature_info differs: {mine_taps} != {ref_taps}"
+    mine_keys = list(mine.state_dict())
+    ref_values = list(_without_counters(ref.state_dict(), name).values())
+    assert len(mine_keys) == len(ref_values), "features_only extractors hold different tensors"
+    mine.load_state_dict(dict(zip(mine_keys, ref_values, strict=True)), strict=True)
+    x = torch.randn(2, 3, *_input_size(name, kwargs))
+    with torch.no_grad():
+        worst = max(_max_diff(a, b) for a, b in zip(ref(x), mine(x), strict=True))
+    status = "OK " if worst < TOLERANCE else "BAD"
+    note = "(extractors: the reference's classifier does not take it)"
+    return f"{status} {name} {kwargs} {note} features_only={worst:.1e}"
 
 
 def check(name: str, **kwargs: Any) -> str:  # any model keyword of the family
@@ -428,7 +451,10 @@ def _main_knobs(patterns: list[str]) -> int:
             if combined.get("head_hidden_size") and combined.get("head_norm_first"):
                 print(f"-- {name} {kwargs}: not a setting (a head_norm_first head has no hidden layer)")
                 continue
-            lines = [check(name, **kwargs)]
+            if family in FEATURES_ONLY_KNOBS and set(knob) <= FEATURES_ONLY_KNOBS[family] and knob:
+                lines = [check_features_only(name, **kwargs)]
+            else:
+                lines = [check(name, **kwargs)]
             if family == "zoo.archs.vit" and not knob:
                 lines.append(check_pos_embed_filter(name))
             for line in lines:

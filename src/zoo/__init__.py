@@ -18,6 +18,7 @@ from zoo.api import (
     list_modules,
     list_pretrained,
     model_card,
+    optimize_for_inference,
     save_pretrained,
     search_models,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "list_pretrained",
     "model_card",
     "optim",
+    "optimize_for_inference",
     "save_pretrained",
     "search_models",
 ]

@@ -156,7 +156,8 @@ def test_a_dilated_model_runs_and_matches_its_strided_self_where_they_agree() ->
     for p, d in zip(a[:-1], b[:-1], strict=True):
         torch.testing.assert_close(p, d)
     assert a[-1].shape[-1] * 2 == b[-1].shape[-1]
-    assert logits.shape == (1, 1000) and bool(torch.isfinite(logits).all())
+    assert logits.shape == (1, 1000)
+    assert bool(torch.isfinite(logits).all())
 
 
 @pytest.mark.parametrize("name", ["efficientnet_b0", "mobilenetv3_large_100"])
