@@ -150,3 +150,24 @@ def test_an_absent_device_is_a_zoo_error() -> None:
         resolve_device("tpu9")
     with pytest.raises(DeviceUnavailableError, match="cuda:99"):
         resolve_device("cuda:99")
+
+
+def test_zoo_validate_maps_folders_by_a_saved_models_label_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """label_names in another order than the sorted folders: only the label mapping makes "fox" class 0."""
+    model = zoo.create_model("test_resnet", num_classes=3)
+    head = model.get_classifier()
+    assert isinstance(head, nn.Linear)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([5.0, 1.0, 0.0]))  # every image: class 0 first, then 1
+    zoo.save_pretrained(model, tmp_path / "saved", label_names=["fox", "cat", "dog"])
+    _write(tmp_path / "data", {"cat": [COLOURS[1]] * 2, "dog": [COLOURS[2]], "fox": [COLOURS[0]] * 3})
+    argv = ["validate", str(tmp_path / "data"), "--model", f"local-dir:{tmp_path / 'saved'}", "--workers", "0"]
+    assert main([*argv, "--device", "cpu", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["mapping"] == "label_names"
+    assert record["top1"] == pytest.approx(100 * 3 / 6)  # the fox images
+    assert record["top_k"] == 3
+    assert {c["folder"]: c["index"] for c in record["per_class"]} == {"fox": 0, "cat": 1, "dog": 2}
