@@ -14,7 +14,7 @@ import torch
 
 from zoo.devices import AmpDtype, amp_dtype, resolve_device
 from zoo.domain.checks import check_bool, check_int
-from zoo.domain.errors import DatasetError, InvalidValueError
+from zoo.domain.errors import DatasetError, InvalidValueError, ZooError
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -49,6 +49,7 @@ class ValidationResult:
     mapping: Mapping
     device: str
     per_class: tuple[ClassAccuracy, ...]
+    unreadable: tuple[str, ...] = ()  # why each file that could not be read was left out
 
     def to_dict(self) -> dict[str, object]:
         """The result as a plain dict (JSON-ready)."""
@@ -119,12 +120,17 @@ def class_indices(
 
 
 class _Images(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
-    """The samples as (tensor, target) pairs through the eval transform."""
+    """The samples as (tensor, target) pairs through the eval transform. A file that cannot be read comes as
+    zeros with target -1 - i (i: its position), so that one bad file neither stops the run nor crosses a
+    worker process as an exception; the loop leaves it out and says which it was."""
 
     def __init__(
-        self, samples: Sequence[tuple[str, int]], transform: Callable[[Image], torch.Tensor], channels: int
+        self,
+        samples: Sequence[tuple[str, int]],
+        transform: Callable[[Image], torch.Tensor],
+        input_size: tuple[int, int, int],
     ) -> None:
-        self.samples, self.transform, self.channels = samples, transform, channels
+        self.samples, self.transform, self.input_size = samples, transform, input_size
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -133,7 +139,21 @@ class _Images(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
         from zoo.data.predict import load_image
 
         path, target = self.samples[i]
-        return self.transform(load_image(path, channels=self.channels)), target
+        try:
+            return self.transform(load_image(path, channels=self.input_size[0])), target
+        except ZooError:
+            return torch.zeros(self.input_size), -1 - i
+
+
+def _unreadable(path: str, channels: int) -> str:
+    """Why the image at path cannot be read (load_image's message, read again in this process)."""
+    from zoo.data.predict import load_image
+
+    try:
+        load_image(path, channels=channels)
+    except ZooError as e:
+        return str(e)
+    return f"image {path!r} could not be read"  # it could be read now: it changed during the run
 
 
 def validate_model(
@@ -174,7 +194,7 @@ def validate_model(
     if limit is not None:
         samples = samples[: check_int("limit", limit, ge=1)]
     data_cfg = resolve_data_config(model)
-    dataset = _Images(samples, create_transform(data_cfg), data_cfg.input_size[0])
+    dataset = _Images(samples, create_transform(data_cfg), data_cfg.input_size)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, num_workers=workers, pin_memory=target_device.type == "cuda"
     )
@@ -184,6 +204,7 @@ def validate_model(
     hits1 = torch.zeros(num_classes, dtype=torch.long)
     hitsk = torch.zeros(num_classes, dtype=torch.long)
     counts = torch.zeros(num_classes, dtype=torch.long)
+    failed: list[int] = []
     show = sys.stderr.isatty() if progress is None else check_bool("progress", progress)
     start = time.perf_counter()
     with torch.inference_mode():
@@ -194,6 +215,9 @@ def validate_model(
             with torch.autocast(target_device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 logits = model(x)
             ranked = logits.float().topk(k, dim=1).indices.cpu()
+            read = targets >= 0
+            failed.extend(int(-1 - t) for t in targets[~read])
+            ranked, targets = ranked[read], targets[read]
             first = ranked[:, 0] == targets
             in_k = (ranked == targets[:, None]).any(dim=1)
             counts += torch.bincount(targets, minlength=num_classes)
@@ -201,6 +225,9 @@ def validate_model(
             hitsk += torch.bincount(targets[in_k], minlength=num_classes)
     seconds = time.perf_counter() - start
     total = int(counts.sum())
+    unreadable = tuple(_unreadable(samples[i][0], data_cfg.input_size[0]) for i in failed)
+    if total == 0:
+        raise DatasetError(f"no image of {directory!r} could be read: {unreadable[0]}")
     per_class = tuple(
         ClassAccuracy(
             folder=name,
@@ -222,4 +249,5 @@ def validate_model(
         mapping=mapping,
         device=str(target_device),
         per_class=per_class,
+        unreadable=unreadable,
     )

@@ -171,3 +171,19 @@ def test_zoo_validate_maps_folders_by_a_saved_models_label_names(
     assert record["top1"] == pytest.approx(100 * 3 / 6)  # the fox images
     assert record["top_k"] == 3
     assert {c["folder"]: c["index"] for c in record["per_class"]} == {"fox": 0, "cat": 1, "dog": 2}
+
+
+def test_an_unreadable_image_is_left_out_and_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    red, green, blue = COLOURS
+    _write(tmp_path, {"0_red": [red, green], "1_green": [green], "2_blue": [blue]})
+    (tmp_path / "1_green" / "broken.png").write_bytes(b"not a picture")
+    for workers in (0, 1):  # in a worker process too: the bad file is not an exception crossing processes
+        result = validate_model(ColourNet(), str(tmp_path), batch_size=2, workers=workers, device="cpu")
+        assert result.images == 4
+        assert result.top1 == pytest.approx(100 * 3 / 4)  # all but the green image in 0_red
+        assert len(result.unreadable) == 1
+        assert "broken.png" in result.unreadable[0]
+    for path in tmp_path.glob("*/*.png"):
+        path.write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"no image of .* could be read"):
+        validate_model(ColourNet(), str(tmp_path), workers=0, device="cpu")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from zoo.cli._common import DEVICE_HELP, Subcommands, create_named
+from zoo.cli._common import DEVICE_HELP, Subcommands, create_named, say
 from zoo.devices import AMP_DTYPES
 
 
@@ -27,6 +27,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         channels_last=args.channels_last,
         limit=args.limit,
     )
+    for message in result.unreadable:
+        say("warning", f"left out: {message}")
     if args.json:
         print(json.dumps({"model": args.model, "weights": weights, **result.to_dict()}, indent=2))
         return 0
