@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import attrs
 
 from zoo import api
 from zoo.devices import AmpDtype, amp_dtype, resolve_device
 from zoo.domain.checks import check_bool, check_int
-from zoo.domain.errors import InvalidValueError
+from zoo.domain.errors import InvalidValueError, ZooError
 
 if TYPE_CHECKING:
     import torch
@@ -97,6 +97,39 @@ def _timed(step: Callable[[], None], device: torch.device, warmup: int, steps: i
     return seconds, peak
 
 
+_T = TypeVar("_T")
+
+
+@attrs.frozen
+class _Fits:
+    """Runs a step of the benchmark; what torch refuses about the request (the image size, the memory a batch
+    needs) becomes an InvalidValueError naming it, not an internal error."""
+
+    name: str
+    batch_size: int
+    height: int
+    width: int
+    device: str
+
+    def __call__(self, step: Callable[[], _T]) -> _T:
+        import torch
+
+        try:
+            return step()
+        except ZooError:
+            raise
+        except torch.OutOfMemoryError:
+            raise InvalidValueError(
+                f"batch_size={self.batch_size} of {self.height}x{self.width} images of {self.name!r} does not fit "
+                f"in {self.device}'s memory; try a smaller batch_size"
+            ) from None
+        except (RuntimeError, ValueError, IndexError) as e:
+            first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+            raise InvalidValueError(
+                f"img_size={self.height} is invalid for {self.name!r} (or its other options): {first[:300]}"
+            ) from None
+
+
 def benchmark_model(
     name: str,
     *,
@@ -140,7 +173,8 @@ def benchmark_model(
         height = width = check_int("img_size", img_size, ge=1, le=4096)
     model: nn.Module = zoo.create_model(name)
     params = sum(p.numel() for p in model.parameters())
-    macs = count_macs(model, height) if height == width else count_macs(model)
+    fits = _Fits(name, batch_size, height, width, str(target))
+    macs = fits(lambda: count_macs(model, height) if height == width else count_macs(model))
     memory_format = torch.channels_last if flags["channels_last"] else torch.preserve_format
     x = torch.randn(batch_size, channels, height, width, device=target).contiguous(memory_format=memory_format)
 
@@ -160,7 +194,7 @@ def benchmark_model(
         with torch.inference_mode(), autocast():
             forward(x)
 
-    seconds, peak = _timed(infer_step, target, warmup, steps)
+    seconds, peak = fits(lambda: _timed(infer_step, target, warmup, steps))
     infer = Timing(
         samples_per_sec=batch_size * steps / seconds,
         step_time=1000 * seconds / steps,
@@ -185,7 +219,7 @@ def benchmark_model(
             torch.autograd.backward(loss)
             optimizer.step()
 
-        seconds, peak = _timed(train_step, target, warmup, steps)
+        seconds, peak = fits(lambda: _timed(train_step, target, warmup, steps))
         train_timing = Timing(
             samples_per_sec=batch_size * steps / seconds,
             step_time=1000 * seconds / steps,

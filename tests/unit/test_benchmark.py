@@ -81,6 +81,8 @@ def test_benchmark_refuses_what_it_cannot_do() -> None:
         benchmark_model("test_resnet", steps=0, device="cpu")
     with pytest.raises(DeviceUnavailableError, match="cuda:99"):
         benchmark_model("test_resnet", device="cuda:99")
+    with pytest.raises(InvalidValueError, match="img_size=3 is invalid for 'test_convnext'"):
+        benchmark_model("test_convnext", img_size=3, device="cpu", warmup=0, steps=1)  # smaller than its 4x4 stem
     with pytest.raises(InvalidValueError, match="amp='fp8'"):
         benchmark_model("test_resnet", amp="fp8", device="cpu")  # type: ignore[arg-type]  # as an untyped caller might
 
