@@ -118,7 +118,7 @@ class _Fits:
             return step()
         except ZooError:
             raise
-        except torch.OutOfMemoryError:
+        except torch.cuda.OutOfMemoryError:  # torch.OutOfMemoryError, under the name torch < 2.5 has too
             raise InvalidValueError(
                 f"batch_size={self.batch_size} of {self.height}x{self.width} images of {self.name!r} does not fit "
                 f"in {self.device}'s memory; try a smaller batch_size"
