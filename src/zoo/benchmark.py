@@ -50,6 +50,7 @@ class BenchmarkResult:
     channels_last: bool
     compiled: bool
     fused: bool
+    optimized: str | None = None  # zoo.optimize_for_inference's choices, where it was used
 
     def to_dict(self) -> dict[str, object]:
         """One row under the reference's column names (infer_*, train_* where run, param_count), then zoo's."""
@@ -65,7 +66,12 @@ class BenchmarkResult:
                 row[f"{mode}_peak_mem_mb"] = None if timing.peak_mem_mb is None else round(timing.peak_mem_mb, 1)
         row["param_count"] = round(self.param_count, 2)
         row.update(
-            device=self.device, amp=self.amp, channels_last=self.channels_last, compiled=self.compiled, fused=self.fused
+            device=self.device,
+            amp=self.amp,
+            channels_last=self.channels_last,
+            compiled=self.compiled,
+            fused=self.fused,
+            optimized=self.optimized,
         )
         return row
 
@@ -141,6 +147,7 @@ def benchmark_model(
     compile: bool = False,
     fuse: bool = False,
     train: bool = False,
+    optimize: bool = False,
     warmup: int = DEFAULT_WARMUP,
     steps: int = DEFAULT_STEPS,
     zoo: api.ModelZoo | None = None,
@@ -148,8 +155,10 @@ def benchmark_model(
     """Time name (random weights: speed does not depend on them) on device with a random batch.
 
     img_size: a square side (default: the cfg's input size). fuse folds batch norms (inference only, so not
-    with train). train also times forward, cross-entropy backward and an SGD step. device None: cuda where
-    available, else cpu.
+    with train). train also times forward, cross-entropy backward and an SGD step. optimize times
+    zoo.optimize_for_inference's copy instead (its own precision, memory format and folding: not with amp,
+    channels_last, fuse or train; compile goes to it), fed float32 NCHW batches as callers feed it. device
+    None: cuda where available, else cpu.
     """
     import torch
 
@@ -161,10 +170,23 @@ def benchmark_model(
     steps = check_int("steps", steps, ge=1)
     flags = {
         k: check_bool(k, v)
-        for k, v in (("channels_last", channels_last), ("compile", compile), ("fuse", fuse), ("train", train))
+        for k, v in (
+            ("channels_last", channels_last),
+            ("compile", compile),
+            ("fuse", fuse),
+            ("train", train),
+            ("optimize", optimize),
+        )
     }
     if flags["fuse"] and flags["train"]:
         raise InvalidValueError("fuse=True with train=True is invalid: fused batch norms are for inference only")
+    if flags["optimize"]:
+        chosen = [k for k in ("channels_last", "fuse", "train") if flags[k]] + (["amp"] if amp else [])
+        if chosen:
+            raise InvalidValueError(
+                f"optimize=True with {', '.join(chosen)} is invalid: optimize chooses the precision, memory format "
+                "and folding itself, for inference only"
+            )
     target = resolve_device(device)
     dtype = amp_dtype(amp)
     cfg = zoo.get_default_cfg(name)
@@ -186,9 +208,16 @@ def benchmark_model(
     def autocast() -> torch.autocast:
         return torch.autocast(target.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
-    infer_model = api.fuse_for_inference(model) if flags["fuse"] else model
-    infer_model.eval()
-    forward = prepared(infer_model)
+    optimized = None
+    if flags["optimize"]:
+        copy = api.optimize_for_inference(model.to(target), compile=flags["compile"], check=False)
+        plan = copy.plan
+        optimized = f"{plan.dtype}, {plan.memory_format}, {plan.folded_norms} norms folded"
+        forward: Callable[[torch.Tensor], object] = copy
+    else:
+        infer_model = api.fuse_for_inference(model) if flags["fuse"] else model
+        infer_model.eval()
+        forward = prepared(infer_model)
 
     def infer_step() -> None:
         with torch.inference_mode(), autocast():
@@ -238,4 +267,5 @@ def benchmark_model(
         channels_last=flags["channels_last"],
         compiled=flags["compile"],
         fused=flags["fuse"],
+        optimized=optimized,
     )

@@ -98,6 +98,13 @@ def test_zoo_benchmark_prints_one_row_per_name(capsys: pytest.CaptureFixture[str
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:3] == ["model", "infer/s", "ms/step"]
     assert [line.split()[0] for line in lines[1:]] == ["test_resnet", "test_vit"]
+    assert main([*argv, "--device", "cpu", "--optimize", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    dtype = zoo.optimize_for_inference(zoo.create_model("test_resnet"), check=False).plan.dtype
+    assert rows[0]["optimized"].startswith(f"{dtype}, channels_last, ")
+    assert rows[1]["optimized"].startswith(f"{dtype}, contiguous, 0 norms folded")
+    assert main([*argv, "--device", "cpu", "--optimize", "--fuse"]) == 2
+    assert "optimize=True with fuse is invalid" in capsys.readouterr().err
     # an unknown name is refused before any model is timed
     assert main(["benchmark", "test_resnet", "resnet19", "--device", "cpu"]) == 2
     captured = capsys.readouterr()

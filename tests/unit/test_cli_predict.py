@@ -82,6 +82,17 @@ def test_predict_a_saved_model_names_its_classes_and_caps_the_default_top_k(
     assert captured.err == ""
 
 
+def test_predict_optimised_ranks_as_the_model_does(
+    saved: Path, pictures: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = str(pictures / "a.png")
+    assert main(["predict", image, "--model", f"local-dir:{saved}", "--optimize", "--json"]) == 0
+    captured = capsys.readouterr()
+    (entry,) = json.loads(captured.out)["images"]
+    assert [p["index"] for p in entry["predictions"]] == [1, 2, 0]
+    assert "zoo: note: optimised: " in captured.err
+
+
 def test_predict_json_of_a_saved_model(saved: Path, pictures: Path, capsys: pytest.CaptureFixture[str]) -> None:
     image = str(pictures / "a.png")
     assert main(["predict", image, "--model", f"local-dir:{saved}", "--json", "--top-k", "2"]) == 0

@@ -135,6 +135,14 @@ def test_zoo_validate_maps_synset_folders_to_imagenet_classes(
     }
     assert main([*argv, "--workers", "0", "--device", "cpu"]) == 0
     assert f"top-1 {100 * 3 / 6:.3f}%  top-5 {100 * 5 / 6:.3f}%" in capsys.readouterr().out
+    # the optimised copy ranks by the same bias (a bfloat16 or float32 copy keeps 10 > 9 > ... apart)
+    assert main([*argv, "--workers", "0", "--device", "cpu", "--optimize", "--json"]) == 0
+    captured = capsys.readouterr()
+    optimised = json.loads(captured.out)
+    assert (optimised["top1"], optimised["top5"]) == (record["top1"], record["top5"])
+    assert "zoo: note: optimised: " in captured.err
+    assert main([*argv, "--workers", "0", "--device", "cpu", "--optimize", "--amp", "bf16"]) == 2
+    assert "--optimize with --amp is invalid" in capsys.readouterr().err
     assert main([*argv, "--device", "cuda:7"] if not torch.cuda.is_available() else [*argv, "--device", "nope"]) == 2
     assert "device=" in capsys.readouterr().err
     assert main(["validate", str(tmp_path / "nothing"), "--model", "test_resnet"]) == 2

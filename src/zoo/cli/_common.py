@@ -15,12 +15,14 @@ from zoo.domain.errors import InvalidValueError, WeightsUnavailableError, ZooErr
 
 if TYPE_CHECKING:
     from zoo import FeatureExtractor, ZooModule
+    from zoo.inference import OptimizedModel
 
 # the largest image side the commands that run a model accept: a 4096x4096 batch of one is already seconds
 # to minutes of CPU, and a drawn 10**9 must be refused before torch tries to allocate it
 MAX_IMAGE_SIDE = 4096
 
 DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: cuda where available, else cpu)"
+OPTIMIZE_HELP = "run zoo.optimize_for_inference's copy: norms folded, the device's native low precision and layout"
 
 
 class Parser(argparse.ArgumentParser):
@@ -133,3 +135,20 @@ def create_named(
         raise unavailable from None
     say("warning", f"{name}'s weights are not available, so its weights are RANDOM: {unavailable}")
     return model, "random (the named weights are not available)"
+
+
+def optimized(model: ZooModule, args: argparse.Namespace) -> OptimizedModel:
+    """--optimize: model's inference copy on --device (its own precision and layout, so not with --amp or
+    --channels-last), its choices said on stderr."""
+    from zoo.devices import resolve_device
+
+    asked = (("--amp", getattr(args, "amp", None)), ("--channels-last", getattr(args, "channels_last", False)))
+    given = [flag for flag, on in asked if on]
+    if given:
+        raise InvalidValueError(f"--optimize with {' and '.join(given)} is invalid: --optimize chooses them itself")
+    copy = api.optimize_for_inference(model.to(resolve_device(args.device)), check=False)
+    plan = copy.plan
+    say(
+        "note", f"optimised: {plan.dtype} ({plan.dtype_reason}), {plan.memory_format}, {plan.folded_norms} norms folded"
+    )
+    return copy

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from zoo.cli._common import DEVICE_HELP, Subcommands, create_named, say
+from zoo.cli._common import DEVICE_HELP, OPTIMIZE_HELP, Subcommands, create_named, optimized, say
 from zoo.devices import AMP_DTYPES
 
 
@@ -18,7 +18,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     ImageFolderSamples.scan(args.directory)
     model, weights = create_named(args.model, checkpoint=args.checkpoint)
     result = validate_model(
-        model,
+        optimized(model, args) if args.optimize else model,
         args.directory,
         batch_size=args.batch_size,
         workers=args.workers,
@@ -70,6 +70,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
             compile=args.compile,
             fuse=args.fuse,
             train=args.train,
+            optimize=args.optimize,
             warmup=args.warmup,
             steps=args.steps,
         )
@@ -98,6 +99,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--amp", choices=AMP_DTYPES, help="autocast to bfloat16 or float16")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     p.add_argument("--json", action="store_true", help="one JSON value, for scripts")
+    p.add_argument("--optimize", action="store_true", help=OPTIMIZE_HELP)
 
 
 def add_parsers(sub: Subcommands) -> None:

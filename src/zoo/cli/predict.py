@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from zoo import api
-from zoo.cli._common import DEVICE_HELP, Subcommands, say
+from zoo.cli._common import DEVICE_HELP, OPTIMIZE_HELP, Subcommands, optimized, say
 from zoo.devices import resolve_device
 from zoo.domain.checks import check_int
 from zoo.domain.errors import InvalidValueError, ZooError
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
     from zoo import ZooModule
+    from zoo.inference import OptimizedModel
 
 DEFAULT_TOP_K = 5  # capped at the model's class count
 
@@ -53,7 +54,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         checkpoint = args.checkpoint
         model = api.create_model(args.model, pretrained=checkpoint is None, checkpoint_path=checkpoint)
         model.to(device)
-        code = _predict(model, name, images, top_k, checkpoint, as_json=args.json, failed=failed)
+        runner = optimized(model, args) if args.optimize else model
+        code = _predict(runner, name, images, top_k, checkpoint, as_json=args.json, failed=failed)
     for _, message in failed:
         say("error", message)
     return 2 if failed else code
@@ -93,7 +95,7 @@ def _image_files(arguments: Sequence[str]) -> tuple[list[str], list[tuple[str, s
 
 
 def _predict(
-    model: ZooModule,
+    model: ZooModule | OptimizedModel,
     name: str,
     images: Sequence[tuple[str, Image]],
     top_k: int | None,
@@ -177,5 +179,6 @@ def add_parsers(sub: Subcommands) -> None:
         help=f"classes to show per image (default: {DEFAULT_TOP_K}, or every class of a model with fewer)",
     )
     p.add_argument("--device", help=DEVICE_HELP)
+    p.add_argument("--optimize", action="store_true", help=OPTIMIZE_HELP)
     p.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     p.set_defaults(func=_cmd_predict)
