@@ -71,9 +71,8 @@ class VisionTransformer(ZooModule):
     prefix too unless no_embed_class. pre_norm adds a norm before the blocks (CLIP, whose patch projection then
     has no bias); global_pool='map' pools with a learned query (SigLIP). block_fn picks the blocks (BLOCK_FNS:
     pre-norm, or attention and MLP in parallel), attn_layer a pre-norm block's attention ('diff': differential).
-    forward_features returns the
-    normalised token sequence [B, prefix + patches, C]; the feature taps are the blocks, which
-    forward_intermediates returns as maps over the patch grid (prefix tokens dropped).
+    forward_features returns the normalised token sequence [B, prefix + patches, C]; the feature taps are the
+    blocks, which forward_intermediates returns as maps over the patch grid (prefix tokens dropped).
     Built for one img_size (other input sizes are refused with InvalidValueError) unless dynamic_img_size,
     which resamples the position embeddings to each input's grid (and dynamic_img_pad pads inputs to whole
     patches). set_grad_checkpointing recomputes each block's activations in backward. global_pools: the
