@@ -259,6 +259,48 @@ def test_reset_classifier_and_refusals_leave_the_model_whole() -> None:
     assert model.head_hidden_size == 32
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "pools"),
+    [
+        ({}, ("token", "avg", "avgmax", "max", "")),
+        ({"class_token": False, "global_pool": "avg"}, ("avg", "avgmax", "max", "")),
+        ({"class_token": False, "reg_tokens": 1, "global_pool": "map"}, ("avg", "avgmax", "max", "map", "")),
+        ({"global_pool": "map"}, ("token", "avg", "avgmax", "max", "map", "")),
+    ],
+)
+def test_global_pools_are_the_poolings_reset_classifier_takes(
+    kwargs: dict[str, object], pools: tuple[str, ...]
+) -> None:
+    model = small(**kwargs).eval()
+    assert model.global_pools == pools
+    for pool in pools:  # each one advertised is taken ...
+        clone = small(**kwargs)
+        clone.load_state_dict(model.state_dict())
+        clone.reset_classifier(0 if pool == "" else 3, pool)
+        assert clone.global_pool == pool
+        with torch.no_grad():
+            assert clone(X).shape == ((2, clone.num_prefix_tokens + 24, 32) if pool == "" else (2, 3))
+    head = model.get_classifier()
+    for pool in ("token", "map", "catavgmax", "avg2"):
+        if pool in pools:
+            continue
+        # ... and each other one refused, naming the value and this model's choices, the model unchanged
+        listed = ", ".join(repr(p) for p in pools)
+        with pytest.raises(InvalidValueError, match=rf"global_pool={pool!r}.*expected one of {listed}$"):
+            model.reset_classifier(3, pool)
+        assert model.get_classifier() is head
+        assert model.global_pool == kwargs.get("global_pool", "token")
+        assert model.global_pools == pools
+
+
+def test_a_map_model_that_pools_otherwise_no_longer_offers_map() -> None:
+    model = small(class_token=False, global_pool="map")
+    model.reset_classifier(3, "avg")
+    assert model.global_pools == ("avg", "avgmax", "max", "")
+    model.prune_intermediate_layers(1)  # the head pruned: pooling '' without a classifier
+    assert (model.global_pool, model.global_pools) == ("", ("avg", "avgmax", "max", ""))
+
+
 def test_without_a_class_token() -> None:
     model = small(class_token=False, global_pool="avg").eval()
     assert model.num_prefix_tokens == 0

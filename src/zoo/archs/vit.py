@@ -28,8 +28,19 @@ from zoo.archs.layers.mlp import MLP_ACTS, GluMlp
 from zoo.archs.layers.patch_embed import PatchEmbed
 from zoo.archs.layers.pos_embed import resample_abs_pos_embed
 from zoo.archs.surface import TapStep, checkpoint_call, take_taps
-from zoo.archs.vit_blocks import GLOBAL_POOLS, MLP_LAYERS, Block, check_pool, img_size_pair, init_gate, init_linear
+from zoo.archs.vit_blocks import (
+    ATTN_LAYERS,
+    GLOBAL_POOLS,
+    MLP_LAYERS,
+    Block,
+    check_pool,
+    head_pools,
+    img_size_pair,
+    init_gate,
+    init_linear,
+)
 from zoo.archs.vit_cfgs import ARCHS
+from zoo.archs.vit_parallel import BLOCK_FNS, make_block
 from zoo.domain.checks import check_bool, check_choice, check_float, check_int
 from zoo.domain.errors import CheckpointMismatchError, InvalidValueError
 from zoo.domain.grouping import GroupMatcher, GroupRule
@@ -58,18 +69,19 @@ class VisionTransformer(ZooModule):
 
     The prefix is the class token (class_token) then reg_tokens register tokens; position embeddings cover the
     prefix too unless no_embed_class. pre_norm adds a norm before the blocks (CLIP, whose patch projection then
-    has no bias); global_pool='map' pools with a learned query (SigLIP). forward_features returns the
-    normalised token sequence [B, prefix + patches, C]; the feature taps are the blocks, which
-    forward_intermediates returns as maps over the patch grid (prefix tokens dropped).
+    has no bias); global_pool='map' pools with a learned query (SigLIP). block_fn picks the blocks (BLOCK_FNS:
+    pre-norm, or attention and MLP in parallel), attn_layer a pre-norm block's attention ('diff': differential).
+    forward_features returns the normalised token sequence [B, prefix + patches, C]; the feature taps are the
+    blocks, which forward_intermediates returns as maps over the patch grid (prefix tokens dropped).
     Built for one img_size (other input sizes are refused with InvalidValueError) unless dynamic_img_size,
     which resamples the position embeddings to each input's grid (and dynamic_img_pad pads inputs to whole
-    patches). set_grad_checkpointing recomputes each block's activations in backward.
+    patches). set_grad_checkpointing recomputes each block's activations in backward. global_pools: the
+    poolings reset_classifier takes on this model ('token' with a class token, 'map' while its attention pool lasts).
     Feature extractors: 'getter' only, since the blocks' outputs are token sequences, not maps.
     """
 
     # the feature extractor strategies whose outputs are this model's feature maps
     feature_classes: ClassVar[tuple[str, ...]] = ("getter",)
-    global_pools: ClassVar[tuple[str, ...]] = GLOBAL_POOLS
     classifier_name = "head"
     # taps as maps over the patch grid, or the patch tokens; the final (token) norm fits every block's output
     tap_formats = OUTPUT_FORMATS
@@ -99,6 +111,8 @@ class VisionTransformer(ZooModule):
         norm_eps: float = 1e-6,
         act_layer: str = "gelu",
         mlp_layer: str = "mlp",
+        block_fn: str = "block",
+        attn_layer: str = "attn",
         dynamic_img_size: bool = False,
         dynamic_img_pad: bool = False,
         drop_rate: float = 0.0,
@@ -122,6 +136,8 @@ class VisionTransformer(ZooModule):
         norm_eps = check_float("norm_eps", norm_eps, ge=1e-12)
         check_choice("act_layer", act_layer, MLP_ACTS)
         check_choice("mlp_layer", mlp_layer, MLP_LAYERS)
+        check_choice("block_fn", block_fn, BLOCK_FNS)
+        check_choice("attn_layer", attn_layer, ATTN_LAYERS)
         flags = {
             "qkv_bias": qkv_bias,
             "class_token": class_token,
@@ -156,6 +172,8 @@ class VisionTransformer(ZooModule):
 
         self.num_classes = num_classes
         self.global_pool = pool
+        # what reset_classifier takes: 'token' needs the class token, 'map' the attention pool built with 'map'
+        self.global_pools = head_pools(class_token=class_token, attn_pool=pool == "map")
         self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
         self.num_prefix_tokens = (1 if class_token else 0) + reg_tokens
         self.num_reg_tokens = reg_tokens
@@ -185,7 +203,8 @@ class VisionTransformer(ZooModule):
         self.norm_pre: nn.Module = nn.LayerNorm(embed_dim, eps=norm_eps) if pre_norm else nn.Identity()
         self.blocks = nn.Sequential(
             *(
-                Block(
+                make_block(
+                    block_fn,
                     embed_dim,
                     num_heads,
                     mlp_ratio,
@@ -197,6 +216,8 @@ class VisionTransformer(ZooModule):
                     norm_eps=norm_eps,
                     act_layer=act_layer,
                     mlp_layer=mlp_layer,
+                    attn_layer=attn_layer,
+                    depth=i,
                 )
                 for i in range(depth)
             )
@@ -270,10 +291,11 @@ class VisionTransformer(ZooModule):
         return head
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the classifier with a fresh one (0: none); optionally change the pooling (one of GLOBAL_POOLS).
+        """Replace the classifier with a fresh one (0: none); optionally change the pooling (one of global_pools).
 
         The norms stay where the model was built with them (before or after pooling), as in timm. 'map' is
-        kept only by a model built with it; another pooling drops its attention pool for good.
+        kept only by a model built with it; another pooling drops its attention pool for good (and 'map'
+        leaves global_pools). 'token' needs the class token.
         """
         num_classes = check_int("num_classes", num_classes, ge=0)
         pool = check_pool(
@@ -287,6 +309,7 @@ class VisionTransformer(ZooModule):
             self.attn_pool = nn.Identity()
         self.num_classes = num_classes
         self.global_pool = pool
+        self.global_pools = head_pools(class_token=self.has_class_token, attn_pool=pool == "map")
 
     def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
         """[B, H, W, C] patch tokens -> [B, prefix + H * W, C] tokens with position embeddings added."""

@@ -6,23 +6,38 @@ import torch
 from torch import nn
 
 from zoo.archs.layers import DropPath
+from zoo.archs.layers.diff_attention import DiffAttention
 from zoo.archs.layers.layer_scale import LayerScale
 from zoo.archs.layers.mlp import GluMlp, Mlp
 from zoo.archs.layers.self_attention import Attention
 from zoo.domain.checks import check_choice, check_int, check_ints, is_int
 from zoo.domain.errors import InvalidValueError
 
-__all__ = ["GLOBAL_POOLS", "MLP_LAYERS", "Block", "check_pool", "img_size_pair", "init_linear"]
+__all__ = [
+    "ATTN_LAYERS",
+    "GLOBAL_POOLS",
+    "MLP_LAYERS",
+    "Block",
+    "check_pool",
+    "head_pools",
+    "img_size_pair",
+    "init_linear",
+]
 
 # 'token' is the class token; 'map' attention-pools the tokens with a learned query (only in a model built
 # with it); the others reduce the patch tokens; '' keeps the whole token sequence
 GLOBAL_POOLS: tuple[str, ...] = ("token", "avg", "avgmax", "max", "map", "")
 # the block's MLP: 'mlp' (fc1, activation, fc2) or 'glu' (a gated MLP with value and gate packed in fc1)
 MLP_LAYERS: tuple[str, ...] = ("mlp", "glu")
+# the block's attention: plain multi-head ('attn') or differential ('diff', layers/diff_attention.py)
+ATTN_LAYERS: tuple[str, ...] = ("attn", "diff")
 
 
 class Block(nn.Module):
-    """A pre-norm transformer block: x + attention(norm(x)), then x + mlp(norm(x)), each optionally layer-scaled."""
+    """A pre-norm transformer block: x + attention(norm(x)), then x + mlp(norm(x)), each optionally layer-scaled.
+
+    attn_layer picks the attention (ATTN_LAYERS), mlp_layer the MLP (MLP_LAYERS); depth is the block's index.
+    """
 
     def __init__(
         self,
@@ -38,10 +53,17 @@ class Block(nn.Module):
         norm_eps: float = 1e-6,
         act_layer: str = "gelu",
         mlp_layer: str = "mlp",
+        attn_layer: str = "attn",
+        depth: int = 0,
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop)
+        # 'diff': differential attention, whose lambda starts from a value set by the block's index (depth)
+        self.attn: nn.Module = (
+            DiffAttention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop, depth=depth)
+            if check_choice("attn_layer", attn_layer, ATTN_LAYERS) == "diff"
+            else Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop)
+        )
         self.ls1: nn.Module = LayerScale(dim, init_values) if init_values is not None else nn.Identity()
         self.drop_path1: nn.Module = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
@@ -65,23 +87,35 @@ def img_size_pair(value: object, patch_size: int) -> tuple[int, int]:
     return h, w
 
 
+def head_pools(*, class_token: bool, attn_pool: bool) -> tuple[str, ...]:
+    """The poolings a ViT head takes: 'token' where there is a class token, 'map' where there is an attention
+    pool (at construction, or in a model built with one), the reductions of the patch tokens and '' always."""
+    return tuple(p for p in GLOBAL_POOLS if (class_token or p != "token") and (attn_pool or p != "map"))
+
+
 def check_pool(global_pool: object, num_classes: int, *, class_token: bool, attn_pool: bool) -> str:
     """The pooling for a head of num_classes, or InvalidValueError (nothing is changed before this passes).
 
     attn_pool: whether 'map' is available (at construction, or where the model was built with it).
     """
-    pool = str(check_choice("global_pool", global_pool, GLOBAL_POOLS))
-    if pool == "map" and not attn_pool:
+    pools = head_pools(class_token=class_token, attn_pool=attn_pool)
+    listed = ", ".join(repr(p) for p in pools)
+    named = global_pool if isinstance(global_pool, str) else None  # anything else: check_choice names it
+    if named == "map" and not attn_pool:
         raise InvalidValueError(
             "global_pool='map' (attention pooling) is available only in a model built with it; "
-            f"expected one of {', '.join(repr(p) for p in GLOBAL_POOLS if p != 'map')}"
+            f"expected one of {listed}"
         )
-    if pool == "token" and not class_token:
-        raise InvalidValueError("global_pool='token' needs the class token (class_token=True); use 'avg' instead")
+    if named == "token" and not class_token:
+        raise InvalidValueError(
+            f"global_pool='token' needs the class token (class_token=True), which this model has not; "
+            f"expected one of {listed}"
+        )
+    pool = str(check_choice("global_pool", global_pool, pools))
     if pool == "" and num_classes > 0:
         raise InvalidValueError(
             f"global_pool='' (the whole token sequence) needs num_classes=0, got num_classes={num_classes}; "
-            f"use one of {', '.join(repr(p) for p in GLOBAL_POOLS if p)} to keep a classifier"
+            f"use one of {', '.join(repr(p) for p in pools if p)} to keep a classifier"
         )
     return pool
 

@@ -18,6 +18,17 @@ MAP: dict[str, object] = {"class_token": False, "global_pool": "map"}
 REG_GAP: dict[str, object] = {"init_values": 1e-5, "class_token": False, "no_embed_class": True, "global_pool": "avg"}
 # DINOv2's layer scale
 LAYER_SCALE: dict[str, object] = {"init_values": 1e-5}
+# SoViT-150M v2: layer-scaled, no qkv bias, one register token, average-pooled then normalised (fc_norm)
+SO150M2: dict[str, object] = {
+    "init_values": 1e-5,
+    "qkv_bias": False,
+    "class_token": False,
+    "reg_tokens": 1,
+    "global_pool": "avg",
+    "mlp_ratio": 34 / 13,
+}
+# SoViT-400M's MLP width (1152 * 3.7362 = 4304)
+SO400M: dict[str, object] = {"mlp_ratio": 3.7362}
 # DINOv2 giant's MLP: SiLU-gated, value and gate packed in one fc1
 SWIGLU: dict[str, object] = {"act_layer": "silu", "mlp_layer": "glu"}
 
@@ -57,6 +68,20 @@ ARCHS: dict[str, dict[str, object]] = {
     "vit_huge_patch14_224": _vit(224, 14, 1280, 32, 16),
     "vit_base_patch16_224_miil": _vit(224, 16, 768, 12, 12, qkv_bias=False),
     "test_vit": _vit(160, 16, 64, 6, 2, mlp_ratio=3.0, dynamic_img_size=True),
+    "test_vit2": _vit(
+        160,
+        16,
+        64,
+        8,
+        2,
+        **LAYER_SCALE,
+        mlp_ratio=3.0,
+        class_token=False,
+        reg_tokens=1,
+        global_pool="avg",
+        dynamic_img_size=True,
+    ),
+    "test_vit3": _vit(160, 16, 96, 9, 3, **MAP, **LAYER_SCALE, mlp_ratio=2.0, reg_tokens=1, pool_include_prefix=True),
     # CLIP image towers
     "vit_base_patch16_clip_224": _vit(224, 16, 768, 12, 12, **CLIP),
     "vit_base_patch16_clip_384": _vit(384, 16, 768, 12, 12, **CLIP),
@@ -97,4 +122,76 @@ ARCHS: dict[str, dict[str, object]] = {
     "vit_large_patch14_reg4_dinov2": _vit(518, 14, 1024, 24, 16, **LAYER_SCALE, reg_tokens=4, no_embed_class=True),
     "vit_small_patch14_dinov2": _vit(518, 14, 384, 12, 6, **LAYER_SCALE),
     "vit_small_patch14_reg4_dinov2": _vit(518, 14, 384, 12, 6, **LAYER_SCALE, reg_tokens=4, no_embed_class=True),
+    # GAP models: average-pooled patch tokens, no class token, the final norm before pooling
+    "vit_medium_patch16_gap_240": _vit(240, 16, 512, 12, 8, **GAP, qkv_bias=False, init_values=1e-6),
+    "vit_medium_patch16_gap_256": _vit(256, 16, 512, 12, 8, **GAP, qkv_bias=False, init_values=1e-6),
+    "vit_medium_patch16_gap_384": _vit(384, 16, 512, 12, 8, **GAP, qkv_bias=False, init_values=1e-6),
+    "vit_huge_patch14_gap_224": _vit(224, 14, 1280, 32, 16, **GAP),
+    "vit_huge_patch16_gap_448": _vit(448, 16, 1280, 32, 16, **GAP),
+    "vit_giant_patch16_gap_224": _vit(224, 16, 1408, 40, 16, **GAP, mlp_ratio=48 / 11),
+    # register-token GAP models (timm's "sbb" recipes)
+    "vit_wee_patch16_reg1_gap_256": _vit(256, 16, 256, 14, 4, **REG_GAP, mlp_ratio=5.0, reg_tokens=1),
+    "vit_little_patch16_reg1_gap_256": _vit(256, 16, 320, 14, 5, **REG_GAP, mlp_ratio=5.6, reg_tokens=1),
+    "vit_little_patch16_reg4_gap_256": _vit(256, 16, 320, 14, 5, **REG_GAP, mlp_ratio=5.6, reg_tokens=4),
+    # ... with differential attention ('d'), parallel blocks ('p'), or both
+    "vit_dwee_patch16_reg1_gap_256": _vit(
+        256, 16, 256, 14, 4, **REG_GAP, mlp_ratio=5.0, reg_tokens=1, attn_layer="diff"
+    ),
+    "vit_pwee_patch16_reg1_gap_256": _vit(
+        256, 16, 256, 16, 4, **REG_GAP, mlp_ratio=5.0, reg_tokens=1, block_fn="parallel"
+    ),
+    "vit_dpwee_patch16_reg1_gap_256": _vit(
+        256, 16, 256, 16, 4, **REG_GAP, mlp_ratio=5.0, reg_tokens=1, block_fn="diff_parallel"
+    ),
+    "vit_dlittle_patch16_reg1_gap_256": _vit(
+        256, 16, 320, 14, 5, **REG_GAP, mlp_ratio=5.6, reg_tokens=1, attn_layer="diff"
+    ),
+    "vit_medium_patch16_reg1_gap_256": _vit(256, 16, 512, 12, 8, **REG_GAP, reg_tokens=1),
+    "vit_medium_patch16_reg4_gap_256": _vit(256, 16, 512, 12, 8, **REG_GAP, reg_tokens=4),
+    "vit_mediumd_patch16_reg4_gap_256": _vit(256, 16, 512, 20, 8, **REG_GAP, reg_tokens=4),
+    "vit_mediumd_patch16_reg4_gap_384": _vit(384, 16, 512, 20, 8, **REG_GAP, reg_tokens=4),
+    "vit_betwixt_patch16_reg1_gap_256": _vit(256, 16, 640, 12, 10, **REG_GAP, reg_tokens=1),
+    "vit_betwixt_patch16_reg4_gap_256": _vit(256, 16, 640, 12, 10, **REG_GAP, reg_tokens=4),
+    "vit_betwixt_patch16_reg4_gap_384": _vit(384, 16, 640, 12, 10, **REG_GAP, reg_tokens=4),
+    # SoViT-150M: register tokens position-embedded, pooled as the GAP models
+    "vit_so150m_patch16_reg4_gap_256": _vit(256, 16, 896, 18, 14, **GAP, mlp_ratio=2.572, reg_tokens=4),
+    "vit_so150m_patch16_reg4_gap_384": _vit(384, 16, 896, 18, 14, **GAP, mlp_ratio=2.572, reg_tokens=4),
+    "vit_so150m2_patch16_reg1_gap_256": _vit(256, 16, 832, 21, 13, **SO150M2),
+    "vit_so150m2_patch16_reg1_gap_384": _vit(384, 16, 832, 21, 13, **SO150M2),
+    "vit_so150m2_patch16_reg1_gap_448": _vit(448, 16, 832, 21, 13, **SO150M2),
+    # SigLIP image towers: attention-pooled ('map'), and their GAP variants
+    "vit_base_patch16_siglip_224": _vit(224, 16, 768, 12, 12, **MAP),
+    "vit_base_patch16_siglip_256": _vit(256, 16, 768, 12, 12, **MAP),
+    "vit_base_patch16_siglip_384": _vit(384, 16, 768, 12, 12, **MAP),
+    "vit_base_patch16_siglip_512": _vit(512, 16, 768, 12, 12, **MAP),
+    "vit_base_patch32_siglip_256": _vit(256, 32, 768, 12, 12, **MAP, act_layer="gelu_tanh"),
+    "vit_large_patch16_siglip_256": _vit(256, 16, 1024, 24, 16, **MAP),
+    "vit_large_patch16_siglip_384": _vit(384, 16, 1024, 24, 16, **MAP),
+    "vit_large_patch16_siglip_512": _vit(512, 16, 1024, 24, 16, **MAP, act_layer="gelu_tanh"),
+    "vit_so400m_patch14_siglip_224": _vit(224, 14, 1152, 27, 16, **MAP, **SO400M),
+    "vit_so400m_patch14_siglip_378": _vit(378, 14, 1152, 27, 16, **MAP, **SO400M),
+    "vit_so400m_patch14_siglip_384": _vit(384, 14, 1152, 27, 16, **MAP, **SO400M),
+    "vit_so400m_patch16_siglip_256": _vit(256, 16, 1152, 27, 16, **MAP, **SO400M, act_layer="gelu_tanh"),
+    "vit_so400m_patch16_siglip_384": _vit(384, 16, 1152, 27, 16, **MAP, **SO400M, act_layer="gelu_tanh"),
+    "vit_so400m_patch16_siglip_512": _vit(512, 16, 1152, 27, 16, **MAP, **SO400M, act_layer="gelu_tanh"),
+    "vit_giantopt_patch16_siglip_256": _vit(256, 16, 1536, 40, 16, **MAP, act_layer="gelu_tanh"),
+    "vit_giantopt_patch16_siglip_384": _vit(384, 16, 1536, 40, 16, **MAP, act_layer="gelu_tanh"),
+    "vit_base_patch16_siglip_gap_224": _vit(224, 16, 768, 12, 12, **GAP),
+    "vit_base_patch16_siglip_gap_256": _vit(256, 16, 768, 12, 12, **GAP),
+    "vit_base_patch16_siglip_gap_384": _vit(384, 16, 768, 12, 12, **GAP),
+    "vit_base_patch16_siglip_gap_512": _vit(512, 16, 768, 12, 12, **GAP),
+    "vit_base_patch32_siglip_gap_256": _vit(256, 32, 768, 12, 12, **GAP, act_layer="gelu_tanh"),
+    "vit_large_patch16_siglip_gap_256": _vit(256, 16, 1024, 24, 16, **GAP),
+    "vit_large_patch16_siglip_gap_384": _vit(384, 16, 1024, 24, 16, **GAP),
+    "vit_large_patch16_siglip_gap_512": _vit(512, 16, 1024, 24, 16, **GAP, act_layer="gelu_tanh"),
+    "vit_so400m_patch14_siglip_gap_224": _vit(224, 14, 1152, 27, 16, **GAP, **SO400M),
+    "vit_so400m_patch14_siglip_gap_378": _vit(378, 14, 1152, 27, 16, **GAP, **SO400M),
+    "vit_so400m_patch14_siglip_gap_384": _vit(384, 14, 1152, 27, 16, **GAP, **SO400M),
+    "vit_so400m_patch14_siglip_gap_448": _vit(448, 14, 1152, 27, 16, **GAP, **SO400M),
+    "vit_so400m_patch14_siglip_gap_896": _vit(896, 14, 1152, 27, 16, **GAP, **SO400M),
+    "vit_so400m_patch16_siglip_gap_256": _vit(256, 16, 1152, 27, 16, **GAP, **SO400M, act_layer="gelu_tanh"),
+    "vit_so400m_patch16_siglip_gap_384": _vit(384, 16, 1152, 27, 16, **GAP, **SO400M, act_layer="gelu_tanh"),
+    "vit_so400m_patch16_siglip_gap_512": _vit(512, 16, 1152, 27, 16, **GAP, **SO400M, act_layer="gelu_tanh"),
+    "vit_giantopt_patch16_siglip_gap_256": _vit(256, 16, 1536, 40, 16, **GAP, act_layer="gelu_tanh"),
+    "vit_giantopt_patch16_siglip_gap_384": _vit(384, 16, 1536, 40, 16, **GAP, act_layer="gelu_tanh"),
 }
