@@ -94,6 +94,8 @@ DEFAULT_TAGS = {
     "tf_efficientnet_l2": "ns_jft_in1k_475",
     "tf_efficientnetv2_b3": "in21k_ft_in1k",
     "tf_efficientnetv2_l": "in21k_ft_in1k",
+    "tf_efficientnetv2_m": "in21k_ft_in1k",
+    "tf_efficientnetv2_s": "in21k_ft_in1k",
     "tf_efficientnetv2_xl": "in21k_ft_in1k",
     "vit_base_patch16_384": "augreg_in21k_ft_in1k",
     "vit_base_patch16_clip_224": "laion2b_ft_in12k_in1k",
