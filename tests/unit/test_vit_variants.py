@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,6 +11,8 @@ from torch import nn
 
 import zoo
 from model_checks import check_grad_checkpointing, check_script_and_fx, images, small_model
+from weights_support import CheckpointServer, safetensors_bytes
+from zoo.api import default_zoo
 from zoo.archs.layers.mlp import Mlp, SwiGLU
 from zoo.archs.layers.norm import RmsNorm, token_norm
 from zoo.archs.layers.patch_embed import resample_patch_embed
@@ -207,3 +211,21 @@ def test_a_checkpoint_of_another_patch_size_is_resampled_on_loading() -> None:
 def test_invalid_variant_arguments_name_themselves(kwargs: dict[str, object], named: str) -> None:
     with pytest.raises(zoo.ZooError, match=named):
         small(**kwargs)
+
+
+def test_flexivit_loads_its_checkpoint_at_another_patch_size(server: CheckpointServer, cache_dir: Path) -> None:
+    with torch.device("meta"):
+        layout = zoo.create_model("flexivit_small", depth=1)
+    torch.manual_seed(0)
+    state = {k: torch.randn(v.shape) * 0.02 for k, v in layout.state_dict().items()}
+    url = server.add("/timm/flexivit_small.safetensors", safetensors_bytes(state))
+    overlay = {"url": url, "hf_hub_id": ""}
+    model = default_zoo().create_model(
+        "flexivit_small", pretrained=True, pretrained_cfg_overlay=overlay, depth=1, patch_size=8, img_size=120
+    )
+    assert isinstance(model, VisionTransformer)
+    expected = resample_patch_embed(state["patch_embed.proj.weight"], [8, 8])
+    torch.testing.assert_close(model.patch_embed.proj.weight.detach(), expected)
+    # 120 px in 8 px patches is the checkpoint's own 15 x 15 grid: the position embeddings load as they are
+    assert torch.equal(model.pos_embed.detach(), state["pos_embed"])
+    assert torch.equal(model.state_dict()["blocks.0.mlp.fc1.weight"], state["blocks.0.mlp.fc1.weight"])
