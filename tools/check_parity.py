@@ -23,6 +23,9 @@ its line says so.
 memory_efficient is a zoo-side knob here: zoo's checkpointed model is compared with timm's plain one,
 since checkpointing must change neither outputs, gradients nor statistics.
 
+--default-only compares the default model alone (and, for a ViT, its pretrained filter): a quicker pass over
+many names of a family whose knob settings have passed on their siblings.
+
 --sequential (for models too large to hold twice, with gradients: convnext_xxlarge, say) keeps one model
 alive at a time: timm's model is built, its weights saved as safetensors in a temp dir, its eval outputs
 (logits, forward_features, every tap) kept and the parameter gradients of one train-mode forward/backward
@@ -423,10 +426,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("patterns", nargs="*", help="model name patterns (fnmatch); none: every model")
     parser.add_argument("--sequential", action="store_true", help="one model alive at a time (see above)")
     parser.add_argument("--size", type=int, default=64, help="--sequential's input size (default 64)")
+    parser.add_argument(
+        "--default-only",
+        action="store_true",
+        help="the default setting only, no knob settings (a quick pass over names whose family's knobs passed)",
+    )
     args = parser.parse_args(argv)
     if args.sequential:
         return _main_sequential(args.patterns, args.size)
-    return _main_knobs(args.patterns)
+    return _main_knobs(args.patterns, default_only=args.default_only)
 
 
 def _main_sequential(patterns: list[str], size: int) -> int:
@@ -439,13 +447,14 @@ def _main_sequential(patterns: list[str], size: int) -> int:
     return 1 if bad else 0
 
 
-def _main_knobs(patterns: list[str]) -> int:
+def _main_knobs(patterns: list[str], *, default_only: bool = False) -> int:
     bad = 0
     worst: dict[str, float] = {}
     for name in zoo.list_models(patterns or ""):
         spec = zoo.api.default_zoo().get_spec(name)
         family = spec.family
-        for knob in KNOBS.get(family, ({},)):
+        knobs = KNOBS.get(family, ({},))
+        for knob in knobs[:1] if default_only else knobs:
             kwargs = {**knob, **_reduced(name)}
             combined = {**spec.model_args, **kwargs}
             if combined.get("head_hidden_size") and combined.get("head_norm_first"):

@@ -1,10 +1,12 @@
 """Vision Transformer: patch tokens, optional class and register tokens, learned absolute position embeddings.
 
 One class serves the plain ViTs, CLIP image towers (a norm before the blocks, QuickGELU), DINOv2 (layer
-scale, register tokens, a gated MLP), the GAP and register-token models and SigLIP (an attention-pool 'map'
-head). Parameter names and shapes follow timm 1.0.31 for the same model names, so published checkpoints for
-those names load unchanged; a checkpoint made for another image size has its position embeddings resampled
-to the model's grid on loading (checkpoint_filter).
+scale, register tokens, a gated MLP), the GAP and register-token models, SigLIP (an attention-pool 'map'
+head), AIMv2 (RMS norms, a SwiGLU MLP, a normed patch embedding), FlexiViT, TIPSv2, EVA, InternViT, C-RADIO,
+BEiT-3 (norms inside the attention and the MLP) and the residual post-norm ViT (vit_variants.py). Parameter
+names and shapes follow timm 1.0.31 for the same model names, so published checkpoints for those names load
+unchanged; a checkpoint made for another image size has its position embeddings resampled to the model's grid
+on loading, one for another patch size its patch projection (checkpoint_filter).
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from zoo.archs.base import ZooModule
 from zoo.archs.catalogue import family_specs
 from zoo.archs.layers import init_each_module, is_scripting, sequential_prefix
 from zoo.archs.layers.attention_pool import AttentionPoolLatent
-from zoo.archs.layers.mlp import MLP_ACTS, GluMlp
-from zoo.archs.layers.patch_embed import PatchEmbed
+from zoo.archs.layers.mlp import MLP_ACTS
+from zoo.archs.layers.norm import TOKEN_NORMS, token_norm
+from zoo.archs.layers.patch_embed import PatchEmbed, resample_patch_embed
 from zoo.archs.layers.pos_embed import resample_abs_pos_embed
 from zoo.archs.surface import TapStep, checkpoint_call, take_taps
 from zoo.archs.vit_blocks import (
@@ -36,11 +39,12 @@ from zoo.archs.vit_blocks import (
     check_pool,
     head_pools,
     img_size_pair,
-    init_gate,
     init_linear,
 )
 from zoo.archs.vit_cfgs import ARCHS
 from zoo.archs.vit_parallel import BLOCK_FNS, make_block
+from zoo.archs.vit_variant_cfgs import VARIANT_ARCHS
+from zoo.archs.vit_variants import apply_late_inits, late_inits
 from zoo.domain.checks import check_bool, check_choice, check_float, check_int
 from zoo.domain.errors import CheckpointMismatchError, InvalidValueError
 from zoo.domain.grouping import GroupMatcher, GroupRule
@@ -111,8 +115,13 @@ class VisionTransformer(ZooModule):
         norm_eps: float = 1e-6,
         act_layer: str = "gelu",
         mlp_layer: str = "mlp",
+        norm_layer: str = "layernorm",
+        embed_norm: bool = False,
+        proj_bias: bool = True,
         block_fn: str = "block",
         attn_layer: str = "attn",
+        scale_attn_norm: bool = False,
+        scale_mlp_norm: bool = False,
         dynamic_img_size: bool = False,
         dynamic_img_pad: bool = False,
         drop_rate: float = 0.0,
@@ -136,6 +145,7 @@ class VisionTransformer(ZooModule):
         norm_eps = check_float("norm_eps", norm_eps, ge=1e-12)
         check_choice("act_layer", act_layer, MLP_ACTS)
         check_choice("mlp_layer", mlp_layer, MLP_LAYERS)
+        check_choice("norm_layer", norm_layer, TOKEN_NORMS)
         check_choice("block_fn", block_fn, BLOCK_FNS)
         check_choice("attn_layer", attn_layer, ATTN_LAYERS)
         flags = {
@@ -147,6 +157,10 @@ class VisionTransformer(ZooModule):
             "pool_include_prefix": pool_include_prefix,
             "dynamic_img_size": dynamic_img_size,
             "dynamic_img_pad": dynamic_img_pad,
+            "embed_norm": embed_norm,
+            "proj_bias": proj_bias,
+            "scale_attn_norm": scale_attn_norm,
+            "scale_mlp_norm": scale_mlp_norm,
         }
         for k, v in flags.items():
             check_bool(k, v)
@@ -192,6 +206,7 @@ class VisionTransformer(ZooModule):
             strict_img_size=not dynamic_img_size,
             dynamic_img_pad=dynamic_img_pad,
             bias=not pre_norm,
+            norm=token_norm(norm_layer, embed_dim, norm_eps) if embed_norm else None,
         )
         self.cls_token: nn.Parameter | None = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
         self.reg_token: nn.Parameter | None = (
@@ -200,7 +215,7 @@ class VisionTransformer(ZooModule):
         embed_len = self.patch_embed.num_patches + (0 if no_embed_class else self.num_prefix_tokens)
         self.pos_embed = nn.Parameter(torch.zeros(1, embed_len, embed_dim))
         self.pos_drop = nn.Dropout(pos_drop_rate)
-        self.norm_pre: nn.Module = nn.LayerNorm(embed_dim, eps=norm_eps) if pre_norm else nn.Identity()
+        self.norm_pre: nn.Module = token_norm(norm_layer, embed_dim, norm_eps) if pre_norm else nn.Identity()
         self.blocks = nn.Sequential(
             *(
                 make_block(
@@ -216,6 +231,10 @@ class VisionTransformer(ZooModule):
                     norm_eps=norm_eps,
                     act_layer=act_layer,
                     mlp_layer=mlp_layer,
+                    norm_layer=norm_layer,
+                    proj_bias=proj_bias,
+                    scale_attn_norm=scale_attn_norm,
+                    scale_mlp_norm=scale_mlp_norm,
                     attn_layer=attn_layer,
                     depth=i,
                 )
@@ -226,20 +245,22 @@ class VisionTransformer(ZooModule):
             FeatureInfo(index=i, module=f"blocks.{i}", num_chs=embed_dim, reduction=patch_size) for i in range(depth)
         ]
         final = final_norm and not use_fc_norm
-        self.norm: nn.Module = nn.LayerNorm(embed_dim, eps=norm_eps) if final else nn.Identity()
+        self.norm: nn.Module = token_norm(norm_layer, embed_dim, norm_eps) if final else nn.Identity()
         # the attention pool exists only in a model built with 'map' (an Identity stands in otherwise)
         self.attn_pool: nn.Module = (
             AttentionPoolLatent(embed_dim, num_heads, mlp_ratio, norm_eps=norm_eps, act_layer=act_layer)
             if pool == "map"
             else nn.Identity()
         )
-        self.fc_norm: nn.Module = nn.LayerNorm(embed_dim, eps=norm_eps) if final_norm and use_fc_norm else nn.Identity()
+        self.fc_norm: nn.Module = (
+            token_norm(norm_layer, embed_dim, norm_eps) if final_norm and use_fc_norm else nn.Identity()
+        )
         self.head_drop = nn.Dropout(drop_rate)
         self.head = self._make_head(num_classes)
 
         self._init_tokens()
         self.blocks.apply(init_linear)
-        self._init_gates()
+        apply_late_inits(self.blocks)
 
     @torch.jit.unused
     def image_size_built_for(self) -> tuple[int, int] | None:
@@ -254,18 +275,11 @@ class VisionTransformer(ZooModule):
         if self.reg_token is not None:
             nn.init.normal_(self.reg_token, std=1e-6)
 
-    def _gated_fc1s(self) -> set[int]:
-        return {id(m.fc1) for m in self.modules() if isinstance(m, GluMlp)}
-
-    def _init_gates(self) -> None:
-        for m in self.modules():
-            if isinstance(m, GluMlp):
-                init_gate(m.fc1)
-
     def init_all_weights(self) -> None:
-        """Every tensor once: linears N(0, 0.02) with zero bias (a gated MLP's gate half as timm starts it),
-        pos_embed and the prefix tokens as built, the attention pool's latent query, the rest torch's."""
-        gated = self._gated_fc1s()
+        """Every tensor once: linears N(0, 0.02) with zero bias (a gated MLP's gate as timm starts it),
+        pos_embed and the prefix tokens as built, the attention pool's latent query, a post-norm block's norms
+        at init_values, the rest torch's."""
+        late = late_inits(self)
 
         def rule(m: nn.Module) -> bool:
             if m is self:  # the model's own tensors: the position embeddings and the prefix tokens
@@ -273,13 +287,14 @@ class VisionTransformer(ZooModule):
                 return True
             if isinstance(m, nn.Linear):
                 init_linear(m)
-                if id(m) in gated:
-                    init_gate(m)
-                return True
-            if isinstance(m, AttentionPoolLatent):
+            elif isinstance(m, AttentionPoolLatent):
                 m.reset_latent()
-                return True
-            return False  # the patch conv and the norms: torch's defaults; layer scale: init_values
+            elif id(m) not in late:
+                return False  # the patch conv and the norms: torch's defaults; layer scale: init_values
+            if id(m) in late:
+                with torch.no_grad():
+                    late[id(m)]()
+            return True
 
         init_each_module(self, rule)
 
@@ -445,11 +460,13 @@ class VisionTransformer(ZooModule):
 
 
 def checkpoint_filter(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    """A published checkpoint for model: position embeddings of another grid resampled (bicubic) to the model's.
+    """A published checkpoint for model: position embeddings of another grid resampled (bicubic) to the model's,
+    and a patch projection of another patch size resampled to the model's (FlexiViT's pseudo-inverse resize).
 
     The checkpoint's grid is taken to be square (as every published one is). Resampling is logged, not
-    warned about: it is what building with another img_size asks for, and it drops no weight.
+    warned about: it is what building with another img_size or patch_size asks for, and it drops no weight.
     """
+    state_dict = _resample_patches(state_dict, model)
     posemb = state_dict.get("pos_embed")
     if not isinstance(model, VisionTransformer) or posemb is None or posemb.shape == model.pos_embed.shape:
         return state_dict
@@ -469,8 +486,19 @@ def checkpoint_filter(state_dict: dict[str, torch.Tensor], model: nn.Module) -> 
     return {**state_dict, "pos_embed": resampled}
 
 
+def _resample_patches(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    kernel = state_dict.get("patch_embed.proj.weight")
+    if not isinstance(model, VisionTransformer) or kernel is None or kernel.ndim != 4:
+        return state_dict
+    ph, pw = model.patch_embed.patch_size
+    if kernel.shape[-2:] == (ph, pw):
+        return state_dict
+    log.info("patch_embed resampled from %dx%d to %dx%d patches", kernel.shape[-2], kernel.shape[-1], ph, pw)
+    return {**state_dict, "patch_embed.proj.weight": resample_patch_embed(kernel.detach(), [ph, pw])}
+
+
 # every block by default, as for every zoo model (timm's features_only default is the last three: out_indices=3)
 MODEL_SPECS: tuple[ModelSpec, ...] = tuple(
     attrs.evolve(spec, pretrained_filter=checkpoint_filter)
-    for spec in family_specs(__name__, VisionTransformer, ARCHS, FeatureCfg(feature_cls="getter"))
+    for spec in family_specs(__name__, VisionTransformer, {**ARCHS, **VARIANT_ARCHS}, FeatureCfg(feature_cls="getter"))
 )

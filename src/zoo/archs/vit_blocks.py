@@ -8,7 +8,8 @@ from torch import nn
 from zoo.archs.layers import DropPath
 from zoo.archs.layers.diff_attention import DiffAttention
 from zoo.archs.layers.layer_scale import LayerScale
-from zoo.archs.layers.mlp import GluMlp, Mlp
+from zoo.archs.layers.mlp import GluMlp, Mlp, SwiGLU
+from zoo.archs.layers.norm import token_norm
 from zoo.archs.layers.self_attention import Attention
 from zoo.domain.checks import check_choice, check_int, check_ints, is_int
 from zoo.domain.errors import InvalidValueError
@@ -22,13 +23,15 @@ __all__ = [
     "head_pools",
     "img_size_pair",
     "init_linear",
+    "make_mlp",
 ]
 
 # 'token' is the class token; 'map' attention-pools the tokens with a learned query (only in a model built
 # with it); the others reduce the patch tokens; '' keeps the whole token sequence
 GLOBAL_POOLS: tuple[str, ...] = ("token", "avg", "avgmax", "max", "map", "")
-# the block's MLP: 'mlp' (fc1, activation, fc2) or 'glu' (a gated MLP with value and gate packed in fc1)
-MLP_LAYERS: tuple[str, ...] = ("mlp", "glu")
+# the block's MLP: 'mlp' (fc1, activation, fc2), 'glu' (a gated MLP with value and gate packed in fc1) or
+# 'swiglu' (a gated MLP with the gate in fc1_g and the value in fc1_x, of mlp_ratio's width each)
+MLP_LAYERS: tuple[str, ...] = ("mlp", "glu", "swiglu")
 # the block's attention: plain multi-head ('attn') or differential ('diff', layers/diff_attention.py)
 ATTN_LAYERS: tuple[str, ...] = ("attn", "diff")
 
@@ -37,6 +40,9 @@ class Block(nn.Module):
     """A pre-norm transformer block: x + attention(norm(x)), then x + mlp(norm(x)), each optionally layer-scaled.
 
     attn_layer picks the attention (ATTN_LAYERS), mlp_layer the MLP (MLP_LAYERS); depth is the block's index.
+    norm_layer is one of TOKEN_NORMS; scale_attn_norm / scale_mlp_norm add a norm inside the attention (before
+    its projection) and inside the MLP (before fc2), as BEiT-3 has them; proj_bias=False drops the biases of
+    the attention's projection and of the MLP (both for the plain attention only).
     """
 
     def __init__(
@@ -53,22 +59,41 @@ class Block(nn.Module):
         norm_eps: float = 1e-6,
         act_layer: str = "gelu",
         mlp_layer: str = "mlp",
+        norm_layer: str = "layernorm",
+        proj_bias: bool = True,
+        scale_attn_norm: bool = False,
+        scale_mlp_norm: bool = False,
         attn_layer: str = "attn",
         depth: int = 0,
     ) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        # 'diff': differential attention, whose lambda starts from a value set by the block's index (depth)
-        self.attn: nn.Module = (
-            DiffAttention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop, depth=depth)
-            if check_choice("attn_layer", attn_layer, ATTN_LAYERS) == "diff"
-            else Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop)
-        )
+        self.norm1 = token_norm(norm_layer, dim, norm_eps)
+        self.attn: nn.Module
+        if check_choice("attn_layer", attn_layer, ATTN_LAYERS) == "diff":
+            # differential attention, whose lambda starts from a value set by the block's index (depth)
+            if not proj_bias or scale_attn_norm:
+                raise InvalidValueError(
+                    "attn_layer='diff' is invalid with proj_bias=False or scale_attn_norm=True: the differential "
+                    "attention has its own projection and norm; expected attn_layer='attn'"
+                )
+            self.attn = DiffAttention(
+                dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop, depth=depth
+            )
+        else:
+            self.attn = Attention(
+                dim,
+                num_heads,
+                qkv_bias=qkv_bias,
+                proj_bias=proj_bias,
+                attn_drop=attn_drop,
+                proj_drop=proj_drop,
+                norm=token_norm(norm_layer, dim, norm_eps) if scale_attn_norm else None,
+            )
         self.ls1: nn.Module = LayerScale(dim, init_values) if init_values is not None else nn.Identity()
         self.drop_path1: nn.Module = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        mlp = GluMlp if check_choice("mlp_layer", mlp_layer, MLP_LAYERS) == "glu" else Mlp
-        self.mlp = mlp(dim, int(dim * mlp_ratio), drop=proj_drop, act_layer=act_layer)
+        self.norm2 = token_norm(norm_layer, dim, norm_eps)
+        inner = (norm_layer, norm_eps) if scale_mlp_norm else None
+        self.mlp = make_mlp(mlp_layer, dim, mlp_ratio, proj_bias, proj_drop, act_layer, inner)
         self.ls2: nn.Module = LayerScale(dim, init_values) if init_values is not None else nn.Identity()
         self.drop_path2: nn.Module = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
@@ -76,6 +101,27 @@ class Block(nn.Module):
         x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x))))
         out: torch.Tensor = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return out
+
+
+def make_mlp(
+    kind: str,
+    dim: int,
+    mlp_ratio: float,
+    bias: bool,
+    drop: float,
+    act_layer: str,
+    norm: tuple[str, float] | None,
+) -> nn.Module:
+    """A block's MLP by kind (one of MLP_LAYERS), hidden width dim * mlp_ratio; norm: (kind, eps) of its inner norm."""
+    hidden = int(dim * mlp_ratio)
+    kind = str(check_choice("mlp_layer", kind, MLP_LAYERS))
+    if kind == "glu":
+        return GluMlp(dim, hidden, bias=bias, drop=drop, act_layer=act_layer)
+    # the inner norm is over the hidden width (a gated MLP has none in the published models)
+    inner = token_norm(norm[0], hidden, norm[1]) if norm is not None else None
+    if kind == "swiglu":
+        return SwiGLU(dim, hidden, bias=bias, drop=drop, act_layer=act_layer, norm=inner)
+    return Mlp(dim, hidden, bias=bias, drop=drop, act_layer=act_layer, norm=inner)
 
 
 def img_size_pair(value: object, patch_size: int) -> tuple[int, int]:

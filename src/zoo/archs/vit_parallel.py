@@ -1,6 +1,7 @@
-"""The ViT's block kinds: the pre-norm block (vit_blocks.Block) and the parallel ones, whose attention and MLP
-read the same normalised input through one fused input projection (ViT-22B, arXiv 2302.05442), plain or with
-differential attention; make_block builds a block of a kind by name.
+"""The ViT's block kinds: the pre-norm block (vit_blocks.Block), the residual post-norm one
+(vit_variants.ResPostBlock) and the parallel ones, whose attention and MLP read the same normalised input
+through one fused input projection (ViT-22B, arXiv 2302.05442), plain or with differential attention;
+make_block builds a block of a kind by name.
 """
 
 from __future__ import annotations
@@ -14,14 +15,17 @@ from zoo.archs.layers.diff_attention import diff_attend, diff_head_dim, diff_lam
 from zoo.archs.layers.layer_scale import LayerScale
 from zoo.archs.layers.mlp import make_mlp_act
 from zoo.archs.vit_blocks import ATTN_LAYERS, Block
+from zoo.archs.vit_variants import ResPostBlock
 from zoo.domain.checks import check_choice, check_int
 from zoo.domain.errors import InvalidValueError
 
 __all__ = ["BLOCK_FNS", "DiffParallelScalingBlock", "ParallelScalingBlock", "make_block"]
 
-# 'block': attention then MLP, each on its own norm; 'parallel': both from one norm and one input projection,
-# each with its output projection; 'diff_parallel': the same with differential attention and one fused output
-BLOCK_FNS: tuple[str, ...] = ("block", "parallel", "diff_parallel")
+# 'block': attention then MLP, each on its own norm (x + f(norm(x))); 'res_post': each branch's output
+# normalised instead (x + norm(f(x)), the norms starting at init_values where given); 'parallel': both from one
+# norm and one input projection, each with its output projection; 'diff_parallel': the same with differential
+# attention and one fused output
+BLOCK_FNS: tuple[str, ...] = ("block", "res_post", "parallel", "diff_parallel")
 
 
 class _ParallelBase(nn.Module):
@@ -202,11 +206,38 @@ def make_block(
     mlp_layer: str,
     attn_layer: str,
     depth: int,
+    norm_layer: str = "layernorm",
+    proj_bias: bool = True,
+    scale_attn_norm: bool = False,
+    scale_mlp_norm: bool = False,
 ) -> nn.Module:
     """A block of kind block_fn (one of BLOCK_FNS) at index depth; attn_layer and mlp_layer choose a 'block' block's
-    attention and MLP (the parallel kinds have their own, so they refuse others than 'attn' and 'mlp')."""
+    attention and MLP (the parallel kinds have their own, so they refuse others than 'attn' and 'mlp'); norm_layer,
+    proj_bias and the inner norms (scale_attn_norm, scale_mlp_norm) apply to 'block' and 'res_post' blocks."""
     check_choice("block_fn", block_fn, BLOCK_FNS)
     check_choice("attn_layer", attn_layer, ATTN_LAYERS)
+    if block_fn == "res_post":
+        if attn_layer != "attn":
+            raise InvalidValueError(
+                f"attn_layer={attn_layer!r} is invalid with block_fn='res_post': expected attn_layer='attn'"
+            )
+        return ResPostBlock(
+            dim,
+            num_heads,
+            mlp_ratio,
+            qkv_bias=qkv_bias,
+            init_values=init_values,
+            proj_drop=proj_drop,
+            attn_drop=attn_drop,
+            drop_path=drop_path,
+            norm_eps=norm_eps,
+            act_layer=act_layer,
+            mlp_layer=mlp_layer,
+            norm_layer=norm_layer,
+            proj_bias=proj_bias,
+            scale_attn_norm=scale_attn_norm,
+            scale_mlp_norm=scale_mlp_norm,
+        )
     if block_fn == "block":
         return Block(
             dim,
@@ -222,8 +253,19 @@ def make_block(
             mlp_layer=mlp_layer,
             attn_layer=attn_layer,
             depth=depth,
+            norm_layer=norm_layer,
+            proj_bias=proj_bias,
+            scale_attn_norm=scale_attn_norm,
+            scale_mlp_norm=scale_mlp_norm,
         )
-    own = {"attn_layer": (attn_layer, "attn"), "mlp_layer": (mlp_layer, "mlp")}
+    own = {
+        "attn_layer": (attn_layer, "attn"),
+        "mlp_layer": (mlp_layer, "mlp"),
+        "norm_layer": (norm_layer, "layernorm"),
+        "proj_bias": (proj_bias, True),
+        "scale_attn_norm": (scale_attn_norm, False),
+        "scale_mlp_norm": (scale_mlp_norm, False),
+    }
     for key, (value, expected) in own.items():
         if value != expected:
             raise InvalidValueError(

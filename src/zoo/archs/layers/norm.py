@@ -1,5 +1,6 @@
 """Normalisation: over channels, LayerNorm and SimpleNorm (scale by the inverse standard deviation, no
-centring), each in a channels-last (token/NHWC) and a channels-first (NCHW) form; and plain 2d norms by name."""
+centring), each in a channels-last (token/NHWC) and a channels-first (NCHW) form; RmsNorm over tokens; and
+plain 2d norms and token norms by name."""
 
 from __future__ import annotations
 
@@ -13,18 +14,23 @@ from zoo.domain.errors import InvalidValueError
 __all__ = [
     "CHANNEL_NORMS",
     "NORM2D_LAYERS",
+    "TOKEN_NORMS",
     "LayerNorm",
     "LayerNorm2d",
+    "RmsNorm",
     "SimpleNorm",
     "SimpleNorm2d",
     "channel_norm",
     "make_norm2d",
+    "token_norm",
 ]
 
 # the kinds channel_norm builds, by name
 CHANNEL_NORMS: tuple[str, ...] = ("layernorm", "simplenorm")
 # plain (activation-free) norms of NCHW maps by name; group norm uses 32 groups
 NORM2D_LAYERS: tuple[str, ...] = ("batchnorm", "groupnorm")
+# norms over the last (channel) dimension of token sequences by name (transformers)
+TOKEN_NORMS: tuple[str, ...] = ("layernorm", "rmsnorm")
 GROUPS = 32
 
 
@@ -78,6 +84,34 @@ class SimpleNorm2d(SimpleNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _simple_norm(x.permute(0, 2, 3, 1), self.weight, self.eps).permute(0, 3, 1, 2)
+
+
+class RmsNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) * weight over the last dimension (root-mean-square norm); state_dict: `weight`."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.num_channels = num_channels
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_channels))
+
+    def reset_parameters(self) -> None:
+        """weight back to ones."""
+        nn.init.ones_(self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, [self.num_channels], self.weight, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_channels}, eps={self.eps}"
+
+
+def token_norm(kind: str, num_channels: int, eps: float = 1e-6) -> nn.LayerNorm | RmsNorm:
+    """A norm over the last dimension of tokens by name (one of TOKEN_NORMS): nn.LayerNorm or RmsNorm."""
+    check_choice("norm_layer", kind, TOKEN_NORMS)
+    if kind == "rmsnorm":
+        return RmsNorm(num_channels, eps)
+    return nn.LayerNorm(num_channels, eps=eps)
 
 
 def _simple_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

@@ -15,11 +15,20 @@ __all__ = ["Attention"]
 class Attention(nn.Module):
     """Multi-head self-attention: one fused qkv projection, scaled dot-product attention, an output projection.
 
-    Parameters sit under qkv and proj, as published ViT checkpoints have them.
+    Parameters sit under qkv and proj, as published ViT checkpoints have them. norm, when given, normalises
+    the attended values before proj (BEiT-3's scaled attention norm); proj_bias=False drops proj's bias.
     """
 
     def __init__(
-        self, dim: int, num_heads: int = 8, *, qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0
+        self,
+        dim: int,
+        num_heads: int = 8,
+        *,
+        qkv_bias: bool = True,
+        proj_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        norm: nn.Module | None = None,
     ) -> None:
         super().__init__()
         check_int("num_heads", num_heads, ge=1)
@@ -31,7 +40,8 @@ class Attention(nn.Module):
         self.head_dim = dim // num_heads
         self.attn_drop = attn_drop
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        self.norm: nn.Module = nn.Identity() if norm is None else norm
+        self.proj = nn.Linear(dim, dim, bias=proj_bias)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -40,7 +50,7 @@ class Attention(nn.Module):
         q, k, v = qkv.unbind(0)
         x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
         x = x.transpose(1, 2).reshape(b, n, c)
-        out: torch.Tensor = self.proj_drop(self.proj(x))
+        out: torch.Tensor = self.proj_drop(self.proj(self.norm(x)))
         return out
 
     def extra_repr(self) -> str:
