@@ -6,20 +6,9 @@ Values read off timm 1.0.31 for the same names; img_size is the size the default
 
 from __future__ import annotations
 
+from zoo.archs.vit_cfgs import vit_args
+
 __all__ = ["VARIANT_ARCHS"]
-
-
-def _vit(
-    img_size: int, patch_size: int, embed_dim: int, depth: int, num_heads: int, **extra: object
-) -> dict[str, object]:
-    return {
-        "img_size": img_size,
-        "patch_size": patch_size,
-        "embed_dim": embed_dim,
-        "depth": depth,
-        "num_heads": num_heads,
-        **extra,
-    }
 
 
 # AIMv2: RMS norms (eps 1e-5, the patch embedding normed too), a SwiGLU MLP, no biases but the patch
@@ -52,7 +41,7 @@ GIANT_GLU: dict[str, object] = {"mlp_ratio": 2.66667 * 2, "mlp_layer": "glu", "a
 
 
 def _aimv2(img_size: int, embed_dim: int, num_heads: int, mlp_ratio: float) -> dict[str, object]:
-    return _vit(img_size, 14, embed_dim, 24, num_heads, mlp_ratio=mlp_ratio, **AIMV2)
+    return vit_args(img_size, 14, embed_dim, 24, num_heads, mlp_ratio=mlp_ratio, **AIMV2)
 
 
 # model name -> VisionTransformer keywords
@@ -61,25 +50,27 @@ VARIANT_ARCHS: dict[str, dict[str, object]] = {
     **{f"aimv2_huge_patch14_{s}": _aimv2(s, 1536, 12, 2.6667) for s in (224, 336, 448)},
     **{f"aimv2_1b_patch14_{s}": _aimv2(s, 2048, 16, 2.75) for s in (224, 336, 448)},
     **{f"aimv2_3b_patch14_{s}": _aimv2(s, 3072, 24, 2.6667) for s in (224, 336, 448)},
-    "flexivit_small": _vit(240, 16, 384, 12, 6, **FLEXI),
-    "flexivit_base": _vit(240, 16, 768, 12, 12, **FLEXI),
-    "flexivit_large": _vit(240, 16, 1024, 24, 16, **FLEXI),
-    "vit_base_patch14_reg1_tipsv2": _vit(448, 14, 768, 12, 12, **TIPS),
-    "vit_large_patch14_reg1_tipsv2": _vit(448, 14, 1024, 24, 16, **TIPS),
-    "vit_giant_patch14_reg1_tipsv2": _vit(448, 14, 1536, 40, 24, **TIPS, **GIANT_GLU),
-    "vit_so400m_patch14_reg1_tipsv2": _vit(448, 14, 1152, 27, 16, **TIPS, mlp_ratio=SO400M_MLP),
-    "eva_large_patch14_196": _vit(196, 14, 1024, 24, 16, **GAP_AVG),
-    "eva_large_patch14_336": _vit(336, 14, 1024, 24, 16, **GAP_AVG),
-    "vit_intern300m_patch14_448": _vit(448, 14, 1024, 24, 16, init_values=0.1, final_norm=False, dynamic_img_size=True),
-    "vit_base_patch16_rpn_224": _vit(
+    "flexivit_small": vit_args(240, 16, 384, 12, 6, **FLEXI),
+    "flexivit_base": vit_args(240, 16, 768, 12, 12, **FLEXI),
+    "flexivit_large": vit_args(240, 16, 1024, 24, 16, **FLEXI),
+    "vit_base_patch14_reg1_tipsv2": vit_args(448, 14, 768, 12, 12, **TIPS),
+    "vit_large_patch14_reg1_tipsv2": vit_args(448, 14, 1024, 24, 16, **TIPS),
+    "vit_giant_patch14_reg1_tipsv2": vit_args(448, 14, 1536, 40, 24, **TIPS, **GIANT_GLU),
+    "vit_so400m_patch14_reg1_tipsv2": vit_args(448, 14, 1152, 27, 16, **TIPS, mlp_ratio=SO400M_MLP),
+    "eva_large_patch14_196": vit_args(196, 14, 1024, 24, 16, **GAP_AVG),
+    "eva_large_patch14_336": vit_args(336, 14, 1024, 24, 16, **GAP_AVG),
+    "vit_intern300m_patch14_448": vit_args(
+        448, 14, 1024, 24, 16, init_values=0.1, final_norm=False, dynamic_img_size=True
+    ),
+    "vit_base_patch16_rpn_224": vit_args(
         224, 16, 768, 12, 12, qkv_bias=False, init_values=1e-5, class_token=False, block_fn="res_post", **GAP_AVG
     ),
-    "vit_base_patch16_radio_v3": _vit(512, 16, 768, 12, 12, **RADIO, init_values=1e-5, reg_tokens=7),
-    "vit_large_patch16_radio_v3": _vit(512, 16, 1024, 24, 16, **RADIO, init_values=1e-5, reg_tokens=7),
-    "vit_huge_patch16_radio_v3": _vit(512, 16, 1280, 32, 16, **RADIO, reg_tokens=7),
-    "vit_giant_patch16_radio_v3": _vit(512, 16, 1536, 40, 24, **RADIO, reg_tokens=7),
-    "vit_huge_patch16_radio_v4": _vit(512, 16, 1280, 32, 16, **RADIO, reg_tokens=9),
-    "vit_so400m_patch16_radio_v4": _vit(512, 16, 1152, 27, 16, **RADIO, mlp_ratio=SO400M_MLP, reg_tokens=9),
-    "beit3_base_patch16_224": _vit(224, 16, 768, 12, 12, **BEIT3),
-    "beit3_large_patch16_224": _vit(224, 16, 1024, 24, 16, **BEIT3),
+    "vit_base_patch16_radio_v3": vit_args(512, 16, 768, 12, 12, **RADIO, init_values=1e-5, reg_tokens=7),
+    "vit_large_patch16_radio_v3": vit_args(512, 16, 1024, 24, 16, **RADIO, init_values=1e-5, reg_tokens=7),
+    "vit_huge_patch16_radio_v3": vit_args(512, 16, 1280, 32, 16, **RADIO, reg_tokens=7),
+    "vit_giant_patch16_radio_v3": vit_args(512, 16, 1536, 40, 24, **RADIO, reg_tokens=7),
+    "vit_huge_patch16_radio_v4": vit_args(512, 16, 1280, 32, 16, **RADIO, reg_tokens=9),
+    "vit_so400m_patch16_radio_v4": vit_args(512, 16, 1152, 27, 16, **RADIO, mlp_ratio=SO400M_MLP, reg_tokens=9),
+    "beit3_base_patch16_224": vit_args(224, 16, 768, 12, 12, **BEIT3),
+    "beit3_large_patch16_224": vit_args(224, 16, 1024, 24, 16, **BEIT3),
 }
