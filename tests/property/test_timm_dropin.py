@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -134,8 +135,11 @@ def test_pool_size_is_the_final_map_at_input_size(name: str) -> None:
         feats = model.forward_features(torch.empty(1, *size, device="meta"))
         reduction = model.feature_info[-1].reduction
         grid = tuple(math.ceil(s / reduction) for s in size[1:])
-        if feats.ndim == 3:  # a token model: its patch tokens after its prefix tokens
-            assert feats.shape[1] == getattr(model, "num_prefix_tokens", 0) + grid[0] * grid[1], cfg.tag
+        if (
+            feats.ndim == 3
+        ):  # a token model: its patch tokens (whole patches: 384 px at patch 14 is 27) after its prefix
+            patches = tuple(s // reduction for s in size[1:])
+            assert feats.shape[1] == getattr(model, "num_prefix_tokens", 0) + patches[0] * patches[1], cfg.tag
             assert cfg.pool_size is None, cfg.tag  # tokens are no map to pool (as the reference's cfgs say)
         elif f"{name}.{cfg.tag}" in POOL_SIZE_SLIPS:
             assert feats.shape[-2:] == POOL_SIZE_SLIPS[f"{name}.{cfg.tag}"] == grid != cfg.pool_size, cfg.tag
@@ -156,9 +160,11 @@ def test_features_only_gives_what_feature_info_says(name: str) -> None:
     maps = list(out.values()) if isinstance(out, dict) else out
     info = extractor.feature_info
     assert len(maps) == len(info)
+    # a patch embedding covers whole patches (rounding down); strided convolutions pad (rounding up)
+    side: Callable[[float], int] = math.floor if hasattr(meta_model(name), "patch_embed") else math.ceil
     for i, fmap in enumerate(maps):
         assert fmap.shape[:2] == (2, info.channels(i)), info.module_name(i)
-        assert fmap.shape[-2:] == (math.ceil(height / info.reduction(i)), math.ceil(width / info.reduction(i)))
+        assert fmap.shape[-2:] == (side(height / info.reduction(i)), side(width / info.reduction(i)))
         assert info[i]["num_chs"] == info.channels(i)
 
 
