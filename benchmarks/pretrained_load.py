@@ -100,7 +100,7 @@ def _child(mode: str, name: str, path: str, size: str, threads: str) -> None:
         out = model(x)
     seconds = time.perf_counter() - start
     peak_growth = (_status_kib("VmHWM") - rss0) * 1024
-    assert out.shape == (1, 1000)
+    assert out.shape[0] == 1  # one image: its logits (or a CLIP tower's embedding)
     # the forward's own compute (weights resident, kernels warm), the same for both modes
     start = time.perf_counter()
     with torch.no_grad():
