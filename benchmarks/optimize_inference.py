@@ -1,7 +1,7 @@
 """zoo.optimize_for_inference against eager float32 and against the by-hand recipe, as ratios in one run.
 
 Usage: python benchmarks/optimize_inference.py [--models NAME ...] [--batches B ...] [--runs N] [--size S]
-       [--threads T]
+       [--threads T] [--compile]
 
 Per model and batch size, each round times, in an order rotated every round:
 - eager: zoo's model in float32, contiguous, under inference_mode (the baseline);
@@ -74,12 +74,12 @@ def _by_hand(model: torch.nn.Module) -> Callable[[torch.Tensor], object]:
     return run
 
 
-def measure(name: str, batches: Sequence[int], runs: int, size: int) -> None:
+def measure(name: str, batches: Sequence[int], runs: int, size: int, compile: bool = False) -> None:
     torch.manual_seed(0)
     model = zoo.create_model(name).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the guard's figures are printed below
-        optimized = zoo.optimize_for_inference(model, example=images(8, size))
+        optimized = zoo.optimize_for_inference(model, example=images(8, size), compile=compile)
     plan = optimized.plan
     print(
         f"{name}: {plan.dtype} ({plan.dtype_reason}), {plan.memory_format}, {plan.folded_norms} norms folded; "
@@ -122,11 +122,12 @@ def main() -> None:
     args_parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     args_parser.add_argument("--runs", type=int, default=5)
     args_parser.add_argument("--size", type=int, default=224)
+    args_parser.add_argument("--compile", action="store_true", help="optimise with compile=True (torch.compile)")
     args = args_parser.parse_args()
     set_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for name in args.models:
-        measure(name, args.batches, args.runs, args.size)
+        measure(name, args.batches, args.runs, args.size, args.compile)
 
 
 if __name__ == "__main__":

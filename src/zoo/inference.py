@@ -185,7 +185,8 @@ class OptimizedModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> object:
         compiled: Callable[..., object] | None = self.__dict__["_compiled"]
-        return self._run(compiled or self.module, x)
+        # not `compiled or module`: a compiled module has no truth value of its own (it forwards len())
+        return self._run(self.module if compiled is None else compiled, x)
 
     def forward_features(self, x: torch.Tensor) -> object:
         """The copy's forward_features, converted as forward is."""

@@ -135,3 +135,31 @@ def test_bad_arguments_are_refused_by_name(kwargs: dict[str, object], named: str
     model = zoo.create_model("resnet18", num_classes=10)
     with pytest.raises(zoo.ZooError, match=named):
         zoo.optimize_for_inference(model, **kwargs)  # type: ignore[arg-type]  # wrong on purpose
+
+
+def test_compile_wraps_the_copy_and_calls_go_through_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    class Compiled(torch.nn.Module):
+        # like torch.compile's wrapper: len() of a module that has none raises, so no truth test may touch it
+        def __init__(self, module: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = module
+
+        def __len__(self) -> int:
+            raise TypeError("no len()")
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            calls.append(x.shape[0])
+            out: torch.Tensor = self.inner(x)
+            return out
+
+    monkeypatch.setattr(torch, "compile", Compiled)
+    model = zoo.create_model("resnet18", num_classes=10).eval()
+    opt = zoo.optimize_for_inference(model, dtype="float32", compile=True, example=images(2, 64, 64))
+    assert opt.plan.compiled
+    assert calls == [2]  # the guard's forward ran through the compiled wrapper
+    out = opt(images(3, 64, 64))
+    assert isinstance(out, torch.Tensor)
+    assert out.shape == (3, 10)
+    assert calls == [2, 3]
