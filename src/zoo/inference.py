@@ -23,7 +23,7 @@ import attrs
 import torch
 from torch import nn
 
-from zoo.archs.fuse import fuse_for_inference
+from zoo.archs.fuse import FoldedNorm, fuse_for_inference
 from zoo.domain.checks import check_bool, check_choice
 from zoo.domain.errors import InvalidValueError, ZooError
 
@@ -227,7 +227,7 @@ def _fold(model: nn.Module) -> tuple[nn.Module, int, str]:
             fused = fuse_for_inference(model)
         except ZooError as e:  # an extractor torch.fx cannot trace: an unfolded copy, and why
             return copy.deepcopy(model).eval(), 0, str(e)
-    folded = sum(type(m).__name__ == "FoldedNorm" for m in fused.modules())
+    folded = sum(isinstance(m, FoldedNorm) for m in fused.modules())
     note = "; ".join(str(w.message) for w in caught if "fuse_for_inference" in str(w.message))
     for w in caught:  # anything else is not ours to swallow
         if "fuse_for_inference" not in str(w.message):

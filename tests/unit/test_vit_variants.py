@@ -19,6 +19,7 @@ from zoo.archs.layers.patch_embed import resample_patch_embed
 from zoo.archs.layers.self_attention import Attention
 from zoo.archs.vit import VisionTransformer, checkpoint_filter
 from zoo.archs.vit_blocks import Block
+from zoo.archs.vit_variant_cfgs import AIMV2
 from zoo.archs.vit_variants import ResPostBlock
 
 X = images(2, 32, 48)
@@ -30,18 +31,8 @@ def small(**kwargs: object) -> VisionTransformer:
     return small_model(VisionTransformer, defaults, kwargs)
 
 
-AIMV2_LIKE: dict[str, object] = {
-    "class_token": False,
-    "fc_norm": False,
-    "global_pool": "avg",
-    "qkv_bias": False,
-    "proj_bias": False,
-    "act_layer": "silu",
-    "mlp_layer": "swiglu",
-    "norm_layer": "rmsnorm",
-    "embed_norm": True,
-    "norm_eps": 1e-5,
-}
+# AIMv2's published settings (vit_variant_cfgs.AIMV2) on the small model
+AIMV2_LIKE: dict[str, object] = dict(AIMV2)
 
 
 def test_rms_norm_divides_by_the_root_mean_square() -> None:
