@@ -82,7 +82,8 @@ def measure(name: str, batches: Sequence[int], runs: int, size: int, compile: bo
         optimized = zoo.optimize_for_inference(model, example=images(8, size), compile=compile)
     plan = optimized.plan
     print(
-        f"{name}: {plan.dtype} ({plan.dtype_reason}), {plan.memory_format}, {plan.folded_norms} norms folded; "
+        f"{name}: {plan.dtype} ({plan.dtype_reason}), {plan.memory_format}, {plan.folded_norms} norms folded, "
+        f"{plan.fused_kernels} fused kernels; "
         f"guard on 8 drawn images: {optimized.accuracy}"
     )
     hand_model = zoo.create_model(name).eval().to(memory_format=torch.channels_last)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from zoo.archs.fuse import FoldedNorm, fuse_for_inference
+from zoo.archs.fuse_kernels import fuse_kernels, kernels_available
 from zoo.domain.checks import check_bool, check_choice
 from zoo.domain.errors import InvalidValueError, ZooError
 
@@ -59,6 +60,7 @@ class InferencePlan:
     dtype_reason: str
     memory_format: str
     folded_norms: int
+    fused_kernels: int  # convolutions and linear layers applying their activation (or bias) in one oneDNN call
     unfolded_note: str  # '' when every batch norm folded (or there were none); else why some or all did not
     compiled: bool
 
@@ -302,11 +304,12 @@ def optimize_for_inference(
         chosen, reason = dtype, "asked for"
     fmt = _memory_format(model, memory_format)
     module, folded, note = _fold(model)
+    kernels = fuse_kernels(module) if device.type == "cpu" and chosen != "float16" and kernels_available() else 0
     module = module.to(device, _DTYPES[chosen])
     if fmt == "channels_last":
         module = module.to(memory_format=torch.channels_last)
     compiled = torch.compile(module) if compile else None
-    plan = InferencePlan(str(device), chosen, reason, fmt, folded, note, compile)
+    plan = InferencePlan(str(device), chosen, reason, fmt, folded, kernels, note, compile)
     optimized = OptimizedModel(module, plan, compiled).eval()
     if check and example is not None:
         optimized.accuracy = check_accuracy(model, optimized, example)

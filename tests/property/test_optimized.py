@@ -1,9 +1,10 @@
 """zoo.optimize_for_inference over each drawn model: exact in float32, its guard's figures true in bfloat16.
 
-float32 copies only fold batch norms (per-channel terms in float64) and change the memory format, so they
-stay within the guard's float32 tolerance. bfloat16 copies at random init may exceed the bfloat16 tolerance
-(tests/property/test_layouts.py explains the scale of such errors), so their guard is checked for telling
-the truth: its figures equal an independent computation, and it warns exactly when outside the tolerance.
+float32 copies only fold batch norms (per-channel terms in float64), run layers and their activations as one
+oneDNN call and change the memory format, so they stay within the guard's float32 tolerance. bfloat16 copies
+at random init may exceed the bfloat16 tolerance (tests/property/test_layouts.py explains the scale of such
+errors), so their guard is checked for telling the truth: its figures equal an independent computation, and
+it warns exactly when outside the tolerance.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from torch import nn
 
 from zoo.archs.layers.helpers import make_divisible
 from zoo.archs.layers.norm_act import make_act
+from zoo.archs.layers.pool import spatial_mean
 from zoo.domain.errors import InvalidValueError
 
 __all__ = ["EcaModule", "SEModule", "create_attn"]
@@ -36,7 +37,7 @@ class SEModule(nn.Module):
         self.fc2 = nn.Conv2d(rd_channels, channels, kernel_size=1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.mean((2, 3), keepdim=True)
+        s = spatial_mean(x)
         s = self.fc2(self.act(self.bn(self.fc1(s))))
         out: torch.Tensor = x * s.sigmoid()
         return out
@@ -52,7 +53,7 @@ class EcaModule(nn.Module):
         self.conv = nn.Conv1d(1, 1, kernel_size=kernel_size, padding=(kernel_size - 1) // 2, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x.mean((2, 3)).view(x.shape[0], 1, -1)
+        y = spatial_mean(x).view(x.shape[0], 1, -1)
         y = self.conv(y).sigmoid().view(x.shape[0], -1, 1, 1)
         out: torch.Tensor = x * y
         return out

@@ -20,7 +20,7 @@ from zoo.archs.layers.helpers import make_divisible
 from zoo.archs.layers.mixed_conv import block_conv
 from zoo.archs.layers.norm_act import make_act
 from zoo.archs.layers.padding import create_conv2d
-from zoo.archs.layers.pool import create_aa
+from zoo.archs.layers.pool import create_aa, spatial_mean
 from zoo.domain.checks import check_choice
 
 __all__ = [
@@ -83,7 +83,7 @@ class SqueezeExcite(nn.Module):
         self.gate: nn.Module = nn.Hardsigmoid() if gate == "hard_sigmoid" else nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.conv_expand(self.act1(self.conv_reduce(x.mean((2, 3), keepdim=True))))
+        s = self.conv_expand(self.act1(self.conv_reduce(spatial_mean(x))))
         out: torch.Tensor = x * self.gate(s)
         return out
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from zoo.archs.layers.classifier import check_head, make_fc
 from zoo.archs.layers.norm import LayerNorm2d
-from zoo.archs.layers.pool import GlobalPool
+from zoo.archs.layers.pool import GlobalPool, spatial_mean
 from zoo.domain.checks import check_int
 from zoo.domain.errors import InvalidValueError
 
@@ -67,7 +67,7 @@ class NormMlpClassifierHead(nn.Module):
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.pool_type == "catavgmax":
-            avg = self.norm(x.mean((2, 3), keepdim=True))
+            avg = self.norm(spatial_mean(x))
             top = self.norm(x.amax((2, 3), keepdim=True))
             x = torch.cat((avg, top), dim=1)
         else:

@@ -5,18 +5,37 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import nn
+from torch._jit_internal import is_scripting
 
 from zoo.archs.layers.helpers import get_padding
 from zoo.domain.checks import check_choice, check_int
 from zoo.domain.errors import InvalidValueError
 
-__all__ = ["AA_LAYERS", "POOL_TYPES", "AvgPool2dSame", "BlurPool2d", "GlobalPool", "create_aa"]
+__all__ = ["AA_LAYERS", "POOL_TYPES", "AvgPool2dSame", "BlurPool2d", "GlobalPool", "create_aa", "spatial_mean"]
 
 POOL_TYPES: tuple[str, ...] = ("avg", "max", "avgmax", "catavgmax", "")
+_HALF = (torch.bfloat16, torch.float16)
+_NHWC = torch.channels_last
 # anti-aliased downsampling by name: average pooling, or a binomial blur (BlurPool2d)
 AA_LAYERS: tuple[str, ...] = ("avg", "blur", "avg_floor", "blurpc")
+
+
+def spatial_mean(x: torch.Tensor) -> torch.Tensor:
+    """The mean of an NCHW tensor over H and W, kept as 1 x 1.
+
+    A bfloat16 or float16 tensor in channels_last is averaged by avg_pool2d over the whole map: torch's mean
+    reduces those about ten times slower (torch 2.14, bfloat16 8x96x112x112 on 2 cores: 11 ms against 0.6 ms).
+    Any other tensor, and every traced or scripted graph, takes mean: the reduction published checkpoints
+    were checked with, and one op whatever the input's size and dtype.
+    """
+    # TorchScript drops only a bare `if not is_scripting()` branch, hence the nested if
+    if not is_scripting():  # noqa: SIM102
+        if not isinstance(x, torch.fx.Proxy) and x.dtype in _HALF and x.is_contiguous(memory_format=_NHWC):
+            return F.avg_pool2d(x, (x.shape[2], x.shape[3]))
+    return x.mean((2, 3), keepdim=True)
 
 
 class GlobalPool(nn.Module):
@@ -35,13 +54,13 @@ class GlobalPool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pool_type == "avg":
-            x = x.mean((2, 3), keepdim=True)
+            x = spatial_mean(x)
         elif self.pool_type == "max":
             x = x.amax((2, 3), keepdim=True)
         elif self.pool_type == "avgmax":
-            x = 0.5 * (x.mean((2, 3), keepdim=True) + x.amax((2, 3), keepdim=True))
+            x = 0.5 * (spatial_mean(x) + x.amax((2, 3), keepdim=True))
         elif self.pool_type == "catavgmax":
-            x = torch.cat((x.mean((2, 3), keepdim=True), x.amax((2, 3), keepdim=True)), dim=1)
+            x = torch.cat((spatial_mean(x), x.amax((2, 3), keepdim=True)), dim=1)
         return x.flatten(1) if self.flatten else x
 
     def extra_repr(self) -> str:
