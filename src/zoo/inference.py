@@ -304,7 +304,9 @@ def optimize_for_inference(
         chosen, reason = dtype, "asked for"
     fmt = _memory_format(model, memory_format)
     module, folded, note = _fold(model)
-    kernels = fuse_kernels(module) if device.type == "cpu" and chosen != "float16" and kernels_available() else 0
+    # torch.compile fuses for itself, and lowers these kernels only for frozen weights: not for a compiled copy
+    fuse = device.type == "cpu" and chosen != "float16" and not compile and kernels_available()
+    kernels = fuse_kernels(module) if fuse else 0
     module = module.to(device, _DTYPES[chosen])
     if fmt == "channels_last":
         module = module.to(memory_format=torch.channels_last)
