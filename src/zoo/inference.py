@@ -1,11 +1,12 @@
 """Inference copies at the hardware's limit: batch norm folded, the fastest memory format, the lowest native precision.
 
-optimize_for_inference(model) returns an OptimizedModel: an eval copy of model (model itself is untouched)
-whose forward (and forward_features, forward_intermediates) takes the float32 NCHW tensors callers already
-pass, converts them to the copy's dtype and memory format on the way in, and hands floating outputs back in
-the input's dtype. What it chose, and why, is its `plan` (an InferencePlan); how far its outputs are from
-float32 eager ones on an example batch is its `accuracy` (an AccuracyCheck), with a warning naming the
-figures when they fall outside ACCURACY_TOLERANCE / MIN_TOP1_AGREEMENT.
+optimize_for_inference(model) returns an OptimizedModel: an eval copy of model (model itself is untouched;
+on a CPU, its layers and their activations fused into oneDNN calls) whose forward (and forward_features,
+forward_intermediates) takes the float32 NCHW tensors callers already pass, converts them to the copy's dtype
+and memory format on the way in, and hands floating outputs back in the input's dtype. What it chose, and
+why, is its `plan` (an InferencePlan); how far its outputs are from float32 eager ones on an example batch
+is its `accuracy` (an AccuracyCheck), with a warning naming the figures when they fall outside
+ACCURACY_TOLERANCE / MIN_TOP1_AGREEMENT.
 """
 
 from __future__ import annotations
@@ -286,9 +287,12 @@ def optimize_for_inference(
     keeps them, and plan.unfolded_note says why). dtype 'auto' is the lowest precision the device runs
     natively (bfloat16 on a CPU with AVX512-BF16 or AMX and on CUDA devices that have it, float16 on older
     CUDA devices, float32 otherwise); memory_format 'auto' is channels_last for conv nets, contiguous for
-    token models. compile=True wraps the copy in torch.compile. With check (the default) the copy's outputs
-    on example (None: a drawn batch of EXAMPLE_BATCH at the model's input size) are compared with float32
-    eager ones, recorded as .accuracy, and a warning names the figures if they exceed the tolerance.
+    token models. On a CPU with oneDNN (not compiled, not float16) each convolution or linear layer and the
+    activation module after it run as one oneDNN call, a linear layer's bias inside its product, and a batch
+    norm left unfolded as a depthwise 1x1 convolution (zoo.archs.fuse_kernels; plan.fused_kernels counts
+    them). compile=True wraps the copy in torch.compile, which fuses for itself. With check (the default) the
+    copy's outputs on example (None: a drawn batch of EXAMPLE_BATCH at the model's input size) are compared
+    with float32 eager ones, recorded as .accuracy, and a warning names the figures if they exceed the tolerance.
     """
     if not isinstance(model, nn.Module):
         raise InvalidValueError(f"model={type(model).__name__} is invalid: expected a torch.nn.Module")

@@ -10,6 +10,7 @@ import torch
 import zoo
 import zoo.inference as inference
 from model_checks import images
+from zoo.archs.fuse_kernels import ConvAct, kernels_available
 from zoo.inference import OptimizedModel
 
 
@@ -39,6 +40,10 @@ def test_a_conv_net_runs_channels_last_with_its_norms_folded_and_a_token_model_s
     assert conv.plan.memory_format == "channels_last"
     assert conv.plan.folded_norms == 20  # every batch norm of resnet18 follows a conv of its own
     assert conv.plan.unfolded_note == ""
+    # with oneDNN (any x86 build of torch): the stem's and each block's first conv + ReLU (the second ReLU
+    # follows the residual add) and fc's bias
+    assert conv.plan.fused_kernels == (1 + 8 + 1 if kernels_available() else 0)
+    assert isinstance(conv.module.get_submodule("conv1"), ConvAct if kernels_available() else torch.nn.Conv2d)
     weight = conv.module.get_submodule("conv1").weight
     assert isinstance(weight, torch.Tensor)
     assert weight.dtype == torch.bfloat16
@@ -158,6 +163,7 @@ def test_compile_wraps_the_copy_and_calls_go_through_it(monkeypatch: pytest.Monk
     model = zoo.create_model("resnet18", num_classes=10).eval()
     opt = zoo.optimize_for_inference(model, dtype="float32", compile=True, example=images(2, 64, 64))
     assert opt.plan.compiled
+    assert opt.plan.fused_kernels == 0  # inductor fuses for itself (and cannot lower unfrozen oneDNN kernels)
     assert calls == [2]  # the guard's forward ran through the compiled wrapper
     out = opt(images(3, 64, 64))
     assert isinstance(out, torch.Tensor)
