@@ -211,8 +211,7 @@ def benchmark_model(
     optimized = None
     if flags["optimize"]:
         copy = api.optimize_for_inference(model.to(target), compile=flags["compile"], check=False)
-        plan = copy.plan
-        optimized = f"{plan.dtype}, {plan.memory_format}, {plan.folded_norms} norms folded"
+        optimized = copy.plan.summary()
         forward: Callable[[torch.Tensor], object] = copy
     else:
         infer_model = api.fuse_for_inference(model) if flags["fuse"] else model

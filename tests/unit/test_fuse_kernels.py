@@ -4,6 +4,7 @@ computes the same, and nowhere else; and spatial_mean, the 16-bit channels_last 
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable
 
 import pytest
@@ -178,3 +179,21 @@ def test_spatial_mean_is_mean_and_takes_the_fast_path_only_for_16_bit_channels_l
 
     graph = torch.fx.symbolic_trace(Pool()).graph
     assert [n.target for n in graph.nodes if n.op == "call_method"] == ["mean"]  # one op in a traced graph
+
+
+@pytest.mark.parametrize("feature_cls", ["list", "dict", "hook", "getter"])
+def test_every_kind_of_feature_extractor_computes_the_same_fused(feature_cls: str) -> None:
+    torch.manual_seed(0)
+    extractor = zoo.create_model("resnet18", features_only=True, out_indices=(0, 2, 4), feature_cls=feature_cls)
+    extractor.eval()
+    x = images(2, 64, 64)
+    with torch.no_grad():
+        want = extractor(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a hook extractor's norms stay unfolded, and say so
+        fast = zoo.optimize_for_inference(extractor, dtype="float32", check=False)
+    assert fast.plan.fused_kernels > 0
+    got = fast(x)
+    pairs = zip(got.values(), want.values(), strict=True) if isinstance(want, dict) else zip(got, want, strict=True)
+    for a, b in pairs:
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -44,6 +44,7 @@ def test_a_conv_net_runs_channels_last_with_its_norms_folded_and_a_token_model_s
     # follows the residual add) and fc's bias
     assert conv.plan.fused_kernels == (1 + 8 + 1 if kernels_available() else 0)
     assert isinstance(conv.module.get_submodule("conv1"), ConvAct if kernels_available() else torch.nn.Conv2d)
+    assert conv.plan.summary() == f"bfloat16, channels_last, 20 norms folded, {conv.plan.fused_kernels} fused kernels"
     weight = conv.module.get_submodule("conv1").weight
     assert isinstance(weight, torch.Tensor)
     assert weight.dtype == torch.bfloat16

@@ -22,7 +22,10 @@ if TYPE_CHECKING:
 MAX_IMAGE_SIDE = 4096
 
 DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: cuda where available, else cpu)"
-OPTIMIZE_HELP = "run zoo.optimize_for_inference's copy: norms folded, the device's native low precision and layout"
+OPTIMIZE_HELP = (
+    "run zoo.optimize_for_inference's copy: norms folded, layers fused with their activations, the device's "
+    "native low precision and layout"
+)
 
 
 class Parser(argparse.ArgumentParser):
@@ -147,8 +150,5 @@ def optimized(model: ZooModule, args: argparse.Namespace) -> OptimizedModel:
     if given:
         raise InvalidValueError(f"--optimize with {' and '.join(given)} is invalid: --optimize chooses them itself")
     copy = api.optimize_for_inference(model.to(resolve_device(args.device)), check=False)
-    plan = copy.plan
-    say(
-        "note", f"optimised: {plan.dtype} ({plan.dtype_reason}), {plan.memory_format}, {plan.folded_norms} norms folded"
-    )
+    say("note", f"optimised: {copy.plan.summary()} ({copy.plan.dtype}: {copy.plan.dtype_reason})")
     return copy
