@@ -66,6 +66,7 @@ def test_an_activation_oneDNN_lacks_has_no_post_op() -> None:
     assert post_op(nn.Mish()) is None
     assert post_op(MyReLU()) is None
     assert post_op(nn.GELU()) == post_op(nn.GELU(approximate="none"))
+    assert post_op(nn.GELU(approximate="tanh")) != post_op(nn.GELU())  # the approximation is its own post-op
 
 
 class _Block(nn.Module):

@@ -70,7 +70,7 @@ class FoldedNorm(nn.Module):
         return f"folded into {self.into!r}"
 
 
-class _Tracer(torch.fx.Tracer):
+class NormLeafTracer(torch.fx.Tracer):
     """torch.fx's tracer with zoo's norm-act modules kept whole, so that they show as one call."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
@@ -101,7 +101,7 @@ def fuse_for_inference(model: M, *, strict: bool = False) -> M:
     check_bool("strict", strict)
     fused = copy.deepcopy(model, _shared_hooks(model)).eval()
     try:
-        graph = _Tracer().trace(fused)
+        graph = NormLeafTracer().trace(fused)
     except Exception as e:  # whatever stops torch.fx, the answer is the same: say so, name it
         raise FeatureNotAvailableError(
             f"fuse_for_inference needs a model torch.fx can trace to find each convolution's batch norm; "
@@ -153,7 +153,7 @@ def _listing(left: list[str], hooked: list[str]) -> str:
     return "; ".join(parts)
 
 
-def _hook_names(path: str, module: nn.Module) -> list[str]:
+def hook_names(path: str, module: nn.Module) -> list[str]:
     """Each hook registered on module, as '<kind> <function> on <path>'."""
     names = []
     for attr, kind in _HOOKS:
@@ -168,7 +168,7 @@ def _plan(model: nn.Module, graph: torch.fx.Graph) -> tuple[list[tuple[str, str]
     hooks (each with its hooks named)."""
     modules = dict(model.named_modules())
     calls = Counter(id(modules[str(n.target)]) for n in graph.nodes if n.op == "call_module")
-    taps = _tap_paths(model)
+    taps = tap_paths(model)
     folds: list[tuple[str, str]] = []
     left: list[str] = []
     hooked: list[str] = []
@@ -194,12 +194,12 @@ def _plan(model: nn.Module, graph: torch.fx.Graph) -> tuple[list[tuple[str, str]
             and len(source.users) == 1
             and calls[id(conv)] == 1
             # a tap whose module holds the conv but not the norm outputs the conv's output: it must stay
-            and not any(_under(str(source.target), t) and not _under(str(node.target), t) for t in taps)
+            and not any(under_path(str(source.target), t) and not under_path(str(node.target), t) for t in taps)
             and conv.out_channels == norm.running_mean.numel()
         )
         if foldable:
             assert isinstance(source, torch.fx.Node)  # narrowed above
-            hooks = _hook_names(str(node.target), norm) + _hook_names(str(source.target), modules[str(source.target)])
+            hooks = hook_names(str(node.target), norm) + hook_names(str(source.target), modules[str(source.target)])
             if hooks:
                 hooked.append(f"{node.target} ({', '.join(hooks)})")
             else:
@@ -209,11 +209,11 @@ def _plan(model: nn.Module, graph: torch.fx.Graph) -> tuple[list[tuple[str, str]
     return folds, left, hooked
 
 
-def _under(path: str, prefix: str) -> bool:
+def under_path(path: str, prefix: str) -> bool:
     return not prefix or path == prefix or path.startswith(prefix + ".")
 
 
-def _tap_paths(model: nn.Module) -> list[str]:
+def tap_paths(model: nn.Module) -> list[str]:
     """The paths of the modules whose outputs are feature taps (an extractor's re-sequenced names included)."""
     infos = getattr(model, "feature_info", None)
     modules = dict(model.named_modules())

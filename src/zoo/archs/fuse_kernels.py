@@ -27,13 +27,12 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.archs.fuse import _hook_names, _tap_paths, _Tracer, _under
+from zoo.archs.fuse import NormLeafTracer, hook_names, tap_paths, under_path
 from zoo.archs.layers.norm_act import BatchNormAct2d
 
 __all__ = ["ConvAct", "LinearAct", "fuse_kernels", "kernels_available"]
 
 _FUSED_DTYPES = (torch.float32, torch.bfloat16)
-_Plain = Callable[[torch.fx.Node, tuple[type[nn.Module], ...]], bool]
 # modules the chain from a layer to its activation may pass through: the identity in eval (an inference copy is)
 _PASS_THROUGH = (nn.Identity, nn.Dropout)
 
@@ -108,6 +107,8 @@ class ConvAct(nn.Module):
         self.kernel_size, self.stride = conv.kernel_size, conv.stride
         self.padding: tuple[int, ...] = tuple(padding)
         self.dilation, self.groups = conv.dilation, conv.groups
+        # the kernel's list arguments, made once rather than on every call
+        self._geometry = (list(self.padding), list(self.stride), list(self.dilation))
         self.weight = conv.weight
         self.bias = conv.bias
         self.act = act
@@ -119,9 +120,7 @@ class ConvAct(nn.Module):
                 x,
                 self.weight,
                 self.bias,
-                list(self.padding),
-                list(self.stride),
-                list(self.dilation),
+                *self._geometry,
                 self.groups,
                 self.op.attr,
                 list(self.op.scalars),
@@ -183,7 +182,7 @@ def fuse_kernels(model: nn.Module) -> int:
     keeps its layers (its batch norms are still swapped).
     """
     try:
-        graph = _Tracer().trace(model)
+        graph = NormLeafTracer().trace(model)
     except Exception:  # whatever stops torch.fx: no layer fusion, the copy computes as it did
         fusions = []
     else:
@@ -197,7 +196,7 @@ def _swap_norms(model: nn.Module) -> int:
     """Each eval-mode batch norm (with an activation oneDNN has, or none) as a depthwise ConvAct; how many."""
     swaps: list[tuple[str, ConvAct]] = []
     for path, norm in model.named_modules():
-        if type(norm) not in (nn.BatchNorm2d, BatchNormAct2d) or norm.training or _hook_names(path, norm):
+        if type(norm) not in (nn.BatchNorm2d, BatchNormAct2d) or norm.training or hook_names(path, norm):
             continue
         assert isinstance(norm, nn.BatchNorm2d)  # the two classes above
         act = norm.act if isinstance(norm, BatchNormAct2d) else nn.Identity()
@@ -226,26 +225,26 @@ def _channel_affine(norm: nn.BatchNorm2d) -> nn.Conv2d:
 def _plan(model: nn.Module, graph: torch.fx.Graph) -> list[_Fusion]:
     modules = dict(model.named_modules())
     calls = Counter(id(modules[str(n.target)]) for n in graph.nodes if n.op == "call_module")
-    taps = _tap_paths(model)
+    taps = tap_paths(model)
 
-    def plain(node: torch.fx.Node, kinds: tuple[type[nn.Module], ...]) -> bool:
-        """node calls, once, an unhooked module of exactly one of kinds."""
-        if node.op != "call_module" or calls[id(modules[str(node.target)])] != 1:
-            return False
+    def sole(node: torch.fx.Node) -> nn.Module | None:
+        """The module node calls, if the graph calls it only there and it has no hooks; else None."""
+        if node.op != "call_module":
+            return None
         module = modules[str(node.target)]
-        return type(module) in kinds and not _hook_names(str(node.target), module)
+        return module if calls[id(module)] == 1 and not hook_names(str(node.target), module) else None
 
     fusions: list[_Fusion] = []
     for node in graph.nodes:
-        if not plain(node, (nn.Conv2d, nn.Linear)):
+        layer = sole(node)
+        if type(layer) not in (nn.Conv2d, nn.Linear):
             continue
-        layer = modules[str(node.target)]
         if isinstance(layer, nn.Conv2d) and (isinstance(layer.padding, str) or layer.padding_mode != "zeros"):
             continue
-        chain, act = _activation_after(node, modules, plain)
+        chain, act = _activation_after(node, sole)
         op = post_op(modules[str(act.target)]) if act is not None else None
         tapped = act is not None and any(
-            any(_under(str(n.target), t) for n in chain) and not _under(str(act.target), t) for t in taps
+            any(under_path(str(n.target), t) for n in chain) and not under_path(str(act.target), t) for t in taps
         )
         if act is not None and op is not None and not tapped:
             fusions.append(_Fusion(str(node.target), str(act.target), op))
@@ -255,20 +254,18 @@ def _plan(model: nn.Module, graph: torch.fx.Graph) -> list[_Fusion]:
 
 
 def _activation_after(
-    node: torch.fx.Node, modules: dict[str, nn.Module], plain: _Plain
+    node: torch.fx.Node, sole: Callable[[torch.fx.Node], nn.Module | None]
 ) -> tuple[list[torch.fx.Node], torch.fx.Node | None]:
-    """The nodes from node through pass-through modules, and the activation module call they end in (or None)."""
+    """The nodes from node through pass-through modules, and the module call they end in: the activation
+    candidate, called only there with their output alone (or None)."""
     chain = [node]
     while len(chain[-1].users) == 1:
         user = next(iter(chain[-1].users))
-        if user.args != (chain[-1],) or user.kwargs:
-            break
-        if plain(user, _PASS_THROUGH):
+        module = sole(user) if user.args == (chain[-1],) and not user.kwargs else None
+        if type(module) in _PASS_THROUGH:
             chain.append(user)
             continue
-        if user.op == "call_module" and plain(user, (type(modules[str(user.target)]),)):
-            return chain, user
-        break
+        return chain, (user if module is not None else None)
     return chain, None
 
 
