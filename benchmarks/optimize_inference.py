@@ -66,6 +66,17 @@ def _reference(name: str) -> torch.nn.Module | None:
     return model
 
 
+def _flips(eager: torch.Tensor, got: torch.Tensor) -> str:
+    """Where the top class differs: each such image's gap between eager's top two scores, against the largest
+    difference between the two outputs (a flip within that difference is a near tie, not a wrong class)."""
+    flipped = (eager.argmax(1) != got.argmax(1)).nonzero().flatten().tolist()
+    if not flipped:
+        return ""
+    top2 = eager.topk(2, dim=1).values
+    gaps = ", ".join(f"image {i}: top two {float(top2[i, 0] - top2[i, 1]):.3f} apart" for i in flipped)
+    return f" ({gaps}; largest output difference {float((eager - got).abs().max()):.3f})"
+
+
 def _by_hand(model: torch.nn.Module) -> Callable[[torch.Tensor], object]:
     def run(x: torch.Tensor) -> object:
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -101,18 +112,20 @@ def measure(name: str, batches: Sequence[int], runs: int, size: int, compile: bo
             labels.append("reference")
         with torch.inference_mode():
             times = timed_rounds(calls, runs)
-            eager_top1 = model(x).argmax(1)
+            eager_out = model(x)
         got = optimized(x)
         assert isinstance(got, torch.Tensor)
-        agreement = float((got.argmax(1) == eager_top1).float().mean())
+        agreement = float((got.argmax(1) == eager_out.argmax(1)).float().mean())
+        flips = _flips(eager_out, got)
         speedups = {label: median_ratio(times[0], t) for label, t in zip(labels, times, strict=True)}
         best = statistics.median(times[2])
         gflops = flops / best / 1e9
         print(
             f"  batch {batch}: eager {statistics.median(times[0]) * 1e3:.1f} ms; speed-up over eager: "
             + ", ".join(f"{k} {v:.2f}x" for k, v in speedups.items() if k != "eager")
-            + f"; optimised over by hand {median_ratio(times[1], times[2]):.2f}x; top-1 agreement {agreement:.0%}; "
-            f"{gflops:.0f} GFLOP/s = {gflops / peak:.0%} of the {peak:.0f} GFLOP/s {plan.dtype} matmul peak",
+            + f"; optimised over by hand {median_ratio(times[1], times[2]):.2f}x; "
+            f"top-1 agreement {agreement:.0%}{flips}; {gflops:.0f} GFLOP/s = {gflops / peak:.0%} of the "
+            f"{peak:.0f} GFLOP/s {plan.dtype} matmul peak",
             flush=True,
         )
 
