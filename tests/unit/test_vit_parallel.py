@@ -11,6 +11,7 @@ from torch import nn
 from model_checks import check_script_and_fx, images, small_model
 from zoo.archs.layers.diff_attention import DiffAttention
 from zoo.archs.vit import VisionTransformer
+from zoo.archs.vit_blocks import BlockCfg
 from zoo.archs.vit_parallel import DiffParallelScalingBlock, ParallelScalingBlock, make_block
 from zoo.domain.errors import InvalidValueError
 
@@ -74,9 +75,7 @@ def test_diff_attention_is_the_difference_of_two_softmax_maps() -> None:
 
 def test_parallel_block_adds_attention_and_mlp_of_one_normalised_input() -> None:
     torch.manual_seed(0)
-    block = ParallelScalingBlock(
-        32, 2, 2.0, qkv_bias=False, init_values=0.5, proj_drop=0.0, attn_drop=0.0, drop_path=0.0
-    ).eval()
+    block = ParallelScalingBlock(BlockCfg(32, 2, 2.0, qkv_bias=False, init_values=0.5)).eval()
     assert block.mlp_bias is not None  # without a qkv bias, the MLP's bias is its own
     nn.init.normal_(block.mlp_bias)
     x = torch.randn(2, 7, 32)
@@ -94,9 +93,7 @@ def test_parallel_block_adds_attention_and_mlp_of_one_normalised_input() -> None
 
 def test_diff_parallel_block_projects_both_branches_at_once() -> None:
     torch.manual_seed(0)
-    block = DiffParallelScalingBlock(
-        32, 2, 2.0, qkv_bias=True, init_values=None, proj_drop=0.0, attn_drop=0.0, drop_path=0.0, depth=5
-    ).eval()
+    block = DiffParallelScalingBlock(BlockCfg(32, 2, 2.0, qkv_bias=True, init_values=None, depth=5)).eval()
     assert block.mlp_bias is None  # folded into in_proj's bias
     nn.init.normal_(block.in_proj.bias)
     x = torch.randn(2, 7, 32)
@@ -146,20 +143,5 @@ def test_invalid_block_choices_name_themselves(kwargs: dict[str, object], named:
 
 
 def test_make_block_builds_the_pre_norm_block_by_default() -> None:
-    block = make_block(
-        "block",
-        32,
-        2,
-        4.0,
-        qkv_bias=True,
-        init_values=None,
-        proj_drop=0.0,
-        attn_drop=0.0,
-        drop_path=0.0,
-        norm_eps=1e-6,
-        act_layer="gelu",
-        mlp_layer="mlp",
-        attn_layer="attn",
-        depth=0,
-    )
+    block = make_block("block", BlockCfg(32, 2, 4.0))
     assert {n for n, _ in block.named_children()} >= {"norm1", "attn", "norm2", "mlp"}

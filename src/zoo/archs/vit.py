@@ -36,6 +36,7 @@ from zoo.archs.vit_blocks import (
     GLOBAL_POOLS,
     MLP_LAYERS,
     Block,
+    BlockCfg,
     check_pool,
     head_pools,
     img_size_pair,
@@ -216,28 +217,26 @@ class VisionTransformer(ZooModule):
         self.pos_embed = nn.Parameter(torch.zeros(1, embed_len, embed_dim))
         self.pos_drop = nn.Dropout(pos_drop_rate)
         self.norm_pre: nn.Module = token_norm(norm_layer, embed_dim, norm_eps) if pre_norm else nn.Identity()
+        cfg = BlockCfg(
+            embed_dim,
+            num_heads,
+            mlp_ratio,
+            qkv_bias=qkv_bias,
+            init_values=init_values,
+            proj_drop=proj_drop_rate,
+            attn_drop=attn_drop_rate,
+            norm_eps=norm_eps,
+            act_layer=act_layer,
+            mlp_layer=mlp_layer,
+            attn_layer=attn_layer,
+            norm_layer=norm_layer,
+            proj_bias=proj_bias,
+            scale_attn_norm=scale_attn_norm,
+            scale_mlp_norm=scale_mlp_norm,
+        )
         self.blocks = nn.Sequential(
             *(
-                make_block(
-                    block_fn,
-                    embed_dim,
-                    num_heads,
-                    mlp_ratio,
-                    qkv_bias=qkv_bias,
-                    init_values=init_values,
-                    proj_drop=proj_drop_rate,
-                    attn_drop=attn_drop_rate,
-                    drop_path=drop_path_rate * i / max(depth - 1, 1),
-                    norm_eps=norm_eps,
-                    act_layer=act_layer,
-                    mlp_layer=mlp_layer,
-                    norm_layer=norm_layer,
-                    proj_bias=proj_bias,
-                    scale_attn_norm=scale_attn_norm,
-                    scale_mlp_norm=scale_mlp_norm,
-                    attn_layer=attn_layer,
-                    depth=i,
-                )
+                make_block(block_fn, attrs.evolve(cfg, drop_path=drop_path_rate * i / max(depth - 1, 1), depth=i))
                 for i in range(depth)
             )
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import torch
 from torch import nn
 
@@ -19,10 +20,15 @@ __all__ = [
     "GLOBAL_POOLS",
     "MLP_LAYERS",
     "Block",
+    "BlockCfg",
+    "block_attention",
+    "block_mlp",
     "check_pool",
     "head_pools",
     "img_size_pair",
     "init_linear",
+    "make_drop_path",
+    "make_layer_scale",
     "make_mlp",
 ]
 
@@ -36,6 +42,35 @@ MLP_LAYERS: tuple[str, ...] = ("mlp", "glu", "swiglu")
 ATTN_LAYERS: tuple[str, ...] = ("attn", "diff")
 
 
+@attrs.frozen
+class BlockCfg:
+    """What a ViT block is built from (every kind in vit_parallel.BLOCK_FNS takes one).
+
+    All kinds read the width, heads, MLP ratio, qkv bias, layer scale (init_values), dropouts, drop path, norm
+    eps and activation. mlp_layer, attn_layer, norm_layer, proj_bias and the inner norms (scale_attn_norm,
+    scale_mlp_norm) choose the layers of the pre-norm and post-norm kinds; the parallel kinds have their own
+    and take only these defaults. depth is the block's index (differential attention's lambda starts from it).
+    """
+
+    dim: int
+    num_heads: int
+    mlp_ratio: float
+    qkv_bias: bool = True
+    init_values: float | None = None
+    proj_drop: float = 0.0
+    attn_drop: float = 0.0
+    drop_path: float = 0.0
+    norm_eps: float = 1e-6
+    act_layer: str = "gelu"
+    mlp_layer: str = "mlp"
+    attn_layer: str = "attn"
+    norm_layer: str = "layernorm"
+    proj_bias: bool = True
+    scale_attn_norm: bool = False
+    scale_mlp_norm: bool = False
+    depth: int = 0
+
+
 class Block(nn.Module):
     """A pre-norm transformer block: x + attention(norm(x)), then x + mlp(norm(x)), each optionally layer-scaled.
 
@@ -45,62 +80,67 @@ class Block(nn.Module):
     the attention's projection and of the MLP (both for the plain attention only).
     """
 
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        mlp_ratio: float,
-        *,
-        qkv_bias: bool,
-        init_values: float | None,
-        proj_drop: float,
-        attn_drop: float,
-        drop_path: float,
-        norm_eps: float = 1e-6,
-        act_layer: str = "gelu",
-        mlp_layer: str = "mlp",
-        norm_layer: str = "layernorm",
-        proj_bias: bool = True,
-        scale_attn_norm: bool = False,
-        scale_mlp_norm: bool = False,
-        attn_layer: str = "attn",
-        depth: int = 0,
-    ) -> None:
+    def __init__(self, cfg: BlockCfg) -> None:
         super().__init__()
-        self.norm1 = token_norm(norm_layer, dim, norm_eps)
+        self.norm1 = token_norm(cfg.norm_layer, cfg.dim, cfg.norm_eps)
         self.attn: nn.Module
-        if check_choice("attn_layer", attn_layer, ATTN_LAYERS) == "diff":
+        if check_choice("attn_layer", cfg.attn_layer, ATTN_LAYERS) == "diff":
             # differential attention, whose lambda starts from a value set by the block's index (depth)
-            if not proj_bias or scale_attn_norm:
+            if not cfg.proj_bias or cfg.scale_attn_norm:
                 raise InvalidValueError(
                     "attn_layer='diff' is invalid with proj_bias=False or scale_attn_norm=True: the differential "
                     "attention has its own projection and norm; expected attn_layer='attn'"
                 )
             self.attn = DiffAttention(
-                dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop, depth=depth
+                cfg.dim,
+                cfg.num_heads,
+                qkv_bias=cfg.qkv_bias,
+                attn_drop=cfg.attn_drop,
+                proj_drop=cfg.proj_drop,
+                depth=cfg.depth,
             )
         else:
-            self.attn = Attention(
-                dim,
-                num_heads,
-                qkv_bias=qkv_bias,
-                proj_bias=proj_bias,
-                attn_drop=attn_drop,
-                proj_drop=proj_drop,
-                norm=token_norm(norm_layer, dim, norm_eps) if scale_attn_norm else None,
-            )
-        self.ls1: nn.Module = LayerScale(dim, init_values) if init_values is not None else nn.Identity()
-        self.drop_path1: nn.Module = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm2 = token_norm(norm_layer, dim, norm_eps)
-        inner = (norm_layer, norm_eps) if scale_mlp_norm else None
-        self.mlp = make_mlp(mlp_layer, dim, mlp_ratio, proj_bias, proj_drop, act_layer, inner)
-        self.ls2: nn.Module = LayerScale(dim, init_values) if init_values is not None else nn.Identity()
-        self.drop_path2: nn.Module = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+            self.attn = block_attention(cfg)
+        self.ls1 = make_layer_scale(cfg)
+        self.drop_path1 = make_drop_path(cfg)
+        self.norm2 = token_norm(cfg.norm_layer, cfg.dim, cfg.norm_eps)
+        self.mlp = block_mlp(cfg)
+        self.ls2 = make_layer_scale(cfg)
+        self.drop_path2 = make_drop_path(cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x))))
         out: torch.Tensor = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return out
+
+
+def block_attention(cfg: BlockCfg) -> Attention:
+    """The plain multi-head attention of a pre-norm or post-norm block, with its inner norm where asked."""
+    return Attention(
+        cfg.dim,
+        cfg.num_heads,
+        qkv_bias=cfg.qkv_bias,
+        proj_bias=cfg.proj_bias,
+        attn_drop=cfg.attn_drop,
+        proj_drop=cfg.proj_drop,
+        norm=token_norm(cfg.norm_layer, cfg.dim, cfg.norm_eps) if cfg.scale_attn_norm else None,
+    )
+
+
+def block_mlp(cfg: BlockCfg) -> nn.Module:
+    """The MLP of a pre-norm or post-norm block (cfg.mlp_layer), with its inner norm where asked."""
+    inner = (cfg.norm_layer, cfg.norm_eps) if cfg.scale_mlp_norm else None
+    return make_mlp(cfg.mlp_layer, cfg.dim, cfg.mlp_ratio, cfg.proj_bias, cfg.proj_drop, cfg.act_layer, inner)
+
+
+def make_layer_scale(cfg: BlockCfg) -> nn.Module:
+    """A branch's layer scale from cfg.init_values (an Identity without)."""
+    return LayerScale(cfg.dim, cfg.init_values) if cfg.init_values is not None else nn.Identity()
+
+
+def make_drop_path(cfg: BlockCfg) -> nn.Module:
+    """A branch's drop path at cfg.drop_path (an Identity at 0)."""
+    return DropPath(cfg.drop_path) if cfg.drop_path > 0.0 else nn.Identity()
 
 
 def make_mlp(

@@ -6,15 +6,14 @@ make_block builds a block of a kind by name.
 
 from __future__ import annotations
 
+import attrs
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.archs.layers import DropPath
 from zoo.archs.layers.diff_attention import diff_attend, diff_head_dim, diff_lambda, diff_lambda_init
-from zoo.archs.layers.layer_scale import LayerScale
 from zoo.archs.layers.mlp import make_mlp_act
-from zoo.archs.vit_blocks import ATTN_LAYERS, Block
+from zoo.archs.vit_blocks import ATTN_LAYERS, Block, BlockCfg, make_drop_path, make_layer_scale
 from zoo.archs.vit_variants import ResPostBlock
 from zoo.domain.checks import check_choice, check_int
 from zoo.domain.errors import InvalidValueError
@@ -32,36 +31,23 @@ class _ParallelBase(nn.Module):
     """The parallel blocks' shared part: in_norm, in_proj (MLP hidden, q, k, v), the MLP's bias where in_proj
     has none (no qkv bias), the activation, layer scale and drop path."""
 
-    def __init__(
-        self,
-        dim: int,
-        mlp_ratio: float,
-        *,
-        qkv_bias: bool,
-        init_values: float | None,
-        proj_drop: float,
-        attn_drop: float,
-        drop_path: float,
-        norm_eps: float,
-        act_layer: str,
-    ) -> None:
+    def __init__(self, cfg: BlockCfg) -> None:
         super().__init__()
-        hidden = int(mlp_ratio * dim)
+        hidden = int(cfg.mlp_ratio * cfg.dim)
         self.mlp_hidden = hidden
-        self.attn_drop = attn_drop
+        self.attn_drop = cfg.attn_drop
         # the MLP's bias rides in in_proj's bias when the qkv projections have one; without, it is separate
-        self.mlp_bias: nn.Parameter | None = None if qkv_bias else nn.Parameter(torch.zeros(hidden))
-        self.in_norm = nn.LayerNorm(dim, eps=norm_eps)
-        self.in_proj = nn.Linear(dim, hidden + 3 * dim, bias=qkv_bias)
-        self.mlp_drop = nn.Dropout(proj_drop)
-        self.mlp_act = make_mlp_act(act_layer)
-        self.init_values = init_values
-        self.drop_path_rate = drop_path
+        self.mlp_bias: nn.Parameter | None = None if cfg.qkv_bias else nn.Parameter(torch.zeros(hidden))
+        self.in_norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
+        self.in_proj = nn.Linear(cfg.dim, hidden + 3 * cfg.dim, bias=cfg.qkv_bias)
+        self.mlp_drop = nn.Dropout(cfg.proj_drop)
+        self.mlp_act = make_mlp_act(cfg.act_layer)
+        self.num_heads = cfg.num_heads
 
-    def _add_scale_and_drop_path(self, dim: int) -> None:
+    def _add_scale_and_drop_path(self, cfg: BlockCfg) -> None:
         # registered after the subclass's output projections: published checkpoints list their tensors in that order
-        self.ls: nn.Module = LayerScale(dim, self.init_values) if self.init_values is not None else nn.Identity()
-        self.drop_path: nn.Module = DropPath(self.drop_path_rate) if self.drop_path_rate > 0.0 else nn.Identity()
+        self.ls = make_layer_scale(cfg)
+        self.drop_path = make_drop_path(cfg)
 
     def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The MLP's activated hidden units and the queries, keys and values, from one projection of norm(x)."""
@@ -79,39 +65,15 @@ class _ParallelBase(nn.Module):
 class ParallelScalingBlock(_ParallelBase):
     """x + ls(attn_out_proj(attention) + mlp_out_proj(mlp)), both branches read one projection of in_norm(x)."""
 
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        mlp_ratio: float,
-        *,
-        qkv_bias: bool,
-        init_values: float | None,
-        proj_drop: float,
-        attn_drop: float,
-        drop_path: float,
-        norm_eps: float = 1e-6,
-        act_layer: str = "gelu",
-    ) -> None:
-        super().__init__(
-            dim,
-            mlp_ratio,
-            qkv_bias=qkv_bias,
-            init_values=init_values,
-            proj_drop=proj_drop,
-            attn_drop=attn_drop,
-            drop_path=drop_path,
-            norm_eps=norm_eps,
-            act_layer=act_layer,
-        )
-        if dim % num_heads:
+    def __init__(self, cfg: BlockCfg) -> None:
+        super().__init__(cfg)
+        if cfg.dim % cfg.num_heads:
             raise InvalidValueError(
-                f"num_heads={num_heads} is invalid for embed_dim={dim}: embed_dim must be a multiple of it"
+                f"num_heads={cfg.num_heads} is invalid for embed_dim={cfg.dim}: embed_dim must be a multiple of it"
             )
-        self.num_heads = num_heads
-        self.attn_out_proj = nn.Linear(dim, dim)
-        self.mlp_out_proj = nn.Linear(self.mlp_hidden, dim)
-        self._add_scale_and_drop_path(dim)
+        self.attn_out_proj = nn.Linear(cfg.dim, cfg.dim)
+        self.mlp_out_proj = nn.Linear(self.mlp_hidden, cfg.dim)
+        self._add_scale_and_drop_path(cfg)
 
     def reset_parameters(self) -> None:
         """The MLP's separate bias (where there is one) zero; the layers start as torch's."""
@@ -135,42 +97,17 @@ class DiffParallelScalingBlock(_ParallelBase):
     """A parallel block with differential attention (layers/diff_attention.py): the attention's output, normalised
     per head (sub_norm) and scaled by 1 - lambda_init, and the MLP's hidden units share one output projection."""
 
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        mlp_ratio: float,
-        *,
-        qkv_bias: bool,
-        init_values: float | None,
-        proj_drop: float,
-        attn_drop: float,
-        drop_path: float,
-        norm_eps: float = 1e-6,
-        act_layer: str = "gelu",
-        depth: int = 0,
-    ) -> None:
-        super().__init__(
-            dim,
-            mlp_ratio,
-            qkv_bias=qkv_bias,
-            init_values=init_values,
-            proj_drop=proj_drop,
-            attn_drop=attn_drop,
-            drop_path=drop_path,
-            norm_eps=norm_eps,
-            act_layer=act_layer,
-        )
-        self.num_heads = num_heads
-        half = diff_head_dim(dim, num_heads)
-        self.lambda_init = diff_lambda_init(check_int("depth", depth, ge=0))
+    def __init__(self, cfg: BlockCfg) -> None:
+        super().__init__(cfg)
+        half = diff_head_dim(cfg.dim, cfg.num_heads)
+        self.lambda_init = diff_lambda_init(check_int("depth", cfg.depth, ge=0))
         self.lambda_q1 = nn.Parameter(torch.empty(half))
         self.lambda_k1 = nn.Parameter(torch.empty(half))
         self.lambda_q2 = nn.Parameter(torch.empty(half))
         self.lambda_k2 = nn.Parameter(torch.empty(half))
         self.sub_norm = nn.RMSNorm(2 * half, eps=1e-5)
-        self.out_proj = nn.Linear(dim + self.mlp_hidden, dim)
-        self._add_scale_and_drop_path(dim)
+        self.out_proj = nn.Linear(cfg.dim + self.mlp_hidden, cfg.dim)
+        self._add_scale_and_drop_path(cfg)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -190,111 +127,29 @@ class DiffParallelScalingBlock(_ParallelBase):
         return out
 
 
-def make_block(
-    block_fn: str,
-    dim: int,
-    num_heads: int,
-    mlp_ratio: float,
-    *,
-    qkv_bias: bool,
-    init_values: float | None,
-    proj_drop: float,
-    attn_drop: float,
-    drop_path: float,
-    norm_eps: float,
-    act_layer: str,
-    mlp_layer: str,
-    attn_layer: str,
-    depth: int,
-    norm_layer: str = "layernorm",
-    proj_bias: bool = True,
-    scale_attn_norm: bool = False,
-    scale_mlp_norm: bool = False,
-) -> nn.Module:
-    """A block of kind block_fn (one of BLOCK_FNS) at index depth; attn_layer and mlp_layer choose a 'block' block's
-    attention and MLP (the parallel kinds have their own, so they refuse others than 'attn' and 'mlp'); norm_layer,
-    proj_bias and the inner norms (scale_attn_norm, scale_mlp_norm) apply to 'block' and 'res_post' blocks."""
+# the fields only the pre-norm and post-norm kinds read: a parallel block has its own attention and MLP
+_SERIAL_ONLY = ("attn_layer", "mlp_layer", "norm_layer", "proj_bias", "scale_attn_norm", "scale_mlp_norm")
+
+
+def make_block(block_fn: str, cfg: BlockCfg) -> nn.Module:
+    """A block of kind block_fn (one of BLOCK_FNS) built from cfg; the parallel kinds refuse a cfg whose
+    _SERIAL_ONLY fields are not BlockCfg's defaults, and 'res_post' an attention other than 'attn'."""
     check_choice("block_fn", block_fn, BLOCK_FNS)
-    check_choice("attn_layer", attn_layer, ATTN_LAYERS)
+    check_choice("attn_layer", cfg.attn_layer, ATTN_LAYERS)
     if block_fn == "res_post":
-        if attn_layer != "attn":
+        if cfg.attn_layer != "attn":
             raise InvalidValueError(
-                f"attn_layer={attn_layer!r} is invalid with block_fn='res_post': expected attn_layer='attn'"
+                f"attn_layer={cfg.attn_layer!r} is invalid with block_fn='res_post': expected attn_layer='attn'"
             )
-        return ResPostBlock(
-            dim,
-            num_heads,
-            mlp_ratio,
-            qkv_bias=qkv_bias,
-            init_values=init_values,
-            proj_drop=proj_drop,
-            attn_drop=attn_drop,
-            drop_path=drop_path,
-            norm_eps=norm_eps,
-            act_layer=act_layer,
-            mlp_layer=mlp_layer,
-            norm_layer=norm_layer,
-            proj_bias=proj_bias,
-            scale_attn_norm=scale_attn_norm,
-            scale_mlp_norm=scale_mlp_norm,
-        )
+        return ResPostBlock(cfg)
     if block_fn == "block":
-        return Block(
-            dim,
-            num_heads,
-            mlp_ratio,
-            qkv_bias=qkv_bias,
-            init_values=init_values,
-            proj_drop=proj_drop,
-            attn_drop=attn_drop,
-            drop_path=drop_path,
-            norm_eps=norm_eps,
-            act_layer=act_layer,
-            mlp_layer=mlp_layer,
-            attn_layer=attn_layer,
-            depth=depth,
-            norm_layer=norm_layer,
-            proj_bias=proj_bias,
-            scale_attn_norm=scale_attn_norm,
-            scale_mlp_norm=scale_mlp_norm,
-        )
-    own = {
-        "attn_layer": (attn_layer, "attn"),
-        "mlp_layer": (mlp_layer, "mlp"),
-        "norm_layer": (norm_layer, "layernorm"),
-        "proj_bias": (proj_bias, True),
-        "scale_attn_norm": (scale_attn_norm, False),
-        "scale_mlp_norm": (scale_mlp_norm, False),
-    }
-    for key, (value, expected) in own.items():
+        return Block(cfg)
+    defaults = attrs.fields_dict(BlockCfg)
+    for key in _SERIAL_ONLY:
+        value, expected = getattr(cfg, key), defaults[key].default
         if value != expected:
             raise InvalidValueError(
                 f"{key}={value!r} is invalid with block_fn={block_fn!r}, whose attention and MLP are its own: "
                 f"expected {key}={expected!r}, or block_fn='block'"
             )
-    if block_fn == "parallel":
-        return ParallelScalingBlock(
-            dim,
-            num_heads,
-            mlp_ratio,
-            qkv_bias=qkv_bias,
-            init_values=init_values,
-            proj_drop=proj_drop,
-            attn_drop=attn_drop,
-            drop_path=drop_path,
-            norm_eps=norm_eps,
-            act_layer=act_layer,
-        )
-    return DiffParallelScalingBlock(
-        dim,
-        num_heads,
-        mlp_ratio,
-        qkv_bias=qkv_bias,
-        init_values=init_values,
-        proj_drop=proj_drop,
-        attn_drop=attn_drop,
-        drop_path=drop_path,
-        norm_eps=norm_eps,
-        act_layer=act_layer,
-        depth=depth,
-    )
+    return ParallelScalingBlock(cfg) if block_fn == "parallel" else DiffParallelScalingBlock(cfg)

@@ -9,11 +9,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from zoo.archs.layers import DropPath
 from zoo.archs.layers.mlp import GluMlp, SwiGLU
 from zoo.archs.layers.norm import token_norm
-from zoo.archs.layers.self_attention import Attention
-from zoo.archs.vit_blocks import init_gate, make_mlp
+from zoo.archs.vit_blocks import BlockCfg, block_attention, block_mlp, init_gate, make_drop_path
 
 __all__ = ["ResPostBlock", "apply_late_inits", "late_inits"]
 
@@ -24,42 +22,15 @@ class ResPostBlock(nn.Module):
     With init_values, the norms' weights start at it (a scale on each branch, as layer scale is elsewhere).
     """
 
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        mlp_ratio: float,
-        *,
-        qkv_bias: bool,
-        init_values: float | None,
-        proj_drop: float,
-        attn_drop: float,
-        drop_path: float,
-        norm_eps: float = 1e-6,
-        act_layer: str = "gelu",
-        mlp_layer: str = "mlp",
-        norm_layer: str = "layernorm",
-        proj_bias: bool = True,
-        scale_attn_norm: bool = False,
-        scale_mlp_norm: bool = False,
-    ) -> None:
+    def __init__(self, cfg: BlockCfg) -> None:
         super().__init__()
-        self.init_values = init_values
-        self.attn = Attention(
-            dim,
-            num_heads,
-            qkv_bias=qkv_bias,
-            proj_bias=proj_bias,
-            attn_drop=attn_drop,
-            proj_drop=proj_drop,
-            norm=token_norm(norm_layer, dim, norm_eps) if scale_attn_norm else None,
-        )
-        self.norm1 = token_norm(norm_layer, dim, norm_eps)
-        self.drop_path1: nn.Module = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        inner = (norm_layer, norm_eps) if scale_mlp_norm else None
-        self.mlp = make_mlp(mlp_layer, dim, mlp_ratio, proj_bias, proj_drop, act_layer, inner)
-        self.norm2 = token_norm(norm_layer, dim, norm_eps)
-        self.drop_path2: nn.Module = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.init_values = cfg.init_values
+        self.attn = block_attention(cfg)
+        self.norm1 = token_norm(cfg.norm_layer, cfg.dim, cfg.norm_eps)
+        self.drop_path1 = make_drop_path(cfg)
+        self.mlp = block_mlp(cfg)
+        self.norm2 = token_norm(cfg.norm_layer, cfg.dim, cfg.norm_eps)
+        self.drop_path2 = make_drop_path(cfg)
         self.init_norms()
 
     def init_norms(self) -> None:
