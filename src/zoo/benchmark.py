@@ -222,14 +222,17 @@ def benchmark_model(
         with torch.inference_mode(), autocast():
             forward(x)
 
-    seconds, peak = fits(lambda: _timed(infer_step, target, warmup, steps))
-    infer = Timing(
-        samples_per_sec=batch_size * steps / seconds,
-        step_time=1000 * seconds / steps,
-        batch_size=batch_size,
-        img_size=height,
-        peak_mem_mb=peak,
-    )
+    def timing(step: Callable[[], None]) -> Timing:
+        seconds, peak = fits(lambda: _timed(step, target, warmup, steps))
+        return Timing(
+            samples_per_sec=batch_size * steps / seconds,
+            step_time=1000 * seconds / steps,
+            batch_size=batch_size,
+            img_size=height,
+            peak_mem_mb=peak,
+        )
+
+    infer = timing(infer_step)
     train_timing = None
     if flags["train"]:
         model.train()
@@ -247,14 +250,7 @@ def benchmark_model(
             torch.autograd.backward(loss)
             optimizer.step()
 
-        seconds, peak = fits(lambda: _timed(train_step, target, warmup, steps))
-        train_timing = Timing(
-            samples_per_sec=batch_size * steps / seconds,
-            step_time=1000 * seconds / steps,
-            batch_size=batch_size,
-            img_size=height,
-            peak_mem_mb=peak,
-        )
+        train_timing = timing(train_step)
     return BenchmarkResult(
         model=name,
         param_count=params / 1e6,

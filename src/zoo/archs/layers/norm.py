@@ -55,12 +55,8 @@ class LayerNorm2d(nn.LayerNorm):
         return x.permute(0, 3, 1, 2)
 
 
-class SimpleNorm(nn.Module):
-    """x / sqrt(var(x) + eps) * weight over the last dimension: LayerNorm without centring or bias.
-
-    The variance is the unbiased one (n - 1 in the denominator), as the published zepto_rms weights were
-    trained with. Its state_dict holds `weight` only.
-    """
+class _GainNorm(nn.Module):
+    """A norm over the last dimension whose only tensor is a per-channel gain, `weight` (starting at ones)."""
 
     def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
         super().__init__()
@@ -72,11 +68,19 @@ class SimpleNorm(nn.Module):
         """weight back to ones."""
         nn.init.ones_(self.weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _simple_norm(x, self.weight, self.eps)
-
     def extra_repr(self) -> str:
         return f"{self.num_channels}, eps={self.eps}"
+
+
+class SimpleNorm(_GainNorm):
+    """x / sqrt(var(x) + eps) * weight over the last dimension: LayerNorm without centring or bias.
+
+    The variance is the unbiased one (n - 1 in the denominator), as the published zepto_rms weights were
+    trained with. Its state_dict holds `weight` only.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _simple_norm(x, self.weight, self.eps)
 
 
 class SimpleNorm2d(SimpleNorm):
@@ -86,24 +90,11 @@ class SimpleNorm2d(SimpleNorm):
         return _simple_norm(x.permute(0, 2, 3, 1), self.weight, self.eps).permute(0, 3, 1, 2)
 
 
-class RmsNorm(nn.Module):
+class RmsNorm(_GainNorm):
     """x / sqrt(mean(x^2) + eps) * weight over the last dimension (root-mean-square norm); state_dict: `weight`."""
-
-    def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.num_channels = num_channels
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(num_channels))
-
-    def reset_parameters(self) -> None:
-        """weight back to ones."""
-        nn.init.ones_(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.rms_norm(x, [self.num_channels], self.weight, self.eps)
-
-    def extra_repr(self) -> str:
-        return f"{self.num_channels}, eps={self.eps}"
 
 
 def token_norm(kind: str, num_channels: int, eps: float = 1e-6) -> nn.LayerNorm | RmsNorm:
